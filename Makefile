@@ -1,0 +1,29 @@
+# `make run` and `make test` work from nothing but python3.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PLUGINS  := $(wildcard plugins/*/pyproject.toml)
+EXAMPLES := $(wildcard examples/*/pyproject.toml)
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]" \
+		$(foreach p,$(PLUGINS),-e "./$(dir $(p))[test]") \
+		$(foreach e,$(EXAMPLES),-e "./$(dir $(e))")
+	touch $(STAMP)
+
+run: install
+	$(BIN)/ccsm run "Hello from ccsm." --model tests/fixtures/csm-tiny --seed 7 --codes-out frames.npy
+
+test: install
+	$(BIN)/python -m pytest -q tests
+	@set -e; for p in $(dir $(PLUGINS)); do echo "== $$p"; $(BIN)/python -m pytest -q $$p/tests; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,83 @@
+"""The backend contract: the small lazy tensor API every model in ccsm is written against.
+
+Shapes are logical and row-major (NumPy order, last axis contiguous). A backend returns its own
+tensor handles from every op; nothing is guaranteed to be computed until ``to_numpy`` (the
+evaluation point). The NumPy backend computes eagerly; a graph backend (GGML) adds nodes and
+computes the graph at ``to_numpy``; a lazy-array backend (MLX) calls its ``eval`` there.
+
+Conventions:
+
+- ``matmul(x, w)`` takes a *weight* ``w`` of shape ``[N, K]`` (``nn.Linear`` layout, out x in)
+  and returns ``x @ w.T``. Weights come from ``weight(t)`` and may stay quantized.
+- Inputs that change from step to step (token ids, positions, masks) are created with
+  ``asarray`` so a graph backend can keep its graph and only refill the inputs.
+- ``zeros`` makes a persistent buffer (KV caches, streaming state); ``write`` stores into it in
+  place and returns a handle through which later reads see the write.
+- Sampling and other host logic run on NumPy over ``to_numpy`` results.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+Tensor = Any  # a backend's own handle type
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a compute backend implements. See the module docstring for conventions."""
+
+    name: str
+
+    # data in and out
+    def asarray(self, a: np.ndarray) -> Tensor: """Host array (float32 or int32) -> tensor."""
+    def weight(self, t: Any) -> Tensor: """A stored tensor (`TensorData` or ndarray) -> weight."""
+    def zeros(self, shape: Sequence[int]) -> Tensor: """A persistent float32 buffer of zeros."""
+    def write(self, buf: Tensor, x: Tensor, start: int, axis: int = 0) -> Tensor:
+        """Store ``x`` into ``buf`` at ``start`` along ``axis`` in place; returns ``buf``'s new handle."""
+    def to_numpy(self, x: Tensor) -> np.ndarray: """Evaluation point: compute ``x`` and copy to host."""
+    def shape(self, x: Tensor) -> tuple[int, ...]: """Logical shape, without computing."""
+
+    # elementwise and reductions
+    def add(self, a: Tensor, b: Tensor) -> Tensor: """Broadcasting add."""
+    def mul(self, a: Tensor, b: Tensor) -> Tensor: """Broadcasting multiply."""
+    def scale(self, x: Tensor, s: float) -> Tensor: """``x * s``."""
+    def sum(self, x: Tensor, axis: int) -> Tensor: """Sum over one axis (removed)."""
+    def silu(self, x: Tensor) -> Tensor: """``x * sigmoid(x)``."""
+    def gelu(self, x: Tensor) -> Tensor: """Exact (erf) GELU."""
+    def elu(self, x: Tensor, alpha: float = 1.0) -> Tensor: """ELU."""
+    def softmax(self, x: Tensor) -> Tensor: """Softmax over the last axis."""
+
+    # layers
+    def embedding(self, table: Tensor, ids: Tensor) -> Tensor: """Rows ``table[ids]``: ``[N] -> [N, d]``."""
+    def matmul(self, x: Tensor, w: Tensor) -> Tensor: """``[..., K] x [N, K] -> [..., N]``."""
+    def rms_norm(self, x: Tensor, w: Tensor, eps: float) -> Tensor: """RMSNorm over the last axis, then ``* w``."""
+    def layer_norm(self, x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor: """LayerNorm over the last axis."""
+    def rope(self, x: Tensor, positions: Tensor, freqs: np.ndarray, interleaved: bool = True) -> Tensor:
+        """Rotary embedding of ``x [S, H, D]`` at int ``positions [S]`` with angle ``pos * freqs[i]``.
+
+        ``interleaved`` rotates adjacent pairs ``(x[2i], x[2i+1])`` (original Llama / moshi);
+        otherwise halves ``(x[i], x[i + D/2])`` (NEOX / Hugging Face)."""
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
+        """``q [S, H, D]``, ``k, v [T, KV, D]``, additive ``mask [S, T]`` -> ``[S, H, D]``.
+
+        Query head ``h`` uses KV head ``h // (H // KV)``."""
+    def conv1d(self, x: Tensor, w: Tensor, b: Tensor | None, stride: int = 1, dilation: int = 1,
+               groups: int = 1) -> Tensor:
+        """``x [Cin, T]``, ``w [Cout, Cin/groups, K]`` -> ``[Cout, Tout]``, no padding."""
+    def conv_transpose1d(self, x: Tensor, w: Tensor, b: Tensor | None, stride: int = 1,
+                         groups: int = 1) -> Tensor:
+        """``x [Cin, T]``, ``w [Cin, Cout/groups, K]`` -> ``[Cout, (T-1)*stride + K]``, untrimmed."""
+
+    # shape ops
+    def pad(self, x: Tensor, axis: int, left: int, right: int, mode: str = "constant") -> Tensor:
+        """Pad one axis with zeros (``constant``) or the edge values (``replicate``)."""
+    def concat(self, xs: Sequence[Tensor], axis: int) -> Tensor: """Join along ``axis``."""
+    def reshape(self, x: Tensor, shape: Sequence[int]) -> Tensor: """Row-major reshape."""
+    def transpose(self, x: Tensor, perm: Sequence[int]) -> Tensor: """Permute axes."""
+    def slice(self, x: Tensor, axis: int, start: int, stop: int) -> Tensor: """``x[start:stop]`` on ``axis``."""
+
+
+OPS = tuple(n for n in Backend.__dict__ if not n.startswith("_") and callable(Backend.__dict__[n]))

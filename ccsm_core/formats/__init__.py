@@ -1,0 +1,1 @@
+"""Weight file formats: lazy tensors (`tensor.TensorData`) from safetensors and GGUF files."""

@@ -1,0 +1,74 @@
+"""Named registries of what plugins provide (backends, formats, samplers, ...)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from .errors import PluginError
+
+T = TypeVar("T")
+
+
+@dataclass
+class Entry(Generic[T]):
+    """One registered thing: its name, its factory, which plugin gave it, and metadata."""
+
+    name: str
+    factory: Callable[..., T]
+    plugin: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    conflict_with: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        return str(self.metadata.get("summary", ""))
+
+
+class Registry(Generic[T]):
+    """Entries of one kind. Two plugins registering one name make that name a conflict."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def add(self, entry: Entry[T]) -> None:
+        old = self._entries.get(entry.name)
+        if old is not None and old.plugin != entry.plugin:
+            old.conflict_with.append(entry.plugin)
+            return
+        self._entries[entry.name] = entry
+
+    def drop_plugin(self, plugin: str) -> None:
+        """Forget everything ``plugin`` registered (after it failed half-way)."""
+        self._entries = {k: e for k, e in self._entries.items() if e.plugin != plugin}
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(self._entries.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, name: str) -> Entry[T]:
+        """The entry called ``name``; a `PluginError` if unknown or claimed twice."""
+        entry = self._entries.get(name)
+        if entry is None:
+            close = difflib.get_close_matches(name, self._entries, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"known {self.kind}: {', '.join(sorted(self._entries)) or 'none'}")
+            raise PluginError(f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}", hint)
+        if entry.conflict_with:
+            others = ", ".join([entry.plugin, *entry.conflict_with])
+            raise PluginError(f"{self.kind[:-1]} {name!r} is registered by more than one plugin: {others}",
+                              "uninstall or disable one of them (CCSM_DISABLE_PLUGINS=name)")
+        return entry
+
+    def create(self, name: str, *args: Any, **kwargs: Any) -> T:
+        return self.get(name).factory(*args, **kwargs)
