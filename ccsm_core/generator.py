@@ -1,0 +1,182 @@
+"""Conversation prompts and frame-by-frame generation, as the original ``generator.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .errors import GenerationError, UsageError
+from .models.csm import CSM
+from .sampling import SamplerChain, build_sampler
+
+FRAME_MS = 80  # one Mimi frame at 12.5 Hz
+DEFAULTS = {"max_audio_ms": 90_000, "temperature": 0.9, "topk": 50}  # the original's defaults
+
+
+@dataclass
+class Segment:
+    """One conversation turn: who spoke, what they said, and (for context) how it sounded.
+
+    ``audio`` is 24 kHz mono float32 (encoded with Mimi); ``codes`` are Mimi codes ``[32, T]``
+    if the audio is already encoded.
+    """
+
+    speaker: int
+    text: str
+    audio: np.ndarray | None = None
+    codes: np.ndarray | None = None
+
+
+def check_turn(speaker: Any, text: Any) -> None:
+    if isinstance(speaker, bool) or not isinstance(speaker, (int, np.integer)) or speaker < 0:
+        raise UsageError(f"speaker must be a non-negative integer, got {speaker!r}")
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError("text is empty", "give the words to speak")
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling and limits for one utterance (the original's defaults)."""
+
+    max_audio_ms: float = DEFAULTS["max_audio_ms"]
+    temperature: float = DEFAULTS["temperature"]
+    topk: int | None = DEFAULTS["topk"]
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: Mapping[int, float] | None = None
+    min_frames: int = 0  # no end-of-audio frame before this many frames
+    guard_special: bool = False  # ban audio ids 2048..2050 (the original does not)
+    seed: int | None = None
+    sampler: str | None = None
+    extra_processors: Sequence[tuple[str, Mapping[str, Any]]] = field(default_factory=tuple)
+
+    @property
+    def max_frames(self) -> int:
+        if not (self.max_audio_ms > 0):
+            raise UsageError(f"max audio length must be > 0 ms, got {self.max_audio_ms}")
+        return int(self.max_audio_ms / FRAME_MS)
+
+
+class Generator:
+    """Turns text (plus context turns) into CSM frames; ``mimi`` makes audio from them."""
+
+    def __init__(self, model: CSM, tokenizer: Any, mimi: Any = None) -> None:
+        self.model, self.tokenizer, self.mimi = model, tokenizer, mimi
+        self.ncb = model.cfg.audio_num_codebooks
+
+    # -- prompt ------------------------------------------------------------------------------
+    def text_rows(self, speaker: int, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """``[bos] + tokens("[speaker]text") + [eos]`` in the text column."""
+        tok = self.tokenizer
+        ids = [tok.bos_id] + tok.encode(f"[{speaker}]{text}", add_special=False) + [tok.eos_id]
+        vocab = self.model.cfg.text_vocab_size
+        if max(ids) >= vocab:
+            raise GenerationError(f"tokenizer id {max(ids)} is outside the model's text vocabulary ({vocab})",
+                                  "use the tokenizer that belongs to this model")
+        tokens = np.zeros((len(ids), self.ncb + 1), np.int64)
+        mask = np.zeros_like(tokens, dtype=bool)
+        tokens[:, -1], mask[:, -1] = ids, True
+        return tokens, mask
+
+    def audio_rows(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mimi codes ``[32, T]`` plus the all-zero end-of-audio row, in the audio columns."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != self.ncb:
+            raise UsageError(f"context codes must have shape [{self.ncb}, T], got {list(codes.shape)}")
+        if codes.size and (codes.min() < 0 or codes.max() >= self.model.cfg.audio_vocab_size):
+            raise UsageError("context codes are outside the audio vocabulary")
+        t = codes.shape[1]
+        tokens = np.zeros((t + 1, self.ncb + 1), np.int64)
+        mask = np.zeros_like(tokens, dtype=bool)
+        tokens[:t, :-1] = codes.T
+        mask[:, :-1] = True
+        return tokens, mask
+
+    def segment_codes(self, seg: Segment) -> np.ndarray | None:
+        if seg.codes is not None:
+            return np.asarray(seg.codes)
+        if seg.audio is None:
+            return None
+        if self.mimi is None:
+            raise UsageError("context audio needs the Mimi codec, which this model was loaded without",
+                             "load a model with Mimi weights, or pass Mimi codes")
+        return self.mimi.encode(np.asarray(seg.audio, np.float32))
+
+    def prompt(self, text: str, speaker: int, context: Sequence[Segment] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """The prefill rows: every context turn (text, audio, end row), then the new text."""
+        check_turn(speaker, text)
+        parts = []
+        for seg in context:
+            check_turn(seg.speaker, seg.text)
+            parts.append(self.text_rows(seg.speaker, seg.text))
+            codes = self.segment_codes(seg)
+            if codes is not None:
+                parts.append(self.audio_rows(codes))
+        parts.append(self.text_rows(speaker, text))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    # -- generation --------------------------------------------------------------------------
+    def sampler(self, s: GenerationSettings) -> SamplerChain:
+        bias = dict(s.logit_bias or {})
+        if s.guard_special:
+            for i in range(2048, self.model.cfg.audio_vocab_size):
+                bias[i] = -np.inf
+        return build_sampler(temperature=s.temperature, topk=s.topk, top_p=s.top_p, min_p=s.min_p,
+                             repetition_penalty=s.repetition_penalty, frequency_penalty=s.frequency_penalty,
+                             presence_penalty=s.presence_penalty, logit_bias=bias,
+                             extra=s.extra_processors, sampler=s.sampler)
+
+    def frames(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
+               settings: GenerationSettings | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               trace: Callable[[str, Any], None] | None = None) -> Iterator[np.ndarray]:
+        """Yield frames (32 codes each) until the all-zero frame or the length limit."""
+        s = settings or GenerationSettings()
+        max_frames = s.max_frames
+        chain = self.sampler(s)
+        tokens, mask = self.prompt(text, speaker, context)
+        limit = self.model.cfg.backbone.max_seq_len
+        if len(tokens) >= limit - max_frames:
+            raise GenerationError(
+                f"prompt of {len(tokens)} rows plus {max_frames} frames does not fit the context of {limit}",
+                "shorten the text or context, or lower --max-audio-ms")
+        rng = np.random.default_rng(s.seed)
+        history: list[list[int]] = [[] for _ in range(self.ncb)]
+        frame_no = 0
+
+        def sample(i: int, logits: np.ndarray) -> int:
+            if trace is not None:
+                trace(f"logits{i}", logits)
+            if i == 0 and frame_no < s.min_frames:
+                logits = logits.copy()
+                logits[0] = -np.inf  # an all-zero frame needs code 0 in codebook 0
+            code = chain(np.asarray(history[i], np.int64), logits, rng)
+            history[i].append(code)
+            return code
+
+        bb_cache, dec_cache = self.model.new_caches()
+        positions = np.arange(len(tokens))
+        for frame_no in range(max_frames):
+            last_h = self.model.backbone_step(tokens, mask, positions, bb_cache, trace if frame_no == 0 else None)
+            codes = self.model.frame(last_h, sample, dec_cache, trace if frame_no == 0 else None)
+            if not codes.any():
+                break
+            if progress is not None:
+                progress(frame_no + 1, max_frames)
+            yield codes
+            tokens = np.zeros((1, self.ncb + 1), np.int64)
+            tokens[0, :-1] = codes
+            mask = np.zeros_like(tokens, dtype=bool)
+            mask[0, :-1] = True
+            positions = positions[-1:] + 1
+
+    def generate(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
+                 settings: GenerationSettings | None = None, **kw: Any) -> np.ndarray:
+        """All frames as ``[T, 32]`` int64."""
+        frames = list(self.frames(text, speaker, context, settings, **kw))
+        return np.stack(frames) if frames else np.zeros((0, self.ncb), np.int64)

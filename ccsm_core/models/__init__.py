@@ -1,0 +1,1 @@
+"""Models written once against the backend contract: Llama-style transformers, CSM, Mimi."""

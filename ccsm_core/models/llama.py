@@ -1,0 +1,112 @@
+"""A Llama-3-style transformer on the backend contract (torchtune's layer, exactly).
+
+Pre-norm layers ``h = x + attn(rms(x)); out = h + mlp(rms(h))`` with grouped-query attention,
+RoPE (Llama-3 scaled) applied before the KV cache, SwiGLU ``w2(silu(w1 x) * w3 x)``, no biases,
+and a final RMSNorm. The KV cache is written sequentially from slot 0, as torchtune's is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..backends.base import Backend, Tensor
+from ..errors import FormatError, GenerationError
+from .config import LlamaConfig
+
+LAYER_TENSORS = {
+    "q": "attn.q_proj.weight", "k": "attn.k_proj.weight", "v": "attn.v_proj.weight",
+    "o": "attn.output_proj.weight", "w1": "mlp.w1.weight", "w2": "mlp.w2.weight",
+    "w3": "mlp.w3.weight", "sa_norm": "sa_norm.scale", "mlp_norm": "mlp_norm.scale",
+}
+
+
+def expected_shapes(cfg: LlamaConfig, prefix: str) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a stack saved under ``prefix`` (``backbone``...)."""
+    d, hd = cfg.embed_dim, cfg.head_dim
+    per = {"q": (cfg.num_heads * hd, d), "k": (cfg.num_kv_heads * hd, d), "v": (cfg.num_kv_heads * hd, d),
+           "o": (d, cfg.num_heads * hd), "w1": (cfg.intermediate_dim, d), "w2": (d, cfg.intermediate_dim),
+           "w3": (cfg.intermediate_dim, d), "sa_norm": (d,), "mlp_norm": (d,)}
+    out = {f"{prefix}.layers.{i}.{LAYER_TENSORS[k]}": s for i in range(cfg.num_layers) for k, s in per.items()}
+    out[f"{prefix}.norm.scale"] = (d,)
+    return out
+
+
+def check_shapes(tensors: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
+    """Every expected tensor exists with the expected shape (before anything is computed)."""
+    for name, shape in shapes.items():
+        if name not in tensors:
+            raise FormatError(f"{where}: tensor {name!r} is missing",
+                              "the checkpoint is incomplete or for a different model flavour")
+        got = tuple(tensors[name].shape)
+        if got != tuple(shape):
+            raise FormatError(f"{where}: tensor {name!r} has shape {list(got)}, expected {list(shape)}",
+                              "the config.json flavour does not match the weights")
+
+
+class KVCache:
+    """Preallocated per-layer K/V buffers ``[capacity, kv_heads, head_dim]`` in the backend."""
+
+    def __init__(self, be: Backend, cfg: LlamaConfig, capacity: int) -> None:
+        shape = (capacity, cfg.num_kv_heads, cfg.head_dim)
+        self.k = [be.zeros(shape) for _ in range(cfg.num_layers)]
+        self.v = [be.zeros(shape) for _ in range(cfg.num_layers)]
+        self.capacity = capacity
+        self.length = 0
+
+    def reset(self) -> None:
+        """Rewind; stale rows are never read because reads stop at ``length``."""
+        self.length = 0
+
+
+class Llama:
+    """The transformer stack: ``forward(x [S, d], positions) -> hidden [S, d]`` (post-norm)."""
+
+    def __init__(self, be: Backend, cfg: LlamaConfig, tensors: Mapping[str, Any], prefix: str) -> None:
+        check_shapes(tensors, expected_shapes(cfg, prefix), prefix)
+        self.be, self.cfg = be, cfg
+        self.layers = [
+            {k: be.weight(tensors[f"{prefix}.layers.{i}.{n}"]) for k, n in LAYER_TENSORS.items()}
+            for i in range(cfg.num_layers)
+        ]
+        self.norm = be.weight(tensors[f"{prefix}.norm.scale"])
+        self.freqs = cfg.rope_freqs()
+        self.scale = 1.0 / float(np.sqrt(cfg.head_dim))
+
+    def new_cache(self, capacity: int | None = None) -> KVCache:
+        return KVCache(self.be, self.cfg, capacity or self.cfg.max_seq_len)
+
+    def forward(self, x: Tensor, positions: np.ndarray, cache: KVCache,
+                trace: Callable[[str, Tensor], None] | None = None) -> Tensor:
+        """Run ``x [S, d]`` at ``positions [S]``, appending to ``cache``; returns the final-norm output."""
+        be, cfg = self.be, self.cfg
+        s = len(positions)
+        start, end = cache.length, cache.length + s
+        if end > cache.capacity:
+            raise GenerationError(f"sequence of {end} positions exceeds the context of {cache.capacity}",
+                                  "shorten the text or context, or lower --max-audio-ms")
+        pos = be.asarray(np.asarray(positions, np.int32))
+        # torchtune masks cache slot j for query i with tril(max_seq_len)[pos_i]: j <= pos_i
+        mask_np = np.where(np.arange(end)[None, :] <= np.asarray(positions)[:, None], 0.0, -np.inf)
+        mask = be.asarray(mask_np.astype(np.float32))
+        hd, h, kvh = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
+        for i, w in enumerate(self.layers):
+            hn = be.rms_norm(x, w["sa_norm"], cfg.norm_eps)
+            q = be.rope(be.reshape(be.matmul(hn, w["q"]), (s, h, hd)), pos, self.freqs, cfg.rope_interleaved)
+            k = be.rope(be.reshape(be.matmul(hn, w["k"]), (s, kvh, hd)), pos, self.freqs, cfg.rope_interleaved)
+            v = be.reshape(be.matmul(hn, w["v"]), (s, kvh, hd))
+            cache.k[i] = be.write(cache.k[i], k, start)
+            cache.v[i] = be.write(cache.v[i], v, start)
+            kk = be.slice(cache.k[i], 0, 0, end)
+            vv = be.slice(cache.v[i], 0, 0, end)
+            att = be.reshape(be.attention(q, kk, vv, mask, self.scale), (s, h * hd))
+            x = be.add(x, be.matmul(att, w["o"]))
+            hn = be.rms_norm(x, w["mlp_norm"], cfg.norm_eps)
+            ff = be.mul(be.silu(be.matmul(hn, w["w1"])), be.matmul(hn, w["w3"]))
+            x = be.add(x, be.matmul(ff, w["w2"]))
+            if trace is not None:
+                trace(f"layer{i}_out", x)
+        cache.length = end
+        return be.rms_norm(x, self.norm, cfg.norm_eps)

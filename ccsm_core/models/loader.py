@@ -1,0 +1,92 @@
+"""Finding and loading CSM checkpoints: a folder in the original layout, or its weights file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..backends import get_backend
+from ..backends.base import Backend
+from ..errors import FormatError, ModelError
+from .config import CsmConfig
+from .csm import CSM
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+PICKLE_HINT = ("ccsm never unpickles checkpoints; use the model.safetensors of the same model "
+               "(sesame/csm-1b ships one), or on a trusted machine with torch run "
+               "safetensors.torch.save_file(torch.load('ckpt.pt'), 'model.safetensors')")
+TOKENIZER_NAMES = ("tokenizer.json", "tokenizer.model")
+
+
+@dataclass
+class ModelFiles:
+    """Where the pieces of one CSM checkpoint are."""
+
+    config: Path
+    weights: Path
+    tokenizer: Path | None
+
+
+def find_model_files(path: str | Path) -> ModelFiles:
+    """Resolve a folder (``config.json`` + ``model.safetensors``) or a ``.safetensors`` file."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() in PICKLE_SUFFIXES:
+        raise FormatError(f"{p} is a pickled PyTorch checkpoint", PICKLE_HINT)
+    if not p.exists():
+        raise ModelError(f"model {p} does not exist", "pass a folder with config.json and model.safetensors")
+    folder = p if p.is_dir() else p.parent
+    weights = p if p.is_file() else folder / "model.safetensors"
+    if not weights.exists():
+        pickles = sorted(x.name for x in folder.iterdir() if x.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            raise FormatError(f"{folder} holds only pickled weights ({', '.join(pickles)})", PICKLE_HINT)
+        raise ModelError(f"{folder} has no model.safetensors", "pass a CSM checkpoint folder")
+    config = folder / "config.json"
+    if not config.exists():
+        raise ModelError(f"{folder} has no config.json", "the original checkpoint folder has one; copy it beside the weights")
+    tokenizer = next((folder / n for n in TOKENIZER_NAMES if (folder / n).exists()), None)
+    return ModelFiles(config, weights, tokenizer)
+
+
+def read_config(path: Path) -> CsmConfig:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: not readable JSON ({e})", "restore the model's config.json") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return CsmConfig.from_dict(data, str(path))
+
+
+@dataclass
+class LoadedCsm:
+    """A built model with its tokenizer and where it came from."""
+
+    model: CSM
+    tokenizer: Any
+    config: CsmConfig
+    files: ModelFiles
+
+
+def load_csm(path: str | Path, backend: Backend | str | None = None, *,
+             tokenizer: str | Path | None = None) -> LoadedCsm:
+    """Load a CSM checkpoint onto ``backend`` (a name, an instance, or the default)."""
+    from ..formats.safetensors import load_safetensors
+    from ..tokenizers import load_tokenizer
+
+    files = find_model_files(path)
+    cfg = read_config(files.config)
+    be = get_backend(backend) if backend is None or isinstance(backend, str) else backend
+    weights = load_safetensors(files.weights)
+    model = CSM(be, cfg, weights)
+    tok_path = tokenizer or files.tokenizer
+    if tok_path is None:
+        raise ModelError(f"{files.config.parent} has no tokenizer.json or tokenizer.model",
+                         "pass --tokenizer PATH (the Llama-3.2-1B tokenizer.json)")
+    tok = load_tokenizer(tok_path)
+    if tok.bos_id is None or tok.eos_id is None:
+        raise ModelError(f"tokenizer {tok_path} has no begin/end-of-text tokens",
+                         "use the Llama-3 tokenizer CSM was trained with")
+    return LoadedCsm(model, tok, cfg, files)

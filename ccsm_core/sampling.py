@@ -1,0 +1,236 @@
+"""Logit processors and samplers (host NumPy), and the chain that composes them.
+
+Processors have the shape ``(tokens, logits) -> logits``; samplers ``(logprobs, rng) -> int``.
+The ``categorical`` sampler draws as the original CSM does: ``argmax(probs / q)`` with
+``q ~ Exp(1)``, which is an exact categorical draw; with top-k 1 or temperature 0 it is greedy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import UsageError
+
+Processor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+SamplerFn = Callable[[np.ndarray, np.random.Generator], int]
+NEG_INF = np.float32(-np.inf)
+
+
+def _number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a number, got {value!r}") from None
+    if np.isnan(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
+        rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise UsageError(f"{name} must be in {rng}, got {value!r}")
+    return v
+
+
+# -- processors -------------------------------------------------------------------------------
+def temperature(temperature: float = 1.0) -> Processor:
+    """Divide logits by ``temperature`` (> 0; 0 means greedy and is handled by the chain)."""
+    t = _number("temperature", temperature, lo=0, lo_open=True)
+    return lambda tokens, logits: logits / np.float32(t)
+
+
+def top_k(k: int = 50) -> Processor:
+    """Keep logits >= the k-th largest (ties at the k-th value survive, as the original)."""
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise UsageError(f"top-k must be an integer >= 1, got {k!r}")
+    k = int(k)
+
+    def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if k >= logits.shape[-1]:
+            return logits
+        kth = np.partition(logits, -k)[-k]
+        return np.where(logits < kth, NEG_INF, logits)
+    return apply
+
+
+def top_p(p: float = 1.0) -> Processor:
+    """Nucleus: keep the smallest set of top tokens whose probability reaches ``p`` (0 < p <= 1)."""
+    p = _number("top-p", p, lo=0, hi=1, lo_open=True)
+
+    def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if p >= 1.0:
+            return logits
+        order = np.argsort(-logits, kind="stable")
+        probs = _softmax(logits[order])
+        keep = np.cumsum(probs) - probs < p  # a token stays if the mass before it is < p
+        out = np.full_like(logits, NEG_INF)
+        out[order[keep]] = logits[order[keep]]
+        return out
+    return apply
+
+
+def min_p(p: float = 0.0) -> Processor:
+    """Drop tokens whose probability is below ``p`` times the top token's (0 <= p <= 1)."""
+    p = _number("min-p", p, lo=0, hi=1)
+
+    def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if p <= 0:
+            return logits
+        return np.where(logits < logits.max() + np.log(p), NEG_INF, logits)
+    return apply
+
+
+def repetition_penalty(penalty: float = 1.0) -> Processor:
+    """CTRL-style: logits of already generated ids are divided (if > 0) or multiplied by ``penalty``."""
+    r = _number("repetition penalty", penalty, lo=0, lo_open=True)
+
+    def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if r == 1.0 or len(tokens) == 0:
+            return logits
+        seen = np.unique(tokens)
+        out = logits.copy()
+        vals = out[seen]
+        out[seen] = np.where(vals > 0, vals / r, vals * r)
+        return out
+    return apply
+
+
+def frequency_penalty(penalty: float = 0.0) -> Processor:
+    """Subtract ``penalty`` x (times the id was generated) from each logit."""
+    f = _number("frequency penalty", penalty, lo=-2, hi=2)
+
+    def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if f == 0 or len(tokens) == 0:
+            return logits
+        counts = np.bincount(tokens, minlength=logits.shape[-1])[: logits.shape[-1]]
+        return logits - np.float32(f) * counts.astype(np.float32)
+    return apply
+
+
+def presence_penalty(penalty: float = 0.0) -> Processor:
+    """Subtract ``penalty`` once from the logit of every id already generated."""
+    pp = _number("presence penalty", penalty, lo=-2, hi=2)
+
+    def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if pp == 0 or len(tokens) == 0:
+            return logits
+        out = logits.copy()
+        out[np.unique(tokens)] -= np.float32(pp)
+        return out
+    return apply
+
+
+def logit_bias(bias: Mapping[int, float] | None = None) -> Processor:
+    """Add ``bias[id]`` to the logit of ``id`` (``-inf`` bans it)."""
+    items = [(int(k), float(v)) for k, v in (bias or {}).items()]
+    for k, _ in items:
+        if k < 0:
+            raise UsageError(f"logit bias id must be >= 0, got {k}")
+
+    def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if not items:
+            return logits
+        out = logits.copy()
+        for k, v in items:
+            if k >= len(out):
+                raise UsageError(f"logit bias id {k} is outside the vocabulary of {len(out)}")
+            out[k] += np.float32(v)
+        return out
+    return apply
+
+
+# -- samplers ---------------------------------------------------------------------------------
+def greedy() -> SamplerFn:
+    """The most likely id (lowest id on ties)."""
+    return lambda logprobs, rng: int(np.argmax(logprobs))
+
+
+def categorical() -> SamplerFn:
+    """An exact categorical draw as the original: ``argmax(probs / q)``, ``q ~ Exp(1)``."""
+    def draw(logprobs: np.ndarray, rng: np.random.Generator) -> int:
+        probs = np.exp(logprobs.astype(np.float64))
+        q = rng.exponential(1.0, size=probs.shape)
+        return int(np.argmax(probs / q))
+    return draw
+
+
+PROCESSORS: dict[str, Callable[..., Processor]] = {
+    "logit-bias": logit_bias, "repetition-penalty": repetition_penalty,
+    "frequency-penalty": frequency_penalty, "presence-penalty": presence_penalty,
+    "temperature": temperature, "top-k": top_k, "top-p": top_p, "min-p": min_p,
+}
+SAMPLERS: dict[str, Callable[..., SamplerFn]] = {"greedy": greedy, "categorical": categorical}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x.astype(np.float64) - np.max(x))
+    return e / e.sum()
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = np.max(x)
+    return x - m - np.log(np.sum(np.exp(x - m)))
+
+
+@dataclass
+class SamplerChain:
+    """Processors in order, then one sampler; call with ``(tokens, logits, rng) -> id``."""
+
+    processors: list[Processor] = field(default_factory=list)
+    sampler: SamplerFn = field(default_factory=greedy)
+    names: list[str] = field(default_factory=list)
+
+    def __call__(self, tokens: np.ndarray, logits: np.ndarray, rng: np.random.Generator) -> int:
+        x = np.asarray(logits, dtype=np.float32)
+        for proc in self.processors:
+            x = proc(tokens, x)
+        if not np.isfinite(x).any():
+            raise UsageError("every token was filtered out by the sampling settings",
+                             "loosen top-p/min-p or the logit bias")
+        return self.sampler(log_softmax(x), rng)
+
+
+def build_sampler(*, temperature: float = 1.0, topk: int | None = None, top_p: float | None = None,
+                  min_p: float | None = None, repetition_penalty: float | None = None,
+                  frequency_penalty: float | None = None, presence_penalty: float | None = None,
+                  logit_bias: Mapping[int, float] | None = None,
+                  extra: Sequence[tuple[str, Mapping[str, Any]]] = (), sampler: str | None = None) -> SamplerChain:
+    """Compose registered processors/samplers from the usual options.
+
+    Order: logit bias, penalties, temperature, top-k, top-p, min-p, ``extra`` processors, sampler.
+    Temperature 0 selects the ``greedy`` sampler. Every value is validated by its factory.
+    """
+    from .plugins import registry
+
+    reg = registry("samplers")
+    t = _number("temperature", temperature, lo=0)
+    steps: list[tuple[str, dict[str, Any]]] = []
+    if logit_bias:
+        steps.append(("logit-bias", {"bias": logit_bias}))
+    for name, val in (("repetition-penalty", repetition_penalty), ("frequency-penalty", frequency_penalty),
+                      ("presence-penalty", presence_penalty)):
+        if val is not None:
+            steps.append((name, {"penalty": val}))
+    if t > 0:
+        steps.append(("temperature", {"temperature": t}))
+    if topk is not None:
+        steps.append(("top-k", {"k": topk}))
+    if top_p is not None:
+        steps.append(("top-p", {"p": top_p}))
+    if min_p is not None:
+        steps.append(("min-p", {"p": min_p}))
+    steps.extend((n, dict(p)) for n, p in extra)
+    chain = SamplerChain()
+    for name, params in steps:
+        entry = reg.get(name)
+        if entry.metadata.get("kind") != "processor":
+            raise UsageError(f"{name!r} is a sampler, not a logit processor", "pass it as --sampler")
+        chain.processors.append(entry.factory(**params))
+        chain.names.append(name)
+    sname = sampler or ("categorical" if t > 0 else "greedy")
+    entry = reg.get(sname)
+    if entry.metadata.get("kind") != "sampler":
+        raise UsageError(f"{sname!r} is a logit processor, not a sampler")
+    chain.sampler = entry.factory()
+    chain.names.append(sname)
+    return chain
