@@ -62,6 +62,18 @@ class GenerationSettings:
         return int(self.max_audio_ms / FRAME_MS)
 
 
+def make_sampler(s: GenerationSettings, audio_vocab_size: int = 2051) -> SamplerChain:
+    """The sampler chain for ``s`` (validates every sampling option)."""
+    bias = dict(s.logit_bias or {})
+    if s.guard_special:
+        for i in range(2048, audio_vocab_size):
+            bias[i] = -np.inf
+    return build_sampler(temperature=s.temperature, topk=s.topk, top_p=s.top_p, min_p=s.min_p,
+                         repetition_penalty=s.repetition_penalty, frequency_penalty=s.frequency_penalty,
+                         presence_penalty=s.presence_penalty, logit_bias=bias,
+                         extra=s.extra_processors, sampler=s.sampler)
+
+
 class Generator:
     """Turns text (plus context turns) into CSM frames; ``mimi`` makes audio from them."""
 
@@ -121,16 +133,6 @@ class Generator:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     # -- generation --------------------------------------------------------------------------
-    def sampler(self, s: GenerationSettings) -> SamplerChain:
-        bias = dict(s.logit_bias or {})
-        if s.guard_special:
-            for i in range(2048, self.model.cfg.audio_vocab_size):
-                bias[i] = -np.inf
-        return build_sampler(temperature=s.temperature, topk=s.topk, top_p=s.top_p, min_p=s.min_p,
-                             repetition_penalty=s.repetition_penalty, frequency_penalty=s.frequency_penalty,
-                             presence_penalty=s.presence_penalty, logit_bias=bias,
-                             extra=s.extra_processors, sampler=s.sampler)
-
     def frames(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
                settings: GenerationSettings | None = None,
                progress: Callable[[int, int], None] | None = None,
@@ -138,7 +140,7 @@ class Generator:
         """Yield frames (32 codes each) until the all-zero frame or the length limit."""
         s = settings or GenerationSettings()
         max_frames = s.max_frames
-        chain = self.sampler(s)
+        chain = make_sampler(s, self.model.cfg.audio_vocab_size)
         tokens, mask = self.prompt(text, speaker, context)
         limit = self.model.cfg.backbone.max_seq_len
         if len(tokens) >= limit - max_frames:
