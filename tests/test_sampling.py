@@ -1,0 +1,120 @@
+"""Logit processors, samplers and the chain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ccsm_core import sampling as S
+from ccsm_core.errors import UsageError
+from ccsm_core.sampling import build_sampler
+
+LOGITS = np.array([1.0, 3.0, 2.0, 3.0, -1.0], np.float32)
+NONE = np.zeros(0, np.int64)
+
+
+def kept(x: np.ndarray) -> list[int]:
+    return [int(i) for i in np.flatnonzero(np.isfinite(x))]
+
+
+def test_top_k_keeps_ties():
+    assert kept(S.top_k(1)(NONE, LOGITS)) == [1, 3]
+    assert kept(S.top_k(3)(NONE, LOGITS)) == [1, 2, 3]
+    assert kept(S.top_k(99)(NONE, LOGITS)) == [0, 1, 2, 3, 4]
+
+
+def test_top_p_and_min_p():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], np.float32))
+    assert kept(S.top_p(0.5)(NONE, logits)) == [0]
+    assert kept(S.top_p(0.8)(NONE, logits)) == [0, 1]
+    assert kept(S.top_p(0.81)(NONE, logits)) == [0, 1, 2]
+    assert kept(S.min_p(0.5)(NONE, logits)) == [0, 1]
+    assert kept(S.min_p(0.0)(NONE, logits)) == [0, 1, 2, 3]
+
+
+def test_penalties_and_bias():
+    toks = np.array([1, 1, 4])
+    np.testing.assert_allclose(S.repetition_penalty(2.0)(toks, LOGITS), [1, 1.5, 2, 3, -2])
+    np.testing.assert_allclose(S.frequency_penalty(0.5)(toks, LOGITS), [1, 2, 2, 3, -1.5])
+    np.testing.assert_allclose(S.presence_penalty(0.5)(toks, LOGITS), [1, 2.5, 2, 3, -1.5])
+    np.testing.assert_allclose(S.logit_bias({0: 5.0})(NONE, LOGITS), [6, 3, 2, 3, -1])
+    assert kept(S.logit_bias({1: -np.inf})(NONE, LOGITS)) == [0, 2, 3, 4]
+
+
+def test_temperature_divides():
+    np.testing.assert_allclose(S.temperature(0.5)(NONE, LOGITS), LOGITS * 2)
+
+
+@pytest.mark.parametrize("kw", [{"temperature": -0.1}, {"topk": 0}, {"topk": 1.5}, {"top_p": 0}, {"top_p": 1.2},
+                                {"min_p": -0.1}, {"repetition_penalty": 0}, {"frequency_penalty": 3}])
+def test_bad_values_are_usage_errors(kw):
+    with pytest.raises(UsageError):
+        build_sampler(**kw)
+
+
+def test_greedy_and_temperature_zero():
+    rng = np.random.default_rng(0)
+    assert build_sampler(temperature=0)(NONE, LOGITS, rng) == 1  # lowest id on ties
+    assert build_sampler(temperature=1.0, topk=1)(NONE, np.array([0, 5, 1], np.float32), rng) == 1
+
+
+def test_categorical_matches_distribution():
+    chain = build_sampler(temperature=1.0)
+    rng = np.random.default_rng(42)
+    logits = np.log(np.array([0.6, 0.3, 0.1], np.float32))
+    draws = np.bincount([chain(NONE, logits, rng) for _ in range(6000)], minlength=3) / 6000
+    np.testing.assert_allclose(draws, [0.6, 0.3, 0.1], atol=0.03)
+
+
+def test_seeded_reproducible():
+    logits = np.random.default_rng(0).standard_normal(100).astype(np.float32)
+    a = [build_sampler(temperature=0.9, topk=50)(NONE, logits, r) for r in [np.random.default_rng(7)] * 20]
+    b = [build_sampler(temperature=0.9, topk=50)(NONE, logits, r) for r in [np.random.default_rng(7)] * 20]
+    assert a == b and len(set(a)) > 1
+
+
+def test_chain_order_and_names():
+    chain = build_sampler(temperature=0.7, topk=5, top_p=0.9, min_p=0.1, repetition_penalty=1.1, logit_bias={1: 1})
+    assert chain.names == ["logit-bias", "repetition-penalty", "temperature", "top-k", "top-p", "min-p", "categorical"]
+
+
+def test_everything_filtered_is_an_error():
+    chain = build_sampler(temperature=1.0, logit_bias={i: -np.inf for i in range(5)})
+    with pytest.raises(UsageError, match="filtered out"):
+        chain(NONE, LOGITS, np.random.default_rng(0))
+
+
+def test_processor_as_sampler_is_refused():
+    with pytest.raises(UsageError, match="not a sampler"):
+        build_sampler(sampler="top-k")
+
+
+def test_generator_seeded_and_min_frames(tiny_csm_dir):
+    from ccsm_core.generator import GenerationSettings, Generator
+    from ccsm_core.models.loader import load_csm
+
+    lm = load_csm(tiny_csm_dir, "numpy")
+    gen = Generator(lm.model, lm.tokenizer)
+    s = GenerationSettings(max_audio_ms=400, temperature=0.9, topk=50, seed=3)
+    a, b = gen.generate("Hi", 0, (), s), gen.generate("Hi", 0, (), s)
+    np.testing.assert_array_equal(a, b)
+    c = gen.generate("Hi", 0, (), GenerationSettings(max_audio_ms=400, temperature=0.9, topk=50, seed=4))
+    assert not np.array_equal(a, c)
+    # a bias that makes code 0 win everywhere ends generation at once, unless min_frames forbids it
+    zero = {0: 1e4}
+    assert len(gen.generate("Hi", 0, (), GenerationSettings(max_audio_ms=400, topk=1, logit_bias=zero))) == 0
+    kept_frames = gen.generate("Hi", 0, (), GenerationSettings(max_audio_ms=400, topk=1, logit_bias=zero, min_frames=3))
+    assert len(kept_frames) == 3 and (kept_frames[:, 0] != 0).all()
+
+
+def test_guard_special_codes(tiny_csm_dir):
+    from ccsm_core.generator import GenerationSettings, Generator
+    from ccsm_core.models.loader import load_csm
+
+    lm = load_csm(tiny_csm_dir, "numpy")
+    gen = Generator(lm.model, lm.tokenizer)
+    push = {2049: 1e4}
+    frames = gen.generate("Hi", 0, (), GenerationSettings(max_audio_ms=160, topk=1, logit_bias=push))
+    assert (frames == 2049).all()  # the original can emit special ids
+    guarded = gen.generate("Hi", 0, (), GenerationSettings(max_audio_ms=160, topk=1, logit_bias=push, guard_special=True))
+    assert guarded.max() < 2048
