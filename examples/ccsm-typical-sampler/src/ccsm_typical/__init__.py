@@ -1,0 +1,1 @@
+"""Locally typical sampling for ccsm (an example plugin)."""
