@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .context import fit_context
 from .errors import GenerationError, UsageError
 from .models.csm import CSM
 from .sampling import SamplerChain, build_sampler
@@ -53,6 +54,7 @@ class GenerationSettings:
     guard_special: bool = False  # ban audio ids 2048..2050 (the original does not)
     seed: int | None = None
     sampler: str | None = None
+    context_strategy: str = "recency"  # how to drop turns that do not fit (see ccsm_core.context)
     extra_processors: Sequence[tuple[str, Mapping[str, Any]]] = field(default_factory=tuple)
 
     @property
@@ -119,17 +121,31 @@ class Generator:
                              "load a model with Mimi weights, or pass Mimi codes")
         return self.mimi.encode(np.asarray(seg.audio, np.float32))
 
-    def prompt(self, text: str, speaker: int, context: Sequence[Segment] = ()) -> tuple[np.ndarray, np.ndarray]:
-        """The prefill rows: every context turn (text, audio, end row), then the new text."""
+    def turn_rows(self, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
+        """One context turn: its text rows, then its audio rows and end row (if it has audio)."""
+        check_turn(seg.speaker, seg.text)
+        parts = [self.text_rows(seg.speaker, seg.text)]
+        codes = self.segment_codes(seg)
+        if codes is not None:
+            parts.append(self.audio_rows(codes))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def prompt(self, text: str, speaker: int, context: Sequence[Segment] = (), *,
+               budget: int | None = None, strategy: str = "recency") -> tuple[np.ndarray, np.ndarray]:
+        """The prefill rows: every context turn (text, audio, end row), then the new text.
+
+        With ``budget`` (rows), context turns that do not fit are dropped by ``strategy``; their
+        indices are left in ``self.dropped``."""
         check_turn(speaker, text)
-        parts = []
-        for seg in context:
-            check_turn(seg.speaker, seg.text)
-            parts.append(self.text_rows(seg.speaker, seg.text))
-            codes = self.segment_codes(seg)
-            if codes is not None:
-                parts.append(self.audio_rows(codes))
-        parts.append(self.text_rows(speaker, text))
+        target = self.text_rows(speaker, text)
+        turns = [(seg, self.turn_rows(seg)) for seg in context]
+        self.dropped: list[int] = []
+        if budget is not None and turns:
+            fitted = fit_context([seg for seg, _ in turns], [len(r[0]) for _, r in turns],
+                                 budget - len(target[0]), target_speaker=speaker, strategy=strategy)
+            self.dropped = fitted.dropped
+            turns = [t for i, t in enumerate(turns) if i not in set(fitted.dropped)]
+        parts = [r for _, r in turns] + [target]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     # -- generation --------------------------------------------------------------------------
@@ -141,8 +157,9 @@ class Generator:
         s = settings or GenerationSettings()
         max_frames = s.max_frames
         chain = make_sampler(s, self.model.cfg.audio_vocab_size)
-        tokens, mask = self.prompt(text, speaker, context)
         limit = self.model.cfg.backbone.max_seq_len
+        tokens, mask = self.prompt(text, speaker, context, budget=limit - max_frames - 1,
+                                   strategy=s.context_strategy)
         if len(tokens) >= limit - max_frames:
             raise GenerationError(
                 f"prompt of {len(tokens)} rows plus {max_frames} frames does not fit the context of {limit}",

@@ -1,0 +1,128 @@
+"""Reading, resampling and writing audio (soundfile + soxr), including progressive writing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import FormatError, UsageError
+
+SAMPLE_RATE = 24_000
+FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+
+
+def resample(wave: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """High-quality resampling (soxr) of a 1-D or ``[n, channels]`` float32 signal."""
+    if src_rate == dst_rate:
+        return np.asarray(wave, np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(wave, np.float32), src_rate, dst_rate, quality="VHQ").astype(np.float32)
+
+
+def read_audio(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A file as mono float32 at ``rate`` Hz (channels averaged, resampled with soxr)."""
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"audio file {p} does not exist", "check the path")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise FormatError(f"{p}: cannot read audio ({e})", "use WAV, FLAC or OGG") from None
+    if data.shape[0] == 0:
+        raise FormatError(f"{p}: the audio is empty", "give a recording of the context turn")
+    if not np.isfinite(data).all():
+        raise FormatError(f"{p}: the audio holds NaN or infinite samples", "re-export the recording")
+    return resample(data.mean(axis=1), sr, rate)
+
+
+def _format_for(path: str) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in FORMATS:
+        raise UsageError(f"unknown audio extension {ext or '(none)'!r} for {path}",
+                         "use .wav, .flac or .ogg, or '-' for raw float32 on stdout")
+    return FORMATS[ext]
+
+
+def _subtype(fmt: str, pcm16: bool) -> str:
+    if fmt == "WAV":
+        return "PCM_16" if pcm16 else "FLOAT"
+    return "PCM_16" if fmt == "FLAC" else "VORBIS"
+
+
+class AudioWriter:
+    """Writes audio progressively to a file (by extension) or to stdout (``-``, raw float32).
+
+    Formats that cannot hold values beyond +-1 (16-bit PCM, FLAC, OGG) are never clipped
+    silently: a chunk that would clip is scaled down, from then on, and a note is printed.
+    """
+
+    def __init__(self, path: str, rate: int = SAMPLE_RATE, *, pcm16: bool = False,
+                 out_rate: int | None = None, stdout: BinaryIO | None = None) -> None:
+        self.path, self.in_rate = path, rate
+        self.rate = out_rate or rate
+        self.gain = 1.0
+        self.frames_written = 0
+        self._resampler = None
+        if self.rate != rate:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(rate, self.rate, 1, dtype="float32", quality="VHQ")
+        if path == "-":
+            self._raw = stdout or sys.stdout.buffer
+            self._file = None
+            self._limited = False
+        else:
+            import soundfile as sf
+
+            fmt = _format_for(path)
+            sub = _subtype(fmt, pcm16)
+            self._limited = sub != "FLOAT"
+            try:
+                self._file = sf.SoundFile(path, "w", samplerate=self.rate, channels=1, format=fmt, subtype=sub)
+            except (sf.LibsndfileError, RuntimeError, OSError) as e:
+                raise UsageError(f"cannot write {path}: {e}", "check the folder exists and is writable") from None
+
+    def write(self, chunk: np.ndarray, last: bool = False) -> None:
+        chunk = np.asarray(chunk, np.float32).reshape(-1)
+        if self._resampler is not None:
+            chunk = self._resampler.resample_chunk(chunk, last=last)
+        if self._limited and chunk.size:
+            peak = float(np.max(np.abs(chunk))) * self.gain
+            if peak > 1.0:
+                self.gain /= peak / 0.999
+                print(f"note: audio peaks at {peak:.2f}; scaled by {self.gain:.3f} to avoid clipping",
+                      file=sys.stderr)
+            chunk = chunk * self.gain
+        if self._file is not None:
+            self._file.write(chunk)
+        else:
+            self._raw.write(chunk.astype("<f4").tobytes())
+            self._raw.flush()
+        self.frames_written += chunk.size
+
+    def close(self) -> None:
+        if self._resampler is not None:
+            self.write(np.zeros(0, np.float32), last=True)
+            self._resampler = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_audio(path: str, wave: np.ndarray, rate: int = SAMPLE_RATE, *, pcm16: bool = False,
+                out_rate: int | None = None) -> None:
+    """Write a whole signal (see `AudioWriter`)."""
+    with AudioWriter(path, rate, pcm16=pcm16, out_rate=out_rate) as w:
+        w.write(wave, last=True)

@@ -1,0 +1,69 @@
+"""Fitting conversation context into the backbone's token budget.
+
+A turn costs its text rows (``[bos] + tokens + [eos]``) plus, with audio, one row per Mimi
+frame and one end-of-audio row. When the turns do not fit, whole turns are dropped (the newest
+turn is always kept) by one of these strategies:
+
+- ``recency``: drop the oldest first.
+- ``importance``: drop the least important first, where a turn's score is
+  ``2.0 if it is by the speaker of the new utterance`` (it carries that voice)
+  ``+ 1.0 if it has audio`` (it shows how the voices sound)
+  ``+ 1.0 * (its position / number of turns)`` (newer turns matter more),
+  ties broken by dropping the older turn.
+- ``hybrid``: the newest two turns are kept like the newest one; the rest go by importance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .errors import GenerationError, UsageError
+
+STRATEGIES = ("recency", "importance", "hybrid")
+
+
+@dataclass
+class Fitted:
+    """The turns kept (in their original order) and the indices of those dropped."""
+
+    kept: list
+    dropped: list[int]
+
+
+def importance(index: int, n: int, turn, target_speaker: int) -> float:
+    """The documented score of turn ``index`` of ``n`` (higher is kept longer)."""
+    has_audio = getattr(turn, "audio", None) is not None or getattr(turn, "codes", None) is not None
+    return 2.0 * (turn.speaker == target_speaker) + 1.0 * has_audio + index / max(n, 1)
+
+
+def fit_context(turns: Sequence, costs: Sequence[int], budget: int, *, target_speaker: int,
+                strategy: str = "recency") -> Fitted:
+    """Drop whole turns (``costs[i]`` rows each) until they fit ``budget``; the newest always stays."""
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown context strategy {strategy!r}", f"one of {', '.join(STRATEGIES)}")
+    n = len(turns)
+    total = sum(costs)
+    if total <= budget:
+        return Fitted(list(turns), [])
+    protect = {n - 1} if strategy != "hybrid" else {n - 1, n - 2}
+    candidates = [i for i in range(n) if i not in protect]
+    if strategy == "recency":
+        order = candidates
+    else:
+        order = sorted(candidates, key=lambda i: (importance(i, n, turns[i], target_speaker), i))
+    dropped: list[int] = []
+    for i in order:
+        if total <= budget:
+            break
+        total -= costs[i]
+        dropped.append(i)
+    if total > budget:
+        # hybrid may still fit by giving up the second-newest turn
+        if strategy == "hybrid" and n >= 2 and total - costs[n - 2] <= budget:
+            total -= costs[n - 2]
+            dropped.append(n - 2)
+        else:
+            raise GenerationError(f"the newest turn alone needs {costs[-1]} rows; only {budget} fit",
+                                  "shorten the text or its audio, or lower --max-audio-ms")
+    return Fitted([t for i, t in enumerate(turns) if i not in dropped], sorted(dropped))
