@@ -182,7 +182,8 @@ def _random_transformer_weights(rng):
          p + "norm2.weight": 1 + 0.1 * rng.standard_normal(D), p + "norm2.bias": 0.1 * rng.standard_normal(D),
          p + "self_attn.in_proj_weight": rng.standard_normal((3 * D, D)) / 2,
          p + "self_attn.out_proj.weight": rng.standard_normal((D, D)) / 4,
-         p + "linear1.weight": rng.standard_normal((FF, D)) / 4, p + "linear2.weight": rng.standard_normal((D, FF)) / 6,
+         p + "linear1.weight": rng.standard_normal((FF, D)) / 4,
+         p + "linear2.weight": rng.standard_normal((D, FF)) / 6,
          p + "layer_scale_1.scale": np.full(D, 0.7), p + "layer_scale_2.scale": np.full(D, 0.5)}
     return {k: np.asarray(v, np.float32) for k, v in w.items()}
 

@@ -104,3 +104,15 @@ def test_norms():
 @pytest.mark.parametrize("mode,want", [("constant", [0, 0, 1, 2, 3, 0]), ("replicate", [1, 1, 1, 2, 3, 3])])
 def test_pad(mode, want):
     np.testing.assert_array_equal(be.pad(np.array([[1, 2, 3]], np.float32), 1, 2, 1, mode)[0], want)
+
+
+def test_grouped_conv_transpose_direct():
+    x, w = r(4, 5), r(4, 3, 2)  # 2 groups: 2 inputs -> 3 outputs each
+    out = be.conv_transpose1d(x, w, None, stride=2, groups=2)
+    want = np.zeros((6, 10))
+    for g in range(2):
+        for i in range(2):
+            for t in range(5):
+                for o in range(3):
+                    want[g * 3 + o, t * 2:t * 2 + 2] += x[g * 2 + i, t] * w[g * 2 + i, o]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)

@@ -12,7 +12,10 @@ Conventions:
 - Inputs that change from step to step (token ids, positions, masks) are created with
   ``asarray`` so a graph backend can keep its graph and only refill the inputs.
 - ``zeros`` makes a persistent buffer (KV caches, streaming state); ``write`` stores into it in
-  place and returns a handle through which later reads see the write.
+  place and returns a handle through which later reads see the write. Ops are ordered as they
+  are created: a read of a buffer created before a ``write`` to it sees the old contents (a
+  graph backend orders the write after those reads, or copies what they need).
+- Masks are additive float32 and may hold ``-inf``; every query row allows at least one key.
 - Sampling and other host logic run on NumPy over ``to_numpy`` results.
 """
 

@@ -142,15 +142,18 @@ class NumpyBackend:
         cin, t = x.shape
         _, cout_g, k = w.shape
         cin_g = cin // groups
-        tout = (t - 1) * stride + k
-        out = np.zeros((cout_g * groups, tout), _F32)
-        for g in range(groups):
-            xg = x[g * cin_g:(g + 1) * cin_g]  # [cin_g, t]
-            wg = w[g * cin_g:(g + 1) * cin_g]  # [cin_g, cout_g, k]
-            contrib = np.einsum("it,iok->otk", xg, wg)  # [cout_g, t, k]
-            o = out[g * cout_g:(g + 1) * cout_g]
-            for j in range(k):
-                o[:, j:j + (t - 1) * stride + 1:stride] += contrib[:, :, j]
+        cout = cout_g * groups
+        if groups == 1:
+            contrib = (w.reshape(cin, cout * k).T @ x).reshape(cout, k, t)
+        elif cin_g == 1 and cout_g == 1:  # depthwise
+            contrib = w[:, 0, :, None] * x[:, None, :]
+        else:
+            contrib = np.concatenate([
+                (w[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * k).T @ x[g * cin_g:(g + 1) * cin_g])
+                .reshape(cout_g, k, t) for g in range(groups)])
+        out = np.zeros((cout, (t - 1) * stride + k), _F32)
+        for j in range(k):  # overlap-add of each kernel tap
+            out[:, j:j + (t - 1) * stride + 1:stride] += contrib[:, j, :]
         if b is not None:
             out += b[:, None]
         return out

@@ -202,7 +202,7 @@ class BackendConformance:
         got = be.conv1d(be.asarray(x), be.weight(w), None, stride, dilation, groups)
         self.check(be.to_numpy(got), ref.conv1d(x, w, None, stride, dilation, groups), 1e-4, 1e-4)
 
-    @pytest.mark.parametrize("stride,groups,k", [(1, 1, 3), (4, 1, 8), (5, 1, 10), (2, 8, 4)])
+    @pytest.mark.parametrize("stride,groups,k", [(1, 1, 3), (4, 1, 8), (5, 1, 10), (2, 8, 4), (3, 2, 5)])
     def test_conv_transpose1d(self, be, ref, rng, stride, groups, k):
         cin, cout = 8, 8
         x, w, b = _rand(rng, cin, 9), _rand(rng, cin, cout // groups, k), _rand(rng, cout)

@@ -1,0 +1,161 @@
+"""Mimi's causal transformers (moshi 0.2.2 ``ProjectedTransformer``), time-major ``[T, D]``.
+
+Layer: ``x + ls1 * attn(LN1(x))``, then ``x + ls2 * linear2(gelu(linear1(LN2(x))))``. Attention
+uses interleaved RoPE (base ``max_period``) and sees keys with ``0 <= pos_q - pos_k < context``.
+Batch mode attends query blocks to their key window; streaming keeps a ring KV cache of
+``context`` slots with absolute positions, so streamed output equals batch output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .mimi_layers import Weights
+
+Tensor = Any
+_NEG_INF = np.float32(-np.inf)
+
+
+def window_mask(pos_q: np.ndarray, pos_k: np.ndarray, context: int) -> np.ndarray:
+    """Additive mask ``[S, T]``: 0 where ``pos_k >= 0`` and ``0 <= pos_q - pos_k < context``."""
+    delta = pos_q[:, None] - pos_k[None, :]
+    ok = (pos_k[None, :] >= 0) & (delta >= 0) & (delta < context)
+    return np.where(ok, np.float32(0), _NEG_INF).astype(np.float32)
+
+
+@dataclass
+class _Layer:
+    n1w: Tensor
+    n1b: Tensor
+    in_proj: Tensor
+    out_proj: Tensor
+    n2w: Tensor
+    n2b: Tensor
+    lin1: Tensor
+    lin2: Tensor
+    ls1: Tensor
+    ls2: Tensor
+
+
+@dataclass
+class _Ring:
+    k: Tensor
+    v: Tensor
+    pos: np.ndarray  # absolute position held by each slot, -1 if empty
+
+
+@dataclass
+class TransformerState:
+    """Streaming state: the next absolute position and one KV ring per layer."""
+
+    offset: int = 0
+    rings: list = field(default_factory=list)
+
+
+class MimiTransformer:
+    """Causal transformer with sliding-window attention; optional input/output projections."""
+
+    def __init__(self, ws: Weights, prefix: str, tc: dict) -> None:
+        d, h = tc["d_model"], tc["num_heads"]
+        ff, din = tc["dim_feedforward"], tc["input_dimension"]
+        douts = tc["output_dimensions"]
+        self.d, self.heads, self.head_dim = d, h, d // h
+        self.context = int(tc["context"])
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        half = self.head_dim // 2
+        self.freqs = np.exp(np.arange(half, dtype=np.float32)
+                            * np.float32(-math.log(tc["max_period"]) * 2 / self.head_dim)).astype(np.float32)
+        self.in_proj = ws.get(f"{prefix}.input_proj.weight", (d, din)) if din != d else None
+        self.out_proj = ws.get(f"{prefix}.output_projs.0.weight", (douts[0], d)) if douts[0] != d else None
+        self.layers = []
+        for i in range(tc["num_layers"]):
+            p = f"{prefix}.transformer.layers.{i}."
+            self.layers.append(_Layer(
+                n1w=ws.get(p + "norm1.weight", (d,)), n1b=ws.get(p + "norm1.bias", (d,)),
+                in_proj=ws.get(p + "self_attn.in_proj_weight", (3 * d, d)),
+                out_proj=ws.get(p + "self_attn.out_proj.weight", (d, d)),
+                n2w=ws.get(p + "norm2.weight", (d,)), n2b=ws.get(p + "norm2.bias", (d,)),
+                lin1=ws.get(p + "linear1.weight", (ff, d)), lin2=ws.get(p + "linear2.weight", (d, ff)),
+                ls1=ws.get(p + "layer_scale_1.scale", (d,)), ls2=ws.get(p + "layer_scale_2.scale", (d,))))
+
+    # --- shared pieces ---------------------------------------------------------------------
+    def _qkv(self, be: Any, lay: _Layer, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        t, d = be.shape(x)[0], self.d
+        qkv = be.matmul(be.layer_norm(x, lay.n1w, lay.n1b, 1e-5), lay.in_proj)  # [T, 3D]
+        shape = (t, self.heads, self.head_dim)
+        q, k, v = (be.reshape(be.slice(qkv, 1, i * d, (i + 1) * d), shape) for i in range(3))
+        return be.rope(q, pos, self.freqs, True), be.rope(k, pos, self.freqs, True), v
+
+    def _finish(self, be: Any, lay: _Layer, x: Tensor, att: Tensor) -> Tensor:
+        t = be.shape(x)[0]
+        att = be.matmul(be.reshape(att, (t, self.d)), lay.out_proj)
+        x = be.add(x, be.mul(att, lay.ls1))
+        h = be.layer_norm(x, lay.n2w, lay.n2b, 1e-5)
+        h = be.matmul(be.gelu(be.matmul(h, lay.lin1)), lay.lin2)
+        return be.add(x, be.mul(h, lay.ls2))
+
+    def _project_in(self, be: Any, x: Tensor) -> Tensor:
+        return be.matmul(x, self.in_proj) if self.in_proj is not None else x
+
+    def _project_out(self, be: Any, x: Tensor) -> Tensor:
+        return be.matmul(x, self.out_proj) if self.out_proj is not None else x
+
+    # --- batch -----------------------------------------------------------------------------
+    def __call__(self, be: Any, x: Tensor) -> Tensor:
+        """``x [T, Din]`` from position 0 -> ``[T, Dout]``."""
+        x = self._project_in(be, x)
+        t, ctx = be.shape(x)[0], self.context
+        positions = np.arange(t, dtype=np.int32)
+        pos = be.asarray(positions)
+        blocks = [(s, min(s + ctx, t)) for s in range(0, t, ctx)]
+        masks = []
+        for s, e in blocks:
+            ks = max(0, s - ctx + 1)
+            masks.append((ks, be.asarray(window_mask(positions[s:e], positions[ks:e], ctx))))
+        for lay in self.layers:
+            q, k, v = self._qkv(be, lay, x, pos)
+            outs = []
+            for (s, e), (ks, mask) in zip(blocks, masks):
+                outs.append(be.attention(be.slice(q, 0, s, e), be.slice(k, 0, ks, e),
+                                         be.slice(v, 0, ks, e), mask, self.scale))
+            x = self._finish(be, lay, x, outs[0] if len(outs) == 1 else be.concat(outs, 0))
+        return self._project_out(be, x)
+
+    # --- streaming -------------------------------------------------------------------------
+    def new_state(self, be: Any) -> TransformerState:
+        shape = (self.context, self.heads, self.head_dim)
+        rings = [_Ring(be.zeros(shape), be.zeros(shape), np.full(self.context, -1, np.int64))
+                 for _ in self.layers]
+        return TransformerState(0, rings)
+
+    def step(self, be: Any, x: Tensor, st: TransformerState) -> Tensor:
+        """Continue the sequence with ``x [T, Din]``; returns ``[T, Dout]``."""
+        x = self._project_in(be, x)
+        t, ctx, p0 = be.shape(x)[0], self.context, st.offset
+        new_pos = np.arange(p0, p0 + t, dtype=np.int64)
+        pos = be.asarray(new_pos.astype(np.int32))
+        ring_pos = st.rings[0].pos if st.rings else np.zeros(0, np.int64)
+        mask = be.asarray(window_mask(new_pos, np.concatenate([ring_pos, new_pos]), ctx))
+        # ring slots to fill: the last min(t, ctx) new positions, as at most two contiguous runs
+        m = min(t, ctx)
+        first_slot = (p0 + t - m) % ctx
+        runs = [(t - m, first_slot, min(m, ctx - first_slot))]
+        if runs[0][2] < m:
+            runs.append((t - m + runs[0][2], 0, m - runs[0][2]))
+        for lay, ring in zip(self.layers, st.rings):
+            q, k, v = self._qkv(be, lay, x, pos)
+            att = be.attention(q, be.concat([ring.k, k], 0), be.concat([ring.v, v], 0), mask,
+                               self.scale)
+            for src, slot, n in runs:
+                ring.k = be.write(ring.k, be.slice(k, 0, src, src + n), slot, axis=0)
+                ring.v = be.write(ring.v, be.slice(v, 0, src, src + n), slot, axis=0)
+            x = self._finish(be, lay, x, att)
+        for ring in st.rings:
+            for src, slot, n in runs:
+                ring.pos[slot:slot + n] = new_pos[src:src + n]
+        st.offset += t
+        return self._project_out(be, x)
