@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
 	touch $(STAMP)
 
 run: install
-	$(BIN)/ccsm run "Hello from ccsm." --model tests/fixtures/csm-tiny --seed 7 --codes-out frames.npy
+	$(BIN)/ccsm run "Hello from ccsm." --model demo --seed 7 -o hello.wav
 
 test: install
 	$(BIN)/python -m pytest -q tests

@@ -92,6 +92,10 @@ class AudioWriter:
         chunk = np.asarray(chunk, np.float32).reshape(-1)
         if self._resampler is not None:
             chunk = self._resampler.resample_chunk(chunk, last=last)
+            if last:
+                self._resampler = None
+        elif self.rate != self.in_rate:
+            raise UsageError("audio written after the last chunk", "write the last chunk with last=True once")
         if self._limited and chunk.size:
             peak = float(np.max(np.abs(chunk))) * self.gain
             if peak > 1.0:

@@ -16,7 +16,7 @@ TINY_CONFIG = CsmConfig(
     text_vocab_size=128, backbone_flavor="test-backbone", decoder_flavor="test-decoder")
 
 # a character-level tokenizer.json: ids 1/2 are begin/end of text, 3.. the ASCII characters
-_TOKENIZER = {
+TOKENIZER_JSON = {
     "version": "1.0", "truncation": None, "padding": None,
     "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
                       "normalized": False, "special": True}
@@ -53,5 +53,5 @@ def write_tiny_csm(folder: Path, cfg: CsmConfig = TINY_CONFIG, seed: int = 0) ->
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(cfg.as_dict(), indent=1))
     save_safetensors(folder / "model.safetensors", tiny_csm_tensors(cfg, seed))
-    (folder / "tokenizer.json").write_text(json.dumps(_TOKENIZER))
+    (folder / "tokenizer.json").write_text(json.dumps(TOKENIZER_JSON))
     return folder

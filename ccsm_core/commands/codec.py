@@ -1,0 +1,90 @@
+"""``ccsm encode`` / ``ccsm decode``: audio <-> Mimi codes, with the model's codec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import FormatError, UsageError
+from .common import backend_options, model_options
+
+
+def read_codes(path: str, num_codebooks: int = 32):
+    """A ``.npy`` of codes as ``[codebooks, T]`` int64; accepts ``[T, 32]`` (``--codes-out``) too."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"codes file {p} does not exist", "check the path")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise FormatError(f"{p}: not a .npy array ({e})", "use a file written by ccsm encode or --codes-out") from None
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2 or num_codebooks not in arr.shape or arr.dtype.kind not in "iu":
+        raise FormatError(f"{p}: expected integer codes of shape [T, {num_codebooks}] or [{num_codebooks}, T], "
+                          f"got {arr.dtype} {list(arr.shape)}", "use a file written by ccsm encode or --codes-out")
+    codes = arr.T if arr.shape[1] == num_codebooks else arr
+    return codes.astype(np.int64)
+
+
+def _codec(model, mimi, backend, threads, backend_option):
+    from ..backends import get_backend
+    from ..errors import ModelError
+    from ..models.mimi import load_mimi
+    from ..sources import find_mimi, resolve_model
+
+    be = get_backend(backend, **backend_options(threads, backend_option))
+    if mimi:
+        found = find_mimi(Path("."), mimi)
+    else:
+        found = find_mimi(resolve_model(model))
+    if found is None:
+        raise ModelError("no Mimi codec weights found", "pass --mimi FILE or a --model folder with mimi.safetensors")
+    return load_mimi(found[0], found[1], be)
+
+
+@click.command()
+@click.argument("audio", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Codes file (.npy, frames x 32).")
+@model_options
+def encode(audio: str, output: str, model: str | None, tokenizer: str | None, mimi: str | None, backend: str | None,
+           threads: int | None, backend_option: tuple[str, ...]) -> None:
+    """Encode an AUDIO file (any rate, mixed to mono, resampled to 24 kHz) into Mimi codes.
+
+    \b
+    Example:
+      ccsm encode voice.wav -o voice.codes.npy --model ~/csm-1b
+    """
+    import numpy as np
+
+    from ..audio import read_audio
+
+    codec = _codec(model, mimi, backend, threads, backend_option)
+    codes = codec.encode(read_audio(audio, codec.sample_rate))
+    np.save(output, codes.T)
+    click.echo(f"{codes.shape[1]} frames -> {output}", err=True)
+
+
+@click.command()
+@click.argument("codes", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, help="Audio file (.wav/.flac/.ogg) or '-' for raw float32.")
+@click.option("--pcm16", is_flag=True, help="16-bit PCM WAV instead of 32-bit float.")
+@click.option("--sample-rate", type=click.IntRange(min=8000, max=192000), default=None, help="Resample the output.")
+@model_options
+def decode(codes: str, output: str, pcm16: bool, sample_rate: int | None, model: str | None, tokenizer: str | None,
+           mimi: str | None, backend: str | None, threads: int | None, backend_option: tuple[str, ...]) -> None:
+    """Decode Mimi CODES (.npy, frames x 32 or 32 x frames) into audio.
+
+    \b
+    Example:
+      ccsm decode frames.npy -o out.wav --model ~/csm-1b
+    """
+    from ..audio import write_audio
+
+    codec = _codec(model, mimi, backend, threads, backend_option)
+    arr = read_codes(codes, codec.num_codebooks)
+    write_audio(output, codec.decode(arr), codec.sample_rate, pcm16=pcm16, out_rate=sample_rate)
+    click.echo(f"{arr.shape[1]} frames -> {output}", err=True)

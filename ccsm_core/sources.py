@@ -1,0 +1,75 @@
+"""Where models come from: a local folder or file, the demo model, or the Hugging Face cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ModelError
+
+CSM_REPO = "sesame/csm-1b"
+MIMI_REPO = "kyutai/moshiko-pytorch-bf16"
+MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
+CSM_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer.model"]
+NO_MODEL_HINT = (f"pass --model DIR|FILE.gguf|REPO, set CCSM_MODEL, or set `model` in the config file; "
+                 f"to get CSM-1B run `ccsm download {CSM_REPO}` where a network exists "
+                 f"(accept its license on huggingface.co first), or try `--model demo`")
+
+
+def looks_like_repo(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~", "/")) and not Path(spec).exists()
+
+
+def resolve_model(spec: str | None) -> Path:
+    """A local path for ``spec``: ``demo``, an existing path, or a cached Hugging Face repo id."""
+    if not spec:
+        raise ModelError("no model given", NO_MODEL_HINT)
+    if spec == "demo":
+        from .models.demo import ensure_demo
+
+        return ensure_demo()
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if looks_like_repo(spec):
+        return hf_snapshot(spec, CSM_FILES, download=False)
+    raise ModelError(f"model {spec} does not exist", NO_MODEL_HINT)
+
+
+def hf_snapshot(repo: str, patterns: list[str], *, download: bool) -> Path:
+    """The local snapshot folder of ``repo`` (only cached files unless ``download``)."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError:  # pragma: no cover - it is a dependency
+        raise ModelError("huggingface_hub is not installed", "pip install huggingface_hub") from None
+    try:
+        folder = snapshot_download(repo, allow_patterns=patterns, local_files_only=not download)
+    except LocalEntryNotFoundError:
+        raise ModelError(f"{repo} is not in the Hugging Face cache",
+                         f"run `ccsm download {repo}` where a network exists") from None
+    except (HfHubHTTPError, OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"cannot fetch {repo}: {first}",
+                         "check the repo id, your network, and `huggingface-cli login` for gated models") from None
+    return Path(folder)
+
+
+def find_mimi(model_path: Path, explicit: str | None = None) -> tuple[Path, Path | None] | None:
+    """Mimi weights (and config) for a model: ``--mimi``, beside the model, or the HF cache."""
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.exists():
+            raise ModelError(f"Mimi weights {p} do not exist", "pass the moshi Mimi .safetensors file")
+        cfg = p.parent / "mimi_config.json"
+        return p, cfg if cfg.exists() else None
+    folder = model_path if model_path.is_dir() else model_path.parent
+    for name in ("mimi.safetensors", MIMI_FILE):
+        if (folder / name).exists():
+            cfg = folder / "mimi_config.json"
+            return folder / name, cfg if cfg.exists() else None
+    try:
+        snap = hf_snapshot(MIMI_REPO, [MIMI_FILE], download=False)
+    except ModelError:
+        return None
+    return (snap / MIMI_FILE, None) if (snap / MIMI_FILE).exists() else None

@@ -1,0 +1,81 @@
+"""Text to speech end to end: a CSM generator plus the Mimi codec, from one model source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .backends import get_backend
+from .backends.base import Backend
+from .errors import GenerationError, ModelError
+from .generator import GenerationSettings, Generator, Segment
+
+
+@dataclass
+class Speech:
+    """A loaded speech model: ``generator`` makes frames, ``mimi`` turns them into audio."""
+
+    generator: Generator
+    mimi: Any
+    source: Path
+    demo: bool = False
+    sample_rate: int = 24_000
+
+    def need_mimi(self) -> Any:
+        if self.mimi is None:
+            raise ModelError(f"no Mimi codec weights found for {self.source}",
+                             "put mimi.safetensors beside the model, pass --mimi FILE, or cache "
+                             "kyutai/moshiko-pytorch-bf16 with `ccsm download`")
+        return self.mimi
+
+    def frames(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
+               settings: GenerationSettings | None = None, progress: Callable[[int, int], None] | None = None
+               ) -> Iterator[np.ndarray]:
+        """Frames of 32 codes as they are generated (the demo never samples special ids)."""
+        if self.demo:
+            settings = replace(settings or GenerationSettings(), guard_special=True)
+        for frame in self.generator.frames(text, speaker, context, settings, progress):
+            if self.mimi is not None and frame.max() >= self.mimi.cardinality:
+                raise GenerationError(
+                    f"the model sampled audio id {int(frame.max())}, which Mimi cannot decode "
+                    f"(the original code would crash here too)", "pass --guard-special-codes")
+            yield frame
+
+    def say(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
+            settings: GenerationSettings | None = None, progress: Callable[[int, int], None] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``[T, 32]`` and their one-shot Mimi decode (24 kHz float32), as the original."""
+        mimi = self.need_mimi()
+        frames = list(self.frames(text, speaker, context, settings, progress))
+        if not frames:
+            return np.zeros((0, 32), np.int64), np.zeros(0, np.float32)
+        codes = np.stack(frames)
+        return codes, mimi.decode(codes.T)
+
+    def stream(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
+               settings: GenerationSettings | None = None, progress: Callable[[int, int], None] | None = None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(frame, audio)`` per frame: 1920 samples decoded as soon as the frame exists."""
+        decoder = self.need_mimi().stream_decoder()
+        for frame in self.frames(text, speaker, context, settings, progress):
+            yield frame, decoder.step(frame[:, None])
+
+
+def load_speech(spec: str | None, backend: Backend | str | None = None, *, tokenizer: str | None = None,
+                mimi: str | None = None, **backend_options: Any) -> Speech:
+    """Load CSM (+ Mimi if found) from a folder, a ``.gguf`` file, ``demo`` or a cached repo id."""
+    from .models.loader import load_csm
+    from .models.mimi import load_mimi
+    from .sources import find_mimi, resolve_model
+
+    path = resolve_model(spec)
+    be = get_backend(backend, **backend_options) if backend is None or isinstance(backend, str) else backend
+    loaded = load_csm(path, be, tokenizer=tokenizer)
+    codec = None
+    found = find_mimi(path, mimi)
+    if found is not None:
+        codec = load_mimi(found[0], found[1], be)
+    return Speech(Generator(loaded.model, loaded.tokenizer, codec), codec, path, demo=spec == "demo")
