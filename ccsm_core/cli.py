@@ -133,11 +133,12 @@ def _table(rows: list[tuple[str, ...]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
 
 
-from .commands import codec, run as run_cmd  # noqa: E402  (light: click only)
+from .commands import codec, models, run as run_cmd  # noqa: E402  (light: click only)
 
 cli.add_command(run_cmd.run)
 cli.add_command(codec.encode)
 cli.add_command(codec.decode)
+cli.add_command(models.download)
 
 
 def main() -> None:

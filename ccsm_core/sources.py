@@ -46,6 +46,9 @@ def hf_snapshot(repo: str, patterns: list[str], *, download: bool) -> Path:
     try:
         folder = snapshot_download(repo, allow_patterns=patterns, local_files_only=not download)
     except LocalEntryNotFoundError:
+        if download:
+            raise ModelError(f"cannot download {repo}: the Hugging Face Hub is not reachable",
+                             "check the network (and that HF_HUB_OFFLINE is not set)") from None
         raise ModelError(f"{repo} is not in the Hugging Face cache",
                          f"run `ccsm download {repo}` where a network exists") from None
     except (HfHubHTTPError, OSError, ValueError) as e:

@@ -106,8 +106,7 @@ def test_demo_model(cli_runner, tmp_path):
 def test_model_sources(cli_runner, tmp_path, monkeypatch):
     from ccsm_core.sources import resolve_model
 
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ModelError, match="not in the Hugging Face cache"):
         resolve_model("sesame/csm-1b")
     with pytest.raises(ModelError, match="no model given") as e:
@@ -155,3 +154,21 @@ def test_streaming_writer_chunks_equal_whole(tmp_path):
     a, b = sf.read(tmp_path / "c.wav")[0], sf.read(tmp_path / "w.wav")[0]
     assert a.shape == b.shape == (16000,)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_repo_id_resolves_offline_from_the_cache(cli_runner, tmp_path, monkeypatch, ref):
+    """A Hugging Face cache laid out as huggingface_hub writes it is used without a network."""
+    import shutil
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--acme--csm-tiny" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "mimi.safetensors", "mimi_config.json"):
+        shutil.copy(FIXTURE / name, snap / name)
+    (cache / "models--acme--csm-tiny" / "refs").mkdir()
+    (cache / "models--acme--csm-tiny" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    out = tmp_path / "f.npy"
+    invoke(cli_runner, "run", "Hello from CSM.", "--model", "acme/csm-tiny", "--topk", 1, "--max-audio-ms", 800,
+           "--codes-out", out)
+    np.testing.assert_array_equal(np.load(out), ref["text_frames"])
