@@ -31,6 +31,12 @@ def test_gelu_uses_erf():
     np.testing.assert_allclose(be.gelu(x), want, atol=1e-6)
 
 
+def test_gelu_tanh_approximation():
+    x = np.linspace(-5, 5, 101).astype(np.float32)
+    want = np.array([0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3))) for v in x])
+    np.testing.assert_allclose(be.gelu(x, approximate=True), want, atol=1e-6)
+
+
 def test_conv1d_direct():
     x, w, b = r(4, 30), r(6, 2, 3), r(6)
     out = be.conv1d(x, w, b, stride=2, dilation=2, groups=2)

@@ -49,7 +49,8 @@ class Backend(Protocol):
     def scale(self, x: Tensor, s: float) -> Tensor: """``x * s``."""
     def sum(self, x: Tensor, axis: int) -> Tensor: """Sum over one axis (removed)."""
     def silu(self, x: Tensor) -> Tensor: """``x * sigmoid(x)``."""
-    def gelu(self, x: Tensor) -> Tensor: """Exact (erf) GELU."""
+    def gelu(self, x: Tensor, approximate: bool = False) -> Tensor:
+        """GELU: exact (erf), or the tanh approximation with ``approximate=True``."""
     def elu(self, x: Tensor, alpha: float = 1.0) -> Tensor: """ELU."""
     def softmax(self, x: Tensor) -> Tensor: """Softmax over the last axis."""
 

@@ -68,7 +68,10 @@ class NumpyBackend:
     def silu(self, x):
         return (x / (1.0 + np.exp(-x))).astype(_F32, copy=False)
 
-    def gelu(self, x):
+    def gelu(self, x, approximate: bool = False):
+        if approximate:
+            inner = np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x)
+            return (0.5 * x * (1.0 + np.tanh(inner))).astype(_F32, copy=False)
         return (0.5 * x * (1.0 + _erf(x / np.sqrt(2.0).astype(_F32)))).astype(_F32, copy=False)
 
     def elu(self, x, alpha: float = 1.0):

@@ -27,10 +27,12 @@ class LlamaConfig:
     high_freq_factor: float = 4.0
     old_context_len: int = 8192
     rope_interleaved: bool = True  # original checkpoints; False for HF-permuted q/k
+    head_size: int | None = None  # when not embed_dim / num_heads (Gemma)
+    activation: str = "silu"  # gated FFN activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU)
 
     @property
     def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
+        return self.head_size or self.embed_dim // self.num_heads
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "config") -> "LlamaConfig":
@@ -43,7 +45,7 @@ class LlamaConfig:
             cfg = cls(**d)
         except TypeError as e:
             raise ModelError(f"{where}: incomplete flavour ({e})", "give every dimension") from None
-        if cfg.embed_dim % cfg.num_heads or cfg.num_heads % cfg.num_kv_heads:
+        if (cfg.head_size is None and cfg.embed_dim % cfg.num_heads) or cfg.num_heads % cfg.num_kv_heads:
             raise ModelError(f"{where}: heads do not divide the dimensions "
                              f"(dim {cfg.embed_dim}, heads {cfg.num_heads}, kv heads {cfg.num_kv_heads})")
         return cfg
@@ -70,6 +72,9 @@ class LlamaConfig:
                 out[i] = (1 - smooth) * f / self.scale_factor + smooth * f
         return out.astype(np.float32)
 
+
+TORCHTUNE_KEYS = ("num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len",
+                  "norm_eps", "rope_base", "scale_factor")
 
 FLAVORS: dict[str, LlamaConfig] = {
     "llama-1B": LlamaConfig(num_layers=16, num_heads=32, num_kv_heads=8, embed_dim=2048,
@@ -120,9 +125,11 @@ class CsmConfig:
 
     def as_dict(self) -> dict[str, Any]:
         flav = {}
+        defaults = LlamaConfig(1, 1, 1, 1, 1)
         for name, cfg in ((self.backbone_flavor, self.backbone), (self.decoder_flavor, self.decoder)):
             if name not in FLAVORS or FLAVORS[name] != cfg:
-                flav[name] = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+                flav[name] = {f.name: getattr(cfg, f.name) for f in fields(cfg)
+                              if f.name in TORCHTUNE_KEYS or getattr(cfg, f.name) != getattr(defaults, f.name)}
         out: dict[str, Any] = {"backbone_flavor": self.backbone_flavor, "decoder_flavor": self.decoder_flavor,
                                "text_vocab_size": self.text_vocab_size,
                                "audio_vocab_size": self.audio_vocab_size,

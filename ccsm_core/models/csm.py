@@ -37,8 +37,8 @@ class CSM:
     def __init__(self, be: Backend, cfg: CsmConfig, tensors: Mapping[str, Any]) -> None:
         check_shapes(tensors, top_level_shapes(cfg), "csm")
         self.be, self.cfg = be, cfg
-        self.backbone = Llama(be, cfg.backbone, tensors, "backbone")
-        self.decoder = Llama(be, cfg.decoder, tensors, "decoder")
+        self.backbone = Llama.from_torchtune(be, cfg.backbone, tensors, "backbone")
+        self.decoder = Llama.from_torchtune(be, cfg.decoder, tensors, "decoder")
         self.text_embeddings = be.weight(tensors["text_embeddings.weight"])
         self.audio_embeddings = be.weight(tensors["audio_embeddings.weight"])
         self.projection = be.weight(tensors["projection.weight"])

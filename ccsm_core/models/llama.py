@@ -62,18 +62,25 @@ class KVCache:
 
 
 class Llama:
-    """The transformer stack: ``forward(x [S, d], positions) -> hidden [S, d]`` (post-norm)."""
+    """The transformer stack: ``forward(x [S, d], positions) -> hidden [S, d]`` (post-norm).
 
-    def __init__(self, be: Backend, cfg: LlamaConfig, tensors: Mapping[str, Any], prefix: str) -> None:
-        check_shapes(tensors, expected_shapes(cfg, prefix), prefix)
-        self.be, self.cfg = be, cfg
-        self.layers = [
-            {k: be.weight(tensors[f"{prefix}.layers.{i}.{n}"]) for k, n in LAYER_TENSORS.items()}
-            for i in range(cfg.num_layers)
-        ]
-        self.norm = be.weight(tensors[f"{prefix}.norm.scale"])
-        self.freqs = cfg.rope_freqs()
+    ``layers`` hold backend weights under the keys of `LAYER_TENSORS` plus optional q/k/v biases
+    ``bq``, ``bk``, ``bv``; ``freqs`` overrides the RoPE frequencies (e.g. from a GGUF's
+    ``rope_freqs`` factors)."""
+
+    def __init__(self, be: Backend, cfg: LlamaConfig, layers: list[dict[str, Tensor]], norm: Tensor,
+                 freqs: np.ndarray | None = None) -> None:
+        self.be, self.cfg, self.layers, self.norm = be, cfg, layers, norm
+        self.freqs = cfg.rope_freqs() if freqs is None else np.asarray(freqs, np.float32)
         self.scale = 1.0 / float(np.sqrt(cfg.head_dim))
+
+    @classmethod
+    def from_torchtune(cls, be: Backend, cfg: LlamaConfig, tensors: Mapping[str, Any], prefix: str) -> "Llama":
+        """The stack saved under ``prefix`` with torchtune's names (CSM's checkpoint)."""
+        check_shapes(tensors, expected_shapes(cfg, prefix), prefix)
+        layers = [{k: be.weight(tensors[f"{prefix}.layers.{i}.{n}"]) for k, n in LAYER_TENSORS.items()}
+                  for i in range(cfg.num_layers)]
+        return cls(be, cfg, layers, be.weight(tensors[f"{prefix}.norm.scale"]))
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
         return KVCache(self.be, self.cfg, capacity or self.cfg.max_seq_len)
@@ -94,9 +101,10 @@ class Llama:
         hd, h, kvh = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
         for i, w in enumerate(self.layers):
             hn = be.rms_norm(x, w["sa_norm"], cfg.norm_eps)
-            q = be.rope(be.reshape(be.matmul(hn, w["q"]), (s, h, hd)), pos, self.freqs, cfg.rope_interleaved)
-            k = be.rope(be.reshape(be.matmul(hn, w["k"]), (s, kvh, hd)), pos, self.freqs, cfg.rope_interleaved)
-            v = be.reshape(be.matmul(hn, w["v"]), (s, kvh, hd))
+            q, k, v = (self._proj(hn, w, n) for n in "qkv")
+            q = be.rope(be.reshape(q, (s, h, hd)), pos, self.freqs, cfg.rope_interleaved)
+            k = be.rope(be.reshape(k, (s, kvh, hd)), pos, self.freqs, cfg.rope_interleaved)
+            v = be.reshape(v, (s, kvh, hd))
             cache.k[i] = be.write(cache.k[i], k, start)
             cache.v[i] = be.write(cache.v[i], v, start)
             kk = be.slice(cache.k[i], 0, 0, end)
@@ -104,9 +112,16 @@ class Llama:
             att = be.reshape(be.attention(q, kk, vv, mask, self.scale), (s, h * hd))
             x = be.add(x, be.matmul(att, w["o"]))
             hn = be.rms_norm(x, w["mlp_norm"], cfg.norm_eps)
-            ff = be.mul(be.silu(be.matmul(hn, w["w1"])), be.matmul(hn, w["w3"]))
+            gate = be.matmul(hn, w["w1"])
+            gate = be.silu(gate) if cfg.activation == "silu" else be.gelu(gate, approximate=True)
+            ff = be.mul(gate, be.matmul(hn, w["w3"]))
             x = be.add(x, be.matmul(ff, w["w2"]))
             if trace is not None:
                 trace(f"layer{i}_out", x)
         cache.length = end
         return be.rms_norm(x, self.norm, cfg.norm_eps)
+
+    def _proj(self, x: Tensor, w: dict[str, Tensor], name: str) -> Tensor:
+        y = self.be.matmul(x, w[name])
+        bias = w.get("b" + name)
+        return y if bias is None else self.be.add(y, bias)

@@ -120,6 +120,10 @@ class BackendConformance:
         x = _rand(rng, 5, 33) * 3
         self.check(be.to_numpy(getattr(be, op)(be.asarray(x))), getattr(ref, op)(x))
 
+    def test_gelu_tanh(self, be, ref, rng):
+        x = _rand(rng, 5, 33) * 3
+        self.check(be.to_numpy(be.gelu(be.asarray(x), approximate=True)), ref.gelu(x, approximate=True))
+
     @pytest.mark.parametrize("shapes", [((4, 6), (4, 6)), ((4, 6), (1, 6)), ((3, 4, 6), (3, 4, 1)), ((4, 6), (6,))])
     @pytest.mark.parametrize("op", ["add", "mul"])
     def test_binary(self, be, ref, rng, op, shapes):
