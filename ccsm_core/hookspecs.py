@@ -110,13 +110,17 @@ def register_samplers(register: Register) -> None:
 def register_watermarkers(register: Register) -> None:
     """Register audio watermark methods.
 
-    ``register(name, factory, *, payload_bits: int, sample_rates=None, summary="")``
+    ``register(name, factory, *, payload_bits: int, sample_rates=None, summary="", default=False,
+    public_key=None, default_payload=0)``
 
     - ``factory(key: bytes, **params) -> Watermarker`` with
       ``embed(audio, sample_rate, payload: int) -> audio`` and
       ``detect(audio, sample_rate) -> WatermarkResult`` (``present``, ``score``, ``payload``,
       ``p_value``). ``audio`` is float32, shape ``(n,)`` or ``(n, channels)``.
     - ``sample_rates``: the rates it supports, ``None`` for any.
+    - ``default``: mark generated audio with this method unless the user names another;
+      ``public_key`` (bytes): the key used when the user gives none (public, so it proves
+      nothing); ``default_payload``: the payload written into generated audio.
 
     .. versionadded:: 0.1
     """
