@@ -139,6 +139,8 @@ cli.add_command(run_cmd.run)
 cli.add_command(codec.encode)
 cli.add_command(codec.decode)
 cli.add_command(models.download)
+cli.add_command(models.convert)
+cli.add_command(models.inspect)
 
 
 def main() -> None:

@@ -68,14 +68,31 @@ def load_speech(spec: str | None, backend: Backend | str | None = None, *, token
                 mimi: str | None = None, **backend_options: Any) -> Speech:
     """Load CSM (+ Mimi if found) from a folder, a ``.gguf`` file, ``demo`` or a cached repo id."""
     from .models.loader import load_csm
-    from .models.mimi import load_mimi
-    from .sources import find_mimi, resolve_model
+    from .sources import resolve_model
 
     path = resolve_model(spec)
     be = get_backend(backend, **backend_options) if backend is None or isinstance(backend, str) else backend
     loaded = load_csm(path, be, tokenizer=tokenizer)
-    codec = None
-    found = find_mimi(path, mimi)
-    if found is not None:
-        codec = load_mimi(found[0], found[1], be)
+    if loaded.mimi_tensors is not None and not mimi:
+        from .models.mimi import Mimi
+
+        codec = Mimi.from_tensors(be, loaded.mimi_tensors, loaded.mimi_config)
+    else:
+        codec = load_codec(path, mimi, be)
     return Speech(Generator(loaded.model, loaded.tokenizer, codec), codec, path, demo=spec == "demo")
+
+
+def load_codec(path: Path, mimi: str | None, be: Backend) -> Any:
+    """The Mimi codec for a model: ``--mimi``, inside a CSM GGUF, beside the model, or cached."""
+    from .models.loader import is_gguf
+    from .models.mimi import Mimi, load_mimi
+    from .sources import find_mimi
+
+    if not mimi and is_gguf(path):
+        from .formats.csm_gguf import GGUFCsm
+
+        g = GGUFCsm(path)
+        if g.mimi_tensors:
+            return Mimi.from_tensors(be, g.mimi_tensors, g.mimi_config)
+    found = find_mimi(path, mimi)
+    return load_mimi(found[0], found[1], be) if found is not None else None

@@ -33,17 +33,14 @@ def read_codes(path: str, num_codebooks: int = 32):
 def _codec(model, mimi, backend, threads, backend_option):
     from ..backends import get_backend
     from ..errors import ModelError
-    from ..models.mimi import load_mimi
-    from ..sources import find_mimi, resolve_model
+    from ..sources import resolve_model
+    from ..speech import load_codec
 
     be = get_backend(backend, **backend_options(threads, backend_option))
-    if mimi:
-        found = find_mimi(Path("."), mimi)
-    else:
-        found = find_mimi(resolve_model(model))
-    if found is None:
+    codec = load_codec(Path(".") if mimi else resolve_model(model), mimi, be)
+    if codec is None:
         raise ModelError("no Mimi codec weights found", "pass --mimi FILE or a --model folder with mimi.safetensors")
-    return load_mimi(found[0], found[1], be)
+    return codec
 
 
 @click.command()

@@ -20,3 +20,65 @@ def download(repo: str, mimi: bool) -> None:
     if mimi:
         mpath = hf_snapshot(MIMI_REPO, [MIMI_FILE], download=True)
         click.echo(f"{MIMI_REPO} -> {mpath}", err=True)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The .gguf file to write.")
+@click.option("--type", "qtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "q4_0"]), default="f32",
+              show_default=True, help="Storage of the matrix weights (norms and Mimi stay f32).")
+def convert(model: str, output: str, qtype: str) -> None:
+    """Convert a CSM checkpoint folder (with its Mimi and tokenizer) into one GGUF file.
+
+    \b
+    Example:
+      ccsm convert ~/csm-1b -o csm-q8_0.gguf --type q8_0
+    """
+    from tqdm import tqdm
+
+    from ..formats.csm_gguf import convert_csm
+    from ..sources import resolve_model
+
+    src = resolve_model(model)
+    with tqdm(desc="converting", unit="tensor", leave=False, disable=None) as bar:
+        path = convert_csm(src, output, qtype, progress=lambda name: bar.update(1))
+    click.echo(f"{src} -> {path} ({path.stat().st_size / 1e6:.1f} MB, {qtype})", err=True)
+
+
+@click.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--tensors/--no-tensors", default=True, show_default=True, help="Include the tensor table.")
+def inspect(path: str, as_json: bool, tensors: bool) -> None:
+    """Show a GGUF file's metadata and tensor table."""
+    import json
+
+    import numpy as np
+
+    from ..formats.gguf import read_header
+
+    header = read_header(path)
+
+    def short(value):
+        if isinstance(value, str):
+            return value if len(value) <= 80 else f"<{len(value)} characters>"
+        if isinstance(value, (list, np.ndarray)) and len(value) > 8:
+            return f"<array of {len(value)}>"
+        return value.tolist() if isinstance(value, np.ndarray) else value
+
+    meta = {k: short(v) for k, v in header.metadata.items()}
+    rows = [{"name": t.name, "type": t.type_name, "shape": list(t.shape), "bytes": t.nbytes} for t in header.tensors]
+    if as_json:
+        click.echo(json.dumps({"version": header.version, "metadata": meta, "tensors": rows if tensors else None},
+                              indent=1, default=str))
+        return
+    click.echo(f"GGUF v{header.version}: {len(header.metadata)} metadata keys, {len(rows)} tensors, "
+               f"{sum(r['bytes'] for r in rows) / 1e6:.1f} MB of tensor data")
+    width = max(len(k) for k in meta) if meta else 0
+    for k, v in meta.items():
+        click.echo(f"  {k.ljust(width)}  {v}")
+    if tensors:
+        width = max((len(r["name"]) for r in rows), default=0)
+        click.echo(f"\n  {'TENSOR'.ljust(width)}  TYPE   SHAPE")
+        for r in rows:
+            click.echo(f"  {r['name'].ljust(width)}  {r['type']:<5}  {r['shape']}")

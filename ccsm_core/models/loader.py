@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..backends import get_backend
 from ..backends.base import Backend
@@ -32,6 +32,8 @@ class ModelFiles:
 def find_model_files(path: str | Path) -> ModelFiles:
     """Resolve a folder (``config.json`` + ``model.safetensors``) or a ``.safetensors`` file."""
     p = Path(path).expanduser()
+    if p.suffix.lower() == ".gguf" and p.exists():
+        raise FormatError(f"{p} is not a GGUF file (wrong magic)", "convert the model again with `ccsm convert`")
     if p.suffix.lower() in PICKLE_SUFFIXES:
         raise FormatError(f"{p} is a pickled PyTorch checkpoint", PICKLE_HINT)
     if not p.exists():
@@ -62,23 +64,50 @@ def read_config(path: Path) -> CsmConfig:
 
 @dataclass
 class LoadedCsm:
-    """A built model with its tokenizer and where it came from."""
+    """A built model with its tokenizer, where it came from, and Mimi if the file holds one."""
 
     model: CSM
     tokenizer: Any
     config: CsmConfig
-    files: ModelFiles
+    files: ModelFiles | None
+    mimi_tensors: Mapping[str, Any] | None = None
+    mimi_config: dict | None = None
+
+
+def is_gguf(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def _load_gguf(path: Path, be: Backend, tokenizer: str | Path | None) -> LoadedCsm:
+    from ..formats.csm_gguf import GGUFCsm
+    from ..tokenizers import load_tokenizer
+    from ..tokenizers.hf_json import HFJsonTokenizer
+
+    g = GGUFCsm(path)
+    model = CSM(be, g.config, g.csm_tensors)
+    if tokenizer is not None:
+        tok = load_tokenizer(tokenizer)
+    elif g.tokenizer_json is not None:
+        tok = HFJsonTokenizer(path, text=g.tokenizer_json)
+    else:
+        raise ModelError(f"{path} holds no tokenizer", "pass --tokenizer PATH (the Llama-3.2-1B tokenizer.json)")
+    return LoadedCsm(model, tok, g.config, None, g.mimi_tensors or None, g.mimi_config)
 
 
 def load_csm(path: str | Path, backend: Backend | str | None = None, *,
              tokenizer: str | Path | None = None) -> LoadedCsm:
-    """Load a CSM checkpoint onto ``backend`` (a name, an instance, or the default)."""
+    """Load a CSM checkpoint (folder, ``.safetensors`` or our ``.gguf``) onto ``backend``."""
     from ..formats.safetensors import load_safetensors
     from ..tokenizers import load_tokenizer
 
+    be = get_backend(backend) if backend is None or isinstance(backend, str) else backend
+    if is_gguf(Path(path).expanduser()):
+        return _load_gguf(Path(path).expanduser(), be, tokenizer)
     files = find_model_files(path)
     cfg = read_config(files.config)
-    be = get_backend(backend) if backend is None or isinstance(backend, str) else backend
     weights = load_safetensors(files.weights)
     model = CSM(be, cfg, weights)
     tok_path = tokenizer or files.tokenizer

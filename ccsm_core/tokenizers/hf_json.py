@@ -13,12 +13,13 @@ EOS_NAMES = ("<|end_of_text|>", "</s>", "<eos>", "<|endoftext|>")
 class HFJsonTokenizer:
     """A ``tokenizers.Tokenizer``; ``encode`` adds BOS/EOS only when asked (``add_special``)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, text: str | None = None) -> None:
+        """From a ``tokenizer.json`` file, or from its ``text`` (``path`` then names the source)."""
         from tokenizers import Tokenizer
 
         self.path = Path(path)
         try:
-            self.tok = Tokenizer.from_file(str(self.path))
+            self.tok = Tokenizer.from_str(text) if text is not None else Tokenizer.from_file(str(self.path))
         except Exception as e:  # the library raises plain Exceptions on bad JSON
             raise FormatError(f"{self.path}: not a readable tokenizer.json ({str(e).splitlines()[0]})",
                               "use the tokenizer.json that came with the model") from None

@@ -1,0 +1,158 @@
+"""One GGUF file for a whole CSM speech model: CSM weights, Mimi weights and the tokenizer.
+
+Layout (architecture ``csm``):
+
+- metadata ``csm.config`` (the CSM config as JSON, flavours spelled out), ``csm.mimi_config``
+  (moshi's Mimi constructor arguments as JSON, when Mimi is included), ``tokenizer.huggingface.json``
+  (the ``tokenizer.json`` text) and ``general.file_type`` (the ``--type``).
+- CSM tensors under their original names, except ``audio_head`` which is stored per codebook as
+  ``audio_head.{i}.weight`` ``[vocab, decoder_dim]`` (ready for ``matmul``).
+- Mimi tensors under ``mimi.`` + moshi's names with long parts shortened (`MIMI_SHORT`), since
+  GGUF names are limited to 63 bytes.
+
+``--type`` quantizes matrix weights (projections, heads, embedding tables) whose rows fit the
+type's blocks; norms stay F32 and Mimi stays F32 (convolutions and the codec are small).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..errors import FormatError, ModelError, UsageError
+from .tensor import TensorData
+
+ARCH = "csm"
+TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
+MAX_NAME = 63
+MIMI_SHORT = (("encoder_transformer.transformer.layers.", "enc_tr."),
+              ("decoder_transformer.transformer.layers.", "dec_tr."),
+              ("quantizer.rvq_first.", "q1."), ("quantizer.rvq_rest.", "qr."),
+              ("vq.layers.", "vq."), ("_codebook.", "cb."))
+
+
+def mimi_gguf_name(name: str) -> str:
+    for long, short in MIMI_SHORT:
+        name = name.replace(long, short)
+    return "mimi." + name
+
+
+def mimi_original_name(name: str) -> str:
+    """Inverse of `mimi_gguf_name` (every short form is a whole dotted segment)."""
+    name = name[len("mimi."):]
+    for long, short in reversed(MIMI_SHORT):
+        if name.startswith(short):
+            name = long + name[len(short):]
+        name = name.replace("." + short, "." + long)
+    return name
+
+
+def _store_type(name: str, arr: np.ndarray, qtype: str) -> str:
+    """The GGML type a CSM tensor is written as for ``--type qtype``."""
+    if arr.ndim < 2 or name.endswith(".scale"):
+        return "F32"
+    if qtype in ("f32", "f16", "bf16"):
+        return qtype.upper()
+    block = 32
+    return qtype.upper() if arr.shape[-1] % block == 0 else "F16"
+
+
+def convert_csm(folder: str | Path, out: str | Path, qtype: str = "f32", *,
+                progress: Callable[[str], None] | None = None) -> Path:
+    """Write the CSM checkpoint ``folder`` (+ its Mimi and tokenizer) into one GGUF file."""
+    from ..models.loader import find_model_files, read_config
+    from ..sources import find_mimi
+    from .gguf import write_gguf
+    from .safetensors import load_safetensors
+
+    if qtype not in TYPES:
+        raise UsageError(f"unknown --type {qtype!r}", f"one of {', '.join(TYPES)}")
+    files = find_model_files(folder)
+    cfg = read_config(files.config)
+    weights = load_safetensors(files.weights)
+    from ..models.csm import CSM  # validate every name and shape before writing anything
+    from ..backends.numpy_backend import NumpyBackend
+
+    class _ShapesOnly(NumpyBackend):
+        def weight(self, t: Any) -> Any:
+            return t
+
+    CSM(_ShapesOnly(), cfg, weights)
+    full = {**cfg.as_dict()}
+    full["flavors"] = {cfg.backbone_flavor: _flavor(cfg.backbone), cfg.decoder_flavor: _flavor(cfg.decoder)}
+    metadata: dict[str, Any] = {"csm.config": json.dumps(full), "general.name": Path(folder).name,
+                                "general.file_type": qtype}
+    tensors: dict[str, Any] = {}
+    for name, t in weights.items():
+        if progress:
+            progress(name)
+        arr = t.numpy()
+        if name == "audio_head":
+            for i in range(arr.shape[0]):
+                head = np.ascontiguousarray(arr[i].T)
+                tensors[f"audio_head.{i}.weight"] = (head, _store_type("audio_head", head, qtype))
+            continue
+        tensors[name] = (arr, _store_type(name, arr, qtype))
+    if files.tokenizer is not None and files.tokenizer.suffix == ".json":
+        metadata["tokenizer.huggingface.json"] = files.tokenizer.read_text()
+    elif files.tokenizer is not None:
+        raise ModelError(f"{files.tokenizer}: only tokenizer.json can be embedded in a CSM GGUF",
+                         "convert with a tokenizer.json beside the model")
+    mimi = find_mimi(files.weights)
+    if mimi is not None:
+        from ..models.mimi import mimi_config
+
+        mimi_cfg = json.loads(mimi[1].read_text()) if mimi[1] is not None else None
+        metadata["csm.mimi_config"] = json.dumps(mimi_config(mimi_cfg))
+        for name, t in load_safetensors(mimi[0]).items():
+            if name.endswith("_initialized"):
+                continue
+            gname = mimi_gguf_name(name)
+            if len(gname.encode()) > MAX_NAME:
+                raise FormatError(f"Mimi tensor name {name!r} is too long for GGUF even shortened")
+            tensors[gname] = (t.numpy(), "F32")
+    for name in tensors:
+        if len(name.encode()) > MAX_NAME:
+            raise FormatError(f"tensor name {name!r} is longer than GGUF's {MAX_NAME} bytes")
+    return write_gguf(out, metadata, tensors, ARCH)
+
+
+def _flavor(cfg: Any) -> dict[str, Any]:
+    from dataclasses import fields
+
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
+class GGUFCsm:
+    """What a CSM GGUF holds: config, CSM tensors, Mimi tensors + config, tokenizer JSON."""
+
+    def __init__(self, path: str | Path) -> None:
+        from ..models.config import CsmConfig
+        from .gguf import load_gguf
+
+        self.path = Path(path)
+        src = load_gguf(self.path)
+        md = src.metadata
+        if md.get("general.architecture") != ARCH:
+            raise ModelError(f"{self.path} is a {md.get('general.architecture')!r} model, not CSM",
+                             "use `ccsm generate` for text models")
+        try:
+            self.config = CsmConfig.from_dict(json.loads(md["csm.config"]), f"{self.path}: csm.config")
+            self.mimi_config = json.loads(md["csm.mimi_config"]) if "csm.mimi_config" in md else None
+        except (KeyError, json.JSONDecodeError) as e:
+            raise FormatError(f"{self.path}: CSM metadata is missing or broken ({e})",
+                              "convert the model again with `ccsm convert`") from None
+        self.tokenizer_json = md.get("tokenizer.huggingface.json")
+        self.csm_tensors: dict[str, TensorData] = {}
+        self.mimi_tensors: dict[str, TensorData] = {}
+        for name, t in src.items():
+            if name.startswith("mimi."):
+                self.mimi_tensors[mimi_original_name(name)] = t
+            else:
+                self.csm_tensors[name] = t
+
+    def tensors(self) -> Mapping[str, TensorData]:
+        return self.csm_tensors

@@ -1,0 +1,173 @@
+"""Llama-family language models from GGUF, on the backend contract.
+
+Supported ``general.architecture`` values and what differs between them:
+
+| arch | differences from llama |
+|---|---|
+| llama, mistral | (reference) RoPE on adjacent pairs (the GGUF converter permutes q/k for it) |
+| qwen2 | q/k/v biases; RoPE on halves (NEOX) |
+| phi3 | fused ``attn_qkv`` and fused ``ffn_up`` (gate, then up); NEOX RoPE |
+| gemma | GeGLU (tanh GELU); embeddings scaled by sqrt(dim); head size from ``key_length``; NEOX RoPE; tied output |
+
+Norm weights are used as stored (GGUF's Gemma norms already include the +1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..backends.base import Backend, Tensor
+from ..errors import FormatError, ModelError
+from ..formats.tensor import TensorData
+from .config import LlamaConfig
+from .llama import KVCache, Llama
+
+ARCHS = ("llama", "mistral", "qwen2", "phi3", "gemma")
+NEOX = {"qwen2", "phi3", "gemma"}
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """A text model's shape, read from GGUF metadata."""
+
+    arch: str
+    stack: LlamaConfig
+    vocab_size: int
+    embed_scale: float | None = None
+
+    @classmethod
+    def from_metadata(cls, md: Mapping[str, Any], vocab_size: int, where: str = "model") -> "TextConfig":
+        arch = str(md.get("general.architecture", ""))
+        if arch not in ARCHS:
+            raise ModelError(f"{where}: architecture {arch!r} is not supported", f"supported: {', '.join(ARCHS)}")
+
+        def get(key: str, default: Any = None) -> Any:
+            value = md.get(f"{arch}.{key}", default)
+            if value is None:
+                raise FormatError(f"{where}: metadata {arch}.{key} is missing", "the GGUF file is incomplete")
+            return value
+
+        heads = int(get("attention.head_count"))
+        dim = int(get("embedding_length"))
+        head_size = md.get(f"{arch}.attention.key_length")
+        stack = LlamaConfig(
+            num_layers=int(get("block_count")), num_heads=heads,
+            num_kv_heads=int(get("attention.head_count_kv", heads)), embed_dim=dim,
+            intermediate_dim=int(get("feed_forward_length")), max_seq_len=int(get("context_length", 4096)),
+            norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)), rope_base=float(get("rope.freq_base", 10000.0)),
+            scale_factor=None, rope_interleaved=arch not in NEOX,
+            head_size=int(head_size) if head_size is not None and int(head_size) != dim // heads else None,
+            activation="gelu_tanh" if arch == "gemma" else "silu")
+        return cls(arch, stack, vocab_size, float(np.sqrt(dim)) if arch == "gemma" else None)
+
+
+def _rows(t: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a 2-D weight, without dequantizing (quant blocks run along rows)."""
+    if isinstance(t, TensorData):
+        n = t.shape[0]
+        raw = np.asarray(t.data).reshape(n, -1)[start:stop]
+        return TensorData(f"{t.name}[{start}:{stop}]", (stop - start, *t.shape[1:]), t.dtype, raw.reshape(-1) if t.quantized else raw)
+    return np.asarray(t)[start:stop]
+
+
+class TextLM:
+    """Embeddings, the Llama stack, the output head: ``forward(ids, positions, cache) -> logits``."""
+
+    def __init__(self, be: Backend, cfg: TextConfig, tensors: Mapping[str, Any]) -> None:
+        self.be, self.cfg = be, cfg
+        st = cfg.stack
+        hd = st.head_dim
+        need = lambda name: self._need(tensors, name)  # noqa: E731
+        layers = []
+        for i in range(st.num_layers):
+            p = f"blk.{i}."
+            w: dict[str, Tensor] = {"sa_norm": be.weight(need(p + "attn_norm.weight")),
+                                    "mlp_norm": be.weight(need(p + "ffn_norm.weight")),
+                                    "o": be.weight(need(p + "attn_output.weight")),
+                                    "w2": be.weight(need(p + "ffn_down.weight"))}
+            if p + "attn_qkv.weight" in tensors:
+                qkv = need(p + "attn_qkv.weight")
+                nq, nk = st.num_heads * hd, st.num_kv_heads * hd
+                for key, a, b in (("q", 0, nq), ("k", nq, nq + nk), ("v", nq + nk, nq + 2 * nk)):
+                    w[key] = be.weight(_rows(qkv, a, b))
+            else:
+                for key in "qkv":
+                    w[key] = be.weight(need(f"{p}attn_{key}.weight"))
+            for key in "qkv":
+                if f"{p}attn_{key}.bias" in tensors:
+                    w["b" + key] = be.weight(tensors[f"{p}attn_{key}.bias"])
+            if p + "ffn_gate.weight" in tensors:
+                w["w1"], w["w3"] = be.weight(need(p + "ffn_gate.weight")), be.weight(need(p + "ffn_up.weight"))
+            else:  # phi3: gate and up fused in ffn_up
+                up = need(p + "ffn_up.weight")
+                ff = st.intermediate_dim
+                w["w1"], w["w3"] = be.weight(_rows(up, 0, ff)), be.weight(_rows(up, ff, 2 * ff))
+            layers.append(w)
+        freqs = None
+        if "rope_freqs.weight" in tensors:  # Llama 3.1+: per-pair divisors of the base frequencies
+            factors = np.asarray(tensors["rope_freqs.weight"].numpy() if hasattr(tensors["rope_freqs.weight"], "numpy")
+                                 else tensors["rope_freqs.weight"], np.float32)
+            freqs = st.rope_freqs() / factors
+        self.stack = Llama(be, st, layers, be.weight(need("output_norm.weight")), freqs)
+        self.embeddings = be.weight(need("token_embd.weight"))
+        self.output = be.weight(tensors["output.weight"]) if "output.weight" in tensors else self.embeddings
+        self._check(tensors)
+
+    @staticmethod
+    def _need(tensors: Mapping[str, Any], name: str) -> Any:
+        if name not in tensors:
+            raise FormatError(f"tensor {name!r} is missing", "the GGUF file is incomplete or of another architecture")
+        return tensors[name]
+
+    def _check(self, tensors: Mapping[str, Any]) -> None:
+        st, v = self.cfg.stack, self.cfg.vocab_size
+        want = {"token_embd.weight": (v, st.embed_dim), "blk.0.attn_output.weight": (st.embed_dim, st.num_heads * st.head_dim),
+                "blk.0.ffn_down.weight": (st.embed_dim, st.intermediate_dim)}
+        for name, shape in want.items():
+            got = tuple(tensors[name].shape)
+            if got != shape:
+                raise FormatError(f"tensor {name!r} has shape {list(got)}, expected {list(shape)}",
+                                  "the metadata does not match the weights")
+
+    def new_cache(self, capacity: int | None = None) -> KVCache:
+        return self.stack.new_cache(capacity)
+
+    def forward(self, ids: np.ndarray, positions: np.ndarray, cache: KVCache, *, all_logits: bool = False) -> Tensor:
+        """Logits ``[1, vocab]`` for the last position (``[S, vocab]`` with ``all_logits``)."""
+        be = self.be
+        x = be.embedding(self.embeddings, be.asarray(np.asarray(ids, np.int32)))
+        if self.cfg.embed_scale is not None:
+            x = be.scale(x, self.cfg.embed_scale)
+        h = self.stack.forward(x, np.asarray(positions), cache)
+        if not all_logits:
+            s = len(ids)
+            h = be.slice(h, 0, s - 1, s)
+        return be.matmul(h, self.output)
+
+
+@dataclass
+class LoadedText:
+    model: TextLM
+    tokenizer: Any
+    metadata: dict[str, Any]
+    path: Path
+
+
+def load_text_model(path: str | Path, backend: Backend | str | None = None) -> LoadedText:
+    """A GGUF text model with its tokenizer (from the file's metadata)."""
+    from ..backends import get_backend
+    from ..formats.gguf import load_gguf
+    from ..tokenizers.gguf_tokenizer import tokenizer_from_gguf
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelError(f"model {p} does not exist", "pass a .gguf file")
+    source = load_gguf(p)
+    tok = tokenizer_from_gguf(source.metadata)
+    cfg = TextConfig.from_metadata(source.metadata, tok.vocab_size, str(p))
+    be = get_backend(backend) if backend is None or isinstance(backend, str) else backend
+    return LoadedText(TextLM(be, cfg, source.tensors), tok, dict(source.metadata), p)

@@ -1,0 +1,110 @@
+"""CSM + Mimi + tokenizer in one GGUF: conversion, loading, tolerances, damaged files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ccsm_core.cli import cli
+from ccsm_core.errors import CcsmError
+from ccsm_core.generator import Generator
+from ccsm_core.models.loader import load_csm
+
+from .test_csm_parity import FIXTURE
+
+# Documented tolerances of quantized CSM GGUFs: teacher-forced logits vs the f32 model.
+QUANT_LOGIT_TOL = {"q8_0": 0.1, "q4_0": 1.5}
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return np.load(FIXTURE / "reference.npz")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    from ccsm_core.formats.csm_gguf import convert_csm
+
+    d = tmp_path_factory.mktemp("gguf")
+    return {t: convert_csm(FIXTURE, d / f"csm-{t}.gguf", t) for t in ("f32", "q8_0", "q4_0")}
+
+
+def forced_logits(path, ref) -> np.ndarray:
+    """Logits of every codebook of the 10 reference frames, feeding the reference codes."""
+    lm = load_csm(path, "numpy")
+    model = lm.model
+    tokens, mask = Generator(model, lm.tokenizer).prompt("Hello from CSM.", 0)
+    bb, dec = model.new_caches()
+    positions, out = np.arange(len(tokens)), []
+    for frame in ref["text_frames"]:
+        h = model.backbone_step(tokens, mask, positions, bb)
+        model.frame(h, lambda i, logits, frame=frame: (out.append(logits), int(frame[i]))[1], dec)
+        tokens = np.zeros((1, 33), np.int64)
+        tokens[0, :32] = frame
+        mask = np.zeros_like(tokens, bool)
+        mask[0, :32] = True
+        positions = positions[-1:] + 1
+    return np.stack(out)
+
+
+def test_f32_gguf_gives_the_same_speech(converted, cli_runner, tmp_path, ref):
+    out, codes = tmp_path / "a.wav", tmp_path / "a.npy"
+    res = cli_runner.invoke(cli, ["run", "Hello from CSM.", "--model", str(converted["f32"]), "--topk", "1",
+                                  "--max-audio-ms", "800", "--no-watermark", "-o", str(out), "--codes-out", str(codes)])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(codes), ref["text_frames"])
+    assert np.max(np.abs(sf.read(out, dtype="float32")[0] - ref["text_audio"])) <= 1e-4
+
+
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_0"])
+def test_quantized_within_documented_tolerance(converted, ref, qtype):
+    base = forced_logits(FIXTURE, ref)
+    np.testing.assert_array_equal(forced_logits(converted["f32"], ref), base)
+    quant = forced_logits(converted[qtype], ref)
+    assert np.max(np.abs(quant - base)) <= QUANT_LOGIT_TOL[qtype]
+    assert np.max(np.abs(quant - base)) > 0  # really quantized
+
+
+def test_inspect(converted, cli_runner):
+    res = cli_runner.invoke(cli, ["inspect", str(converted["q8_0"])])
+    assert res.exit_code == 0
+    assert "csm.config" in res.output and "audio_head.0.weight" in res.output and "Q8_0" in res.output
+    data = json.loads(cli_runner.invoke(cli, ["inspect", str(converted["q8_0"]), "--json"]).output)
+    types = {t["name"]: t["type"] for t in data["tensors"]}
+    assert types["backbone.layers.0.attn.q_proj.weight"] == "Q8_0"
+    assert types["backbone.norm.scale"] == "F32"
+    assert all(len(n) <= 63 for n in types) and any(n.startswith("mimi.") for n in types)
+
+
+def _rewrite(path, dst, *, drop=None, meta=None, arch="csm"):
+    from ccsm_core.formats.gguf import load_gguf, write_gguf
+
+    src = load_gguf(path)
+    md = {k: v for k, v in src.metadata.items() if k != "general.architecture"}
+    md.update(meta or {})
+    tensors = {n: t for n, t in src.items() if n != drop}
+    return write_gguf(dst, md, tensors, arch)
+
+
+def test_damaged_files_give_one_line_errors(converted, cli_runner, tmp_path):
+    good = converted["f32"].read_bytes()
+    cases = {
+        "truncated.gguf": lambda p: p.write_bytes(good[: len(good) // 2]),
+        "header-only.gguf": lambda p: p.write_bytes(good[:100]),
+        "magic.gguf": lambda p: p.write_bytes(b"GGUX" + good[4:]),
+        "missing-tensor.gguf": lambda p: _rewrite(converted["f32"], p, drop="decoder.norm.scale"),
+        "bad-config.gguf": lambda p: _rewrite(converted["f32"], p, meta={"csm.config": "{not json"}),
+        "other-arch.gguf": lambda p: _rewrite(converted["f32"], p, arch="llama"),
+    }
+    for name, make in cases.items():
+        p = tmp_path / name
+        make(p)
+        res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(p), "--codes-out", str(tmp_path / "x.npy")])
+        assert res.exit_code == 2, (name, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, res.output)
+        with pytest.raises(CcsmError):
+            load_csm(p, "numpy")
