@@ -141,6 +141,7 @@ cli.add_command(codec.decode)
 cli.add_command(models.download)
 cli.add_command(models.convert)
 cli.add_command(models.inspect)
+cli.add_command(models.bench)
 
 
 def main() -> None:

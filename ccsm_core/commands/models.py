@@ -82,3 +82,54 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
         click.echo(f"\n  {'TENSOR'.ljust(width)}  TYPE   SHAPE")
         for r in rows:
             click.echo(f"  {r['name'].ljust(width)}  {r['type']:<5}  {r['shape']}")
+
+
+@click.command()
+@click.option("--backend", "-b", "backends", multiple=True, help="Backend(s) to measure (default: every available one).")
+@click.option("--type", "types", multiple=True, help="Weight type(s): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k (default: f32 q8_0 q4_0).")
+@click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames timed (after warm-up).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Frames run before timing.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them.")
+@click.option("--shape", type=click.Choice(["real", "demo"]), default="real", show_default=True,
+              help="real: CSM-1B and Mimi; demo: the tiny demo shapes (a quick check).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
+def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup: int, threads: int | None,
+          shape: str, as_json: bool) -> None:
+    """Measure CSM speech speed: seconds per frame, real-time factor, per stage, peak memory.
+
+    Random weights of the real shape (speed does not depend on the values); every
+    backend x type runs in its own process. Real-time factor = compute seconds / audio seconds.
+    """
+    import json
+
+    from ..backends import backend_status
+    from ..bench import TYPES, run_all
+    from ..errors import UsageError
+    from ..plugins import registry
+
+    for t in types:
+        if t not in TYPES:
+            raise UsageError(f"unknown --type {t!r}", f"one of {', '.join(TYPES)}")
+    names = list(backends) or [e.name for e in registry("backends") if backend_status(e) is None]
+    for name in names:
+        registry("backends").get(name)
+    results = run_all(names, list(types) or ["f32", "q8_0", "q4_0"], frames, warmup, threads, shape,
+                      progress=None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True)))
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+        return
+    click.echo(f"CSM-1B speech ({shape} shape), median of {frames} frames after {warmup} warm-up; one frame = 80 ms of audio")
+    head = ("BACKEND", "TYPE", "S/FRAME", "RTF", "BACKBONE", "DECODER", "MIMI", "OUTSIDE", "PEAK RSS")
+    rows = [head]
+    for r in results:
+        if "error" in r:
+            rows.append((r["backend"], r["type"], "error: " + r["error"], "", "", "", "", "", ""))
+            continue
+        rows.append((r["backend"], r["type"], f"{r['frame_s_median']:.3f}", f"{r['rtf']:.2f}",
+                     f"{r['backbone_s_median'] * 1e3:.0f} ms", f"{r['decoder_s_median'] * 1e3:.0f} ms",
+                     f"{r['mimi_s_median'] * 1e3:.0f} ms",
+                     f"{r['outside_share'] * 100:.0f} %" if "outside_share" in r else "-",
+                     f"{r['peak_rss_mb']:.0f} MB"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -1,0 +1,148 @@
+"""``ccsm bench``: speed of CSM-1B speech on each backend and weight type (random weights).
+
+Speed does not depend on the weight values, so weights are random blocks of the real shape made
+directly in the stored type (no quantization pass): CSM-1B (backbone 16 x 2048, decoder
+4 x 1024, 32 codebooks of 2051) and the real Mimi. Each configuration runs in a fresh process so
+its peak RSS is its own. Per frame we time the backbone step, the decoder loop (31 steps) and
+the streaming Mimi decode of the frame; the real-time factor is compute seconds per second of
+audio (a frame is 80 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from .formats.tensor import TensorData, f32_to_bf16
+from .models.config import FLAVORS, CsmConfig
+
+FRAME_S = 0.08
+# byte offsets of fp16 scales in one block, per type (the rest of a block may be random)
+_SCALES = {"Q8_0": (0,), "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q4_K": (0, 2),
+           "Q5_K": (0, 2), "Q6_K": (208,)}
+TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q4_k", "q6_k")
+
+
+def random_tensor(name: str, shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> TensorData:
+    """Random values of ``shape`` stored as ``dtype`` (sane scales, so no NaN or Inf)."""
+    n = int(np.prod(shape))
+    dtype = dtype.upper()
+    if dtype in ("F32", "F16", "BF16"):
+        x = (rng.standard_normal(n, dtype=np.float32) * 0.02).reshape(shape)
+        data = {"F32": x, "F16": x.astype(np.float16), "BF16": f32_to_bf16(x)}[dtype]
+        return TensorData(name, shape, dtype, data)
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[dtype]]
+    if shape[-1] % block:
+        return random_tensor(name, shape, "F16", rng)
+    nblocks = n // block
+    raw = rng.integers(0, 256, size=(nblocks, size), dtype=np.uint8)
+    scale = np.frombuffer(np.float16(0.001).tobytes(), np.uint8)
+    for off in _SCALES[dtype]:
+        raw[:, off:off + 2] = scale
+    return TensorData(name, shape, dtype, raw.reshape(-1))
+
+
+def csm_tensors(cfg: CsmConfig, dtype: str, rng: np.random.Generator) -> dict[str, TensorData]:
+    from .models.llama import expected_shapes
+
+    shapes = {**expected_shapes(cfg.backbone, "backbone"), **expected_shapes(cfg.decoder, "decoder")}
+    d, dd, v, n = cfg.backbone.embed_dim, cfg.decoder.embed_dim, cfg.audio_vocab_size, cfg.audio_num_codebooks
+    shapes.update({"text_embeddings.weight": (cfg.text_vocab_size, d), "audio_embeddings.weight": (v * n, d),
+                   "projection.weight": (dd, d), "codebook0_head.weight": (v, d)})
+    shapes.update({f"audio_head.{i}.weight": (v, dd) for i in range(n - 1)})
+    return {name: random_tensor(name, shape, "F32" if len(shape) == 1 else dtype, rng)
+            for name, shape in shapes.items()}
+
+
+def run_one(backend: str, dtype: str, frames: int, warmup: int, threads: int | None, shape: str) -> dict[str, Any]:
+    """Time one (backend, type) in this process."""
+    from .backends import get_backend
+    from .models.csm import CSM
+    from .models.demo import DEMO_CSM, DEMO_MIMI, random_mimi_tensors
+    from .models.mimi import Mimi
+    from .sampling import build_sampler
+
+    rng = np.random.default_rng(0)
+    cfg = CsmConfig(FLAVORS["llama-1B"], FLAVORS["llama-100M"]) if shape == "real" else DEMO_CSM
+    opts = {"threads": threads} if threads else {}
+    be = get_backend(backend, **opts)
+    t0 = time.perf_counter()
+    model = CSM(be, cfg, csm_tensors(cfg, dtype, rng))
+    mimi_cfg = None if shape == "real" else DEMO_MIMI
+    mimi = Mimi.from_tensors(be, random_mimi_tensors(mimi_cfg, 0), mimi_cfg)
+    load_s = time.perf_counter() - t0
+    chain = build_sampler(temperature=0.9, topk=50, logit_bias={i: -np.inf for i in range(2048, cfg.audio_vocab_size)})
+    hist = np.zeros(0, np.int64)
+    sample = lambda i, logits: chain(hist, logits, rng)  # noqa: E731
+    bb, dec = model.new_caches()
+    stream = mimi.stream_decoder()
+    prompt = np.zeros((16, 33), np.int64)
+    prompt[:, 32] = rng.integers(0, min(1000, cfg.text_vocab_size), 16)
+    mask = np.zeros_like(prompt, bool)
+    mask[:, 32] = True
+    tokens, positions = prompt, np.arange(16)
+    stats = getattr(be, "stats", None)
+    rows = []
+    for f in range(warmup + frames):
+        c0 = stats() if stats else None
+        t = [time.perf_counter()]
+        h = model.backbone_step(tokens, mask, positions, bb)
+        be.to_numpy(h)
+        t.append(time.perf_counter())
+        codes = model.frame(h, sample, dec)
+        t.append(time.perf_counter())
+        stream.step(np.minimum(codes, 2047)[:, None])
+        t.append(time.perf_counter())
+        c1 = stats() if stats else None
+        if f >= warmup:
+            row = {"backbone_s": t[1] - t[0], "decoder_s": t[2] - t[1], "mimi_s": t[3] - t[2], "frame_s": t[3] - t[0]}
+            if c0 is not None:
+                row["compute_s"] = c1["compute_s"] - c0["compute_s"]
+            rows.append(row)
+        tokens = np.zeros((1, 33), np.int64)
+        tokens[0, :32] = codes
+        mask = np.zeros_like(tokens, bool)
+        mask[0, :32] = True
+        positions = positions[-1:] + 1
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    out = {"backend": backend, "type": dtype, "shape": shape, "threads": threads, "frames": frames,
+           "load_s": load_s, **{f"{k}_median": v for k, v in med.items()},
+           "rtf": med["frame_s"] / FRAME_S, "frames_per_s": 1.0 / med["frame_s"],
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if "compute_s" in med:
+        out["outside_share"] = max(0.0, 1.0 - med["compute_s"] / med["frame_s"])
+    return out
+
+
+def run_all(backends: list[str], types: list[str], frames: int, warmup: int, threads: int | None, shape: str,
+            progress: Any = None) -> list[dict[str, Any]]:
+    """Each configuration in a fresh interpreter; failures are reported, not fatal."""
+    results = []
+    for backend in backends:
+        for dtype in types:
+            if progress:
+                progress(f"{backend} {dtype}")
+            cmd = [sys.executable, "-m", "ccsm_core.bench", backend, dtype, str(frames), str(warmup),
+                   str(threads or 0), shape]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode == 0 and lines:
+                results.append(json.loads(lines[-1]))
+            else:
+                err = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+                results.append({"backend": backend, "type": dtype, "shape": shape, "error": err})
+    return results
+
+
+if __name__ == "__main__":  # one configuration, JSON on stdout (used by run_all)
+    b, ty, n, w, th, sh = sys.argv[1:7]
+    print(json.dumps(run_one(b, ty, int(n), int(w), int(th) or None, sh)))
