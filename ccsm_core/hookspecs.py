@@ -111,7 +111,7 @@ def register_watermarkers(register: Register) -> None:
     """Register audio watermark methods.
 
     ``register(name, factory, *, payload_bits: int, sample_rates=None, summary="", default=False,
-    public_key=None, default_payload=0)``
+    public_key=None, default_payload=0, read_key=None)``
 
     - ``factory(key: bytes, **params) -> Watermarker`` with
       ``embed(audio, sample_rate, payload: int) -> audio`` and
@@ -120,7 +120,8 @@ def register_watermarkers(register: Register) -> None:
     - ``sample_rates``: the rates it supports, ``None`` for any.
     - ``default``: mark generated audio with this method unless the user names another;
       ``public_key`` (bytes): the key used when the user gives none (public, so it proves
-      nothing); ``default_payload``: the payload written into generated audio.
+      nothing); ``default_payload``: the payload written into generated audio; ``read_key(path)
+      -> bytes`` reads the plugin's key-file format (default: the file's raw bytes).
 
     .. versionadded:: 0.1
     """

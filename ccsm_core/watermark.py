@@ -17,7 +17,11 @@ class AppliedWatermark:
         self.name, self.marker, self.payload = name, marker, payload
 
     def embed(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        return np.asarray(self.marker.embed(wave, sample_rate, self.payload), np.float32)
+        try:
+            return np.asarray(self.marker.embed(wave, sample_rate, self.payload), np.float32)
+        except ValueError as e:
+            raise UsageError(f"watermark {self.name!r} cannot mark this audio: {e}",
+                             "pass --no-watermark, or another --watermark-method") from None
 
 
 def pick_watermarker(key_file: str | None = None, method: str | None = None) -> AppliedWatermark | None:
@@ -36,7 +40,8 @@ def pick_watermarker(key_file: str | None = None, method: str | None = None) -> 
         p = Path(key_file)
         if not p.exists():
             raise UsageError(f"watermark key file {p} does not exist", "create one with `ccsm watermark keygen -o FILE`")
-        key = p.read_bytes()
+        read_key = entry.metadata.get("read_key")
+        key = read_key(str(p)) if read_key is not None else p.read_bytes()
     else:
         key = entry.metadata.get("public_key")
         if key is None:

@@ -37,7 +37,8 @@ from .common import backend_options, model_options, parse_bias, progress_bar
 @click.option("--sampler", default=None, help="Final sampler by name (default: categorical, or greedy at temperature 0).")
 @click.option("--seed", type=int, default=None, help="Random seed for reproducible output.")
 @click.option("--watermark/--no-watermark", default=True, show_default=True, help="Mark the audio (needs a watermark plugin).")
-@click.option("--watermark-key", type=click.Path(dir_okay=False), default=None, help="Key file for the watermark (default: the plugin's public key).")
+@click.option("--watermark-key", type=click.Path(dir_okay=False), default=None, help="Key file for the watermark (default: the plugin's public key, which proves nothing).")
+@click.option("--watermark-method", default=None, help="Watermark method by name (default: the plugin's default).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 def run(text: str, model: str | None, tokenizer: str | None, mimi: str | None, backend: str | None,
         threads: int | None, backend_option: tuple[str, ...], speaker: int, contexts: tuple, context_strategy: str,
@@ -45,7 +46,8 @@ def run(text: str, model: str | None, tokenizer: str | None, mimi: str | None, b
         max_audio_ms: float, temperature: float, topk: int, top_p: float | None, min_p: float | None,
         repetition_penalty: float | None, frequency_penalty: float | None, presence_penalty: float | None,
         logit_bias: tuple[str, ...], min_frames: int, guard_special_codes: bool, sampler: str | None,
-        seed: int | None, watermark: bool, watermark_key: str | None, progress: bool | None) -> None:
+        seed: int | None, watermark: bool, watermark_key: str | None, watermark_method: str | None,
+        progress: bool | None) -> None:
     """Speak TEXT with CSM and write 24 kHz audio.
 
     \b
@@ -73,7 +75,7 @@ def run(text: str, model: str | None, tokenizer: str | None, mimi: str | None, b
         presence_penalty=presence_penalty, logit_bias=parse_bias(logit_bias), min_frames=min_frames,
         guard_special=guard_special_codes, seed=seed, sampler=sampler, context_strategy=context_strategy)
     make_sampler(settings)  # validate sampling options before the (slow) model load
-    marker = pick_watermarker(watermark_key) if watermark and output is not None else None
+    marker = pick_watermarker(watermark_key, watermark_method) if watermark and output is not None else None
     sp = load_speech(model, backend, tokenizer=tokenizer, mimi=mimi, **backend_options(threads, backend_option))
     if sp.demo:
         click.echo(f"note: {_demo_notice()}", err=True)

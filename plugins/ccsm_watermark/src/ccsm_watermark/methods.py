@@ -1,0 +1,69 @@
+"""The registered methods: keyed spread spectrum and patchwork, both on STFT band levels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .engine import Layout, Method
+
+
+def _bands(first_bin: int, width: int, count: int) -> tuple[tuple[int, int], ...]:
+    return tuple((first_bin + i * width, first_bin + (i + 1) * width) for i in range(count))
+
+
+def moving_mean(a: np.ndarray, width: int, axis: int) -> np.ndarray:
+    """Centred moving average of odd ``width`` along ``axis`` (edges repeated)."""
+    a = np.moveaxis(a, axis, 0)
+    h = width // 2
+    p = np.concatenate([np.repeat(a[:1], h, 0), a, np.repeat(a[-1:], h, 0)], axis=0)
+    c = np.concatenate([np.zeros_like(p[:1]), np.cumsum(p, axis=0)], axis=0)
+    return np.moveaxis((c[width:] - c[:-width]) / width, 0, axis)
+
+
+def local_normalise(r: np.ndarray, frames: int = 9, units: int = 3) -> np.ndarray:
+    """Divide residuals by their local RMS, so each region weighs by its reliability."""
+    v = moving_mean(moving_mean(r * r, frames, 0), units, 1)
+    return r / np.sqrt(v + 1e-6)
+
+
+class SpreadSpectrum(Method):
+    """Spread spectrum: every 62.5 Hz band of every 64 ms slot (1 - 6 kHz) is raised or
+    lowered by ``strength_db`` following a keyed +-1 chip sequence. The change is a gain,
+    so it is shaped by the signal's own spectrum (masked by it); the detector whitens band
+    log-levels against their frequency neighbours before correlating."""
+
+    name = "ss-stft"
+
+    def __init__(self, key: bytes, strength_db: float = 1.1, threshold: float = 1e-6) -> None:
+        self.n_units = 80
+        layout = Layout(bands=_bands(32, 2, 80), slot_frames=4, period=16, sync_fraction=0.25)
+        super().__init__(key, layout, strength_db, threshold)
+
+    def unit_gains_db(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def features(self, log_energy: np.ndarray) -> np.ndarray:
+        return local_normalise(log_energy - moving_mean(log_energy, 5, 1))
+
+
+class Patchwork(Method):
+    """Patchwork on band energies: adjacent 62.5 Hz bands (1 - 6 kHz) form pairs; in every 64 ms slot one
+    band of each pair is raised and the other lowered by ``strength_db / 2`` (which one is
+    keyed), so the critical-band energy barely moves. The detector reads the log ratio of
+    the two energies."""
+
+    name = "patchwork"
+
+    def __init__(self, key: bytes, strength_db: float = 1.8, threshold: float = 1e-6) -> None:
+        self.n_units = 40
+        layout = Layout(bands=_bands(32, 2, 80), slot_frames=4, period=16, sync_fraction=0.25)
+        super().__init__(key, layout, strength_db, threshold)
+
+    def unit_gains_db(self, values: np.ndarray) -> np.ndarray:
+        out = np.empty((values.shape[0], 2 * values.shape[1]))
+        out[:, 0::2] = values / 2
+        out[:, 1::2] = -values / 2
+        return out
+
+    def features(self, log_energy: np.ndarray) -> np.ndarray:
+        return local_normalise(log_energy[:, 0::2] - log_energy[:, 1::2])

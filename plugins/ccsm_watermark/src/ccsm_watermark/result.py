@@ -1,0 +1,31 @@
+"""The answer of a detector."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class WatermarkResult:
+    """``present`` is True/False, or None when the input cannot tell (silence, too short).
+
+    ``p_value`` bounds the probability that unmarked audio (or audio marked with another
+    key) scores this high; ``score`` is the detector's z statistic; ``payload`` is the
+    decoded 32-bit payload when present and its check bits agree, else None.
+    """
+
+    present: bool | None
+    score: float
+    payload: int | None
+    p_value: float
+    scale: float = 1.0  # time scale found (1.05 = the audio was slowed down by 5 %)
+    offset_s: float = 0.0  # where a block starts in the input, modulo the block period
+    reason: str = ""
+    raw_payload: int | None = None  # unchecked best-effort decode (diagnostics only)
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["payload"] = None if self.payload is None else f"0x{self.payload:08X}"
+        d.pop("raw_payload")
+        return d

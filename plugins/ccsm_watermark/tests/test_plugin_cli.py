@@ -1,0 +1,116 @@
+"""Registration through ccsm's plugin manager and the ``watermark`` CLI commands."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from ccsm_core.errors import CcsmError
+from ccsm_watermark import METHODS, PUBLIC_DEFAULT_KEY, plugin
+from conftest import speechlike
+
+
+def test_registered_through_entry_point() -> None:
+    from ccsm_core.plugins import PluginManager
+
+    pm = PluginManager()
+    reg = pm.registry("watermarkers")
+    for name in METHODS:
+        assert name in reg
+        entry = reg.get(name)
+        assert entry.metadata["payload_bits"] == 32
+        wm = entry.factory(PUBLIC_DEFAULT_KEY)
+        assert hasattr(wm, "embed") and hasattr(wm, "detect")
+    rec = pm.records["ccsm_watermark"]
+    assert rec.status == "ok", rec.error
+    assert sorted(rec.registered["watermarkers"]) == sorted(METHODS)
+
+
+@pytest.fixture()
+def cli() -> click.Group:
+    @click.group()
+    def root() -> None:
+        pass
+
+    plugin.register_commands(cli=root)
+    return root
+
+
+@pytest.fixture()
+def wav(tmp_path) -> str:
+    path = str(tmp_path / "in.wav")
+    sf.write(path, speechlike(6.0, 24000, seed=5), 24000, subtype="PCM_16")
+    return path
+
+
+def test_keygen_embed_detect(cli: click.Group, wav: str, tmp_path) -> None:
+    run = CliRunner()
+    key = str(tmp_path / "k")
+    r = run.invoke(cli, ["watermark", "keygen", "-o", key])
+    assert r.exit_code == 0, r.output
+    assert len(bytes.fromhex(open(key).read().strip())) == 32
+    assert oct(os.stat(key).st_mode & 0o777) == "0o600"
+    out = str(tmp_path / "out.wav")
+    r = run.invoke(cli, ["watermark", "embed", wav, "-o", out, "--key-file", key, "--payload", "0xC0FFEE42"])
+    assert r.exit_code == 0, r.output
+    assert sf.info(out).subtype == "PCM_16"
+    r = run.invoke(cli, ["watermark", "detect", out, "--key-file", key, "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["present"] is True and res["payload"] == "0xC0FFEE42" and res["p_value"] < 1e-6
+    r = run.invoke(cli, ["watermark", "detect", wav, "--key-file", key])
+    assert r.exit_code == 0 and "absent" in r.stdout
+    r = run.invoke(cli, ["watermark", "detect", out, "--key-file", key, "--method", "patchwork", "--json"])
+    assert json.loads(r.stdout)["present"] is False
+    # the keygen refuses to overwrite; stdout mode prints a key
+    assert isinstance(run.invoke(cli, ["watermark", "keygen", "-o", key]).exception, CcsmError)
+    assert len(run.invoke(cli, ["watermark", "keygen"]).stdout.strip()) == 64
+
+
+def test_public_default_key_when_none_given(cli: click.Group, wav: str, tmp_path) -> None:
+    run = CliRunner()
+    out = str(tmp_path / "pub.flac")
+    r = run.invoke(cli, ["watermark", "embed", wav, "-o", out, "--payload", "7", "--method", "patchwork"])
+    assert r.exit_code == 0 and "public default key" in r.stderr
+    res = json.loads(run.invoke(cli, ["watermark", "detect", out, "--json"]).stdout)
+    assert res["present"] is True and res["payload"] == "0x00000007" and res["method"] == "patchwork"
+
+
+def test_short_file_cannot_tell(cli: click.Group, tmp_path) -> None:
+    path = str(tmp_path / "short.wav")
+    sf.write(path, np.zeros(8000, np.float32), 16000)
+    res = json.loads(CliRunner().invoke(cli, ["watermark", "detect", path, "--json"]).stdout)
+    assert res["present"] is None and res["payload"] is None
+
+
+def _error(cli: click.Group, args: list[str]) -> CcsmError:
+    r = CliRunner().invoke(cli, args)
+    assert isinstance(r.exception, CcsmError), (r.exception, r.output)
+    line = r.exception.one_line()
+    assert "\n" not in line and line
+    return r.exception
+
+
+def test_bad_input_gives_one_line_errors(cli: click.Group, wav: str, tmp_path) -> None:
+    bad_key = tmp_path / "bad"
+    bad_key.write_text("not a key\n")
+    short_key = tmp_path / "short"
+    short_key.write_text("abcd\n")
+    not_audio = tmp_path / "x.wav"
+    not_audio.write_text("hello")
+    out = str(tmp_path / "o.wav")
+    assert "not found" in str(_error(cli, ["watermark", "detect", str(tmp_path / "missing.wav")]))
+    assert "not hex" in str(_error(cli, ["watermark", "detect", wav, "--key-file", str(bad_key)]))
+    assert "16 to 64" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--key-file", str(short_key)]))
+    assert "not found" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--key-file", str(tmp_path / "nokey")]))
+    assert "32 bits" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--payload", "0x100000000"]))
+    assert "32 bits" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--payload", "-1"]))
+    assert "not an integer" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--payload", "abc"]))
+    assert "cannot read" in str(_error(cli, ["watermark", "detect", str(not_audio)]))
+    assert not os.path.exists(out)
