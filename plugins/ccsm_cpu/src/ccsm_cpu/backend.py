@@ -1,0 +1,673 @@
+"""GgmlBackend: the ccsm lazy tensor contract on GGML graphs (CPU).
+
+How it works:
+
+- Each op adds a node to the current *epoch*: tensor metadata lives in reusable no-alloc
+  contexts; nothing is computed until ``to_numpy``.
+- ``to_numpy`` builds one graph from (1) every pending buffer write and buffer read, in program
+  order, (2) every handle of this epoch that Python still holds, then allocates it with
+  ``ggml_gallocr`` (memory reused across nodes and evaluations) and computes it on the CPU
+  backend with ``threads`` threads.
+- After computing, held handles keep their values on the host (small: a model keeps a few);
+  buffer handles point at their persistent buffer again; the epoch's contexts are reset.
+- Weights and ``zeros`` buffers are persistent: their data is host memory we own or the
+  caller's (mapped) array, attached with ``ggml_backend_cpu_buffer_from_ptr`` (no copy when
+  the array is aligned and contiguous).
+
+Shapes and arguments are validated here before any ggml call: ggml aborts the process on a
+failed assertion.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import weakref
+from typing import Any, Sequence
+
+import numpy as np
+
+from ccsm_core.errors import CcsmError, FormatError, UsageError
+
+from . import _conv, _ffi
+from ._tensor import (BUFFER, HOST, PERSIST, STALE, TEMP, VIEW, WEIGHT, GTensor, axis_of, broadcast,
+                      check_shape, ne, prod, strides)
+from .lib import Context, GgmlError, Owned, check_status, load
+
+F32, I32 = _ffi.F32, _ffi.I32
+_EPOCH_OBJECTS = 4096  # tensor objects per epoch context (about 1.5 MB of metadata)
+_PERSIST_OBJECTS = 512
+_ROOM = 16  # objects one public op may create at most, except where it asks for more
+_SET_MAX_OFFSET = 1 << 30
+MIN_PARALLEL_WORK = 1 << 21  # multiply-adds below which a graph runs on one thread  # ggml_set asserts offset < 2^30
+
+
+def _aligned(nbytes: int, align: int = 64) -> np.ndarray:
+    """Zeroed uint8 array of ``nbytes`` whose data pointer is ``align``-aligned."""
+    raw = np.zeros(nbytes + align, np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off:off + nbytes]
+
+
+class GgmlBackend:
+    """`ccsm_core.backends.base.Backend` on GGML (CPU). Not thread-safe: one caller at a time."""
+
+    name = "ggml-cpu"
+
+    def __init__(self, threads: int | None = None, min_parallel_work: int = MIN_PARALLEL_WORK,
+                 **options: Any) -> None:
+        """``threads``: compute threads (default: the number of cores). ``min_parallel_work``:
+        graphs with fewer multiply-adds run on one thread (thread hand-offs at every node cost
+        more than they save on small graphs, and much more on a busy machine)."""
+        if options:
+            raise UsageError(f"ggml-cpu: unknown option(s) {', '.join(sorted(options))}",
+                             "known: threads, min_parallel_work")
+        n = (os.cpu_count() or 1) if threads is None else threads
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 512:
+            raise UsageError(f"ggml-cpu: threads must be an int in 1..512, got {threads!r}")
+        if not isinstance(min_parallel_work, int) or min_parallel_work < 0:
+            raise UsageError(f"ggml-cpu: min_parallel_work must be an int >= 0, got {min_parallel_work!r}")
+        self.threads, self.min_parallel_work = n, min_parallel_work
+        self._work = 0  # multiply-adds of the heavy ops (matmul, attention, conv) in this epoch
+        self._n_threads = n
+        g = self._g = load()
+        self._ffi, self._lib = g.ffi, g.lib
+        self._ovh = g.tensor_overhead
+        lib, null = self._lib, self._ffi.NULL
+        be = lib.ggml_backend_cpu_init()
+        if be == null:
+            raise GgmlError("ggml_backend_cpu_init failed", "free some memory")
+        self._backend = Owned(be, lib.ggml_backend_free)
+        lib.ggml_backend_cpu_set_n_threads(be, n)
+        ga = lib.ggml_gallocr_new(lib.ggml_backend_cpu_buffer_type())
+        if ga == null:
+            self._backend.close()
+            raise GgmlError("ggml_gallocr_new failed", "free some memory")
+        self._galloc = Owned(ga, lib.ggml_gallocr_free)
+        self._closed = False
+        # persistent tensors: metadata contexts, the memory they point at, their ggml buffers
+        self._pctxs: list[Context] = []
+        self._pins: list[Any] = []
+        self._pbufs: list[Owned] = []
+        self._n_persist = 0
+        self._rope_ff: dict[bytes, Any] = {}
+        # the current epoch
+        self._ctxs: list[Context] = []
+        self._ci = -1
+        self._ctx: Any = None
+        self._limit = 0
+        self._epoch = 0
+        self._live: list[weakref.ref] = []
+        self._order: list[Any] = []
+        self._inputs: list[tuple[Any, np.ndarray]] = []
+        self._gctx: Context | None = None
+        self._gsize = 0
+        self._stats = {"evaluations": 0, "graph_nodes": 0, "compute_s": 0.0, "eval_s": 0.0}
+        self._next_ctx()
+
+    # -- lifetime ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free every ggml object; handles of this backend become unusable."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        for owned in [self._galloc, self._backend, *self._pbufs, *self._ctxs, *self._pctxs,
+                      *([self._gctx] if self._gctx else [])]:
+            owned.close()
+        self._pins.clear()
+        self._epoch += 1
+
+    def __enter__(self) -> "GgmlBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def stats(self) -> dict[str, float]:
+        """Cumulative counters: evaluations, graph nodes computed, seconds inside ggml's compute
+        (``compute_s``) and in whole evaluations including graph building (``eval_s``)."""
+        return dict(self._stats)
+
+    # -- internals: contexts, handles, inputs --------------------------------------------
+    def _next_ctx(self) -> None:
+        self._ci += 1
+        if self._ci == len(self._ctxs):
+            self._ctxs.append(Context(self._g, _EPOCH_OBJECTS * self._ovh))
+        self._ctx = self._ctxs[self._ci].handle
+        self._limit = self._ctxs[self._ci].mem_size
+
+    def _room(self, n: int = _ROOM) -> Any:
+        """The current epoch context, with room for ``n`` more tensor objects."""
+        if self._closed:
+            raise UsageError("ggml-cpu: the backend is closed")
+        if self._lib.ggml_used_mem(self._ctx) + n * self._ovh > self._limit:
+            if n > _EPOCH_OBJECTS:
+                raise UsageError(f"ggml-cpu: one op needs {n} graph nodes (limit {_EPOCH_OBJECTS})")
+            self._next_ctx()
+        return self._ctx
+
+    def _new(self, ptr: Any, shape: tuple[int, ...], reads: bool = False, kind: int = TEMP,
+             base: GTensor | None = None) -> GTensor:
+        h = GTensor(ptr, shape, F32, self._epoch, None, base, kind, self)
+        self._live.append(weakref.ref(h))
+        if reads:
+            self._order.append(ptr)
+        return h
+
+    def _p(self, h: GTensor) -> Any:
+        """``h``'s tensor in the current graph."""
+        try:
+            epoch = h.epoch
+        except AttributeError:
+            raise UsageError(f"ggml-cpu: expected a tensor of this backend, got {type(h).__name__}",
+                             "wrap host arrays with backend.asarray(...)") from None
+        if (epoch == self._epoch or epoch == PERSIST) and h.owner is self:
+            return h.ptr
+        return self._relink(h)
+
+    def _relink(self, h: GTensor) -> Any:
+        if h.owner is not self:
+            raise UsageError("ggml-cpu: this tensor belongs to another backend instance")
+        if self._closed:
+            raise UsageError("ggml-cpu: the backend is closed")
+        if h.host is None:
+            raise CcsmError("ggml-cpu: this tensor was lost when an evaluation failed",
+                            "recompute it from its inputs")
+        ctx = self._room(1)
+        t = self._lib.ggml_new_tensor_4d(ctx, h.type, *ne(h.shape))
+        self._lib.ggml_set_input(t)
+        self._inputs.append((t, h.host))
+        h.ptr, h.epoch = t, self._epoch
+        return t
+
+    def _pf(self, h: GTensor) -> Any:
+        """``h``'s tensor as float32 (a cast node for weights stored in another type)."""
+        p = self._p(h)
+        if h.type == F32:
+            return p
+        return self._lib.ggml_cast(self._room(), p, F32)
+
+    def _persistent(self, gtype: int, shape: tuple[int, ...], data: np.ndarray) -> Any:
+        """A tensor of the backend's lifetime whose data is ``data`` (aligned, contiguous, pinned)."""
+        lib, ffi = self._lib, self._ffi
+        if not self._pctxs or lib.ggml_used_mem(self._pctxs[-1].handle) + self._ovh > self._pctxs[-1].mem_size:
+            self._pctxs.append(Context(self._g, _PERSIST_OBJECTS * self._ovh))
+        t = lib.ggml_new_tensor_4d(self._pctxs[-1].handle, gtype, *ne(shape))
+        nbytes = lib.ggml_nbytes(t)
+        if nbytes != data.nbytes:  # validated by callers; never hand ggml a short buffer
+            raise FormatError(f"ggml-cpu: tensor of shape {list(shape)} needs {nbytes} bytes, got {data.nbytes}")
+        ptr = ffi.cast("void *", data.ctypes.data)
+        buf = lib.ggml_backend_cpu_buffer_from_ptr(ptr, nbytes)
+        if buf == ffi.NULL:
+            raise GgmlError("ggml_backend_cpu_buffer_from_ptr failed")
+        self._pbufs.append(Owned(buf, lib.ggml_backend_buffer_free))
+        check_status(self._g, lib.ggml_backend_tensor_alloc(buf, t, ptr), "ggml_backend_tensor_alloc")
+        self._pins.append(data)
+        self._n_persist += 1
+        return t
+
+    # -- data in and out -----------------------------------------------------------------
+    def asarray(self, a: np.ndarray) -> GTensor:
+        a = np.asarray(a)
+        if a.dtype.kind in "iub":
+            if a.size and (a.min() < -2**31 or a.max() >= 2**31):
+                raise UsageError("ggml-cpu: integer input does not fit int32")
+            arr, gtype = np.array(a, np.int32, order="C"), I32
+        elif a.dtype.kind == "f":
+            arr, gtype = np.array(a, np.float32, order="C"), F32
+        else:
+            raise UsageError(f"ggml-cpu: cannot make a tensor of dtype {a.dtype}")
+        shape = check_shape(arr.shape, "asarray")
+        return GTensor(None, shape, gtype, STALE, arr, None, HOST, self)
+
+    def weight(self, t: Any) -> GTensor:
+        shape, gtype, data = self._weight_data(t)
+        if data.ctypes.data % _ffi.TENSOR_ALIGNMENT or not data.flags.c_contiguous:
+            copy = _aligned(data.nbytes)
+            copy[:] = data.reshape(-1).view(np.uint8)
+            data = copy
+        ptr = self._persistent(gtype, shape, data)
+        return GTensor(ptr, shape, gtype, PERSIST, None, None, WEIGHT, self)
+
+    def _weight_data(self, t: Any) -> tuple[tuple[int, ...], int, np.ndarray]:
+        """(shape, ggml type, raw bytes) of a `TensorData` or array, validated."""
+        name = getattr(t, "name", "array")
+        if hasattr(t, "dtype") and isinstance(getattr(t, "dtype"), str) and hasattr(t, "data"):
+            shape = check_shape(t.shape, f"weight {name}")
+            dtype = t.dtype
+            gtype = _ffi.TYPE_IDS.get(dtype)
+            if gtype is None or (len(shape) != 2 and gtype != F32):
+                # vectors, conv kernels and types ggml-cpu does not keep: dequantize to f32 here
+                # (TensorData.numpy raises FormatError for a type it cannot read)
+                return shape, F32, np.ascontiguousarray(t.numpy(), np.float32).reshape(shape)
+            raw = np.asarray(t.data)
+            if not raw.flags.c_contiguous:
+                raw = np.ascontiguousarray(raw)
+            blck, bsize = _ffi.TYPE_BLOCKS[gtype]
+            if shape[-1] % blck:
+                raise FormatError(f"weight {name}: row length {shape[-1]} is not a multiple of the "
+                                  f"{dtype} block size {blck}")
+            want = prod(shape) // blck * bsize
+            if raw.nbytes != want:
+                raise FormatError(f"weight {name}: {dtype} {list(shape)} needs {want} bytes, has {raw.nbytes}",
+                                  "the file is truncated or lies about the tensor")
+            return shape, gtype, raw.reshape(-1).view(np.uint8)
+        arr = np.asarray(t)
+        shape = check_shape(arr.shape, f"weight {name}")
+        if arr.dtype == np.float16 and len(shape) == 2:
+            return shape, _ffi.F16, np.ascontiguousarray(arr)
+        if arr.dtype.kind not in "fiub":
+            raise FormatError(f"weight {name}: cannot use an array of dtype {arr.dtype}")
+        return shape, F32, np.ascontiguousarray(arr, np.float32)
+
+    def zeros(self, shape: Sequence[int]) -> GTensor:
+        shape = check_shape(shape, "zeros")
+        data = _aligned(prod(shape) * 4)
+        ptr = self._persistent(F32, shape, data)
+        h = GTensor(ptr, shape, F32, PERSIST, None, None, BUFFER, self)
+        h.base = h
+        return h
+
+    def write(self, buf: GTensor, x: GTensor, start: int, axis: int = 0) -> GTensor:
+        if getattr(buf, "kind", None) != BUFFER:
+            raise UsageError("ggml-cpu: write() needs a buffer from zeros() or an earlier write()")
+        bs, xs = buf.shape, x.shape
+        if axis != 0:
+            axis = axis_of(axis, len(bs), "write")
+        if len(xs) != len(bs) or xs[:axis] != bs[:axis] or xs[axis + 1:] != bs[axis + 1:]:
+            raise UsageError(f"ggml-cpu: cannot write shape {list(xs)} into {list(bs)} along axis {axis}")
+        if not isinstance(start, (int, np.integer)) or start < 0 or start + xs[axis] > bs[axis]:
+            raise UsageError(f"ggml-cpu: write of {xs[axis]} rows at {start} exceeds axis {axis} of size {bs[axis]}")
+        offset = int(start) * 4 * prod(bs[axis + 1:])
+        if offset >= _SET_MAX_OFFSET:
+            raise UsageError(f"ggml-cpu: write offset {offset} bytes exceeds ggml's limit of 1 GiB")
+        px = self._pf(x)
+        pb = self._p(buf)
+        out = self._lib.ggml_set_inplace(self._room(), pb, px, *strides(bs), offset)
+        self._order.append(out)
+        return self._new(out, bs, kind=BUFFER, base=buf.base)
+
+    def to_numpy(self, x: GTensor) -> np.ndarray:
+        if getattr(x, "owner", None) is not self:
+            raise UsageError("ggml-cpu: to_numpy() needs a tensor of this backend")
+        if x.host is not None:
+            return x.host.copy()
+        if x.epoch == PERSIST and x.type != F32:  # a stored weight: dequantize in a graph
+            x = self._new(self._pf(x), x.shape)
+        if x.epoch == PERSIST:
+            if self._order:  # pending writes may change it
+                self._evaluate()
+            return self._read(x.ptr, x.shape)
+        if x.epoch != self._epoch:
+            raise CcsmError("ggml-cpu: this tensor was lost when an evaluation failed", "recompute it")
+        self._evaluate(x)
+        return x.host.copy() if x.host is not None else self._read(x.ptr, x.shape)
+
+    def shape(self, x: GTensor) -> tuple[int, ...]:
+        return x.shape
+
+    def _read(self, ptr: Any, shape: tuple[int, ...]) -> np.ndarray:
+        data = self._lib.ggml_get_data(ptr)
+        if data == self._ffi.NULL:
+            raise GgmlError("ggml-cpu: an output was not allocated", "report this as a bug")
+        buf = self._ffi.buffer(data, prod(shape) * 4)
+        return np.frombuffer(buf, np.float32).reshape(shape).copy()
+
+    # -- evaluation ----------------------------------------------------------------------
+    def _graph(self, size: int) -> Any:
+        lib = self._lib
+        if self._gctx is None or size > self._gsize:
+            if self._gctx is not None:
+                self._gctx.close()
+            self._gsize = max(size, 2 * self._gsize, 1024)
+            self._gctx = Context(self._g, lib.ggml_graph_overhead_custom(self._gsize, False) + 4096)
+        lib.ggml_reset(self._gctx.handle)
+        return lib.ggml_new_graph_custom(self._gctx.handle, self._gsize, False)
+
+    def _evaluate(self, out: GTensor | None = None) -> None:
+        """Compute every pending write/read and every held handle of this epoch, then reset it."""
+        lib, ffi = self._lib, self._ffi
+        epoch, st, start = self._epoch, self._stats, time.perf_counter()
+        held = [h for h in (r() for r in self._live) if h is not None and h.epoch == epoch]
+        if out is not None and out.epoch == epoch and all(h is not out for h in held):
+            held.append(out)
+        try:
+            n_objects = sum(lib.ggml_used_mem(c.handle) for c in self._ctxs[:self._ci + 1]) // self._ovh
+            gf = self._graph(n_objects + self._n_persist + 8)
+            expand = lib.ggml_build_forward_expand
+            for p in self._order:
+                expand(gf, p)
+            copy = [h for h in held if h.kind in (TEMP, VIEW)]
+            for h in copy:
+                lib.ggml_set_output(h.ptr)
+                expand(gf, h.ptr)
+            if lib.ggml_graph_n_nodes(gf) == 0 and not copy:
+                return
+            if not lib.ggml_gallocr_alloc_graph(self._galloc.handle, gf):
+                raise GgmlError("ggml-cpu: could not allocate the compute graph", "free some memory")
+            for t, arr in self._inputs:
+                data = lib.ggml_get_data(t)
+                if data != ffi.NULL:
+                    ffi.memmove(data, arr, arr.nbytes)
+            n = self.threads if self._work >= self.min_parallel_work else 1
+            if n != self._n_threads:
+                lib.ggml_backend_cpu_set_n_threads(self._backend.handle, n)
+                self._n_threads = n
+            t0 = time.perf_counter()
+            status = lib.ggml_backend_graph_compute(self._backend.handle, gf)
+            st["compute_s"] += time.perf_counter() - t0
+            check_status(self._g, status, "graph compute")
+            st["evaluations"] += 1
+            st["graph_nodes"] += lib.ggml_graph_n_nodes(gf)
+            for h in copy:
+                h.host = self._read(h.ptr, h.shape)
+                h.kind = HOST
+        finally:
+            for h in held:  # buffer handles point at their buffer again, even after a failure
+                if h.kind == BUFFER:
+                    h.ptr, h.epoch = h.base.ptr, PERSIST
+            self._reset_epoch()
+            st["eval_s"] += time.perf_counter() - start
+
+    def _reset_epoch(self) -> None:
+        for c in self._ctxs[:self._ci + 1]:
+            self._lib.ggml_reset(c.handle)
+        self._ci = -1
+        self._next_ctx()
+        self._epoch += 1
+        self._work = 0
+        self._live.clear()
+        self._order.clear()
+        self._inputs.clear()
+
+    # -- elementwise and reductions ------------------------------------------------------
+    def _binary(self, fn: Any, a: GTensor, b: GTensor, what: str) -> GTensor:
+        ctx = self._room()
+        pa, pb = self._pf(a), self._pf(b)
+        sa, sb = a.shape, b.shape
+        if sa == sb:
+            shape = sa
+            out = fn(ctx, pa, pb)
+        else:
+            shape = broadcast(sa, sb, what)
+            no = ne(shape)
+            if ne(sa) == no:
+                out = fn(ctx, pa, pb)
+            elif ne(sb) == no:
+                out = fn(ctx, pb, pa)
+            else:
+                out = fn(ctx, self._lib.ggml_repeat_4d(ctx, pa, *no), pb)
+        return self._new(out, shape, a.base is not None or b.base is not None)
+
+    def add(self, a: GTensor, b: GTensor) -> GTensor:
+        return self._binary(self._lib.ggml_add, a, b, "add")
+
+    def mul(self, a: GTensor, b: GTensor) -> GTensor:
+        return self._binary(self._lib.ggml_mul, a, b, "mul")
+
+    def scale(self, x: GTensor, s: float) -> GTensor:
+        ctx = self._room()
+        return self._new(self._lib.ggml_scale(ctx, self._pf(x), float(s)), x.shape, x.base is not None)
+
+    def _unary(self, fn: Any, x: GTensor) -> GTensor:
+        ctx = self._room()
+        return self._new(fn(ctx, self._pf(x)), x.shape, x.base is not None)
+
+    def silu(self, x: GTensor) -> GTensor:
+        return self._unary(self._lib.ggml_silu, x)
+
+    def gelu(self, x: GTensor, approximate: bool = False) -> GTensor:
+        if not approximate:
+            return self._unary(self._lib.ggml_gelu_erf, x)
+        # tanh form from primitives: ggml_gelu reads an fp16 table (about 1e-3 relative error)
+        lib, ctx, p = self._lib, self._room(), self._pf(x)
+        c = math.sqrt(2.0 / math.pi)
+        inner = lib.ggml_mul(ctx, p, lib.ggml_scale_bias(ctx, lib.ggml_sqr(ctx, p), 0.044715 * c, c))
+        out = lib.ggml_mul(ctx, lib.ggml_scale(ctx, p, 0.5), lib.ggml_scale_bias(ctx, lib.ggml_tanh(ctx, inner), 1.0, 1.0))
+        return self._new(out, x.shape, x.base is not None)
+
+    def elu(self, x: GTensor, alpha: float = 1.0) -> GTensor:
+        if alpha == 1.0:
+            return self._unary(self._lib.ggml_elu, x)
+        lib, ctx, p = self._lib, self._room(), self._pf(x)
+        # alpha*elu(x) + (1-alpha)*relu(x) equals x for x > 0 and alpha*expm1(x) otherwise
+        out = lib.ggml_add(ctx, lib.ggml_scale(ctx, lib.ggml_elu(ctx, p), float(alpha)),
+                           lib.ggml_scale(ctx, lib.ggml_relu(ctx, p), float(1.0 - alpha)))
+        return self._new(out, x.shape, x.base is not None)
+
+    def softmax(self, x: GTensor) -> GTensor:
+        ctx = self._room()
+        out = self._lib.ggml_soft_max_ext(ctx, self._pf(x), self._ffi.NULL, 1.0, 0.0)
+        return self._new(out, x.shape, x.base is not None)
+
+    def sum(self, x: GTensor, axis: int) -> GTensor:
+        shape = x.shape
+        axis = axis_of(axis, len(shape), "sum")
+        ctx = self._room()
+        p = self._pf(x)
+        if axis != len(shape) - 1:
+            perm = [i for i in range(len(shape)) if i != axis] + [axis]
+            p = self._permute(p, len(shape), perm, cont=True)
+        out_shape = shape[:axis] + shape[axis + 1:]
+        out = self._lib.ggml_reshape_4d(ctx, self._lib.ggml_sum_rows(ctx, p), *ne(out_shape))
+        return self._new(out, out_shape, x.base is not None)
+
+    # -- layers --------------------------------------------------------------------------
+    def embedding(self, table: GTensor, ids: GTensor) -> GTensor:
+        if len(table.shape) != 2:
+            raise UsageError(f"embedding: table must be 2-d, got shape {list(table.shape)}")
+        if ids.type != I32 or len(ids.shape) != 1:
+            raise UsageError(f"embedding: ids must be a 1-d int tensor, got shape {list(ids.shape)}")
+        if ids.host is None:
+            raise UsageError("embedding: ids must come from asarray() so they can be range-checked")
+        rows = table.shape[0]
+        if ids.host.min() < 0 or ids.host.max() >= rows:
+            raise UsageError(f"embedding: ids outside [0, {rows}): min {ids.host.min()}, max {ids.host.max()}")
+        ctx = self._room()
+        out = self._lib.ggml_get_rows(ctx, self._p(table), self._p(ids))
+        return self._new(out, (ids.shape[0], table.shape[1]), table.base is not None)
+
+    def matmul(self, x: GTensor, w: GTensor) -> GTensor:
+        ws, xs = w.shape, x.shape
+        if len(ws) != 2 or not xs or xs[-1] != ws[1]:
+            raise UsageError(f"matmul: cannot multiply {list(xs)} by a weight of shape {list(ws)} "
+                             "([..., K] x [N, K])")
+        self._work += prod(xs) * ws[0]
+        ctx = self._room()
+        out = self._lib.ggml_mul_mat(ctx, self._p(w), self._pf(x))
+        return self._new(out, xs[:-1] + (ws[0],), x.base is not None or w.base is not None)
+
+    def _vector(self, w: GTensor, d: int, what: str) -> Any:
+        if w.shape != (d,):
+            raise UsageError(f"{what}: weight shape {list(w.shape)} does not match the last axis ({d})")
+        return self._pf(w)
+
+    def rms_norm(self, x: GTensor, w: GTensor, eps: float) -> GTensor:
+        lib, ctx = self._lib, self._room()
+        pw = self._vector(w, x.shape[-1], "rms_norm")
+        out = lib.ggml_mul(ctx, lib.ggml_rms_norm(ctx, self._pf(x), float(eps)), pw)
+        return self._new(out, x.shape, x.base is not None)
+
+    def layer_norm(self, x: GTensor, w: GTensor, b: GTensor, eps: float) -> GTensor:
+        lib, ctx = self._lib, self._room()
+        d = x.shape[-1]
+        pw, pb = self._vector(w, d, "layer_norm"), self._vector(b, d, "layer_norm")
+        out = lib.ggml_add(ctx, lib.ggml_mul(ctx, lib.ggml_norm(ctx, self._pf(x), float(eps)), pw), pb)
+        return self._new(out, x.shape, x.base is not None)
+
+    def _freq_factors(self, freqs: np.ndarray) -> Any:
+        """Persistent 1/freqs, so that ggml's angle pos * base^0 / factor equals pos * freqs."""
+        key = freqs.tobytes()
+        ff = self._rope_ff.get(key)
+        if ff is None:
+            with np.errstate(divide="ignore"):
+                inv = (1.0 / freqs.astype(np.float64)).astype(np.float32)
+            data = _aligned(inv.nbytes)
+            data[:] = inv.view(np.uint8)
+            ff = self._rope_ff[key] = self._persistent(F32, inv.shape, data)
+        return ff
+
+    def rope(self, x: GTensor, positions: GTensor, freqs: np.ndarray, interleaved: bool = True) -> GTensor:
+        xs = x.shape
+        if len(xs) != 3 or xs[2] % 2:
+            raise UsageError(f"rope: x must be [S, H, D] with even D, got {list(xs)}")
+        if positions.type != I32 or positions.shape != (xs[0],):
+            raise UsageError(f"rope: positions must be int [{xs[0]}], got shape {list(positions.shape)}")
+        fast = isinstance(freqs, np.ndarray) and freqs.dtype == np.float32 and freqs.shape == (xs[2] // 2,)
+        ff = self._rope_ff.get(freqs.tobytes()) if fast else None  # validated when first seen
+        if ff is None:
+            arr = np.asarray(freqs, np.float32).reshape(-1)
+            if arr.shape[0] != xs[2] // 2 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                raise UsageError(f"rope: need {xs[2] // 2} finite, non-negative freqs, got {arr.shape[0]}")
+            ff = self._freq_factors(arr)
+        ctx = self._room()
+        mode = _ffi.ROPE_NORMAL if interleaved else _ffi.ROPE_NEOX
+        out = self._lib.ggml_rope_ext(ctx, self._pf(x), self._p(positions), ff, xs[2], mode, 0,
+                                      1.0, 1.0, 0.0, 1.0, 0.0, 0.0)
+        return self._new(out, xs, x.base is not None)
+
+    def attention(self, q: GTensor, k: GTensor, v: GTensor, mask: GTensor | None, scale: float) -> GTensor:
+        qs, ks, vs = q.shape, k.shape, v.shape
+        if len(qs) != 3 or len(ks) != 3 or len(vs) != 3 or ks[0] != vs[0] or ks[1] != vs[1] or qs[2] != ks[2]:
+            raise UsageError(f"attention: need q [S, H, D], k/v [T, KV, D]; got {list(qs)}, {list(ks)}, {list(vs)}")
+        if qs[1] % ks[1]:
+            raise UsageError(f"attention: {qs[1]} query heads are not a multiple of {ks[1]} kv heads")
+        if mask is not None and mask.shape != (qs[0], ks[0]):
+            raise UsageError(f"attention: mask must be [{qs[0]}, {ks[0]}], got {list(mask.shape)}")
+        self._work += qs[0] * qs[1] * ks[0] * (qs[2] + vs[2])
+        lib, ctx = self._lib, self._room()
+        pq, pk, pv = self._pf(q), self._pf(k), self._pf(v)
+        pm = self._pf(mask) if mask is not None else self._ffi.NULL
+        kq = lib.ggml_mul_mat(ctx, lib.ggml_permute(ctx, pk, 0, 2, 1, 3), lib.ggml_permute(ctx, pq, 0, 2, 1, 3))
+        kq = lib.ggml_soft_max_ext(ctx, kq, pm, float(scale), 0.0)  # [T, S, H] in ggml order
+        vt = lib.ggml_cont(ctx, lib.ggml_permute(ctx, pv, 1, 2, 0, 3))  # [T, Dv, KV]
+        out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, lib.ggml_mul_mat(ctx, vt, kq), 0, 2, 1, 3))
+        reads = any(t is not None and t.base is not None for t in (q, k, v, mask))
+        return self._new(out, (qs[0], qs[1], vs[2]), reads)
+
+    def conv1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, dilation: int = 1,
+               groups: int = 1) -> GTensor:
+        return _conv.conv1d(self, x, w, b, stride, dilation, groups)
+
+    def conv_transpose1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1,
+                         groups: int = 1) -> GTensor:
+        return _conv.conv_transpose1d(self, x, w, b, stride, groups)
+
+    # -- shape ops -----------------------------------------------------------------------
+    def _permute(self, p: Any, ndim: int, perm: Sequence[int], cont: bool) -> Any:
+        """GGML permute (optionally made contiguous) of a NumPy ``transpose(perm)``."""
+        axes = [0, 1, 2, 3]
+        for j, src in enumerate(perm):
+            axes[ndim - 1 - src] = ndim - 1 - j
+        ctx = self._room()
+        out = self._lib.ggml_permute(ctx, p, *axes)
+        return self._lib.ggml_cont(ctx, out) if cont else out
+
+    def transpose(self, x: GTensor, perm: Sequence[int]) -> GTensor:
+        n = len(x.shape)
+        perm = tuple(int(i) for i in perm)
+        if sorted(perm) != list(range(n)):
+            raise UsageError(f"transpose: {list(perm)} is not a permutation of {n} axes")
+        if perm == tuple(range(n)):
+            return x
+        out = self._permute(self._pf(x), n, perm, cont=True)
+        return self._new(out, tuple(x.shape[i] for i in perm), x.base is not None)
+
+    def reshape(self, x: GTensor, shape: Sequence[int]) -> GTensor:
+        shape = tuple(int(d) for d in shape)
+        size = prod(x.shape)
+        if shape.count(-1) == 1:
+            rest = -prod(shape)
+            if rest <= 0 or size % rest:
+                raise UsageError(f"reshape: cannot reshape {list(x.shape)} into {list(shape)}")
+            shape = tuple(size // rest if d == -1 else d for d in shape)
+        shape = check_shape(shape, "reshape")
+        if prod(shape) != size:
+            raise UsageError(f"reshape: cannot reshape {list(x.shape)} into {list(shape)}")
+        if shape == x.shape:
+            return x
+        ctx = self._room()
+        out = self._lib.ggml_reshape_4d(ctx, self._pf(x), *ne(shape))
+        return self._view(out, shape, x)
+
+    def _view(self, ptr: Any, shape: tuple[int, ...], x: GTensor) -> GTensor:
+        if x.base is not None:
+            return self._new(ptr, shape, kind=VIEW, base=x.base)
+        return self._new(ptr, shape)
+
+    def slice(self, x: GTensor, axis: int, start: int, stop: int) -> GTensor:
+        shape = x.shape
+        axis = axis_of(axis, len(shape), "slice")
+        start, stop, _ = slice(int(start), int(stop)).indices(shape[axis])
+        if stop <= start:
+            raise UsageError(f"slice: [{start}:{stop}] of axis {axis} (size {shape[axis]}) is empty")
+        if start == 0 and stop == shape[axis]:
+            return x
+        new = shape[:axis] + (stop - start,) + shape[axis + 1:]
+        offset = start * 4 * prod(shape[axis + 1:])
+        ctx = self._room()
+        if all(d == 1 for d in shape[:axis]):  # a contiguous block: a view with its own strides
+            return self._view(self._lib.ggml_view_4d(ctx, self._pf(x), *ne(new), *strides(new), offset), new, x)
+        p = self._lib.ggml_view_4d(ctx, self._pf(x), *ne(new), *strides(shape), offset)
+        return self._new(self._lib.ggml_cont(ctx, p), new, x.base is not None)
+
+    def pad(self, x: GTensor, axis: int, left: int, right: int, mode: str = "constant") -> GTensor:
+        shape = x.shape
+        axis = axis_of(axis, len(shape), "pad")
+        left, right = int(left), int(right)
+        if left < 0 or right < 0 or max(left, right) >= 2**31:
+            raise UsageError(f"pad: widths must be non-negative, got {left}, {right}")
+        if mode not in ("constant", "replicate"):
+            raise UsageError(f"pad: unknown mode {mode!r}", "use 'constant' or 'replicate'")
+        if left == right == 0:
+            return x
+        new = shape[:axis] + (shape[axis] + left + right,) + shape[axis + 1:]
+        g = len(shape) - 1 - axis
+        if mode == "constant":
+            pads = [0] * 8
+            pads[2 * g], pads[2 * g + 1] = left, right
+            out = self._lib.ggml_pad_ext(self._room(), self._pf(x), *pads)
+            return self._new(out, new, x.base is not None)
+        parts = []
+        if left:
+            parts.append(self._edge(x, axis, 0, left))
+        parts.append(x)
+        if right:
+            parts.append(self._edge(x, axis, shape[axis] - 1, right))
+        return self.concat(parts, axis)
+
+    def _edge(self, x: GTensor, axis: int, index: int, count: int) -> GTensor:
+        """``x[index]`` on ``axis`` repeated ``count`` times."""
+        edge = self.slice(x, axis, index, index + 1)
+        shape = x.shape[:axis] + (count,) + x.shape[axis + 1:]
+        out = self._lib.ggml_repeat_4d(self._room(), self._p(edge), *ne(shape))
+        return self._new(out, shape, x.base is not None)
+
+    def concat(self, xs: Sequence[GTensor], axis: int) -> GTensor:
+        xs = list(xs)
+        if not xs:
+            raise UsageError("concat: nothing to join")
+        first = xs[0].shape
+        axis = axis_of(axis, len(first), "concat")
+        for t in xs[1:]:
+            s = t.shape
+            if len(s) != len(first) or s[:axis] != first[:axis] or s[axis + 1:] != first[axis + 1:]:
+                raise UsageError(f"concat: shapes {list(first)} and {list(s)} differ off axis {axis}")
+        if len(xs) == 1:
+            return xs[0]
+        dim = len(first) - 1 - axis
+        ctx = self._room(len(xs) + 1)
+        out = self._pf(xs[0])
+        total = first[axis]
+        for t in xs[1:]:
+            out = self._lib.ggml_concat(ctx, out, self._pf(t), dim)
+            total += t.shape[axis]
+        shape = first[:axis] + (total,) + first[axis + 1:]
+        return self._new(out, shape, any(t.base is not None for t in xs))
