@@ -132,7 +132,28 @@ ggml_backend_buffer_type_t ggml_backend_cpu_buffer_type(void);
 ggml_backend_buffer_t ggml_backend_cpu_buffer_from_ptr(void * ptr, size_t size);
 void ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
 enum ggml_status ggml_backend_tensor_alloc(ggml_backend_buffer_t buffer, struct ggml_tensor * tensor, void * addr);
+typedef struct ggml_backend_reg * ggml_backend_reg_t;
+typedef struct ggml_backend_device * ggml_backend_dev_t;
+ggml_backend_reg_t ggml_backend_cpu_reg(void);
+void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
+ggml_backend_dev_t ggml_backend_reg_dev_get(ggml_backend_reg_t reg, size_t index);
+const char * ggml_backend_buft_name(ggml_backend_buffer_type_t buft);
+size_t ggml_backend_buft_get_alloc_size(ggml_backend_buffer_type_t buft, const struct ggml_tensor * tensor);
+ggml_backend_buffer_t ggml_backend_buft_alloc_buffer(ggml_backend_buffer_type_t buft, size_t size);
+void * ggml_backend_buffer_get_base(ggml_backend_buffer_t buffer);
+void ggml_backend_tensor_set(struct ggml_tensor * tensor, const void * data, size_t offset, size_t size);
+int ggml_cpu_has_avx2(void);
+typedef void (*ggml_log_callback)(int level, const char * text, void * user_data);
+void ggml_log_set(ggml_log_callback log_callback, void * user_data);
 """
+LOG_WARN = 3  # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+
+# Weight types whose rows GGML's CPU_REPACK buffer interleaves for faster matrix-vector kernels
+# on x86 with AVX2 (ggml 0.15: Q4_0 as 8x8, Q4_K as 8x8), and the row multiple they need.
+# Other types have no x86 repacking: handing them to that buffer type crashes ggml.
+REPACK_TYPES = ("Q4_0", "Q4_K")
+TYPE_NAMES = {v: k for k, v in TYPE_IDS.items()}
+REPACK_ROWS = 8
 
 
 def make_ffi():  # -> cffi.FFI

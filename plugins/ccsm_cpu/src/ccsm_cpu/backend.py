@@ -56,13 +56,15 @@ class GgmlBackend:
     name = "ggml-cpu"
 
     def __init__(self, threads: int | None = None, min_parallel_work: int = MIN_PARALLEL_WORK,
-                 **options: Any) -> None:
+                 repack: bool = True, **options: Any) -> None:
         """``threads``: compute threads (default: the number of cores). ``min_parallel_work``:
         graphs with fewer multiply-adds run on one thread (thread hand-offs at every node cost
-        more than they save on small graphs, and much more on a busy machine)."""
+        more than they save on small graphs, and much more on a busy machine). ``repack``:
+        multiply Q4_0/Q4_K weights through GGML's interleaved (repacked) copies where the CPU
+        has kernels for them (x86 AVX2: about 1.5x faster matrix-vector products)."""
         if options:
             raise UsageError(f"ggml-cpu: unknown option(s) {', '.join(sorted(options))}",
-                             "known: threads, min_parallel_work")
+                             "known: threads, min_parallel_work, repack")
         n = (os.cpu_count() or 1) if threads is None else threads
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 512:
             raise UsageError(f"ggml-cpu: threads must be an int in 1..512, got {threads!r}")
@@ -92,6 +94,9 @@ class GgmlBackend:
         self._pbufs: list[Owned] = []
         self._n_persist = 0
         self._rope_ff: dict[bytes, Any] = {}
+        self._host: dict[int, np.ndarray] = {}  # weight tensor address -> its host bytes
+        self._repacked: dict[int, Any] = {}  # weight tensor address -> its repacked twin
+        self._repack_buft = self._g.repack_buffer_type() if repack else None
         # the current epoch
         self._ctxs: list[Context] = []
         self._ci = -1
@@ -234,7 +239,35 @@ class GgmlBackend:
             copy[:] = data.reshape(-1).view(np.uint8)
             data = copy
         ptr = self._persistent(gtype, shape, data)
+        self._host[int(self._ffi.cast("uintptr_t", ptr))] = data
         return GTensor(ptr, shape, gtype, PERSIST, None, None, WEIGHT, self)
+
+    def _matmul_weight(self, w: GTensor) -> Any:
+        """``w``'s tensor for a matmul: its repacked twin when GGML has faster kernels for it.
+
+        The twin is made on first use, so a table that is also read by ``embedding`` (tied
+        output heads) keeps its plain copy for that."""
+        p = self._p(w)
+        if self._repack_buft is None or w.kind != WEIGHT or len(w.shape) != 2 or w.shape[0] % _ffi.REPACK_ROWS \
+                or _ffi.TYPE_NAMES.get(w.type) not in _ffi.REPACK_TYPES:
+            return p
+        key = int(self._ffi.cast("uintptr_t", p))
+        twin = self._repacked.get(key)
+        if twin is None:
+            lib, buft = self._lib, self._repack_buft
+            data = self._host[key]
+            if not self._pctxs or lib.ggml_used_mem(self._pctxs[-1].handle) + self._ovh > self._pctxs[-1].mem_size:
+                self._pctxs.append(Context(self._g, _PERSIST_OBJECTS * self._ovh))
+            twin = lib.ggml_new_tensor_4d(self._pctxs[-1].handle, w.type, *ne(w.shape))
+            buf = lib.ggml_backend_buft_alloc_buffer(buft, lib.ggml_backend_buft_get_alloc_size(buft, twin))
+            if buf == self._ffi.NULL:
+                raise GgmlError("allocating a repacked weight failed", "free some memory or pass repack=False")
+            self._pbufs.append(Owned(buf, lib.ggml_backend_buffer_free))
+            check_status(self._g, lib.ggml_backend_tensor_alloc(buf, twin, lib.ggml_backend_buffer_get_base(buf)),
+                         "ggml_backend_tensor_alloc")
+            lib.ggml_backend_tensor_set(twin, self._ffi.cast("void *", data.ctypes.data), 0, data.nbytes)
+            self._repacked[key] = twin
+        return twin
 
     def _weight_data(self, t: Any) -> tuple[tuple[int, ...], int, np.ndarray]:
         """(shape, ggml type, raw bytes) of a `TensorData` or array, validated."""
@@ -481,7 +514,7 @@ class GgmlBackend:
                              "([..., K] x [N, K])")
         self._work += prod(xs) * ws[0]
         ctx = self._room()
-        out = self._lib.ggml_mul_mat(ctx, self._p(w), self._pf(x))
+        out = self._lib.ggml_mul_mat(ctx, self._matmul_weight(w), self._pf(x))
         return self._new(out, xs[:-1] + (ws[0],), x.base is not None or w.base is not None)
 
     def _vector(self, w: GTensor, d: int, what: str) -> Any:

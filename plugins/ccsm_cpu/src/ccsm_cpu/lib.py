@@ -38,6 +38,24 @@ class Ggml:
     version: str
     tensor_overhead: int
 
+    def repack_buffer_type(self) -> Any:
+        """GGML's ``CPU_REPACK`` buffer type where it applies here (x86 with AVX2), else None."""
+        ffi, lib = self.ffi, self.lib
+        if not lib.ggml_cpu_has_avx2():
+            return None
+        reg = lib.ggml_backend_cpu_reg()
+        fn = lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_dev_get_extra_bufts")
+        if fn == ffi.NULL:
+            return None
+        bufts = ffi.cast("ggml_backend_buffer_type_t * (*)(ggml_backend_dev_t)", fn)(
+            lib.ggml_backend_reg_dev_get(reg, 0))
+        i = 0
+        while bufts != ffi.NULL and bufts[i] != ffi.NULL:
+            if ffi.string(lib.ggml_backend_buft_name(bufts[i])) == b"CPU_REPACK":
+                return bufts[i]
+            i += 1
+        return None
+
 
 _lock = threading.Lock()
 _loaded: Ggml | None = None
@@ -142,8 +160,24 @@ def load() -> Ggml:
         except BackendUnavailable as e:
             _failure = e
             raise
+        _quiet_logs(ffi, lib)
         _loaded = Ggml(ffi, lib, path, version, overhead)
         return _loaded
+
+
+_log_callback: Any = None  # kept alive for as long as ggml may call it
+
+
+def _quiet_logs(ffi: Any, lib: Any) -> None:
+    """Send ggml's warnings and errors to stderr; drop its debug and info chatter."""
+    global _log_callback
+
+    def log(level: int, text: Any, _user: Any) -> None:
+        if level >= _ffi.LOG_WARN and level != 5:
+            sys.stderr.write("ggml: " + ffi.string(text).decode("utf-8", "replace"))
+
+    _log_callback = ffi.callback("ggml_log_callback", log)
+    lib.ggml_log_set(_log_callback, ffi.NULL)
 
 
 def unavailable_reason() -> str | None:
