@@ -1,9 +1,9 @@
 """1-D convolution and transposed convolution on GGML graphs (helpers of `GgmlBackend`).
 
 ``conv1d`` is im2col + one batched matmul (groups are the batch axis), in float32.
-``conv_transpose1d`` uses ggml's own kernel for ``groups == 1``; depthwise-style groups
-(one input channel per group) multiply by broadcasting and overlap-add the taps; other group
-counts run ggml's kernel per group.
+``conv_transpose1d`` with ``groups == 1`` is one matmul of every tap (against a cached
+re-laid-out weight) and an overlap-add; depthwise-style groups (one input channel per group)
+multiply by broadcasting and overlap-add the taps; other group counts run ggml's kernel per group.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ccsm_core.errors import UsageError
 
 from . import _ffi
-from ._tensor import GTensor
+from ._tensor import WEIGHT, GTensor
 
 if TYPE_CHECKING:
     from .backend import GgmlBackend
@@ -83,7 +83,9 @@ def conv_transpose1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | Non
     cout, length, cin_g = cout_g * groups, (t - 1) * stride + k, cin // groups
     be._work += cout * t * k * cin_g
     lib = be._lib
-    if groups == 1:
+    if groups == 1 and w.kind == WEIGHT:
+        out = _dense_transpose(be, x, w, stride)
+    elif groups == 1:
         ctx = be._room(8)
         out = lib.ggml_conv_transpose_1d(ctx, be._pf(w), be._pf(x), stride, 0, 1)
     elif cin_g == 1:
@@ -104,6 +106,51 @@ def conv_transpose1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | Non
     return be._new(out, (cout, length), _reads(x, w, b))
 
 
+def _overlap_add(be: "GgmlBackend", taps: Any, t: int, cout: int, k: int, s: int, kp: int,
+                 tap_major: bool) -> Any:
+    """Sum the ``m = kp / s`` shifted copies of ``taps`` into ``[Cout, (T-1)*s + k]``.
+
+    ``taps`` holds every tap's contribution: NumPy ``[Cout, T, kp]`` (``tap_major=False``) or
+    ``[T, Cout, kp]`` (``tap_major=True``); output sample ``t*s + j`` gets tap ``j`` of step ``t``."""
+    lib = be._lib
+    m = kp // s
+    ctx = be._room(6 * m + 8)
+    full = (t + m - 1) * s
+    total = None
+    for j in range(m):
+        if tap_major:  # ne (s, Cout, T) -> (s, T, Cout)
+            piece = lib.ggml_view_4d(ctx, taps, s, cout, t, 1, 4 * kp, 4 * kp * cout, 4 * kp * cout * t, 4 * s * j)
+            piece = lib.ggml_permute(ctx, piece, 0, 2, 1, 3)
+        else:
+            piece = lib.ggml_view_4d(ctx, taps, s, t, cout, 1, 4 * kp, 4 * kp * t, 4 * kp * t * cout, 4 * s * j)
+        piece = lib.ggml_reshape_4d(ctx, lib.ggml_cont(ctx, piece), s * t, cout, 1, 1)
+        if m > 1:
+            piece = lib.ggml_pad_ext(ctx, piece, s * j, s * (m - 1 - j), 0, 0, 0, 0, 0, 0)
+        total = piece if total is None else lib.ggml_add(ctx, total, piece)
+    length = (t - 1) * s + k
+    if length == full:
+        return total
+    return lib.ggml_cont(ctx, lib.ggml_view_4d(ctx, total, length, cout, 1, 1, 4 * full, 4 * full * cout,
+                                               4 * full * cout, 0))
+
+
+def _dense_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> Any:
+    """``groups == 1``: every tap at once as one matmul with the (cached) weight laid out
+    ``[Cout * K, Cin]``, then overlap-add. ggml's own kernel re-lays the whole kernel out on
+    every call (about 50 ms for Mimi's 1024 -> 512, K 16 layer)."""
+    import numpy as np
+
+    cin, t = x.shape
+    _, cout, k = w.shape
+    kp = -(-k // s) * s
+    wt = be._derived(w, ("convT", s), lambda host: np.ascontiguousarray(
+        np.pad(host.reshape(cin, cout, k), ((0, 0), (0, 0), (0, kp - k))).reshape(cin, cout * kp).T))
+    lib, ctx = be._lib, be._room(8)
+    xt = lib.ggml_cont(ctx, lib.ggml_permute(ctx, be._pf(x), 1, 0, 2, 3))  # ne (Cin, T)
+    taps = lib.ggml_mul_mat(ctx, be._p(wt), xt)  # ne (Cout*kp, T) = NumPy [T, Cout, kp]
+    return _overlap_add(be, taps, t, cout, k, s, kp, tap_major=True)
+
+
 def _depthwise_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> Any:
     """One input channel per group: taps by broadcasting, then overlap-add of ``ceil(K/s)`` shifts."""
     cin, t = x.shape
@@ -118,16 +165,4 @@ def _depthwise_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> A
     kp = m * s
     if kp > k:
         taps = lib.ggml_pad_ext(ctx, taps, 0, kp - k, 0, 0, 0, 0, 0, 0)
-    full = (t + m - 1) * s
-    total = None
-    for j in range(m):
-        piece = lib.ggml_view_4d(ctx, taps, s, t, cout, 1, 4 * kp, 4 * kp * t, 4 * kp * t * cout, 4 * s * j)
-        piece = lib.ggml_reshape_4d(ctx, lib.ggml_cont(ctx, piece), s * t, cout, 1, 1)
-        if m > 1:
-            piece = lib.ggml_pad_ext(ctx, piece, s * j, s * (m - 1 - j), 0, 0, 0, 0, 0, 0)
-        total = piece if total is None else lib.ggml_add(ctx, total, piece)
-    length = (t - 1) * s + k
-    if length == full:
-        return total
-    return lib.ggml_cont(ctx, lib.ggml_view_4d(ctx, total, length, cout, 1, 1, 4 * full, 4 * full * cout,
-                                               4 * full * cout, 0))
+    return _overlap_add(be, taps, t, cout, k, s, kp, tap_major=False)

@@ -96,6 +96,7 @@ class GgmlBackend:
         self._rope_ff: dict[bytes, Any] = {}
         self._host: dict[int, np.ndarray] = {}  # weight tensor address -> its host bytes
         self._repacked: dict[int, Any] = {}  # weight tensor address -> its repacked twin
+        self._derived_cache: dict[Any, GTensor] = {}  # (weight address, what) -> derived weight
         self._repack_buft = self._g.repack_buffer_type() if repack else None
         # the current epoch
         self._ctxs: list[Context] = []
@@ -241,6 +242,16 @@ class GgmlBackend:
         ptr = self._persistent(gtype, shape, data)
         self._host[int(self._ffi.cast("uintptr_t", ptr))] = data
         return GTensor(ptr, shape, gtype, PERSIST, None, None, WEIGHT, self)
+
+    def _derived(self, w: GTensor, key: Any, make: Any) -> GTensor:
+        """A weight computed once from weight ``w``'s float32 values (e.g. re-laid out), cached."""
+        addr = int(self._ffi.cast("uintptr_t", self._p(w)))
+        k = (addr, key)
+        got = self._derived_cache.get(k)
+        if got is None:
+            host = self._host[addr].reshape(-1).view(np.float32)
+            got = self._derived_cache[k] = self.weight(make(host))
+        return got
 
     def _matmul_weight(self, w: GTensor) -> Any:
         """``w``'s tensor for a matmul: its repacked twin when GGML has faster kernels for it.
