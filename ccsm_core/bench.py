@@ -133,16 +133,64 @@ def run_all(backends: list[str], types: list[str], frames: int, warmup: int, thr
                 progress(f"{backend} {dtype}")
             cmd = [sys.executable, "-m", "ccsm_core.bench", backend, dtype, str(frames), str(warmup),
                    str(threads or 0), shape]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode == 0 and lines:
-                results.append(json.loads(lines[-1]))
-            else:
-                err = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-                results.append({"backend": backend, "type": dtype, "shape": shape, "error": err})
+            results.append(_child(cmd, {"backend": backend, "type": dtype, "shape": shape}))
     return results
 
 
-if __name__ == "__main__":  # one configuration, JSON on stdout (used by run_all)
-    b, ty, n, w, th, sh = sys.argv[1:7]
-    print(json.dumps(run_one(b, ty, int(n), int(w), int(th) or None, sh)))
+
+
+def run_text_one(backend: str, model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
+    """Prompt processing and generation speed of a GGUF text model (greedy, fixed tokens)."""
+    from .backends import get_backend
+    from .models.textlm import load_text_model
+
+    be = get_backend(backend, **({"threads": threads} if threads else {}))
+    lt = load_text_model(model, be)
+    m = lt.model
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(10, min(lt.model.cfg.vocab_size, 30000), n_prompt)
+    pp, tg = [], []
+    for _ in range(reps + 1):
+        cache = m.new_cache(n_prompt + n_gen + 1)
+        t0 = time.perf_counter()
+        logits = be.to_numpy(m.forward(prompt, np.arange(n_prompt), cache))
+        t1 = time.perf_counter()
+        for i in range(n_gen):
+            tok = int(np.argmax(logits[0]))
+            logits = be.to_numpy(m.forward(np.array([tok]), np.array([n_prompt + i]), cache))
+        t2 = time.perf_counter()
+        pp.append(n_prompt / (t1 - t0))
+        tg.append(n_gen / (t2 - t1))
+    pp, tg = pp[1:], tg[1:]  # the first run warms up
+    return {"backend": backend, "model": str(model), "threads": threads, "n_prompt": n_prompt, "n_gen": n_gen,
+            "pp_tok_s": statistics.median(pp), "tg_tok_s": statistics.median(tg),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_text_all(backends: list[str], model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int,
+                 progress: Any = None) -> list[dict[str, Any]]:
+    results = []
+    for backend in backends:
+        if progress:
+            progress(backend)
+        cmd = [sys.executable, "-m", "ccsm_core.bench", "--text", backend, model, str(threads or 0),
+               str(n_prompt), str(n_gen), str(reps)]
+        results.append(_child(cmd, {"backend": backend, "model": model}))
+    return results
+
+
+def _child(cmd: list[str], ident: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    return {**ident, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+
+
+if __name__ == "__main__":  # one configuration, JSON on stdout (used by run_all / run_text_all)
+    if sys.argv[1] == "--text":
+        b, mdl, th, n_p, n_g, r = sys.argv[2:8]
+        print(json.dumps(run_text_one(b, mdl, int(th) or None, int(n_p), int(n_g), int(r))))
+    else:
+        b, ty, n, w, th, sh = sys.argv[1:7]
+        print(json.dumps(run_one(b, ty, int(n), int(w), int(th) or None, sh)))

