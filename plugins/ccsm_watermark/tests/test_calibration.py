@@ -41,11 +41,17 @@ def test_p_value_bound_holds_for_random_statistics() -> None:
         assert hits <= level * 1.5 + 1e-3
 
 
-def test_code_corrects_errors_and_detects_garbage() -> None:
+def test_code_corrects_errors() -> None:
     rng = np.random.default_rng(0)
-    code = ecc.encode(0xDEADBEEF).astype(float) * 2 - 1
-    noisy = code + rng.normal(0, 0.5, code.size)
-    noisy[::15] *= -1  # ten hard errors, spread out (the layout interleaves code bits)
-    assert ecc.decode(noisy) == 0xDEADBEEF
-    fails = sum(ecc.decode(rng.normal(size=ecc.CODE_BITS)) is not None for _ in range(200))
-    assert fails <= 2
+    for payload in (0xDEADBEEF, 0, 0xFFFFFFFF, 0x00010001):
+        code = ecc.encode(payload).astype(float) * 2 - 1
+        assert code.size == ecc.CODE_BITS
+        noisy = code + rng.normal(0, 0.5, code.size)
+        noisy[::8] *= -1  # nineteen hard errors, spread out (the layout interleaves code bits)
+        assert ecc.decode(noisy) == payload
+    # ML decoding: at a per-bit SNR well below one, most frames still come out right
+    code = ecc.encode(0xC0FFEE42).astype(float) * 2 - 1
+    ok = sum(ecc.decode(0.8 * code + rng.normal(size=code.size)) == 0xC0FFEE42 for _ in range(50))
+    assert ok >= 45
+    # garbage always decodes to *some* payload: the detector's p-value (which counts all 2^32
+    # payloads) is what rejects it, see test_no_false_positive_on_unmarked

@@ -18,7 +18,7 @@ def test_round_trip_24k_mono(method: str, speech24: np.ndarray) -> None:
     marked = wm.embed(speech24, 24000, PAYLOAD)
     assert marked.shape == speech24.shape and marked.dtype == np.float32
     snr = 10 * np.log10(np.sum(speech24 ** 2) / np.sum((marked - speech24) ** 2))
-    assert 15 < snr < 60  # changed, but not much
+    assert 10 < snr < 60  # changed, but not much (loud frames get up to 3x the mean strength)
     r = wm.detect(marked, 24000)
     assert r.present is True and r.payload == PAYLOAD and r.p_value < 1e-6
     clean = wm.detect(speech24, 24000)

@@ -1,8 +1,16 @@
-"""Error-correcting code for the payload: CRC-12 check bits, then a K=7 rate-1/3 convolutional code.
+"""Error-correcting code for the payload: two 16-bit halves, each a random 75-bit codeword, ML-decoded.
 
-``encode(payload)`` gives 150 code bits (0/1); ``decode(soft)`` runs a soft-decision Viterbi on
-150 soft values (positive means "bit 1 more likely") and returns the payload, or ``None`` when
-the check bits disagree.
+``encode(payload)`` gives 150 code bits (0/1): the codeword of the high half, then that of the
+low half, each drawn from a fixed pseudo-random codebook of 2^16 words of 75 bits.
+``decode(soft)`` takes 150 soft values (positive means "bit 1 more likely") and returns, for each
+half, the codeword of highest correlation: maximum-likelihood decoding, exact, by one matrix
+product per half (2^16 x 75), a few milliseconds.
+
+Why not a convolutional code with a CRC: the detector's p-value already accounts for all 2^32
+payloads (union bound), so a check sum adds nothing to the false-positive guarantee and its bits
+cost energy; and ML decoding of a random code needs about 2 dB less signal than soft Viterbi on
+the K=7 rate-1/3 code it replaces (simulated: 90 % of frames right at z = 10.7 instead of 13).
+A payload is therefore always decoded; whether it is *there* is the p-value's call.
 """
 
 from __future__ import annotations
@@ -10,29 +18,22 @@ from __future__ import annotations
 import numpy as np
 
 PAYLOAD_BITS = 32
-CRC_BITS = 12
-CRC_POLY = 0x80F  # CRC-12 (x^12 + x^11 + x^3 + x^2 + x + 1)
-K = 7  # constraint length
-POLYS = (0o133, 0o171, 0o165)
-INFO_BITS = PAYLOAD_BITS + CRC_BITS
-CODE_BITS = (INFO_BITS + K - 1) * len(POLYS)
+HALF_BITS = 16
+WORD_BITS = 75  # code bits per half
+CODE_BITS = 2 * WORD_BITS
+_SEED = 0x63C5_3A11  # the codebook is fixed (the key spreads it); changing it breaks old marks
 
-_N_STATES = 1 << (K - 1)
+_book: np.ndarray | None = None
 
 
-def _bits(value: int, n: int) -> list[int]:
-    return [(value >> (n - 1 - i)) & 1 for i in range(n)]
-
-
-def crc(bits: list[int]) -> int:
-    """CRC-12 of a bit list (MSB first)."""
-    reg = 0
-    for b in bits:
-        top = ((reg >> (CRC_BITS - 1)) & 1) ^ b
-        reg = (reg << 1) & ((1 << CRC_BITS) - 1)
-        if top:
-            reg ^= CRC_POLY & ((1 << CRC_BITS) - 1)
-    return reg
+def codebook() -> np.ndarray:
+    """The (2^16, 75) codebook as float32 +-1 (built once, about 20 MB)."""
+    global _book
+    if _book is None:
+        rng = np.random.default_rng(_SEED)
+        bits = rng.integers(0, 2, size=(1 << HALF_BITS, WORD_BITS), dtype=np.int8)
+        _book = (2.0 * bits - 1.0).astype(np.float32)
+    return _book
 
 
 def check_payload(payload: int) -> int:
@@ -45,67 +46,25 @@ def check_payload(payload: int) -> int:
     return payload
 
 
-def _info_bits(payload: int) -> list[int]:
-    bits = _bits(payload, PAYLOAD_BITS)
-    return bits + _bits(crc(bits), CRC_BITS)
-
-
-def _parity(x: int) -> int:
-    return bin(x).count("1") & 1
-
-
-# output bits for (state, input): state holds the previous K-1 inputs, newest in the MSB
-_OUT = np.zeros((_N_STATES, 2, len(POLYS)), dtype=np.int8)
-_NEXT = np.zeros((_N_STATES, 2), dtype=np.int64)
-for _s in range(_N_STATES):
-    for _b in range(2):
-        _reg = (_b << (K - 1)) | _s
-        _OUT[_s, _b] = [_parity(_reg & p) for p in POLYS]
-        _NEXT[_s, _b] = _reg >> 1
+def _halves(payload: int) -> tuple[int, int]:
+    return payload >> HALF_BITS, payload & ((1 << HALF_BITS) - 1)
 
 
 def encode(payload: int) -> np.ndarray:
     """The 150 code bits (uint8) of a 32-bit payload."""
-    bits = _info_bits(check_payload(payload)) + [0] * (K - 1)
-    state, out = 0, []
-    for b in bits:
-        out.extend(_OUT[state, b])
-        state = int(_NEXT[state, b])
-    return np.asarray(out, dtype=np.uint8)
+    book = codebook()
+    hi, lo = _halves(check_payload(payload))
+    return (np.concatenate([book[hi], book[lo]]) > 0).astype(np.uint8)
 
 
-_NS = np.arange(_N_STATES)
-_IN = _NS >> (K - 2)  # the input bit that leads into each state
-_PRED = np.stack([(_NS << 1) & (_N_STATES - 1), ((_NS << 1) & (_N_STATES - 1)) | 1])  # (2, states)
-assert np.all(_NEXT[_PRED[0], _IN] == _NS) and np.all(_NEXT[_PRED[1], _IN] == _NS)
+def decode(soft: np.ndarray, check: bool = True) -> int:
+    """ML decode of ``CODE_BITS`` soft values (>0 means 1): the payload of highest correlation.
 
-
-def decode(soft: np.ndarray, check: bool = True) -> int | None:
-    """Soft Viterbi decode of ``CODE_BITS`` values (>0 means 1); ``None`` if the CRC fails.
-
-    ``check=False`` returns the 32 decoded payload bits whatever the CRC says (diagnostics).
+    Always returns a payload (``check`` is kept for compatibility and ignored): whether a mark
+    is present is decided by the detector's p-value, which accounts for every payload.
     """
-    soft = np.asarray(soft, dtype=np.float64).reshape(-1, len(POLYS))
-    signs = 2.0 * _OUT.astype(np.float64) - 1.0  # (states, 2, n)
-    # branch signs into each state from each of its two predecessors: (2, states, n)
-    into = signs[_PRED, _IN[None, :]]
-    metric = np.full(_N_STATES, -np.inf)
-    metric[0] = 0.0
-    steps = soft.shape[0]
-    back = np.zeros((steps, _N_STATES), dtype=np.int8)
-    for t in range(steps):
-        cand = metric[_PRED] + into @ soft[t]  # (2, states)
-        if t >= INFO_BITS:  # tail: only zero inputs are allowed
-            cand[:, _IN == 1] = -np.inf
-        pick = np.argmax(cand, axis=0)
-        metric = cand[pick, _NS]
-        back[t] = pick
-    state, bits = 0, []
-    for t in range(steps - 1, -1, -1):
-        bits.append(int(_IN[state]))
-        state = int(_PRED[back[t, state], state])
-    bits = bits[::-1][:INFO_BITS]
-    data, crc_bits = bits[:PAYLOAD_BITS], bits[PAYLOAD_BITS:]
-    if check and crc(data) != int("".join(map(str, crc_bits)), 2):
-        return None
-    return int("".join(map(str, data)), 2)
+    soft = np.asarray(soft, dtype=np.float32).reshape(2, WORD_BITS)
+    book = codebook()
+    hi = int(np.argmax(book @ soft[0]))
+    lo = int(np.argmax(book @ soft[1]))
+    return (hi << HALF_BITS) | lo

@@ -37,9 +37,14 @@ MIN_ACTIVE_S = 1.0  # less audible signal than this: cannot tell
 SILENCE_DBFS = -60.0  # frames quieter than this (and 50 dB below the loudest) are silence
 DEFAULT_THRESHOLD = 1e-6
 SCALES = (0.93, 1.075)  # time-scale range searched (covers tempo 0.93 .. 1.075)
-TOP_HYPOTHESES = 8
+TOP_HYPOTHESES = 16  # sync hypotheses whose payload is decoded (the p-value counts them all anyway)
+OFFSETS_PER_SCALE = 2
 INFORMED = 2  # refinement passes of the informed embedding (0: plain spread spectrum)
 MAX_BOOST = 2.0  # a group's strength stays within [0.25, MAX_BOOST] x the nominal one
+WEIGHT_PCT = 10.0  # detector: noise floor per band = this percentile of its smoothed energy
+WEIGHT_SMOOTH = 33  # frames of smoothing (264 ms, several slots, so the mark averages out)
+SHAPE_GAMMA = 0.5  # embedding: strength follows (frame level / mean level) ** SHAPE_GAMMA
+SHAPE_MAX = 3.0  # ... within [0.2, SHAPE_MAX] x the nominal strength
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Method:
 
     name = "base"
     n_units: int
+    snr_weighting = True  # detector weights cells by their estimated signal share (see _snr_weights)
 
     def __init__(self, key: bytes, layout: Layout, strength_db: float,
                  threshold: float = DEFAULT_THRESHOLD) -> None:
@@ -114,9 +120,10 @@ class Method:
         win = dsp.sqrt_hann()
         specs = [dsp.stft(x16[:, ch], HOP, win) for ch in range(x.shape[1])]
         mono_spec = np.mean(specs, axis=0)
-        strength = self._informed_strength(mono_spec, len(x16), sign)
+        shape = self._shaping(mono_spec)
+        strength = self._informed_strength(mono_spec, len(x16), sign, shape)
         out = np.empty_like(x)
-        gain = self._gains(strength[self.roles + 1] * self.chips * sign, len(specs[0]))
+        gain = self._gains(strength[self.roles + 1] * self.chips * sign, len(specs[0]), shape)
         for ch, spec in enumerate(specs):
             delta16 = dsp.istft(spec * (gain - 1.0), HOP, win, len(x16))
             delta = dsp.resample(delta16[:, None], dsp.RATE, sr)[:, 0]
@@ -126,14 +133,37 @@ class Method:
         out = out.astype(np.float32)
         return out[:, 0] if np.ndim(audio) == 1 else out
 
-    def _gains(self, unit_db: np.ndarray, n_frames: int) -> np.ndarray:
-        """Linear STFT gains (frames, bins) for per-cell dB changes (P, units)."""
+    def _gains(self, unit_db: np.ndarray, n_frames: int, shape: np.ndarray | None = None) -> np.ndarray:
+        """Linear STFT gains (frames, bins) for per-cell dB changes (P, units), times ``shape``."""
         band_db = self.unit_gains_db(unit_db)  # (P, bands)
         slot = (np.arange(n_frames) // self.layout.slot_frames) % self.layout.period
         gain = np.ones((n_frames, dsp.N_FFT // 2 + 1))
         for b, (lo, hi) in enumerate(self.layout.bands):
-            gain[:, lo:hi] = 10.0 ** (band_db[slot, b] / 20.0)[:, None]
+            db = band_db[slot, b] if shape is None else band_db[slot, b] * shape[:, b]
+            gain[:, lo:hi] = 10.0 ** (db / 20.0)[:, None]
         return gain
+
+    def _shaping(self, spec: np.ndarray) -> np.ndarray | None:
+        """Per-frame strength factor (frames, bands): more in loud frames, less in quiet ones.
+
+        ``(frame level / mean level) ** SHAPE_GAMMA`` over the band energies, normalised to a
+        mean of 1 over audible frames and kept within [0.2, SHAPE_MAX]. Loud frames mask the change
+        better (wideband PESQ rises at the same mean strength) and are the ones that added
+        noise leaves readable; quiet frames, which noise buries first, get little.
+        """
+        if not SHAPE_GAMMA:
+            return None
+        from .methods import moving_mean
+        power = np.abs(spec) ** 2
+        energy = np.stack([power[:, lo:hi].sum(axis=1) for lo, hi in self.layout.bands], axis=1)
+        level = moving_mean(energy, 3, 0).mean(axis=1)
+        if level.max() <= 0:
+            return None
+        loud = level > level.max() * 1e-5
+        shape = (np.maximum(level, 1e-30) / level[loud].mean()) ** SHAPE_GAMMA
+        shape = np.minimum(shape, 1e3)
+        shape = np.clip(shape / shape[loud].mean(), 0.2, SHAPE_MAX)
+        return np.repeat(shape[:, None], len(self.layout.bands), axis=1)
 
     def _cells(self, signal16: np.ndarray) -> np.ndarray | None:
         got = self.analyse(signal16, dsp.RATE)
@@ -142,7 +172,8 @@ class Method:
         M = self._fold(got[0], 1.0)
         return M[SUB * np.arange(self.layout.period)]
 
-    def _informed_strength(self, mono_spec: np.ndarray, n: int, sign: np.ndarray) -> np.ndarray:
+    def _informed_strength(self, mono_spec: np.ndarray, n: int, sign: np.ndarray,
+                           shape: np.ndarray | None = None) -> np.ndarray:
         """Strength per group (sync, then each code bit), set from the host (informed embedding).
 
         Each group's detector sum is ``gain * strength + host``; we measure both on the mono
@@ -166,7 +197,7 @@ class Method:
         strength = base
         for _ in range(INFORMED):
             unit_db = strength[idx] * self.chips * sign
-            marked = dsp.istft(mono_spec * self._gains(unit_db, len(mono_spec)), HOP, win, n)
+            marked = dsp.istft(mono_spec * self._gains(unit_db, len(mono_spec), shape), HOP, win, n)
             m = sums(self._cells(marked))
             k = np.maximum((m - h) / strength, 1e-9)  # detector gain per dB, per group
             target = np.full_like(k, np.mean(k[1:]) * self.strength_db)  # an average bit's margin
@@ -195,7 +226,27 @@ class Method:
         # tame outliers so a few loud transients cannot dominate (uses the audio only)
         scale = np.sqrt(np.mean(feats[active] ** 2)) + 1e-12
         feats = np.clip(feats, -3 * scale, 3 * scale)
+        w = self._snr_weights(energy, active)
+        if w is not None:
+            feats = feats * w
         return feats, active
+
+    def _snr_weights(self, energy: np.ndarray, active: np.ndarray) -> np.ndarray | None:
+        """Per-frame, per-unit weight ``S / (S + N)`` from the audio alone (a noise floor per band).
+
+        Added noise is not marked, so where it dominates a cell carries little of the mark;
+        weighting by the estimated signal share is the matched filter. It depends on the
+        audio only, never on the key, so the p-value's bound still holds.
+        """
+        if WEIGHT_PCT is None or not self.snr_weighting:
+            return None
+        from .methods import moving_mean
+        sm = moving_mean(energy, WEIGHT_SMOOTH, 0) if WEIGHT_SMOOTH > 1 else energy
+        floor = np.percentile(sm[active], WEIGHT_PCT, axis=0)
+        w = np.clip(1.0 - floor / np.maximum(sm, 1e-30), 0.0, 1.0)
+        if w.shape[1] != self.n_units:  # units made of several bands: their mean
+            w = w.reshape(w.shape[0], self.n_units, -1).mean(axis=2)
+        return w
 
     def detect(self, audio: np.ndarray, sample_rate: int) -> WatermarkResult:
         """Presence, payload and a false-positive p-value for ``audio``."""
@@ -240,8 +291,8 @@ class Method:
             S = np.fft.irfft(fa * np.fft.rfft(M, axis=0), n=L, axis=0).sum(axis=1)
             V = np.fft.irfft(fm * np.fft.rfft(M ** 2, axis=0), n=L, axis=0).sum(axis=1)
             z = S / np.sqrt(np.maximum(V, 1e-20))
-            k = int(np.argmax(z))
-            cands.append((float(z[k]), float(s), k))
+            for k in np.argsort(z)[::-1][:OFFSETS_PER_SCALE]:
+                cands.append((float(z[k]), float(s), int(k)))
         cands.sort(reverse=True)
         n_hyp = len(scales) * L
         z_sync = cands[0][0]
@@ -254,7 +305,7 @@ class Method:
             soft = np.zeros(ecc.CODE_BITS)
             np.add.at(soft, self.roles[data], (self.chips * R)[data])
             payload = ecc.decode(soft)
-            if payload is None:  # check bits disagree: not a readable payload here
+            if payload is None:  # (the ML decoder always gives one; kept for other codes)
                 continue
             code = ecc.encode(payload).astype(np.float64) * 2 - 1
             sign = np.where(self.roles < 0, 1.0, code[np.maximum(self.roles, 0)])

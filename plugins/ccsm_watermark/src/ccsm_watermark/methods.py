@@ -34,7 +34,7 @@ class SpreadSpectrum(Method):
 
     name = "ss-stft"
 
-    def __init__(self, key: bytes, strength_db: float = 1.1, threshold: float = 1e-6) -> None:
+    def __init__(self, key: bytes, strength_db: float = 1.15, threshold: float = 1e-6) -> None:
         self.n_units = 80
         layout = Layout(bands=_bands(32, 2, 80), slot_frames=4, period=16, sync_fraction=0.25)
         super().__init__(key, layout, strength_db, threshold)
@@ -43,7 +43,7 @@ class SpreadSpectrum(Method):
         return values
 
     def features(self, log_energy: np.ndarray) -> np.ndarray:
-        return local_normalise(log_energy - moving_mean(log_energy, 5, 1))
+        return local_normalise(log_energy - moving_mean(log_energy, 5, 1), 17, 5)
 
 
 class Patchwork(Method):
@@ -53,8 +53,9 @@ class Patchwork(Method):
     the two energies."""
 
     name = "patchwork"
+    snr_weighting = False  # the log ratio of two neighbours is hurt less by noise; weighting lost here
 
-    def __init__(self, key: bytes, strength_db: float = 1.8, threshold: float = 1e-6) -> None:
+    def __init__(self, key: bytes, strength_db: float = 2.0, threshold: float = 1e-6) -> None:
         self.n_units = 40
         layout = Layout(bands=_bands(32, 2, 80), slot_frames=4, period=16, sync_fraction=0.25)
         super().__init__(key, layout, strength_db, threshold)

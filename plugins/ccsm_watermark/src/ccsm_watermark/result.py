@@ -12,7 +12,7 @@ class WatermarkResult:
 
     ``p_value`` bounds the probability that unmarked audio (or audio marked with another
     key) scores this high; ``score`` is the detector's z statistic; ``payload`` is the
-    decoded 32-bit payload when present and its check bits agree, else None.
+    decoded 32-bit payload when present (the p-value, which counts all 2^32 payloads, says so), else None.
     """
 
     present: bool | None
