@@ -3,7 +3,9 @@
 Layer: ``x + ls1 * attn(LN1(x))``, then ``x + ls2 * linear2(gelu(linear1(LN2(x))))``. Attention
 uses interleaved RoPE (base ``max_period``) and sees keys with ``0 <= pos_q - pos_k < context``.
 Batch mode attends query blocks to their key window; streaming keeps a ring KV cache of
-``context`` slots with absolute positions, so streamed output equals batch output.
+``context + RING_SLACK`` slots with absolute positions, so streamed output equals batch output.
+A step of at most ``RING_SLACK + 1`` positions writes its keys into the ring first and attends to
+the ring alone (no copy of the window); a longer step attends to the ring and its own keys.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .mimi_layers import Weights
 
 Tensor = Any
 _NEG_INF = np.float32(-np.inf)
+RING_SLACK = 15  # ring slots beyond the context: steps of up to 16 positions attend in place
 
 
 def window_mask(pos_q: np.ndarray, pos_k: np.ndarray, context: int) -> np.ndarray:
@@ -127,8 +130,9 @@ class MimiTransformer:
 
     # --- streaming -------------------------------------------------------------------------
     def new_state(self, be: Any) -> TransformerState:
-        shape = (self.context, self.heads, self.head_dim)
-        rings = [_Ring(be.zeros(shape), be.zeros(shape), np.full(self.context, -1, np.int64))
+        slots = self.context + RING_SLACK
+        shape = (slots, self.heads, self.head_dim)
+        rings = [_Ring(be.zeros(shape), be.zeros(shape), np.full(slots, -1, np.int64))
                  for _ in self.layers]
         return TransformerState(0, rings)
 
@@ -138,22 +142,36 @@ class MimiTransformer:
         t, ctx, p0 = be.shape(x)[0], self.context, st.offset
         new_pos = np.arange(p0, p0 + t, dtype=np.int64)
         pos = be.asarray(new_pos.astype(np.int32))
-        ring_pos = st.rings[0].pos if st.rings else np.zeros(0, np.int64)
-        mask = be.asarray(window_mask(new_pos, np.concatenate([ring_pos, new_pos]), ctx))
-        # ring slots to fill: the last min(t, ctx) new positions, as at most two contiguous runs
-        m = min(t, ctx)
-        first_slot = (p0 + t - m) % ctx
-        runs = [(t - m, first_slot, min(m, ctx - first_slot))]
+        if not st.rings:  # no layers
+            st.offset += t
+            return self._project_out(be, x)
+        ring_pos = st.rings[0].pos
+        slots = ring_pos.shape[0]
+        # ring slots to fill: the last min(t, slots) new positions, as at most two contiguous runs
+        m = min(t, slots)
+        first_slot = (p0 + t - m) % slots
+        runs = [(t - m, first_slot, min(m, slots - first_slot))]
         if runs[0][2] < m:
             runs.append((t - m + runs[0][2], 0, m - runs[0][2]))
+        # in place when the ring keeps every key the first new query needs after the write
+        in_place = t + ctx - 1 <= slots
+        if in_place:
+            after = ring_pos.copy()
+            for src, slot, n in runs:
+                after[slot:slot + n] = new_pos[src:src + n]
+            mask = be.asarray(window_mask(new_pos, after, ctx))
+        else:
+            mask = be.asarray(window_mask(new_pos, np.concatenate([ring_pos, new_pos]), ctx))
         for lay, ring in zip(self.layers, st.rings):
             q, k, v = self._qkv(be, lay, x, pos)
-            att = be.attention(q, be.concat([ring.k, k], 0), be.concat([ring.v, v], 0), mask,
-                               self.scale)
+            if not in_place:
+                keys, vals = be.concat([ring.k, k], 0), be.concat([ring.v, v], 0)
             for src, slot, n in runs:
                 ring.k = be.write(ring.k, be.slice(k, 0, src, src + n), slot, axis=0)
                 ring.v = be.write(ring.v, be.slice(v, 0, src, src + n), slot, axis=0)
-            x = self._finish(be, lay, x, att)
+            if in_place:
+                keys, vals = ring.k, ring.v
+            x = self._finish(be, lay, x, be.attention(q, keys, vals, mask, self.scale))
         for ring in st.rings:
             for src, slot, n in runs:
                 ring.pos[slot:slot + n] = new_pos[src:src + n]

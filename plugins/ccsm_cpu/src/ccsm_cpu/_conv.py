@@ -1,14 +1,26 @@
 """1-D convolution and transposed convolution on GGML graphs (helpers of `GgmlBackend`).
 
-``conv1d`` is im2col + one batched matmul (groups are the batch axis), in float32.
-``conv_transpose1d`` with ``groups == 1`` is one matmul of every tap (against a cached
-re-laid-out weight) and an overlap-add; depthwise-style groups (one input channel per group)
-multiply by broadcasting and overlap-add the taps; other group counts run ggml's kernel per group.
+GGML's float32 kernels are dot products (``mul_mat``) and row updates (``out_prod``); which one
+is fast depends on the shapes, so ``conv1d`` picks per call:
+
+- long outputs (a multiple of 64 steps) with few input channels: one ``out_prod`` per tap over
+  shifted views of the input (no im2col copy; the product runs along time, which is contiguous);
+- a few output steps: im2col and one matmul with the weight as the streamed operand (these
+  layers are bound by reading the weight);
+- otherwise im2col + one batched matmul (groups are the batch axis).
+
+``conv_transpose1d`` with ``groups == 1`` is one matmul of every tap against a cached weight
+laid out so that each shift of the overlap-add is a block of whole rows; depthwise-style groups
+multiply by broadcasting; other group counts run ggml's kernel per group. Biases of weights are
+added as a cached ``[Cout, Tout]`` block where that is small (ggml's broadcast along the
+contiguous axis runs per element).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ccsm_core.errors import UsageError
 
@@ -19,6 +31,11 @@ if TYPE_CHECKING:
     from .backend import GgmlBackend
 
 F32 = _ffi.F32
+OUTPROD_MAX_CIN = 64  # conv1d by out_prod when input channels <= this and Tout % OUTPROD_STEP == 0
+OUTPROD_STEP = 64  # ggml's vec_mad runs whole SIMD steps of 64 floats; the rest is scalar
+SMALL_T = 4  # conv1d with at most this many outputs streams the weight as matmul's first operand
+BIAS_MAX_T = 4096  # longest output that gets a cached [Cout, Tout] bias block
+BIAS_BUDGET = 64 << 20  # bytes of such blocks per backend (one per layer and length)
 
 
 def _positive(what: str, **values: Any) -> None:
@@ -27,13 +44,29 @@ def _positive(what: str, **values: Any) -> None:
             raise UsageError(f"{what}: {name} must be a positive int, got {v!r}")
 
 
-def _bias(be: "GgmlBackend", ctx: Any, out: Any, b: GTensor | None, cout: int, what: str) -> Any:
+def _bias(be: "GgmlBackend", ctx: Any, out: Any, b: GTensor | None, cout: int, what: str,
+          tout: int | None = None) -> Any:
     if b is None:
         return out
     if b.shape != (cout,):
         raise UsageError(f"{what}: bias shape {list(b.shape)} does not match {cout} output channels")
     lib = be._lib
+    if tout is not None and b.kind == WEIGHT and tout <= BIAS_MAX_T:
+        block = _length_derived(be, b, ("bias", tout), 4 * cout * tout,
+                                lambda host: np.repeat(host.reshape(cout, 1), tout, 1))
+        if block is not None:
+            return lib.ggml_add(ctx, out, be._p(block))
     return lib.ggml_add(ctx, out, lib.ggml_reshape_4d(ctx, be._pf(b), 1, cout, 1, 1))
+
+
+def _length_derived(be: "GgmlBackend", w: GTensor, key: Any, nbytes: int, make: Any) -> GTensor | None:
+    """`GgmlBackend._derived` for data that grows with a sequence length: None over the budget."""
+    addr = int(be._ffi.cast("uintptr_t", be._p(w)))
+    if (addr, key) not in be._derived_cache:
+        if be._derived_bytes + nbytes > BIAS_BUDGET:
+            return None
+        be._derived_bytes += nbytes
+    return be._derived(w, key, make)
 
 
 def _reads(*ts: GTensor | None) -> bool:
@@ -57,14 +90,29 @@ def conv1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | None, stride:
     tout = (t - span) // stride + 1
     cout_g = cout // groups
     be._work += cout * tout * cin_g * k
-    lib, ctx = be._lib, be._room(24)
+    lib, ctx = be._lib, be._room(8 * k + 24)
     px, pw = be._pf(x), be._pf(w)
-    xg = lib.ggml_reshape_4d(ctx, px, t, cin_g, groups, 1)
-    cols = lib.ggml_im2col(ctx, pw, xg, stride, 0, 0, 0, dilation, 0, False, F32)  # [Cin_g*K, Tout, G]
-    wr = lib.ggml_reshape_4d(ctx, pw, cin_g * k, cout_g, groups, 1)
-    out = lib.ggml_mul_mat(ctx, cols, wr)  # [Tout, Cout_g, G] = NumPy [Cout, Tout]
-    out = lib.ggml_reshape_4d(ctx, out, tout, cout, 1, 1)
-    out = _bias(be, ctx, out, b, cout, "conv1d")
+    if groups == 1 and stride == 1 and w.kind == WEIGHT and tout % OUTPROD_STEP == 0 and cin <= OUTPROD_MAX_CIN:
+        # out[:, t] = sum_j w[:, :, j] @ x[:, t + j*dilation]: one out_prod per tap, over a view
+        wk = be._p(be._derived(w, ("taps", 1), lambda host: np.ascontiguousarray(
+            host.reshape(cout, cin, k).transpose(2, 1, 0))))  # NumPy [K, Cin, Cout]
+        out = None
+        for j in range(k):
+            xj = lib.ggml_view_4d(ctx, px, tout, cin, 1, 1, 4 * t, 4 * t * cin, 4 * t * cin, 4 * j * dilation)
+            wj = lib.ggml_view_4d(ctx, wk, cout, cin, 1, 1, 4 * cout, 4 * cout * cin, 4 * cout * cin,
+                                  4 * j * cin * cout)
+            y = be._lib.ggml_out_prod(ctx, xj, wj)  # ne (Tout, Cout) = NumPy [Cout, Tout]
+            out = y if out is None else lib.ggml_add(ctx, out, y)
+    else:
+        xg = lib.ggml_reshape_4d(ctx, px, t, cin_g, groups, 1)
+        cols = lib.ggml_im2col(ctx, pw, xg, stride, 0, 0, 0, dilation, 0, False, F32)  # [Cin_g*K, Tout, G]
+        wr = lib.ggml_reshape_4d(ctx, pw, cin_g * k, cout_g, groups, 1)
+        if groups == 1 and tout <= SMALL_T:  # bound by reading the weight: stream it as src0
+            out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, lib.ggml_mul_mat(ctx, wr, cols), 1, 0, 2, 3))
+        else:
+            out = lib.ggml_mul_mat(ctx, cols, wr)  # [Tout, Cout_g, G] = NumPy [Cout, Tout]
+        out = lib.ggml_reshape_4d(ctx, out, tout, cout, 1, 1)
+    out = _bias(be, ctx, out, b, cout, "conv1d", tout)
     return be._new(out, (cout, tout), _reads(x, w, b))
 
 
@@ -102,27 +150,20 @@ def conv_transpose1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | Non
             y = lib.ggml_conv_transpose_1d(ctx, wg, xg, stride, 0, 1)
             out = y if out is None else lib.ggml_concat(ctx, out, y, 1)
     ctx = be._room(4)
-    out = _bias(be, ctx, out, b, cout, "conv_transpose1d")
+    out = _bias(be, ctx, out, b, cout, "conv_transpose1d", length)
     return be._new(out, (cout, length), _reads(x, w, b))
 
 
-def _overlap_add(be: "GgmlBackend", taps: Any, t: int, cout: int, k: int, s: int, kp: int,
-                 tap_major: bool) -> Any:
-    """Sum the ``m = kp / s`` shifted copies of ``taps`` into ``[Cout, (T-1)*s + k]``.
-
-    ``taps`` holds every tap's contribution: NumPy ``[Cout, T, kp]`` (``tap_major=False``) or
-    ``[T, Cout, kp]`` (``tap_major=True``); output sample ``t*s + j`` gets tap ``j`` of step ``t``."""
+def _overlap_add(be: "GgmlBackend", taps: Any, t: int, cout: int, k: int, s: int, kp: int) -> Any:
+    """Sum the ``m = kp / s`` shifted copies of ``taps`` (NumPy ``[Cout, T, kp]``) into
+    ``[Cout, (T-1)*s + k]``; output sample ``t*s + j`` gets tap ``j`` of step ``t``."""
     lib = be._lib
     m = kp // s
     ctx = be._room(6 * m + 8)
     full = (t + m - 1) * s
     total = None
     for j in range(m):
-        if tap_major:  # ne (s, Cout, T) -> (s, T, Cout)
-            piece = lib.ggml_view_4d(ctx, taps, s, cout, t, 1, 4 * kp, 4 * kp * cout, 4 * kp * cout * t, 4 * s * j)
-            piece = lib.ggml_permute(ctx, piece, 0, 2, 1, 3)
-        else:
-            piece = lib.ggml_view_4d(ctx, taps, s, t, cout, 1, 4 * kp, 4 * kp * t, 4 * kp * t * cout, 4 * s * j)
+        piece = lib.ggml_view_4d(ctx, taps, s, t, cout, 1, 4 * kp, 4 * kp * t, 4 * kp * t * cout, 4 * s * j)
         piece = lib.ggml_reshape_4d(ctx, lib.ggml_cont(ctx, piece), s * t, cout, 1, 1)
         if m > 1:
             piece = lib.ggml_pad_ext(ctx, piece, s * j, s * (m - 1 - j), 0, 0, 0, 0, 0, 0)
@@ -135,20 +176,46 @@ def _overlap_add(be: "GgmlBackend", taps: Any, t: int, cout: int, k: int, s: int
 
 
 def _dense_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> Any:
-    """``groups == 1``: every tap at once as one matmul with the (cached) weight laid out
-    ``[Cout * K, Cin]``, then overlap-add. ggml's own kernel re-lays the whole kernel out on
-    every call (about 50 ms for Mimi's 1024 -> 512, K 16 layer)."""
-    import numpy as np
+    """``groups == 1``: every tap at once as one matmul, then the overlap-add.
 
+    The (cached) weight has rows ordered (shift r, Cout, phase p) for tap ``r*s + p``, so the
+    matmul gives NumPy ``[T, m, Cout, s]`` and shift ``r``'s contribution to output block ``q``
+    is the whole row block ``(q - r, r)``: the overlap-add is ``m - 1`` adds of strided row views
+    of the taps placed in a zero frame, then one reorder to ``[Cout, (T+m-1)*s]``. (ggml's own
+    kernel re-lays the whole kernel out on every call: about 50 ms for Mimi's 1024 -> 512 layer.)
+    """
     cin, t = x.shape
     _, cout, k = w.shape
-    kp = -(-k // s) * s
+    m = -(-k // s)
+    kp, blk = m * s, cout * s
     wt = be._derived(w, ("convT", s), lambda host: np.ascontiguousarray(
-        np.pad(host.reshape(cin, cout, k), ((0, 0), (0, 0), (0, kp - k))).reshape(cin, cout * kp).T))
-    lib, ctx = be._lib, be._room(8)
+        np.pad(host.reshape(cin, cout, k), ((0, 0), (0, 0), (0, kp - k)))
+        .reshape(cin, cout, m, s).transpose(2, 1, 3, 0).reshape(m * blk, cin)))
+    lib, ctx = be._lib, be._room(2 * m + 16)
     xt = lib.ggml_cont(ctx, lib.ggml_permute(ctx, be._pf(x), 1, 0, 2, 3))  # ne (Cin, T)
-    taps = lib.ggml_mul_mat(ctx, be._p(wt), xt)  # ne (Cout*kp, T) = NumPy [T, Cout, kp]
-    return _overlap_add(be, taps, t, cout, k, s, kp, tap_major=True)
+    taps = lib.ggml_mul_mat(ctx, be._p(wt), xt)  # ne (m*blk, T) = NumPy [T, m, Cout, s]
+    rows = t + m - 1
+    if m == 1:
+        z = taps
+    else:
+        # frame = zeros(pre) + taps + zeros(pre); shift r reads rows q*m*blk - r*(m-1)*blk
+        pre = (m - 1) ** 2 * blk
+        total = t * m * blk + 2 * pre
+        row = 4 * m * blk
+        frame = be._lib.ggml_set(ctx, be._zeros_view(total), taps, row, row * t, row * t, 4 * pre)
+        z = None
+        for r in range(m):
+            v = lib.ggml_view_4d(ctx, frame, blk, rows, 1, 1, row, row * rows, row * rows,
+                                 4 * (pre - r * (m - 1) * blk))
+            z = v if z is None else lib.ggml_add(ctx, z, v)
+    z = lib.ggml_reshape_4d(ctx, z, s, cout, rows, 1)
+    out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, z, 0, 2, 1, 3))  # ne (s, rows, Cout)
+    full, length = rows * s, (t - 1) * s + k
+    out = lib.ggml_reshape_4d(ctx, out, full, cout, 1, 1)
+    if length == full:
+        return out
+    return lib.ggml_cont(ctx, lib.ggml_view_4d(ctx, out, length, cout, 1, 1, 4 * full, 4 * full * cout,
+                                               4 * full * cout, 0))
 
 
 def _depthwise_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> Any:
@@ -165,4 +232,4 @@ def _depthwise_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> A
     kp = m * s
     if kp > k:
         taps = lib.ggml_pad_ext(ctx, taps, 0, kp - k, 0, 0, 0, 0, 0, 0)
-    return _overlap_add(be, taps, t, cout, k, s, kp, tap_major=False)
+    return _overlap_add(be, taps, t, cout, k, s, kp)

@@ -143,6 +143,10 @@ ggml_backend_buffer_t ggml_backend_buft_alloc_buffer(ggml_backend_buffer_type_t 
 void * ggml_backend_buffer_get_base(ggml_backend_buffer_t buffer);
 void ggml_backend_tensor_set(struct ggml_tensor * tensor, const void * data, size_t offset, size_t size);
 int ggml_cpu_has_avx2(void);
+struct ggml_tensor * ggml_out_prod(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
+struct ggml_tensor * ggml_exp(struct ggml_context * ctx, struct ggml_tensor * a);
+struct ggml_tensor * ggml_set(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
+        size_t nb1, size_t nb2, size_t nb3, size_t offset);
 typedef void (*ggml_log_callback)(int level, const char * text, void * user_data);
 void ggml_log_set(ggml_log_callback log_callback, void * user_data);
 """

@@ -97,6 +97,8 @@ class GgmlBackend:
         self._host: dict[int, np.ndarray] = {}  # weight tensor address -> its host bytes
         self._repacked: dict[int, Any] = {}  # weight tensor address -> its repacked twin
         self._derived_cache: dict[Any, GTensor] = {}  # (weight address, what) -> derived weight
+        self._derived_bytes = 0  # bytes of derived weights that depend on a sequence length
+        self._zero_pool: GTensor | None = None  # persistent zeros, grown on demand
         self._repack_buft = self._g.repack_buffer_type() if repack else None
         # the current epoch
         self._ctxs: list[Context] = []
@@ -252,6 +254,13 @@ class GgmlBackend:
             host = self._host[addr].reshape(-1).view(np.float32)
             got = self._derived_cache[k] = self.weight(make(host))
         return got
+
+    def _zeros_view(self, n: int) -> Any:
+        """A persistent all-zero float32 tensor of ``n`` elements (a view of a shared pool)."""
+        pool = self._zero_pool
+        if pool is None or pool.shape[0] < n:
+            pool = self._zero_pool = self.zeros((max(n, 1 << 16 if pool is None else 2 * pool.shape[0]),))
+        return self._lib.ggml_view_4d(self._room(1), pool.ptr, n, 1, 1, 1, 4 * n, 4 * n, 4 * n, 0)
 
     def _matmul_weight(self, w: GTensor) -> Any:
         """``w``'s tensor for a matmul: its repacked twin when GGML has faster kernels for it.
@@ -479,7 +488,14 @@ class GgmlBackend:
 
     def elu(self, x: GTensor, alpha: float = 1.0) -> GTensor:
         if alpha == 1.0:
-            return self._unary(self._lib.ggml_elu, x)
+            # relu(x) + (exp(x - relu(x)) - 1): ggml's ELU calls expm1f per element (about 3x
+            # slower than its expf); the difference is below 1e-7 absolute and x > 0 passes
+            # exactly. (ggml_clamp would give min(x, 0) in one node, but it writes in place.)
+            lib, ctx, p = self._lib, self._room(), self._pf(x)
+            pos = lib.ggml_relu(ctx, p)
+            neg = lib.ggml_add(ctx, p, lib.ggml_scale(ctx, pos, -1.0))
+            em1 = lib.ggml_scale_bias(ctx, self._lib.ggml_exp(ctx, neg), 1.0, -1.0)
+            return self._new(lib.ggml_add(ctx, pos, em1), x.shape, x.base is not None)
         lib, ctx, p = self._lib, self._room(), self._pf(x)
         # alpha*elu(x) + (1-alpha)*relu(x) equals x for x > 0 and alpha*expm1(x) otherwise
         out = lib.ggml_add(ctx, lib.ggml_scale(ctx, lib.ggml_elu(ctx, p), float(alpha)),
@@ -591,8 +607,11 @@ class GgmlBackend:
         pm = self._pf(mask) if mask is not None else self._ffi.NULL
         kq = lib.ggml_mul_mat(ctx, lib.ggml_permute(ctx, pk, 0, 2, 1, 3), lib.ggml_permute(ctx, pq, 0, 2, 1, 3))
         kq = lib.ggml_soft_max_ext(ctx, kq, pm, float(scale), 0.0)  # [T, S, H] in ggml order
-        vt = lib.ggml_cont(ctx, lib.ggml_permute(ctx, pv, 1, 2, 0, 3))  # [T, Dv, KV]
-        out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, lib.ggml_mul_mat(ctx, vt, kq), 0, 2, 1, 3))
+        # out[d, s, h] = sum_t v[d, t, h // (H / KV)] * p[s, t, h]: an outer-product sum reads V
+        # in place (a matmul would need V transposed, a strided copy of the whole window)
+        pvt = lib.ggml_permute(ctx, pv, 0, 2, 1, 3)  # ne (Dv, T, KV)
+        out = self._lib.ggml_out_prod(ctx, pvt, lib.ggml_permute(ctx, kq, 1, 0, 2, 3))  # ne (Dv, S, H)
+        out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, out, 0, 2, 1, 3))
         reads = any(t is not None and t.base is not None for t in (q, k, v, mask))
         return self._new(out, (qs[0], qs[1], vs[2]), reads)
 
