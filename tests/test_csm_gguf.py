@@ -16,7 +16,7 @@ from ccsm_core.models.loader import load_csm
 from .test_csm_parity import FIXTURE
 
 # Documented tolerances of quantized CSM GGUFs: teacher-forced logits vs the f32 model.
-QUANT_LOGIT_TOL = {"q8_0": 0.1, "q4_0": 1.5}
+QUANT_LOGIT_TOL = {"f16": 0.01, "bf16": 0.05, "q8_0": 0.1, "q4_0": 1.5}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def converted(tmp_path_factory):
     from ccsm_core.formats.csm_gguf import convert_csm
 
     d = tmp_path_factory.mktemp("gguf")
-    return {t: convert_csm(FIXTURE, d / f"csm-{t}.gguf", t) for t in ("f32", "q8_0", "q4_0")}
+    return {t: convert_csm(FIXTURE, d / f"csm-{t}.gguf", t) for t in ("f32", "f16", "bf16", "q8_0", "q4_0")}
 
 
 def forced_logits(path, ref) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_f32_gguf_gives_the_same_speech(converted, cli_runner, tmp_path, ref):
     assert np.max(np.abs(sf.read(out, dtype="float32")[0] - ref["text_audio"])) <= 1e-4
 
 
-@pytest.mark.parametrize("qtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("qtype", ["f16", "bf16", "q8_0", "q4_0"])
 def test_quantized_within_documented_tolerance(converted, ref, qtype):
     base = forced_logits(FIXTURE, ref)
     np.testing.assert_array_equal(forced_logits(converted["f32"], ref), base)
