@@ -113,9 +113,15 @@ def backends(as_json: bool) -> None:
         reason = backend_status(e)
         if e.conflict_with:
             reason = f"conflict: also registered by {', '.join(e.conflict_with)}"
+        details = None
+        if reason is None and e.metadata.get("describe") is not None:
+            try:
+                details = e.metadata["describe"]()
+            except Exception as err:  # a broken description is shown, not fatal
+                details = f"({type(err).__name__}: {err})"
         out.append({"name": e.name, "plugin": e.plugin, "priority": e.metadata.get("priority", 0),
                     "devices": list(e.metadata.get("devices", ("cpu",))), "available": reason is None,
-                    "reason": reason, "summary": e.summary})
+                    "reason": reason, "summary": e.summary, "details": details})
     out.sort(key=lambda r: -r["priority"])
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -123,7 +129,7 @@ def backends(as_json: bool) -> None:
     rows = [("BACKEND", "PLUGIN", "PRIORITY", "DEVICES", "AVAILABLE")]
     for r in out:
         rows.append((r["name"], r["plugin"], str(r["priority"]), ",".join(r["devices"]),
-                     "yes" if r["available"] else f"no: {r['reason']}"))
+                     ("yes" + (f" — {r['details']}" if r["details"] else "")) if r["available"] else f"no: {r['reason']}"))
     _table(rows)
 
 

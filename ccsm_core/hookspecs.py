@@ -26,7 +26,8 @@ Register = Callable[..., None]
 def register_backends(register: Register) -> None:
     """Register compute backends.
 
-    ``register(name, factory, *, priority: int = 0, available=None, devices=("cpu",), summary="")``
+    ``register(name, factory, *, priority: int = 0, available=None, devices=("cpu",), summary="",
+    describe=None)``
 
     - ``factory(**options) -> Backend``: an object implementing the lazy tensor contract of
       ``ccsm_core.backends.base.Backend``. Options a backend understands (``threads=``, ...)
@@ -34,6 +35,8 @@ def register_backends(register: Register) -> None:
     - ``available() -> str | None``: called lazily; ``None`` when usable, else a one-line reason
       ("mlx not importable: No module named 'mlx'"). Never load native libraries at import.
     - ``priority``: the highest-priority available backend is the default.
+    - ``describe() -> str``: optional details shown by ``ccsm backends`` when available
+      (threads, SIMD features, devices); called lazily.
 
     Raise ``ccsm_core.errors.BackendUnavailable`` from the factory if it cannot start.
     Check the backend with ``ccsm_core.testing.conformance.BackendConformance``.

@@ -94,3 +94,15 @@ def test_cli_lists_backend_ok():
     records = {rec["name"]: rec for rec in json.loads(r.stdout)}
     assert records["ccsm_cpu"]["status"] == "ok"
     assert records["ccsm_cpu"]["registered"] == {"backends": ["ggml-cpu"]}
+
+
+def test_backends_command_describes_ggml(cli_runner):
+    import json
+
+    from ccsm_core.cli import cli
+
+    res = cli_runner.invoke(cli, ["backends", "--json"])
+    assert res.exit_code == 0, res.output
+    row = {r["name"]: r for r in json.loads(res.output)}["ggml-cpu"]
+    assert row["available"] is True
+    assert "threads" in row["details"] and "SIMD" in row["details"] and "ggml 0.15" in row["details"]

@@ -143,6 +143,15 @@ ggml_backend_buffer_t ggml_backend_buft_alloc_buffer(ggml_backend_buffer_type_t 
 void * ggml_backend_buffer_get_base(ggml_backend_buffer_t buffer);
 void ggml_backend_tensor_set(struct ggml_tensor * tensor, const void * data, size_t offset, size_t size);
 int ggml_cpu_has_avx2(void);
+int ggml_cpu_has_avx(void);
+int ggml_cpu_has_avx512(void);
+int ggml_cpu_has_avx512_vnni(void);
+int ggml_cpu_has_avx512_bf16(void);
+int ggml_cpu_has_fma(void);
+int ggml_cpu_has_f16c(void);
+int ggml_cpu_has_neon(void);
+int ggml_cpu_has_dotprod(void);
+int ggml_cpu_has_llamafile(void);
 struct ggml_tensor * ggml_out_prod(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 struct ggml_tensor * ggml_exp(struct ggml_context * ctx, struct ggml_tensor * a);
 struct ggml_tensor * ggml_set(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
@@ -151,6 +160,9 @@ typedef void (*ggml_log_callback)(int level, const char * text, void * user_data
 void ggml_log_set(ggml_log_callback log_callback, void * user_data);
 """
 LOG_WARN = 3  # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+
+# SIMD features reported by `ccsm backends` (ggml_cpu_has_<name>)
+FEATURES = ("avx", "avx2", "fma", "f16c", "avx512", "avx512_vnni", "avx512_bf16", "neon", "dotprod", "llamafile")
 
 # Weight types whose rows GGML's CPU_REPACK buffer interleaves for faster matrix-vector kernels
 # on x86 with AVX2 (ggml 0.15: Q4_0 as 8x8, Q4_K as 8x8), and the row multiple they need.

@@ -14,6 +14,19 @@ def _available() -> str | None:
     return unavailable_reason()
 
 
+def _describe() -> str:
+    """Default threads, the SIMD features ggml was built with and uses here, repacking."""
+    import os
+
+    from . import _ffi
+    from .lib import load
+
+    g = load()
+    feats = [f.upper() for f in _ffi.FEATURES if getattr(g.lib, f"ggml_cpu_has_{f}")()]
+    repack = "yes (Q4_0, Q4_K)" if g.repack_buffer_type() is not None else "no"
+    return f"ggml {g.version}; threads {os.cpu_count() or 1}; SIMD {' '.join(feats) or 'none'}; repack {repack}"
+
+
 def factory(**options: Any) -> Any:
     """``GgmlBackend(threads=N)``; ``threads`` defaults to the number of cores."""
     from .backend import GgmlBackend
@@ -23,5 +36,5 @@ def factory(**options: Any) -> Any:
 
 @hookimpl
 def register_backends(register: Any) -> None:
-    register("ggml-cpu", factory, priority=10, available=_available, devices=("cpu",),
+    register("ggml-cpu", factory, priority=10, available=_available, devices=("cpu",), describe=_describe,
              summary="GGML on the CPU (quantized weights, threads); from ggml-python 0.0.45")
