@@ -10,8 +10,8 @@ import soundfile as sf
 
 from ccsm_core.cli import cli
 from ccsm_core.errors import CcsmError
-from ccsm_core.generator import Generator
 from ccsm_core.models.loader import load_csm
+from ccsm_core.testing.parity import forced_logits as teacher_forced
 
 from .test_csm_parity import FIXTURE
 
@@ -35,19 +35,7 @@ def converted(tmp_path_factory):
 def forced_logits(path, ref) -> np.ndarray:
     """Logits of every codebook of the 10 reference frames, feeding the reference codes."""
     lm = load_csm(path, "numpy")
-    model = lm.model
-    tokens, mask = Generator(model, lm.tokenizer).prompt("Hello from CSM.", 0)
-    bb, dec = model.new_caches()
-    positions, out = np.arange(len(tokens)), []
-    for frame in ref["text_frames"]:
-        h = model.backbone_step(tokens, mask, positions, bb)
-        model.frame(h, lambda i, logits, frame=frame: (out.append(logits), int(frame[i]))[1], dec)
-        tokens = np.zeros((1, 33), np.int64)
-        tokens[0, :32] = frame
-        mask = np.zeros_like(tokens, bool)
-        mask[0, :32] = True
-        positions = positions[-1:] + 1
-    return np.stack(out)
+    return teacher_forced(lm.model, lm.tokenizer, "Hello from CSM.", 0, ref["text_frames"])
 
 
 def test_f32_gguf_gives_the_same_speech(converted, cli_runner, tmp_path, ref):

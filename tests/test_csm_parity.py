@@ -15,6 +15,7 @@ import pytest
 from ccsm_core.cli import cli
 from ccsm_core.generator import GenerationSettings, Generator, Segment
 from ccsm_core.models.loader import load_csm
+from ccsm_core.testing.parity import FixtureParity, fixture_context
 
 FIXTURE = Path(__file__).parent / "fixtures" / "csm-tiny"
 CASES = json.loads((FIXTURE / "cases.json").read_text())
@@ -31,12 +32,7 @@ def loaded():
 
 
 def context_for(case: str, ref) -> list[Segment]:
-    ctx = CASES["cases"][case]["context"]
-    if not ctx:
-        return []
-    tokens, mask = ref[f"{case}_prompt_tokens"], ref[f"{case}_prompt_mask"]
-    audio_rows = tokens[mask[:, :32].all(axis=1)][:-1]  # recorded Mimi frames, without the end row
-    return [Segment(ctx["speaker"], ctx["text"], codes=audio_rows[:, :32].T)]
+    return fixture_context(ref, case, CASES["cases"][case])
 
 
 def run_case(case: str, loaded, ref):
@@ -106,3 +102,10 @@ def test_stops_on_all_zero_frame(loaded, monkeypatch):
     monkeypatch.setattr(loaded.model, "frame", frame)
     frames = gen.generate("Hello", 0, (), GenerationSettings(max_audio_ms=800, topk=1))
     assert frames.shape == (2, 32)
+
+
+class TestNumpyParitySuite(FixtureParity):
+    """The shipped parity suite, on the reference backend (plugins run it on theirs)."""
+
+    backend_name = "numpy"
+    fixture_dir = FIXTURE
