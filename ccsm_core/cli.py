@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import CcsmError, UsageError
+from .errors import CcsmError
 
 
 class CcsmGroup(click.Group):

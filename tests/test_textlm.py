@@ -11,7 +11,7 @@ import pytest
 
 from ccsm_core.cli import cli
 from ccsm_core.formats.gguf import smollm2_path, write_gguf
-from ccsm_core.models.textlm import TextConfig, TextLM, load_text_model
+from ccsm_core.models.textlm import load_text_model
 from ccsm_core.textgen import TextSession, TextSettings
 
 SMOL = Path(__file__).parent / "fixtures" / "smollm2"

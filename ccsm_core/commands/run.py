@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from ..errors import UsageError
 from .common import backend_options, model_options, parse_bias, progress_bar
 
 

@@ -7,7 +7,6 @@ and a final RMSNorm. The KV cache is written sequentially from slot 0, as torcht
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np

@@ -14,7 +14,7 @@ import operator
 import os
 from enum import IntFlag
 from pathlib import Path, PurePath
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from ..errors import FormatError, UsageError
 

@@ -267,7 +267,7 @@ class Method:
 
     def _fold(self, feats: np.ndarray, scale: float) -> np.ndarray:
         """Moving slot sums M[k, unit] of the folded features for sub-slot offset k."""
-        P, L = self.layout.period, self.layout.period * SUB
+        L = self.layout.period * SUB
         t = np.arange(feats.shape[0]) * (DET_HOP / dsp.RATE)
         q = np.floor(t / scale / (self.layout.slot_s / SUB)).astype(np.int64) % L
         Q = np.zeros((L, feats.shape[1]))
