@@ -99,3 +99,7 @@ class FixtureParity:
         codes = mref["dec_codes"][0]
         streamed = np.concatenate([dec.step(codes[:, t:t + 1]) for t in range(codes.shape[1])])
         assert np.max(np.abs(streamed - wave)) <= 1e-5
+        uneven = mimi.stream_decoder()
+        cuts = [0, 3, 4, codes.shape[1]]
+        chunks = np.concatenate([uneven.step(codes[:, a:b]) for a, b in zip(cuts, cuts[1:])])
+        assert np.max(np.abs(chunks - wave)) <= 1e-5
