@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
 	touch $(STAMP)
 
 run: install
-	$(BIN)/ccsm run "Hello from ccsm." --model demo --seed 7 -o hello.wav
+	$(BIN)/ccsm run "Hello from ccsm." --model demo --seed 7 --max-audio-ms 4000 -o hello.wav
 
 test: install
 	$(BIN)/python -m pytest -q tests
