@@ -31,7 +31,8 @@ def register_backends(register: Register) -> None:
 
     - ``factory(**options) -> Backend``: an object implementing the lazy tensor contract of
       ``ccsm_core.backends.base.Backend``. Options a backend understands (``threads=``, ...)
-      are passed through from ``--backend-option`` / the Python API; ignore unknown ones.
+      are passed through from ``--threads``/``--dtype``/``--quantize``/``--backend-option`` and
+      the Python API (only those the user set); raise ``UsageError`` for options you do not know.
     - ``available() -> str | None``: called lazily; ``None`` when usable, else a one-line reason
       ("mlx not importable: No module named 'mlx'"). Never load native libraries at import.
     - ``priority``: the highest-priority available backend is the default.

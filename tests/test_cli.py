@@ -84,3 +84,12 @@ def test_help_does_not_import_numpy():
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out, out
+
+
+def test_backend_options_reach_the_backend(cli_runner, tiny_csm_dir, tmp_path):
+    res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(tiny_csm_dir), "--backend", "numpy", "--dtype", "bf16",
+                                  "--codes-out", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and "unknown backend option(s) dtype" in res.output
+    res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(tiny_csm_dir), "--backend", "numpy", "--threads", "1",
+                                  "--max-audio-ms", "160", "--codes-out", str(tmp_path / "x.npy")])
+    assert res.exit_code == 0, res.output

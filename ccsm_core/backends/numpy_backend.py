@@ -25,8 +25,14 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    def __init__(self, threads: int | None = None, **options: Any) -> None:
+        """``threads`` is accepted and left to NumPy's BLAS; other options are errors."""
+        if options:
+            from ..errors import UsageError
+
+            raise UsageError(f"numpy: unknown backend option(s) {', '.join(sorted(options))}",
+                             "the NumPy backend takes only threads (left to its BLAS)")
+        self.threads = threads
 
     # data in and out
     def asarray(self, a: np.ndarray) -> np.ndarray:

@@ -30,13 +30,13 @@ def read_codes(path: str, num_codebooks: int = 32):
     return codes.astype(np.int64)
 
 
-def _codec(model, mimi, backend, threads, backend_option):
+def _codec(model, mimi, backend, threads, backend_option, dtype=None, quantize=None):
     from ..backends import get_backend
     from ..errors import ModelError
     from ..sources import resolve_model
     from ..speech import load_codec
 
-    be = get_backend(backend, **backend_options(threads, backend_option))
+    be = get_backend(backend, **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None))
     codec = load_codec(Path(".") if mimi else resolve_model(model), mimi, be)
     if codec is None:
         raise ModelError("no Mimi codec weights found", "pass --mimi FILE or a --model folder with mimi.safetensors")
@@ -48,7 +48,7 @@ def _codec(model, mimi, backend, threads, backend_option):
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Codes file (.npy, frames x 32).")
 @model_options
 def encode(audio: str, output: str, model: str | None, tokenizer: str | None, mimi: str | None, backend: str | None,
-           threads: int | None, backend_option: tuple[str, ...]) -> None:
+           threads: int | None, backend_option: tuple[str, ...], dtype: str | None, quantize: str | None) -> None:
     """Encode an AUDIO file (any rate, mixed to mono, resampled to 24 kHz) into Mimi codes.
 
     \b
@@ -59,7 +59,7 @@ def encode(audio: str, output: str, model: str | None, tokenizer: str | None, mi
 
     from ..audio import read_audio
 
-    codec = _codec(model, mimi, backend, threads, backend_option)
+    codec = _codec(model, mimi, backend, threads, backend_option, dtype, quantize)
     codes = codec.encode(read_audio(audio, codec.sample_rate))
     np.save(output, codes.T)
     click.echo(f"{codes.shape[1]} frames -> {output}", err=True)
@@ -72,7 +72,8 @@ def encode(audio: str, output: str, model: str | None, tokenizer: str | None, mi
 @click.option("--sample-rate", type=click.IntRange(min=8000, max=192000), default=None, help="Resample the output.")
 @model_options
 def decode(codes: str, output: str, pcm16: bool, sample_rate: int | None, model: str | None, tokenizer: str | None,
-           mimi: str | None, backend: str | None, threads: int | None, backend_option: tuple[str, ...]) -> None:
+           mimi: str | None, backend: str | None, threads: int | None, backend_option: tuple[str, ...],
+           dtype: str | None, quantize: str | None) -> None:
     """Decode Mimi CODES (.npy, frames x 32 or 32 x frames) into audio.
 
     \b
@@ -81,7 +82,7 @@ def decode(codes: str, output: str, pcm16: bool, sample_rate: int | None, model:
     """
     from ..audio import write_audio
 
-    codec = _codec(model, mimi, backend, threads, backend_option)
+    codec = _codec(model, mimi, backend, threads, backend_option, dtype, quantize)
     arr = read_codes(codes, codec.num_codebooks)
     write_audio(output, codec.decode(arr), codec.sample_rate, pcm16=pcm16, out_rate=sample_rate)
     click.echo(f"{arr.shape[1]} frames -> {output}", err=True)

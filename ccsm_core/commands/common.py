@@ -37,10 +37,13 @@ def parse_bias(items: tuple[str, ...]) -> dict[int, float]:
     return bias
 
 
-def backend_options(threads: int | None, items: tuple[str, ...]) -> dict[str, Any]:
+def backend_options(threads: int | None, items: tuple[str, ...], dtype: str | None = None,
+                    quantize: int | None = None) -> dict[str, Any]:
+    """The options handed to the backend's factory (only those the user set)."""
     options = parse_kv(items, "--backend-option")
-    if threads is not None:
-        options["threads"] = threads
+    for key, value in (("threads", threads), ("dtype", dtype), ("quantize", quantize)):
+        if value is not None:
+            options[key] = value
     return options
 
 
@@ -56,6 +59,10 @@ def model_options(f: Callable[..., T]) -> Callable[..., T]:
                      help="Compute backend (see `ccsm backends`). [env: CCSM_BACKEND]"),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them."),
         click.option("--backend-option", multiple=True, metavar="KEY=VALUE", help="Option passed to the backend."),
+        click.option("--dtype", type=click.Choice(["f32", "f16", "bf16"]), default=None,
+                     help="Compute/weight precision, for backends that offer it (mlx)."),
+        click.option("--quantize", type=click.Choice(["4", "8"]), default=None,
+                     help="Group-wise 4- or 8-bit matrix weights, for backends that offer it (mlx)."),
     ]):
         f = opt(f)
     return f

@@ -40,7 +40,7 @@ from .common import backend_options, model_options, parse_bias, progress_bar
 @click.option("--watermark-method", default=None, help="Watermark method by name (default: the plugin's default).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 def run(text: str, model: str | None, tokenizer: str | None, mimi: str | None, backend: str | None,
-        threads: int | None, backend_option: tuple[str, ...], speaker: int, contexts: tuple, context_strategy: str,
+        threads: int | None, backend_option: tuple[str, ...], dtype: str | None, quantize: str | None, speaker: int, contexts: tuple, context_strategy: str,
         output: str | None, stream: bool, pcm16: bool, sample_rate: int | None, codes_out: str | None,
         max_audio_ms: float, temperature: float, topk: int, top_p: float | None, min_p: float | None,
         repetition_penalty: float | None, frequency_penalty: float | None, presence_penalty: float | None,
@@ -75,7 +75,8 @@ def run(text: str, model: str | None, tokenizer: str | None, mimi: str | None, b
         guard_special=guard_special_codes, seed=seed, sampler=sampler, context_strategy=context_strategy)
     make_sampler(settings)  # validate sampling options before the (slow) model load
     marker = pick_watermarker(watermark_key, watermark_method) if watermark and output is not None else None
-    sp = load_speech(model, backend, tokenizer=tokenizer, mimi=mimi, **backend_options(threads, backend_option))
+    sp = load_speech(model, backend, tokenizer=tokenizer, mimi=mimi,
+                     **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None))
     if sp.demo:
         click.echo(f"note: {_demo_notice()}", err=True)
     context = [_segment(sp, *c) for c in contexts]

@@ -145,3 +145,21 @@ def test_plugins_json_lists_ok():
     assert r.returncode == 0, r.stderr
     rec = {x["name"]: x for x in json.loads(r.stdout)}["ccsm_mlx"]
     assert rec["status"] == "ok" and rec["registered"]["backends"] == ["mlx"]
+
+
+def test_run_with_dtype_and_quantize_flags(cli_runner, tmp_path):
+    """The issue's spelling: ccsm run ... --backend mlx --dtype bf16 --quantize 4."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from ccsm_core.cli import cli
+
+    fixture = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "csm-tiny"
+    out = tmp_path / "f.npy"
+    res = cli_runner.invoke(cli, ["run", "Hello from CSM.", "--model", str(fixture), "--backend", "mlx", "--dtype",
+                                  "bf16", "--quantize", "4", "--topk", "1", "--max-audio-ms", "240",
+                                  "--seed", "1", "--codes-out", str(out)])
+    assert res.exit_code == 0, res.output
+    frames = np.load(out)
+    assert frames.shape[1] == 32 and 0 < len(frames) <= 3
