@@ -95,15 +95,36 @@ class CSM:
         e0 = be.embedding(self.audio_embeddings, be.asarray(np.array([codes[0]], np.int32)))
         x = be.matmul(be.concat([last_h, e0], axis=0), self.projection)
         cache.reset()
-        positions = np.array([0, 1])
-        for i in range(1, n):
-            h = self.decoder.forward(x, positions, cache)
-            h = be.slice(h, 0, len(positions) - 1, len(positions))
+        h = self.decoder.forward(x, np.array([0, 1]), cache)
+        h = be.slice(h, 0, 1, 2)
+        if trace is not None:
+            trace("decoder_h", h)
+        codes[1] = sample(1, be.to_numpy(be.matmul(h, self.audio_heads[0]))[0])
+        # steps 2..n-1 are the same graph every frame: backends that can, build each once
+        capture = getattr(be, "capture", None) if trace is None else None
+        steps = cache.steps
+        for i in range(2, n):
+            ids = np.array([codes[i - 1] + v * (i - 1)], np.int32)
+            if capture is not None:
+                step = steps.get(i)
+                if step is None:
+                    step = steps[i] = capture(self._decoder_step(i, cache, None), ids)
+                logits = step(ids)[0][0]
+                cache.length = i + 1
+            else:
+                logits = be.to_numpy(self._decoder_step(i, cache, trace)(be.asarray(ids)))[0]
+            codes[i] = sample(i, logits)
+        return codes
+
+    def _decoder_step(self, i: int, cache: KVCache, trace: Callable[[str, Tensor], None] | None
+                      ) -> Callable[[Tensor], Tensor]:
+        """Decoder step ``i`` (>= 2): the previous code's embedding -> codebook ``i`` logits."""
+        be = self.be
+
+        def step(ids: Tensor) -> Tensor:
+            x = be.matmul(be.embedding(self.audio_embeddings, ids), self.projection)
+            h = self.decoder.forward(x, np.array([i]), cache)
             if trace is not None:
                 trace("decoder_h", h)
-            codes[i] = sample(i, be.to_numpy(be.matmul(h, self.audio_heads[i - 1]))[0])
-            if i + 1 < n:
-                e = be.embedding(self.audio_embeddings, be.asarray(np.array([codes[i] + v * i], np.int32)))
-                x = be.matmul(e, self.projection)
-                positions = np.array([i + 1])
-        return codes
+            return be.matmul(h, self.audio_heads[i - 1])
+        return step

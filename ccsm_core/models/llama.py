@@ -54,6 +54,7 @@ class KVCache:
         self.v = [be.zeros(shape) for _ in range(cfg.num_layers)]
         self.capacity = capacity
         self.length = 0
+        self.steps: dict[Any, Any] = {}  # step graphs a backend captured on these buffers
 
     def reset(self) -> None:
         """Rewind; stale rows are never read because reads stop at ``length``."""

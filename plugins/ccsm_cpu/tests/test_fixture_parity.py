@@ -34,3 +34,19 @@ def test_q8_0_csm_matches_numpy_on_same_weights(tmp_path):
     clear = top2[:, 1] - top2[:, 0] > 2 * Q8_LOGIT_TOL
     assert clear.mean() > 0.5
     np.testing.assert_array_equal(got.argmax(-1)[clear], want.argmax(-1)[clear])
+
+
+def test_captured_decoder_steps_give_the_original_frames():
+    """Without tracing, decoder steps 2..31 are captured once per cache and replayed each frame."""
+    from ccsm_core.generator import GenerationSettings, Generator
+
+    ref = np.load(FIXTURE / "reference.npz")
+    lm = load_csm(FIXTURE, "ggml-cpu")
+    gen = Generator(lm.model, lm.tokenizer)
+    settings = GenerationSettings(max_audio_ms=800, topk=1, temperature=1.0)
+    be = lm.model.be
+    for _ in range(2):  # a second generation makes new caches and captures again
+        before = be.stats()["evaluations"]
+        frames = gen.generate("Hello from CSM.", 0, (), settings)
+        np.testing.assert_array_equal(frames, ref["text_frames"])
+        assert be.stats()["evaluations"] - before >= 10 * 30  # the replays are evaluations too

@@ -94,6 +94,7 @@ class GgmlBackend:
         self._pbufs: list[Owned] = []
         self._n_persist = 0
         self._rope_ff: dict[bytes, Any] = {}
+        self._next_ctx_size: int | None = None  # object count of new contexts while capturing
         self._host: dict[int, np.ndarray] = {}  # weight tensor address -> its host bytes
         self._repacked: dict[int, Any] = {}  # weight tensor address -> its repacked twin
         self._derived_cache: dict[Any, GTensor] = {}  # (weight address, what) -> derived weight
@@ -147,7 +148,7 @@ class GgmlBackend:
     def _next_ctx(self) -> None:
         self._ci += 1
         if self._ci == len(self._ctxs):
-            self._ctxs.append(Context(self._g, _EPOCH_OBJECTS * self._ovh))
+            self._ctxs.append(Context(self._g, (self._next_ctx_size or _EPOCH_OBJECTS) * self._ovh))
         self._ctx = self._ctxs[self._ci].handle
         self._limit = self._ctxs[self._ci].mem_size
 
@@ -244,6 +245,14 @@ class GgmlBackend:
         ptr = self._persistent(gtype, shape, data)
         self._host[int(self._ffi.cast("uintptr_t", ptr))] = data
         return GTensor(ptr, shape, gtype, PERSIST, None, None, WEIGHT, self)
+
+    def capture(self, fn: Any, *examples: np.ndarray) -> Any:
+        """Build ``fn``'s graph once; the result replays it: ``captured(*arrays) -> [np.ndarray]``.
+
+        For steps whose shapes, weights and buffer offsets never change (see `_capture`)."""
+        from ._capture import Captured
+
+        return Captured(self, fn, examples)
 
     def _derived(self, w: GTensor, key: Any, make: Any) -> GTensor:
         """A weight computed once from weight ``w``'s float32 values (e.g. re-laid out), cached."""

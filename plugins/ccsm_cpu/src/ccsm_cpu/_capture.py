@@ -1,0 +1,114 @@
+"""Graphs built once and replayed: ``GgmlBackend.capture(fn, *example_inputs)``.
+
+A model step whose shapes, weights and buffer offsets are the same every time (CSM's decoder
+step ``i`` is, frame after frame) need not be rebuilt from Python: `capture` runs ``fn`` once on
+placeholder inputs, keeps the resulting graph, its own allocator and tensor metadata, and returns
+a function that copies new input values in, computes, and copies the outputs out.
+
+Rules for ``fn``: its only varying inputs are its arguments (host arrays); anything else it reads
+is a weight, a persistent buffer, or a constant made inside it with ``asarray`` (copied again at
+every replay). Buffer writes inside it happen at every replay, in program order.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from ccsm_core.errors import UsageError
+
+from ._tensor import BUFFER, PERSIST, GTensor
+from .lib import Context, GgmlError, Owned, check_status
+
+if TYPE_CHECKING:
+    from .backend import GgmlBackend
+
+_CAPTURE_OBJECTS = 2048  # tensor objects per capture context
+
+
+class Captured:
+    """One captured graph: replay with ``captured(*arrays) -> list[np.ndarray]``."""
+
+    def __init__(self, be: "GgmlBackend", fn: Callable[..., Any], examples: Sequence[np.ndarray]) -> None:
+        self.be = be
+        lib, ffi = be._lib, be._ffi
+        if be._order:
+            be._evaluate()  # pending writes first: the capture starts from a clean epoch
+        saved = (be._ctxs, be._ci, be._ctx, be._limit)
+        be._ctxs, be._ci = [], -1
+        be._next_ctx_size = _CAPTURE_OBJECTS
+        try:
+            be._next_ctx()
+            args = [be.asarray(a) for a in examples]
+            outs = fn(*args)
+            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            if not outs or not all(isinstance(o, GTensor) and o.owner is be for o in outs):
+                raise UsageError("ggml-cpu: a captured function must return tensors of this backend")
+            self.in_dtypes = [np.asarray(a).dtype for a in examples]
+            self.in_shapes = [np.asarray(a).shape for a in examples]
+            arg_ptrs = [a.ptr if a.epoch == be._epoch else None for a in args]
+            self.consts = [(t, arr) for t, arr in be._inputs if not any(t == p for p in arg_ptrs if p is not None)]
+            self.args = arg_ptrs
+            self.outs = [(be._pf(o), o.shape) for o in outs]
+            n_objects = sum(lib.ggml_used_mem(c.handle) for c in be._ctxs) // be._ovh
+            size = n_objects + be._n_persist + 8
+            self.gctx = Context(be._g, lib.ggml_graph_overhead_custom(size, False) + 4096)
+            self.graph = lib.ggml_new_graph_custom(self.gctx.handle, size, False)
+            for p in be._order:
+                lib.ggml_build_forward_expand(self.graph, p)
+            for p, _ in self.outs:
+                lib.ggml_set_output(p)
+                lib.ggml_build_forward_expand(self.graph, p)
+            ga = lib.ggml_gallocr_new(lib.ggml_backend_cpu_buffer_type())
+            if ga == ffi.NULL:
+                raise GgmlError("ggml_gallocr_new failed", "free some memory")
+            self.galloc = Owned(ga, lib.ggml_gallocr_free)
+            if not lib.ggml_gallocr_alloc_graph(ga, self.graph):
+                raise GgmlError("ggml-cpu: could not allocate a captured graph", "free some memory")
+            self.ctxs = be._ctxs
+            self.work = be._work
+        finally:
+            for h in (r() for r in be._live):  # buffer handles point at their buffers again
+                if h is not None and h.kind == BUFFER:
+                    h.ptr, h.epoch = h.base.ptr, PERSIST
+            be._ctxs, be._ci, be._ctx, be._limit = saved
+            be._next_ctx_size = None
+            be._epoch += 1
+            be._work = 0
+            be._live.clear()
+            be._order.clear()
+            be._inputs.clear()
+        self.nodes = lib.ggml_graph_n_nodes(self.graph)
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        be = self.be
+        lib, ffi = be._lib, be._ffi
+        if len(arrays) != len(self.args):
+            raise UsageError(f"ggml-cpu: captured graph takes {len(self.args)} inputs, got {len(arrays)}")
+        if be._order:
+            be._evaluate()
+        start = time.perf_counter()
+        for t, arr in self.consts:
+            ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
+        for t, a, dtype, shape in zip(self.args, arrays, self.in_dtypes, self.in_shapes):
+            arr = np.ascontiguousarray(a, dtype=np.int32 if dtype.kind in "iub" else np.float32)
+            if arr.shape != shape:
+                raise UsageError(f"ggml-cpu: captured input has shape {list(arr.shape)}, expected {list(shape)}")
+            if t is not None:
+                ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
+        n = be.threads if self.work >= be.min_parallel_work else 1
+        if n != be._n_threads:
+            lib.ggml_backend_cpu_set_n_threads(be._backend.handle, n)
+            be._n_threads = n
+        t0 = time.perf_counter()
+        status = lib.ggml_backend_graph_compute(be._backend.handle, self.graph)
+        st = be._stats
+        st["compute_s"] += time.perf_counter() - t0
+        check_status(be._g, status, "captured graph compute")
+        st["evaluations"] += 1
+        st["graph_nodes"] += self.nodes
+        out = [be._read(p, shape) for p, shape in self.outs]
+        st["eval_s"] += time.perf_counter() - start
+        return out
