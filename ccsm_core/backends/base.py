@@ -16,6 +16,10 @@ Conventions:
   are created: a read of a buffer created before a ``write`` to it sees the old contents (a
   graph backend orders the write after those reads, or copies what they need).
 - Masks are additive float32 and may hold ``-inf``; every query row allows at least one key.
+- Optional: ``capture(fn, *example_inputs) -> step`` builds ``fn``'s computation once and
+  ``step(*arrays) -> list[np.ndarray]`` replays it with new host inputs (writes into buffers
+  included). Models use it for steps whose shapes and buffer offsets never change (CSM's decoder
+  steps); backends without it simply run ``fn`` every time.
 - Sampling and other host logic run on NumPy over ``to_numpy`` results.
 """
 

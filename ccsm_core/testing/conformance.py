@@ -233,6 +233,26 @@ class BackendConformance:
         self.check(be.to_numpy(be.add(be.transpose(be.asarray(a), (0, 2, 1)), be.asarray(np.ones((2, 4, 3), np.float32)))),
                    a.transpose(0, 2, 1) + 1, 1e-6, 1e-6)
 
+    def test_capture_replays_like_eager(self, be, ref, rng):
+        """Optional ``capture``: replays equal eager runs, buffer writes included."""
+        if not hasattr(be, "capture"):
+            pytest.skip(f"{self.backend_name} has no capture (optional)")
+        w = _rand(rng, 8, 6)
+        wb, buf = be.weight(w), be.zeros((4, 8))
+
+        def step(x, ids):
+            y = be.add(be.matmul(x, wb), be.asarray(np.ones((1, 8), np.float32)))  # a constant input
+            written = be.write(buf, y, 2)
+            return [be.slice(written, 0, 2, 3), be.embedding(wb, ids)]
+
+        cap = be.capture(step, _rand(rng, 1, 6), np.array([1], np.int32))
+        for k in range(3):
+            x, ids = _rand(rng, 1, 6), np.array([k + 3], np.int32)
+            row, emb = cap(x, ids)
+            self.check(row, x @ w.T + 1, 1e-4, 1e-4)
+            self.check(emb, w[[k + 3]], 0, 0)
+            self.check(be.to_numpy(be.slice(buf, 0, 2, 3)), x @ w.T + 1, 1e-4, 1e-4)  # the write happened
+
     # -- a whole model -----------------------------------------------------------------------
     def test_tiny_csm_frames_match_reference(self, be, ref):
         """Greedy frames of a tiny random CSM equal the NumPy backend's, logits within 1e-3."""
