@@ -82,6 +82,7 @@ class Generator:
     def __init__(self, model: CSM, tokenizer: Any, mimi: Any = None) -> None:
         self.model, self.tokenizer, self.mimi = model, tokenizer, mimi
         self.ncb = model.cfg.audio_num_codebooks
+        self.dropped: list[int] = []  # context turns the last prompt left out (indices)
 
     # -- prompt ------------------------------------------------------------------------------
     def text_rows(self, speaker: int, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +140,7 @@ class Generator:
         check_turn(speaker, text)
         target = self.text_rows(speaker, text)
         turns = [(seg, self.turn_rows(seg)) for seg in context]
-        self.dropped: list[int] = []
+        self.dropped = []
         if budget is not None and turns:
             fitted = fit_context([seg for seg, _ in turns], [len(r[0]) for _, r in turns],
                                  budget - len(target[0]), target_speaker=speaker, strategy=strategy)
