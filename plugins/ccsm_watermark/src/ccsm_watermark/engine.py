@@ -15,8 +15,9 @@ method's ``features``), folds the frames onto the block for every candidate time
 offset, and correlates with the sync chips. With chips that are independent random signs,
 ``S = sum(chip * R)`` obeys Hoeffding's bound ``P(S >= z * sqrt(sum R^2)) <= exp(-z^2 / 2)``
 whatever the audio; a union bound over all hypotheses tried (scales x offsets, and the
-2^32 payloads for the payload-aided statistic) turns the best ``z`` into a p-value that is
-an upper bound on the false-positive probability.
+2^32 payloads for the payload-aided statistic), weighted by masses fixed in advance that sum
+to 1 (more on the nominal time scale 1.0), turns the best ``z`` into a p-value that is an
+upper bound on the false-positive probability.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ DEFAULT_THRESHOLD = 1e-6
 SCALES = (0.93, 1.075)  # time-scale range searched (covers tempo 0.93 .. 1.075)
 TOP_HYPOTHESES = 16  # sync hypotheses whose payload is decoded (the p-value counts them all anyway)
 OFFSETS_PER_SCALE = 2
+NOMINAL_WEIGHT = 0.5  # prior mass of the union bound on time scale 1.0 (most audio is not re-timed)
+SYNC_WEIGHT = 0.1  # ... on the sync-only statistic (the payload-aided one gets the rest)
 INFORMED = 2  # refinement passes of the informed embedding (0: plain spread spectrum)
 MAX_BOOST = 2.0  # a group's strength stays within [0.25, MAX_BOOST] x the nominal one
 WEIGHT_PCT = 10.0  # detector: noise floor per band = this percentile of its smoothed energy
 WEIGHT_SMOOTH = 33  # frames of smoothing (264 ms, several slots, so the mark averages out)
+ADAPT_REF = 5.4  # embedding: detector score per sqrt(audible second) below which strength rises
+ADAPT_MAX = 1.2  # ... by at most this factor
 SHAPE_GAMMA = 0.5  # embedding: strength follows (frame level / mean level) ** SHAPE_GAMMA
 SHAPE_MAX = 3.0  # ... within [0.2, SHAPE_MAX] x the nominal strength
 
@@ -67,6 +72,7 @@ class Method:
     name = "base"
     n_units: int
     snr_weighting = True  # detector weights cells by their estimated signal share (see _snr_weights)
+    adaptive_strength = True  # embedding raises the strength on hosts that hide the mark poorly
 
     def __init__(self, key: bytes, layout: Layout, strength_db: float,
                  threshold: float = DEFAULT_THRESHOLD) -> None:
@@ -165,10 +171,12 @@ class Method:
         shape = np.clip(shape / shape[loud].mean(), 0.2, SHAPE_MAX)
         return np.repeat(shape[:, None], len(self.layout.bands), axis=1)
 
-    def _cells(self, signal16: np.ndarray) -> np.ndarray | None:
+    def _cells(self, signal16: np.ndarray, active_s: list | None = None) -> np.ndarray | None:
         got = self.analyse(signal16, dsp.RATE)
         if got is None:
             return None
+        if active_s is not None:
+            active_s.append(got[1].sum() * DET_HOP / dsp.RATE)
         M = self._fold(got[0], 1.0)
         return M[SUB * np.arange(self.layout.period)]
 
@@ -178,14 +186,19 @@ class Method:
 
         Each group's detector sum is ``gain * strength + host``; we measure both on the mono
         mix and pick strengths that give every group the same margin at the same average
-        strength, so no bit is lost to the host's own spectrum.
+        strength, so no bit is lost to the host's own spectrum. Then, where the host leaves the
+        mark weak (the detector's score on the marked mix, per sqrt(second) of audible signal,
+        below ADAPT_REF), every strength is raised by ``sqrt(ADAPT_REF / rate)``, at most
+        ADAPT_MAX x: hosts that hide the mark poorly (e.g. high voices with sparse harmonics)
+        get more of it; the others are left as they are.
         """
         base = np.full(ecc.CODE_BITS + 1, self.strength_db)
         if not INFORMED:
             return base
         win = dsp.sqrt_hann()
         host_sig = dsp.istft(mono_spec, HOP, win, n)
-        host = self._cells(host_sig)
+        active_s: list = []
+        host = self._cells(host_sig, active_s)
         if host is None:
             return base
         idx = self.roles + 1
@@ -198,11 +211,15 @@ class Method:
         for _ in range(INFORMED):
             unit_db = strength[idx] * self.chips * sign
             marked = dsp.istft(mono_spec * self._gains(unit_db, len(mono_spec), shape), HOP, win, n)
-            m = sums(self._cells(marked))
+            R = self._cells(marked)
+            m = sums(R)
             k = np.maximum((m - h) / strength, 1e-9)  # detector gain per dB, per group
             target = np.full_like(k, np.mean(k[1:]) * self.strength_db)  # an average bit's margin
             target[0] = k[0] * self.strength_db  # sync: just take the host's share out
             strength = np.clip((target - h) / k, 0.25 * self.strength_db, MAX_BOOST * self.strength_db)
+        rate = m.sum() / math.sqrt(max((R ** 2).sum(), 1e-20)) / math.sqrt(max(active_s[0], 1e-3))
+        if self.adaptive_strength and ADAPT_REF and rate < ADAPT_REF:
+            strength = strength * min(ADAPT_MAX, math.sqrt(ADAPT_REF / max(rate, 1e-6)))
         return strength
 
     # -- detection -----------------------------------------------------------------------
@@ -285,22 +302,34 @@ class Method:
         m_up[::SUB] = sync
         fa, fm = np.conj(np.fft.rfft(a_up, axis=0)), np.conj(np.fft.rfft(m_up, axis=0))
         scales = self._scales(feats.shape[0])
-        cands = []
+        # Weighted union bound (fixed before looking at the audio): the nominal time scale 1.0
+        # gets prior mass NOMINAL_WEIGHT, the other scales share the rest; the sync-only and the
+        # payload-aided statistics get SYNC_WEIGHT and 1 - SYNC_WEIGHT. A hypothesis of mass w
+        # whose tail bound is t is reported as t / w, so the p-value stays a union bound.
+        n_other = len(scales) - 1
+        def n_eff(s: float) -> float:  # hypotheses "paid" per offset at scale s: 1 / (its mass)
+            if s == 1.0:
+                return L / (NOMINAL_WEIGHT if n_other else 1.0)
+            return n_other * L / (1.0 - NOMINAL_WEIGHT)
+        cands, nominal = [], []
         for s in scales:
             M = self._fold(feats, s)
             S = np.fft.irfft(fa * np.fft.rfft(M, axis=0), n=L, axis=0).sum(axis=1)
             V = np.fft.irfft(fm * np.fft.rfft(M ** 2, axis=0), n=L, axis=0).sum(axis=1)
             z = S / np.sqrt(np.maximum(V, 1e-20))
-            for k in np.argsort(z)[::-1][:OFFSETS_PER_SCALE]:
-                cands.append((float(z[k]), float(s), int(k)))
+            order = np.argsort(z)[::-1]
+            cands += [(float(z[k]), float(s), int(k)) for k in order[:OFFSETS_PER_SCALE]]
+            if s == 1.0:  # every offset of the nominal scale is decoded (0.5 ms each)
+                nominal = [(float(z[k]), float(s), int(k)) for k in order]
         cands.sort(reverse=True)
-        n_hyp = len(scales) * L
-        z_sync = cands[0][0]
-        p_sync = _p_value(z_sync, n_hyp)
-        best: tuple = (p_sync, z_sync, None, cands[0], 1.0)
+        tried = cands[:TOP_HYPOTHESES] + [c for c in nominal if c not in cands[:TOP_HYPOTHESES]]
+        sync_p = sorted((_p_value(z0, n_eff(s)), z0, s, k) for z0, s, k in cands)
+        p_sync, z_sync = sync_p[0][0] / SYNC_WEIGHT, sync_p[0][1]
+        best: tuple = (p_sync, z_sync, None, sync_p[0][1:], 1.0)
         data = self.roles >= 0
-        for z0, s, k in cands[:TOP_HYPOTHESES]:  # the best offset of each of the best scales
-            M = self._fold(feats, s)
+        folds: dict = {}
+        for z0, s, k in tried:  # the best offsets of the best scales, and all of the nominal scale
+            M = folds[s] if s in folds else folds.setdefault(s, self._fold(feats, s))
             R = M[(k + SUB * np.arange(P)) % L]  # cell values (P, units)
             soft = np.zeros(ecc.CODE_BITS)
             np.add.at(soft, self.roles[data], (self.chips * R)[data])
@@ -311,10 +340,10 @@ class Method:
             sign = np.where(self.roles < 0, 1.0, code[np.maximum(self.roles, 0)])
             z_full = float((self.chips * sign * R).sum() / math.sqrt(max((R ** 2).sum(), 1e-20)))
             # union bound over every hypothesis and every payload the decoder could have chosen
-            p_full = _p_value(z_full, n_hyp * 2.0 ** ecc.PAYLOAD_BITS)
+            p_full = _p_value(z_full, n_eff(s) * 2.0 ** ecc.PAYLOAD_BITS) / (1.0 - SYNC_WEIGHT)
             if best[2] is None or p_full < best[4]:
                 best = (min(p_full, p_sync), max(z_full, z_sync), payload, (z0, s, k), p_full)
-        p = min(1.0, 2.0 * best[0])
+        p = min(1.0, best[0])
         present = p < self.threshold
         s, k = best[3][1], best[3][2]
         raw = best[2]

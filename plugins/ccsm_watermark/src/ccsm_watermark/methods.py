@@ -54,6 +54,7 @@ class Patchwork(Method):
 
     name = "patchwork"
     snr_weighting = False  # the log ratio of two neighbours is hurt less by noise; weighting lost here
+    adaptive_strength = False  # ADAPT_REF is calibrated for ss-stft; patchwork keeps its fixed strength
 
     def __init__(self, key: bytes, strength_db: float = 2.0, threshold: float = 1e-6) -> None:
         self.n_units = 40
