@@ -92,6 +92,13 @@ class TextSession:
                 logits = be.to_numpy(out)[0]
         return logits
 
+    def _step(self, tok: int) -> np.ndarray:
+        """Append one token to the cache and return the logits after it."""
+        pos = len(self.tokens)
+        out = self.model.forward(np.asarray([tok]), np.asarray([pos]), self.cache)
+        self.tokens.append(tok)
+        return self.model.be.to_numpy(out)[0]
+
     def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Iterator[str]:
         """Text pieces as they are generated (UTF-8 safe; stop strings never leak out)."""
         s = settings or TextSettings()
@@ -105,6 +112,7 @@ class TextSession:
         text, emitted = "", 0
         hold = max((len(x) for x in s.stop), default=0)
         generated: list[int] = []
+        cut = -1
         for _ in range(s.max_tokens):
             tok = chain(np.asarray(generated, np.int64), logits, rng)
             if tok in eog:
@@ -123,9 +131,9 @@ class TextSession:
                 emitted = safe
             if len(self.tokens) >= self.context:
                 break
-            logits = self.feed(self.tokens + [tok])
-        else:
-            text += dec.flush() if hasattr(dec, "flush") else ""
+            logits = self._step(tok)
+        if cut < 0:
+            text += dec.flush()  # bytes of a character the last token left incomplete
         if len(text) > emitted:
             yield text[emitted:]
         self.last.text, self.last.ids = text, generated
