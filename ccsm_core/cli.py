@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .commands.common import print_table
 from .errors import CcsmError
 
 
@@ -96,7 +97,7 @@ def plugins(as_json: bool, hook: str | None, check: bool, verbose: bool) -> None
             rows.append((name, r.version, r.status, what))
             if verbose and r.entry_point:
                 rows.append(("", "", "", f"entry point: {r.entry_point}"))
-        _table(rows)
+        print_table(rows)
     if check and any(r.status in ("failed", "conflict", "incompatible") for r in records):
         sys.exit(1)
 
@@ -130,13 +131,7 @@ def backends(as_json: bool) -> None:
     for r in out:
         rows.append((r["name"], r["plugin"], str(r["priority"]), ",".join(r["devices"]),
                      ("yes" + (f" — {r['details']}" if r["details"] else "")) if r["available"] else f"no: {r['reason']}"))
-    _table(rows)
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    print_table(rows)
 
 
 from .commands import codec, models, run as run_cmd, text  # noqa: E402  (light: click only)

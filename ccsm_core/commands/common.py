@@ -74,3 +74,10 @@ def progress_bar(items: Iterable[T], total: int, show: bool | None, desc: str) -
 
     show = sys.stderr.isatty() if show is None else show
     return tqdm(items, total=total, unit="frame", disable=not show, desc=desc, leave=False)
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns (the last one unpadded), the first row being the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        click.echo(("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]).rstrip())

@@ -1,8 +1,10 @@
-"""``ccsm download``: fetch a model into the Hugging Face cache (where a network exists)."""
+"""Model files and speed: ``ccsm download``, ``convert``, ``inspect`` and ``bench``."""
 
 from __future__ import annotations
 
 import click
+
+from .common import print_table
 
 
 @click.command()
@@ -139,9 +141,7 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
                      f"{r['mimi_s_median'] * 1e3:.0f} ms",
                      f"{r['outside_share'] * 100:.0f} %" if "outside_share" in r else "-",
                      f"{r['peak_rss_mb']:.0f} MB"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print_table(rows)
 
 
 def _bench_text(names: list[str], model: str, threads: int | None, n_prompt: int, n_gen: int, as_json: bool,
@@ -167,6 +167,4 @@ def _bench_text(names: list[str], model: str, threads: int | None, n_prompt: int
             rows.append((r["backend"], "error: " + r["error"], "", ""))
         else:
             rows.append((r["backend"], f"{r['pp_tok_s']:.1f}", f"{r['tg_tok_s']:.1f}", f"{r['peak_rss_mb']:.0f} MB"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print_table(rows)
