@@ -14,7 +14,12 @@ Conventions:
 - ``zeros`` makes a persistent buffer (KV caches, streaming state); ``write`` stores into it in
   place and returns a handle through which later reads see the write. Ops are ordered as they
   are created: a read of a buffer created before a ``write`` to it sees the old contents (a
-  graph backend orders the write after those reads, or copies what they need).
+  graph backend orders the write after those reads, or copies what they need). A buffer made
+  with ``dtype="float16"`` stores half precision (text-model KV caches, as llama.cpp keeps
+  them); reads of it are float32 values, and ``attention`` over slices of such caches may run
+  in half precision. ``write``'s ``start`` is an int, or an int tensor ``[n]`` from ``asarray``
+  giving the row of each of ``x``'s ``n`` rows (axis 0), so a captured step can write at a row
+  that changes from replay to replay.
 - Masks are additive float32 and may hold ``-inf``; every query row allows at least one key.
 - Optional: ``capture(fn, *example_inputs) -> step`` builds ``fn``'s computation once and
   ``step(*arrays) -> list[np.ndarray]`` replays it with new host inputs (writes into buffers
@@ -41,8 +46,9 @@ class Backend(Protocol):
     # data in and out
     def asarray(self, a: np.ndarray) -> Tensor: """Host array (float32 or int32) -> tensor."""
     def weight(self, t: Any) -> Tensor: """A stored tensor (`TensorData` or ndarray) -> weight."""
-    def zeros(self, shape: Sequence[int]) -> Tensor: """A persistent float32 buffer of zeros."""
-    def write(self, buf: Tensor, x: Tensor, start: int, axis: int = 0) -> Tensor:
+    def zeros(self, shape: Sequence[int], dtype: str = "float32") -> Tensor:
+        """A persistent buffer of zeros, ``float32`` or ``float16``."""
+    def write(self, buf: Tensor, x: Tensor, start: int | Tensor, axis: int = 0) -> Tensor:
         """Store ``x`` into ``buf`` at ``start`` along ``axis`` in place; returns ``buf``'s new handle."""
     def to_numpy(self, x: Tensor) -> np.ndarray: """Evaluation point: compute ``x`` and copy to host."""
     def shape(self, x: Tensor) -> tuple[int, ...]: """Logical shape, without computing."""
@@ -63,11 +69,14 @@ class Backend(Protocol):
     def matmul(self, x: Tensor, w: Tensor) -> Tensor: """``[..., K] x [N, K] -> [..., N]``."""
     def rms_norm(self, x: Tensor, w: Tensor, eps: float) -> Tensor: """RMSNorm over the last axis, then ``* w``."""
     def layer_norm(self, x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor: """LayerNorm over the last axis."""
-    def rope(self, x: Tensor, positions: Tensor, freqs: np.ndarray, interleaved: bool = True) -> Tensor:
+    def rope(self, x: Tensor, positions: Tensor, freqs: np.ndarray, interleaved: bool = True,
+             base: float | None = None) -> Tensor:
         """Rotary embedding of ``x [S, H, D]`` at int ``positions [S]`` with angle ``pos * freqs[i]``.
 
         ``interleaved`` rotates adjacent pairs ``(x[2i], x[2i+1])`` (original Llama / moshi);
-        otherwise halves ``(x[i], x[i + D/2])`` (NEOX / Hugging Face)."""
+        otherwise halves ``(x[i], x[i + D/2])`` (NEOX / Hugging Face). ``base``, when given, says
+        ``freqs[i] = base ** (-2i / D)``; a backend may derive the angles from it itself (GGML's
+        kernel does, exactly as llama.cpp)."""
     def attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
         """``q [S, H, D]``, ``k, v [T, KV, D]``, additive ``mask [S, T]`` -> ``[S, H, D]``.
 

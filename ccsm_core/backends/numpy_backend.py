@@ -6,6 +6,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import UsageError
+
 _F32 = np.float32
 
 
@@ -43,12 +45,17 @@ class NumpyBackend:
         arr = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
         return np.ascontiguousarray(arr, dtype=_F32)
 
-    def zeros(self, shape: Sequence[int]) -> np.ndarray:
-        return np.zeros(tuple(shape), _F32)
+    def zeros(self, shape: Sequence[int], dtype: str = "float32") -> np.ndarray:
+        if dtype not in ("float32", "float16"):
+            raise UsageError(f"numpy: zeros() dtype must be float32 or float16, got {dtype!r}")
+        return np.zeros(tuple(shape), dtype)
 
-    def write(self, buf: np.ndarray, x: np.ndarray, start: int, axis: int = 0) -> np.ndarray:
-        idx = [slice(None)] * buf.ndim
-        idx[axis] = slice(start, start + x.shape[axis])
+    def write(self, buf: np.ndarray, x: np.ndarray, start: Any, axis: int = 0) -> np.ndarray:
+        idx: list[Any] = [slice(None)] * buf.ndim
+        if isinstance(start, np.ndarray):  # one row index per row of x
+            idx[axis] = start.astype(np.intp)
+        else:
+            idx[axis] = slice(start, start + x.shape[axis])
         buf[tuple(idx)] = x
         return buf
 
@@ -103,7 +110,7 @@ class NumpyBackend:
         var = np.square(x - mu).mean(axis=-1, keepdims=True)
         return ((x - mu) / np.sqrt(var + _F32(eps))) * w + b
 
-    def rope(self, x, positions, freqs, interleaved: bool = True):
+    def rope(self, x, positions, freqs, interleaved: bool = True, base: float | None = None):
         ang = np.asarray(positions, _F32)[:, None] * np.asarray(freqs, _F32)[None, :]  # [S, D/2]
         cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
         if interleaved:
@@ -185,4 +192,5 @@ class NumpyBackend:
     def slice(self, x, axis: int, start: int, stop: int):
         idx = [slice(None)] * x.ndim
         idx[axis] = slice(start, stop)
-        return x[tuple(idx)]
+        out = x[tuple(idx)]
+        return out.astype(_F32) if out.dtype != _F32 else out

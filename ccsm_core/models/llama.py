@@ -46,12 +46,14 @@ def check_shapes(tensors: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...
 
 
 class KVCache:
-    """Preallocated per-layer K/V buffers ``[capacity, kv_heads, head_dim]`` in the backend."""
+    """Preallocated per-layer K/V buffers ``[capacity, kv_heads, head_dim]`` in the backend,
+    stored as ``dtype`` (``float32``, or ``float16`` as llama.cpp keeps text-model caches)."""
 
-    def __init__(self, be: Backend, cfg: LlamaConfig, capacity: int) -> None:
+    def __init__(self, be: Backend, cfg: LlamaConfig, capacity: int, dtype: str = "float32") -> None:
         shape = (capacity, cfg.num_kv_heads, cfg.head_dim)
-        self.k = [be.zeros(shape) for _ in range(cfg.num_layers)]
-        self.v = [be.zeros(shape) for _ in range(cfg.num_layers)]
+        self.k = [be.zeros(shape, dtype) for _ in range(cfg.num_layers)]
+        self.v = [be.zeros(shape, dtype) for _ in range(cfg.num_layers)]
+        self.dtype = dtype
         self.capacity = capacity
         self.length = 0
         self.steps: dict[Any, Any] = {}  # step graphs a backend captured on these buffers
@@ -72,6 +74,9 @@ class Llama:
                  freqs: np.ndarray | None = None) -> None:
         self.be, self.cfg, self.layers, self.norm = be, cfg, layers, norm
         self.freqs = cfg.rope_freqs() if freqs is None else np.asarray(freqs, np.float32)
+        # plain RoPE (no scaling, no per-pair factors): backends with a fused kernel derive the
+        # frequencies from the base themselves, bit for bit as llama.cpp does
+        self.rope_base = cfg.rope_base if freqs is None and cfg.scale_factor is None else None
         self.scale = 1.0 / float(np.sqrt(cfg.head_dim))
 
     @classmethod
@@ -82,8 +87,8 @@ class Llama:
                   for i in range(cfg.num_layers)]
         return cls(be, cfg, layers, be.weight(tensors[f"{prefix}.norm.scale"]))
 
-    def new_cache(self, capacity: int | None = None) -> KVCache:
-        return KVCache(self.be, self.cfg, capacity or self.cfg.max_seq_len)
+    def new_cache(self, capacity: int | None = None, dtype: str = "float32") -> KVCache:
+        return KVCache(self.be, self.cfg, capacity or self.cfg.max_seq_len, dtype)
 
     def forward(self, x: Tensor, positions: np.ndarray, cache: KVCache,
                 trace: Callable[[str, Tensor], None] | None = None) -> Tensor:
@@ -102,8 +107,8 @@ class Llama:
         for i, w in enumerate(self.layers):
             hn = be.rms_norm(x, w["sa_norm"], cfg.norm_eps)
             q, k, v = (self._proj(hn, w, n) for n in "qkv")
-            q = be.rope(be.reshape(q, (s, h, hd)), pos, self.freqs, cfg.rope_interleaved)
-            k = be.rope(be.reshape(k, (s, kvh, hd)), pos, self.freqs, cfg.rope_interleaved)
+            q = be.rope(be.reshape(q, (s, h, hd)), pos, self.freqs, cfg.rope_interleaved, base=self.rope_base)
+            k = be.rope(be.reshape(k, (s, kvh, hd)), pos, self.freqs, cfg.rope_interleaved, base=self.rope_base)
             v = be.reshape(v, (s, kvh, hd))
             cache.k[i] = be.write(cache.k[i], k, start)
             cache.v[i] = be.write(cache.v[i], v, start)

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..backends.base import Backend, Tensor
-from ..errors import FormatError, ModelError
+from ..errors import FormatError, ModelError, UsageError
 from ..formats.tensor import TensorData
 from .config import LlamaConfig
 from .llama import KVCache, Llama
@@ -77,8 +77,10 @@ def _rows(t: Any, start: int, stop: int) -> Any:
 class TextLM:
     """Embeddings, the Llama stack, the output head: ``forward(ids, positions, cache) -> logits``."""
 
-    def __init__(self, be: Backend, cfg: TextConfig, tensors: Mapping[str, Any]) -> None:
-        self.be, self.cfg = be, cfg
+    def __init__(self, be: Backend, cfg: TextConfig, tensors: Mapping[str, Any], kv_dtype: str = "float16") -> None:
+        if kv_dtype not in ("float16", "float32"):
+            raise UsageError(f"KV cache type {kv_dtype!r} is not supported", "use float16 or float32")
+        self.be, self.cfg, self.kv_dtype = be, cfg, kv_dtype
         st = cfg.stack
         hd = st.head_dim
         need = lambda name: self._need(tensors, name)  # noqa: E731
@@ -134,7 +136,7 @@ class TextLM:
                                   "the metadata does not match the weights")
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
-        return self.stack.new_cache(capacity)
+        return self.stack.new_cache(capacity, self.kv_dtype)
 
     def forward(self, ids: np.ndarray, positions: np.ndarray, cache: KVCache, *, all_logits: bool = False) -> Tensor:
         """Logits ``[1, vocab]`` for the last position (``[S, vocab]`` with ``all_logits``)."""
@@ -157,8 +159,11 @@ class LoadedText:
     path: Path
 
 
-def load_text_model(path: str | Path, backend: Backend | str | None = None) -> LoadedText:
-    """A GGUF text model with its tokenizer (from the file's metadata)."""
+def load_text_model(path: str | Path, backend: Backend | str | None = None, *,
+                    kv_dtype: str = "float16") -> LoadedText:
+    """A GGUF text model with its tokenizer (from the file's metadata). ``kv_dtype``: the KV
+    cache's storage, ``float16`` (llama.cpp's default, and what its logits are recorded with) or
+    ``float32``."""
     from ..backends import get_backend
     from ..formats.gguf import load_gguf
     from ..tokenizers.gguf_tokenizer import tokenizer_from_gguf
@@ -170,4 +175,4 @@ def load_text_model(path: str | Path, backend: Backend | str | None = None) -> L
     tok = tokenizer_from_gguf(source.metadata)
     cfg = TextConfig.from_metadata(source.metadata, tok.vocab_size, str(p))
     be = get_backend(backend) if backend is None or isinstance(backend, str) else backend
-    return LoadedText(TextLM(be, cfg, source.tensors), tok, dict(source.metadata), p)
+    return LoadedText(TextLM(be, cfg, source.tensors, kv_dtype), tok, dict(source.metadata), p)

@@ -99,6 +99,27 @@ class BackendConformance:
         self.check(got, np.concatenate([a, b, c]), 0, 0)
         self.check(be.to_numpy(be.slice(buf, 0, 6, 8)), np.zeros((2, 2, 3), np.float32), 0, 0)
 
+    def test_write_at_tensor_rows(self, be, rng):
+        buf = be.zeros((6, 2, 4))
+        a = _rand(rng, 2, 2, 4)
+        buf = be.write(buf, be.asarray(a), be.asarray(np.array([3, 4], np.int32)))
+        want = np.zeros((6, 2, 4), np.float32)
+        want[3:5] = a
+        self.check(be.to_numpy(be.slice(buf, 0, 0, 6)), want, 0, 0)
+
+    def test_float16_buffer_attention(self, be, ref, rng):
+        """A float16 KV cache: writes round to half precision; attention reads it as float32
+        (backends may compute attention over it in half precision, as llama.cpp does)."""
+        k, v, q = _rand(rng, 5, 2, 16), _rand(rng, 5, 2, 16), _rand(rng, 1, 4, 16)
+        kb, vb = be.zeros((8, 2, 16), "float16"), be.zeros((8, 2, 16), "float16")
+        kb, vb = be.write(kb, be.asarray(k), 0), be.write(vb, be.asarray(v), 0)
+        k16, v16 = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
+        self.check(be.to_numpy(be.slice(kb, 0, 0, 5)), k16, 0, 0)
+        mask = np.zeros((1, 5), np.float32)
+        mask[0, 4] = -np.inf
+        got = be.attention(be.asarray(q), be.slice(kb, 0, 0, 5), be.slice(vb, 0, 0, 5), be.asarray(mask), 0.25)
+        self.check(be.to_numpy(got), ref.attention(q, k16, v16, mask, 0.25), 2e-3, 2e-3)
+
     def test_write_other_axis(self, be, rng):
         buf = be.zeros((2, 6))
         a = _rand(rng, 2, 2)
@@ -185,6 +206,10 @@ class BackendConformance:
         got = be.rope(be.asarray(x), be.asarray(pos), freqs, interleaved)
         # backends may build angles by repeated multiplication (GGML): 1e-3 absolute at pos 2047
         self.check(be.to_numpy(got), ref.rope(x, pos, freqs, interleaved), 1e-4, 1e-3)
+        # plain frequencies announced by their base: a backend may derive them itself
+        plain = LlamaConfig(1, 4, 2, 256, 8, rope_base=10000.0, scale_factor=None).rope_freqs()
+        got = be.rope(be.asarray(x), be.asarray(pos), plain, interleaved, base=10000.0)
+        self.check(be.to_numpy(got), ref.rope(x, pos, plain, interleaved), 1e-4, 1e-3)
 
     @pytest.mark.parametrize("heads", [(4, 4), (4, 2), (8, 1)])
     def test_attention(self, be, ref, rng, heads):

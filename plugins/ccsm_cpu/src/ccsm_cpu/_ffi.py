@@ -156,6 +156,12 @@ struct ggml_tensor * ggml_out_prod(struct ggml_context * ctx, struct ggml_tensor
 struct ggml_tensor * ggml_exp(struct ggml_context * ctx, struct ggml_tensor * a);
 struct ggml_tensor * ggml_set(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b,
         size_t nb1, size_t nb2, size_t nb3, size_t offset);
+struct ggml_tensor * ggml_set_rows(struct ggml_context * ctx, struct ggml_tensor * a,
+        struct ggml_tensor * b, struct ggml_tensor * c);
+struct ggml_tensor * ggml_flash_attn_ext(struct ggml_context * ctx, struct ggml_tensor * q,
+        struct ggml_tensor * k, struct ggml_tensor * v, struct ggml_tensor * mask,
+        float scale, float max_bias, float logit_softcap);
+struct ggml_tensor * ggml_swiglu_split(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 typedef void (*ggml_log_callback)(int level, const char * text, void * user_data);
 void ggml_log_set(ggml_log_callback log_callback, void * user_data);
 """

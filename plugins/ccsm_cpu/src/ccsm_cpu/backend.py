@@ -40,6 +40,8 @@ _EPOCH_OBJECTS = 4096  # tensor objects per epoch context (about 1.5 MB of metad
 _PERSIST_OBJECTS = 512
 _ROOM = 16  # objects one public op may create at most, except where it asks for more
 _SET_MAX_OFFSET = 1 << 30
+_BUFFER_TYPES = {"float32": F32, "float16": _ffi.F16}  # zeros(dtype=...)
+_ITEM = {F32: 4, _ffi.F16: 2}
 MIN_PARALLEL_WORK = 1 << 21  # multiply-adds below which a graph runs on one thread  # ggml_set asserts offset < 2^30
 
 
@@ -163,8 +165,8 @@ class GgmlBackend:
         return self._ctx
 
     def _new(self, ptr: Any, shape: tuple[int, ...], reads: bool = False, kind: int = TEMP,
-             base: GTensor | None = None) -> GTensor:
-        h = GTensor(ptr, shape, F32, self._epoch, None, base, kind, self)
+             base: GTensor | None = None, gtype: int = F32) -> GTensor:
+        h = GTensor(ptr, shape, gtype, self._epoch, None, base, kind, self)
         self._live.append(weakref.ref(h))
         if reads:
             self._order.append(ptr)
@@ -329,15 +331,18 @@ class GgmlBackend:
             raise FormatError(f"weight {name}: cannot use an array of dtype {arr.dtype}")
         return shape, F32, np.ascontiguousarray(arr, np.float32)
 
-    def zeros(self, shape: Sequence[int]) -> GTensor:
+    def zeros(self, shape: Sequence[int], dtype: str = "float32") -> GTensor:
         shape = check_shape(shape, "zeros")
-        data = _aligned(prod(shape) * 4)
-        ptr = self._persistent(F32, shape, data)
-        h = GTensor(ptr, shape, F32, PERSIST, None, None, BUFFER, self)
+        gtype = _BUFFER_TYPES.get(dtype)
+        if gtype is None:
+            raise UsageError(f"ggml-cpu: zeros() dtype must be one of {', '.join(_BUFFER_TYPES)}, got {dtype!r}")
+        data = _aligned(prod(shape) * _ITEM[gtype])
+        ptr = self._persistent(gtype, shape, data)
+        h = GTensor(ptr, shape, gtype, PERSIST, None, None, BUFFER, self)
         h.base = h
         return h
 
-    def write(self, buf: GTensor, x: GTensor, start: int, axis: int = 0) -> GTensor:
+    def write(self, buf: GTensor, x: GTensor, start: Any, axis: int = 0) -> GTensor:
         if getattr(buf, "kind", None) != BUFFER:
             raise UsageError("ggml-cpu: write() needs a buffer from zeros() or an earlier write()")
         bs, xs = buf.shape, x.shape
@@ -345,8 +350,13 @@ class GgmlBackend:
             axis = axis_of(axis, len(bs), "write")
         if len(xs) != len(bs) or xs[:axis] != bs[:axis] or xs[axis + 1:] != bs[axis + 1:]:
             raise UsageError(f"ggml-cpu: cannot write shape {list(xs)} into {list(bs)} along axis {axis}")
+        if isinstance(start, GTensor):
+            return self._write_rows(buf, x, start, axis)
         if not isinstance(start, (int, np.integer)) or start < 0 or start + xs[axis] > bs[axis]:
             raise UsageError(f"ggml-cpu: write of {xs[axis]} rows at {start} exceeds axis {axis} of size {bs[axis]}")
+        if buf.type != F32:
+            rows = np.arange(int(start), int(start) + xs[axis], dtype=np.int32)
+            return self._write_rows(buf, x, self.asarray(rows), axis)
         offset = int(start) * 4 * prod(bs[axis + 1:])
         if offset >= _SET_MAX_OFFSET:
             raise UsageError(f"ggml-cpu: write offset {offset} bytes exceeds ggml's limit of 1 GiB")
@@ -356,13 +366,33 @@ class GgmlBackend:
         self._order.append(out)
         return self._new(out, bs, kind=BUFFER, base=buf.base)
 
+    def _write_rows(self, buf: GTensor, x: GTensor, start: GTensor, axis: int) -> GTensor:
+        """Write ``x`` at the rows ``start[0], start[0]+1, ...`` (an int tensor: one row index per
+        row of ``x``), so a captured step can write at a row that changes between replays."""
+        bs, xs = buf.shape, x.shape
+        if axis != 0:
+            raise UsageError("ggml-cpu: writes at tensor-given rows (or into float16 buffers) need axis 0")
+        if start.type != I32 or start.shape != (xs[0],):
+            raise UsageError(f"ggml-cpu: write rows must be an int tensor of shape [{xs[0]}], "
+                             f"got shape {list(start.shape)}")
+        if start.host is not None and (start.host.min() < 0 or start.host.max() >= bs[0]):
+            raise UsageError(f"ggml-cpu: write rows {start.host.min()}..{start.host.max()} exceed axis 0 of size {bs[0]}")
+        lib, ctx = self._lib, self._room()
+        inner = prod(bs[1:])
+        dst = lib.ggml_reshape_4d(ctx, self._p(buf), inner, bs[0], 1, 1)
+        src = lib.ggml_reshape_4d(ctx, self._pf(x), inner, xs[0], 1, 1)
+        out = lib.ggml_set_rows(ctx, dst, src, self._p(start))
+        out = lib.ggml_reshape_4d(ctx, out, *ne(bs))
+        self._order.append(out)
+        return self._new(out, bs, kind=BUFFER, base=buf.base, gtype=buf.type)
+
     def to_numpy(self, x: GTensor) -> np.ndarray:
         if getattr(x, "owner", None) is not self:
             raise UsageError("ggml-cpu: to_numpy() needs a tensor of this backend")
         if x.host is not None:
             return x.host.copy()
-        if x.epoch == PERSIST and x.type != F32:  # a stored weight: dequantize in a graph
-            x = self._new(self._pf(x), x.shape)
+        if x.type != F32 and x.type != I32:  # a weight or half-precision buffer: to f32 in a graph
+            x = self._new(self._pf(x), x.shape, x.base is not None)
         if x.epoch == PERSIST:
             if self._order:  # pending writes may change it
                 self._evaluate()
@@ -583,7 +613,8 @@ class GgmlBackend:
             ff = self._rope_ff[key] = self._persistent(F32, inv.shape, data)
         return ff
 
-    def rope(self, x: GTensor, positions: GTensor, freqs: np.ndarray, interleaved: bool = True) -> GTensor:
+    def rope(self, x: GTensor, positions: GTensor, freqs: np.ndarray, interleaved: bool = True,
+             base: float | None = None) -> GTensor:
         xs = x.shape
         if len(xs) != 3 or xs[2] % 2:
             raise UsageError(f"rope: x must be [S, H, D] with even D, got {list(xs)}")
@@ -598,8 +629,12 @@ class GgmlBackend:
             ff = self._freq_factors(arr)
         ctx = self._room()
         mode = _ffi.ROPE_NORMAL if interleaved else _ffi.ROPE_NEOX
+        if base is not None:  # plain RoPE: GGML derives the frequencies from the base itself
+            ff, freq_base = self._ffi.NULL, float(base)
+        else:
+            freq_base = 1.0
         out = self._lib.ggml_rope_ext(ctx, self._pf(x), self._p(positions), ff, xs[2], mode, 0,
-                                      1.0, 1.0, 0.0, 1.0, 0.0, 0.0)
+                                      freq_base, 1.0, 0.0, 1.0, 0.0, 0.0)
         return self._new(out, xs, x.base is not None)
 
     def attention(self, q: GTensor, k: GTensor, v: GTensor, mask: GTensor | None, scale: float) -> GTensor:
@@ -612,6 +647,15 @@ class GgmlBackend:
             raise UsageError(f"attention: mask must be [{qs[0]}, {ks[0]}], got {list(mask.shape)}")
         self._work += qs[0] * qs[1] * ks[0] * (qs[2] + vs[2])
         lib, ctx = self._lib, self._room()
+        if k.type == _ffi.F16 and v.type == _ffi.F16:
+            # half-precision caches: GGML's fused attention, as llama.cpp computes it (q rounded
+            # to f16 for the K products, an f16 accumulator for V, online softmax)
+            pm = self._ffi.NULL if mask is None else lib.ggml_cast(ctx, self._pf(mask), _ffi.F16)
+            out = lib.ggml_flash_attn_ext(ctx, lib.ggml_permute(ctx, self._pf(q), 0, 2, 1, 3),
+                                          lib.ggml_permute(ctx, self._p(k), 0, 2, 1, 3),
+                                          lib.ggml_permute(ctx, self._p(v), 0, 2, 1, 3), pm, float(scale), 0.0, 0.0)
+            reads = any(t is not None and t.base is not None for t in (q, k, v, mask))
+            return self._new(out, (qs[0], qs[1], vs[2]), reads)  # ggml ne (Dv, H, S): already [S, H, Dv]
         pq, pk, pv = self._pf(q), self._pf(k), self._pf(v)
         pm = self._pf(mask) if mask is not None else self._ffi.NULL
         kq = lib.ggml_mul_mat(ctx, lib.ggml_permute(ctx, pk, 0, 2, 1, 3), lib.ggml_permute(ctx, pq, 0, 2, 1, 3))
@@ -683,8 +727,14 @@ class GgmlBackend:
         if start == 0 and stop == shape[axis]:
             return x
         new = shape[:axis] + (stop - start,) + shape[axis + 1:]
-        offset = start * 4 * prod(shape[axis + 1:])
         ctx = self._room()
+        if x.type in _ITEM and x.base is not None and all(d == 1 for d in shape[:axis]):
+            # a block of a buffer (a KV cache window): a view in the buffer's own type
+            item = _ITEM[x.type]
+            p = self._lib.ggml_view_4d(ctx, self._p(x), *ne(new), *strides(new, item),
+                                       start * item * prod(shape[axis + 1:]))
+            return self._new(p, new, kind=VIEW, base=x.base, gtype=x.type)
+        offset = start * 4 * prod(shape[axis + 1:])
         if all(d == 1 for d in shape[:axis]):  # a contiguous block: a view with its own strides
             return self._view(self._lib.ggml_view_4d(ctx, self._pf(x), *ne(new), *strides(new), offset), new, x)
         p = self._lib.ggml_view_4d(ctx, self._pf(x), *ne(new), *strides(shape), offset)

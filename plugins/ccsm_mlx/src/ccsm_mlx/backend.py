@@ -63,6 +63,7 @@ class MlxBackend:
         self._bar: Any = None
         self._pending: dict[int, mx.array] = {}
         self._buffers: set[int] = set()
+        self._half: set[int] = set()  # buffers made with dtype="float16" (values rounded on write)
         self._int_bounds: dict[int, tuple[int, int]] = {}
         self._derived: dict[tuple[int, str], tuple[Any, mx.array]] = {}
         self._periods: dict[bytes, mx.array] = {}
@@ -119,17 +120,31 @@ class MlxBackend:
             self._bar.close()
             self._bar = None
 
-    def zeros(self, shape: Sequence[int]) -> mx.array:
+    def zeros(self, shape: Sequence[int], dtype: str = "float32") -> mx.array:
+        """A float32 buffer; ``float16`` buffers keep float32 storage holding half-precision values."""
+        if dtype not in ("float32", "float16"):
+            raise UsageError(f"mlx: zeros() dtype must be float32 or float16, got {dtype!r}")
         buf = mx.zeros(tuple(int(s) for s in shape), _F32)
         mx.eval(buf)
         self._buffers.add(id(buf))
         weakref.finalize(buf, self._buffers.discard, id(buf))
+        if dtype == "float16":
+            self._half.add(id(buf))
+            weakref.finalize(buf, self._half.discard, id(buf))
         return buf
 
-    def write(self, buf: mx.array, x: Any, start: int, axis: int = 0) -> mx.array:
+    def write(self, buf: mx.array, x: Any, start: Any, axis: int = 0) -> mx.array:
         if id(buf) not in self._buffers:
             raise UsageError("write: the target is not a buffer made by zeros()")
         x = self._dense(x)
+        if id(buf) in self._half:
+            x = x.astype(mx.float16)
+        if isinstance(start, mx.array):  # one row index per row of x, on axis 0
+            if axis != 0 or start.shape != (x.shape[0],) or x.shape[1:] != buf.shape[1:]:
+                raise UsageError(f"write: rows {list(start.shape)} do not fit {list(x.shape)} into {list(buf.shape)}")
+            buf[start] = x.astype(_F32)
+            self._pending[id(buf)] = buf
+            return buf
         ax = _axis(buf, axis)
         n = x.shape[ax] if x.ndim == buf.ndim else -1
         if x.ndim != buf.ndim or any(x.shape[i] != buf.shape[i] for i in range(buf.ndim) if i != ax) \
@@ -248,7 +263,7 @@ class MlxBackend:
     def layer_norm(self, x, w, b, eps: float):
         return mx.fast.layer_norm(self._dense(x), self._dense(w), self._dense(b), float(eps))
 
-    def rope(self, x, positions, freqs, interleaved: bool = True):
+    def rope(self, x, positions, freqs, interleaved: bool = True, base: float | None = None):
         x = self._dense(x)
         s, h, d = x.shape
         f = np.asarray(freqs, np.float32)
