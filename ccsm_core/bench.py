@@ -150,14 +150,14 @@ def run_text_one(backend: str, model: str, threads: int | None, n_prompt: int, n
     rng = np.random.default_rng(0)
     prompt = rng.integers(10, min(lt.model.cfg.vocab_size, 30000), n_prompt)
     pp, tg = [], []
-    for _ in range(reps + 1):
-        cache = m.new_cache(n_prompt + n_gen + 1)
+    cache = m.new_cache(n_prompt + n_gen + 1)
+    for _ in range(reps + 1):  # as a session runs: one batch for the prompt, then token by token
+        cache.reset()
         t0 = time.perf_counter()
-        logits = be.to_numpy(m.forward(prompt, np.arange(n_prompt), cache))
+        logits = m.next_logits(prompt, cache)
         t1 = time.perf_counter()
-        for i in range(n_gen):
-            tok = int(np.argmax(logits[0]))
-            logits = be.to_numpy(m.forward(np.array([tok]), np.array([n_prompt + i]), cache))
+        for _ in range(n_gen):
+            logits = m.next_logits([int(np.argmax(logits))], cache)
         t2 = time.perf_counter()
         pp.append(n_prompt / (t1 - t0))
         tg.append(n_gen / (t2 - t1))

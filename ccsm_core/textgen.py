@@ -83,21 +83,18 @@ class TextSession:
             keep += 1
         keep = min(keep, len(ids) - 1)  # at least one token must run to give logits
         self.cache.length, self.tokens = keep, ids[:keep]
-        be, logits = self.model.be, None
+        logits = None
         for start in range(keep, len(ids), self.batch):
             chunk = ids[start:start + self.batch]
-            out = self.model.forward(np.asarray(chunk), np.arange(start, start + len(chunk)), self.cache)
+            logits = self.model.next_logits(chunk, self.cache)
             self.tokens.extend(chunk)
-            if start + self.batch >= len(ids):
-                logits = be.to_numpy(out)[0]
         return logits
 
     def _step(self, tok: int) -> np.ndarray:
         """Append one token to the cache and return the logits after it."""
-        pos = len(self.tokens)
-        out = self.model.forward(np.asarray([tok]), np.asarray([pos]), self.cache)
+        logits = self.model.next_logits([tok], self.cache)
         self.tokens.append(tok)
-        return self.model.be.to_numpy(out)[0]
+        return logits
 
     def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Iterator[str]:
         """Text pieces as they are generated (UTF-8 safe; stop strings never leak out)."""

@@ -228,3 +228,39 @@ def test_cli_quantize(tmp_path, cli_runner, reference_backend):
     got = reference_backend.to_numpy(q.model.forward(ids, np.arange(3), q.model.new_cache(8)))
     want = reference_logits("llama", md, t, [1, 2, 3])[-1]
     assert np.max(np.abs(got[0] - want)) < 0.05 * np.max(np.abs(want))
+
+
+def test_projection_fusion_only_for_one_type():
+    """q/k/v (and gate/up) run as one product only when they share a type; biases follow."""
+    from ccsm_core.formats.tensor import TensorData, stack_rows
+    from ccsm_core.models.llama import fuse_projections
+
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((n, 32)).astype(np.float32) for n in (64, 32, 32))
+    w = {"q": q, "k": k, "v": v, "w1": q, "w3": q.astype(np.float16), "bq": q[0], "bk": k[0], "bv": v[0]}
+    fused = fuse_projections(w)
+    assert set(fused) == {"qkv", "bqkv", "w1", "w3"}
+    np.testing.assert_array_equal(fused["qkv"], np.concatenate([q, k, v]))
+    np.testing.assert_array_equal(fused["bqkv"], np.concatenate([q[0], k[0], v[0]]))
+    # quantized rows stack as raw blocks; a different type or width is left alone
+    from gguf import GGMLQuantizationType, quants
+
+    qa = TensorData("a", (64, 32), "Q8_0", quants.quantize(q, GGMLQuantizationType.Q8_0))
+    qb = TensorData("b", (32, 32), "Q8_0", quants.quantize(k, GGMLQuantizationType.Q8_0))
+    st = stack_rows("ab", [qa, qb])
+    np.testing.assert_array_equal(st.numpy(), np.concatenate([qa.numpy(), qb.numpy()]))
+    assert stack_rows("x", [qa, TensorData("c", (32, 32), "F32", k)]) is None
+    assert stack_rows("x", [q, rng.standard_normal((4, 16)).astype(np.float32)]) is None
+
+
+def test_mixed_types_run_unfused(tmp_path, reference_backend):
+    md, t = tiny("llama")
+    t["blk.0.attn_k.weight"] = t["blk.0.attn_k.weight"].astype(np.float16)
+    t["blk.0.ffn_up.weight"] = t["blk.0.ffn_up.weight"].astype(np.float16)
+    path = write_gguf(tmp_path / "mixed.gguf", md, t, "llama")
+    m = load_text_model(path, reference_backend, kv_dtype="float32").model
+    assert "q" in m.stack.layers[0] and "qkv" in m.stack.layers[1] and "w1" in m.stack.layers[0]
+    ids = [1, 2, 3, 9]
+    got = reference_backend.to_numpy(m.forward(np.array(ids), np.arange(4), m.new_cache(16), all_logits=True))
+    want = reference_logits("llama", md, {k: np.asarray(v, np.float32) for k, v in t.items()}, ids)
+    np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)

@@ -59,6 +59,7 @@ class Backend(Protocol):
     def scale(self, x: Tensor, s: float) -> Tensor: """``x * s``."""
     def sum(self, x: Tensor, axis: int) -> Tensor: """Sum over one axis (removed)."""
     def silu(self, x: Tensor) -> Tensor: """``x * sigmoid(x)``."""
+    def swiglu(self, gate: Tensor, up: Tensor) -> Tensor: """``silu(gate) * up`` (one fused op where possible)."""
     def gelu(self, x: Tensor, approximate: bool = False) -> Tensor:
         """GELU: exact (erf), or the tanh approximation with ``approximate=True``."""
     def elu(self, x: Tensor, alpha: float = 1.0) -> Tensor: """ELU."""

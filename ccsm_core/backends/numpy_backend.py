@@ -81,6 +81,9 @@ class NumpyBackend:
     def silu(self, x):
         return (x / (1.0 + np.exp(-x))).astype(_F32, copy=False)
 
+    def swiglu(self, gate, up):
+        return (self.silu(gate) * up).astype(_F32, copy=False)
+
     def gelu(self, x, approximate: bool = False):
         if approximate:
             inner = np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x)

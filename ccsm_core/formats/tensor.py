@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -62,6 +62,38 @@ class TensorData:
             raise FormatError(f"tensor {self.name}: cannot dequantize type {self.dtype}: {e}",
                               "convert the file to a supported type with `ccsm convert`") from e
         return np.asarray(out, dtype=np.float32).reshape(self.shape)
+
+
+def take_rows(t: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a 2-D stored weight, without dequantizing (quant blocks run along rows)."""
+    if isinstance(t, TensorData):
+        raw = np.asarray(t.data).reshape(t.shape[0], -1)[start:stop]
+        return TensorData(f"{t.name}[{start}:{stop}]", (stop - start, *t.shape[1:]), t.dtype,
+                          raw.reshape(-1) if t.quantized else raw)
+    return np.asarray(t)[start:stop]
+
+
+def stack_rows(name: str, parts: Sequence[Any]) -> Any | None:
+    """2-D stored weights of one type and row length stacked along rows (a fused projection:
+    each output row is still computed alone, so results are unchanged), or None when they differ
+    in type or width."""
+    if not parts or any(len(p.shape) != 2 or p.shape[1] != parts[0].shape[1] for p in parts):
+        return None
+    if all(isinstance(p, TensorData) for p in parts):
+        dtype = parts[0].dtype
+        if any(p.dtype != dtype for p in parts):
+            return None
+        raws = [np.asarray(p.data).reshape(p.shape[0], -1) for p in parts]
+        if any(r.shape[1] != raws[0].shape[1] for r in raws):
+            return None
+        raw = np.concatenate(raws)
+        return TensorData(name, (raw.shape[0], parts[0].shape[1]), dtype, raw.reshape(-1) if parts[0].quantized else raw)
+    if any(isinstance(p, TensorData) for p in parts):
+        return None
+    arrays = [np.asarray(p) for p in parts]
+    if any(a.dtype != arrays[0].dtype for a in arrays):
+        return None
+    return np.concatenate(arrays)
 
 
 @dataclass

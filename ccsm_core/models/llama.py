@@ -13,6 +13,7 @@ import numpy as np
 
 from ..backends.base import Backend, Tensor
 from ..errors import FormatError, GenerationError
+from ..formats.tensor import stack_rows
 from .config import LlamaConfig
 
 LAYER_TENSORS = {
@@ -33,6 +34,29 @@ def expected_shapes(cfg: LlamaConfig, prefix: str) -> dict[str, tuple[int, ...]]
     return out
 
 
+def fuse_projections(w: dict[str, Any], name: str = "") -> dict[str, Any]:
+    """A layer's stored weights with q/k/v stacked into ``qkv`` (biases into ``bqkv``) and
+    w1/w3 into ``w13`` where their types allow: one matrix product instead of three (or two),
+    with the same results, as each output row is computed alone."""
+    out = dict(w)
+    qkv = stack_rows(name + "qkv", [w["q"], w["k"], w["v"]])
+    biases = [w.get("b" + n) for n in "qkv"]
+    if qkv is not None and (all(b is None for b in biases) or all(b is not None for b in biases)):
+        for n in "qkv":
+            out.pop(n)
+            out.pop("b" + n, None)
+        out["qkv"] = qkv
+        if biases[0] is not None:
+            out["bqkv"] = np.concatenate([np.asarray(b.numpy() if hasattr(b, "numpy") else b, np.float32).reshape(-1)
+                                          for b in biases])
+    w13 = stack_rows(name + "w13", [w["w1"], w["w3"]])
+    if w13 is not None:
+        out.pop("w1")
+        out.pop("w3")
+        out["w13"] = w13
+    return out
+
+
 def check_shapes(tensors: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
     """Every expected tensor exists with the expected shape (before anything is computed)."""
     for name, shape in shapes.items():
@@ -45,12 +69,20 @@ def check_shapes(tensors: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...
                               "the config.json flavour does not match the weights")
 
 
+def causal_mask(positions: np.ndarray, window: int) -> np.ndarray:
+    """Additive float32 mask ``[S, window]``: cache slot ``j`` is visible to the query at position
+    ``p`` iff ``j <= p`` (torchtune's ``tril(max_seq_len)[pos]``; slots past the end are hidden)."""
+    return np.where(np.arange(window)[None, :] <= np.asarray(positions)[:, None], 0.0, -np.inf).astype(np.float32)
+
+
 class KVCache:
     """Preallocated per-layer K/V buffers ``[capacity, kv_heads, head_dim]`` in the backend,
     stored as ``dtype`` (``float32``, or ``float16`` as llama.cpp keeps text-model caches)."""
 
-    def __init__(self, be: Backend, cfg: LlamaConfig, capacity: int, dtype: str = "float32") -> None:
+    def __init__(self, be: Backend, cfg: LlamaConfig, capacity: int, dtype: str = "float32",
+                 window_multiple: int = 1) -> None:
         shape = (capacity, cfg.num_kv_heads, cfg.head_dim)
+        self.window_multiple = window_multiple  # attention reads whole multiples of this many rows
         self.k = [be.zeros(shape, dtype) for _ in range(cfg.num_layers)]
         self.v = [be.zeros(shape, dtype) for _ in range(cfg.num_layers)]
         self.dtype = dtype
@@ -59,8 +91,15 @@ class KVCache:
         self.steps: dict[Any, Any] = {}  # step graphs a backend captured on these buffers
 
     def reset(self) -> None:
-        """Rewind; stale rows are never read because reads stop at ``length``."""
+        """Rewind; stale rows are masked out of every read."""
         self.length = 0
+
+    def window(self, end: int) -> int:
+        """Rows attention reads when the cache holds ``end``: ``end`` rounded up to a multiple of
+        ``window_multiple`` (at most the capacity). Hidden rows cost compute but let a captured
+        step serve many lengths, and match llama.cpp, which pads its KV view to 256 rows."""
+        m = self.window_multiple
+        return min(self.capacity, -(-end // m) * m)
 
 
 class Llama:
@@ -83,47 +122,73 @@ class Llama:
     def from_torchtune(cls, be: Backend, cfg: LlamaConfig, tensors: Mapping[str, Any], prefix: str) -> "Llama":
         """The stack saved under ``prefix`` with torchtune's names (CSM's checkpoint)."""
         check_shapes(tensors, expected_shapes(cfg, prefix), prefix)
-        layers = [{k: be.weight(tensors[f"{prefix}.layers.{i}.{n}"]) for k, n in LAYER_TENSORS.items()}
+        layers = [{k: be.weight(t) for k, t in fuse_projections(
+                      {k: tensors[f"{prefix}.layers.{i}.{n}"] for k, n in LAYER_TENSORS.items()}, f"{prefix}.{i}.").items()}
                   for i in range(cfg.num_layers)]
         return cls(be, cfg, layers, be.weight(tensors[f"{prefix}.norm.scale"]))
 
-    def new_cache(self, capacity: int | None = None, dtype: str = "float32") -> KVCache:
-        return KVCache(self.be, self.cfg, capacity or self.cfg.max_seq_len, dtype)
+    def new_cache(self, capacity: int | None = None, dtype: str = "float32", window_multiple: int = 1) -> KVCache:
+        return KVCache(self.be, self.cfg, capacity or self.cfg.max_seq_len, dtype, window_multiple)
 
     def forward(self, x: Tensor, positions: np.ndarray, cache: KVCache,
                 trace: Callable[[str, Tensor], None] | None = None) -> Tensor:
         """Run ``x [S, d]`` at ``positions [S]``, appending to ``cache``; returns the final-norm output."""
-        be, cfg = self.be, self.cfg
+        be = self.be
         s = len(positions)
         start, end = cache.length, cache.length + s
         if end > cache.capacity:
             raise GenerationError(f"sequence of {end} positions exceeds the context of {cache.capacity}",
                                   "shorten the text or context, or lower --max-audio-ms")
+        window = cache.window(end)
         pos = be.asarray(np.asarray(positions, np.int32))
-        # torchtune masks cache slot j for query i with tril(max_seq_len)[pos_i]: j <= pos_i
-        mask_np = np.where(np.arange(end)[None, :] <= np.asarray(positions)[:, None], 0.0, -np.inf)
-        mask = be.asarray(mask_np.astype(np.float32))
+        mask = be.asarray(causal_mask(np.asarray(positions), window))
+        out = self._layers(x, pos, start, mask, window, cache, trace)
+        cache.length = end
+        return out
+
+    def step(self, x: Tensor, pos: Tensor, mask: Tensor, cache: KVCache, window: int) -> Tensor:
+        """One position ``pos [1]`` given as a tensor, written at cache row ``pos`` and attending
+        over the first ``window`` rows under ``mask [1, window]``: every input is a tensor, so a
+        backend can capture the step once per window and replay it (the caller sets
+        ``cache.length``)."""
+        return self._layers(x, pos, pos, mask, window, cache, None)
+
+    def _layers(self, x: Tensor, pos: Tensor, rows: int | Tensor, mask: Tensor, window: int, cache: KVCache,
+                trace: Callable[[str, Tensor], None] | None) -> Tensor:
+        be, cfg = self.be, self.cfg
+        s = be.shape(x)[0]
         hd, h, kvh = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
         for i, w in enumerate(self.layers):
             hn = be.rms_norm(x, w["sa_norm"], cfg.norm_eps)
-            q, k, v = (self._proj(hn, w, n) for n in "qkv")
+            if "qkv" in w:
+                qkv = self._proj(hn, w, "qkv")
+                nq, nk = h * hd, kvh * hd
+                q, k, v = (be.slice(qkv, -1, a, b) for a, b in ((0, nq), (nq, nq + nk), (nq + nk, nq + 2 * nk)))
+            else:
+                q, k, v = (self._proj(hn, w, n) for n in "qkv")
             q = be.rope(be.reshape(q, (s, h, hd)), pos, self.freqs, cfg.rope_interleaved, base=self.rope_base)
             k = be.rope(be.reshape(k, (s, kvh, hd)), pos, self.freqs, cfg.rope_interleaved, base=self.rope_base)
             v = be.reshape(v, (s, kvh, hd))
-            cache.k[i] = be.write(cache.k[i], k, start)
-            cache.v[i] = be.write(cache.v[i], v, start)
-            kk = be.slice(cache.k[i], 0, 0, end)
-            vv = be.slice(cache.v[i], 0, 0, end)
+            cache.k[i] = be.write(cache.k[i], k, rows)
+            cache.v[i] = be.write(cache.v[i], v, rows)
+            kk = be.slice(cache.k[i], 0, 0, window)
+            vv = be.slice(cache.v[i], 0, 0, window)
             att = be.reshape(be.attention(q, kk, vv, mask, self.scale), (s, h * hd))
             x = be.add(x, be.matmul(att, w["o"]))
             hn = be.rms_norm(x, w["mlp_norm"], cfg.norm_eps)
-            gate = be.matmul(hn, w["w1"])
-            gate = be.silu(gate) if cfg.activation == "silu" else be.gelu(gate, approximate=True)
-            ff = be.mul(gate, be.matmul(hn, w["w3"]))
+            if "w13" in w:
+                gu = be.matmul(hn, w["w13"])
+                f = cfg.intermediate_dim
+                gate, up = be.slice(gu, -1, 0, f), be.slice(gu, -1, f, 2 * f)
+            else:
+                gate, up = be.matmul(hn, w["w1"]), be.matmul(hn, w["w3"])
+            if cfg.activation == "silu":
+                ff = be.swiglu(gate, up)
+            else:
+                ff = be.mul(be.gelu(gate, approximate=True), up)
             x = be.add(x, be.matmul(ff, w["w2"]))
             if trace is not None:
                 trace(f"layer{i}_out", x)
-        cache.length = end
         return be.rms_norm(x, self.norm, cfg.norm_eps)
 
     def _proj(self, x: Tensor, w: dict[str, Tensor], name: str) -> Tensor:

@@ -15,16 +15,19 @@ Norm weights are used as stored (GGUF's Gemma norms already include the +1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..backends.base import Backend, Tensor
-from ..errors import FormatError, ModelError, UsageError
-from ..formats.tensor import TensorData
+from ..errors import FormatError, GenerationError, ModelError, UsageError
+from ..formats.tensor import take_rows
 from .config import LlamaConfig
-from .llama import KVCache, Llama
+from .llama import KVCache, Llama, causal_mask, fuse_projections
+
+WINDOW = 256  # attention windows grow in steps of this many cache rows (as llama.cpp pads its KV view)
 
 ARCHS = ("llama", "mistral", "qwen2", "phi3", "gemma")
 NEOX = {"qwen2", "phi3", "gemma"}
@@ -65,15 +68,6 @@ class TextConfig:
         return cls(arch, stack, vocab_size, float(np.sqrt(dim)) if arch == "gemma" else None)
 
 
-def _rows(t: Any, start: int, stop: int) -> Any:
-    """Rows ``start:stop`` of a 2-D weight, without dequantizing (quant blocks run along rows)."""
-    if isinstance(t, TensorData):
-        n = t.shape[0]
-        raw = np.asarray(t.data).reshape(n, -1)[start:stop]
-        return TensorData(f"{t.name}[{start}:{stop}]", (stop - start, *t.shape[1:]), t.dtype, raw.reshape(-1) if t.quantized else raw)
-    return np.asarray(t)[start:stop]
-
-
 class TextLM:
     """Embeddings, the Llama stack, the output head: ``forward(ids, positions, cache) -> logits``."""
 
@@ -87,28 +81,26 @@ class TextLM:
         layers = []
         for i in range(st.num_layers):
             p = f"blk.{i}."
-            w: dict[str, Tensor] = {"sa_norm": be.weight(need(p + "attn_norm.weight")),
-                                    "mlp_norm": be.weight(need(p + "ffn_norm.weight")),
-                                    "o": be.weight(need(p + "attn_output.weight")),
-                                    "w2": be.weight(need(p + "ffn_down.weight"))}
+            w: dict[str, Any] = {"sa_norm": need(p + "attn_norm.weight"), "mlp_norm": need(p + "ffn_norm.weight"),
+                                 "o": need(p + "attn_output.weight"), "w2": need(p + "ffn_down.weight")}
             if p + "attn_qkv.weight" in tensors:
                 qkv = need(p + "attn_qkv.weight")
                 nq, nk = st.num_heads * hd, st.num_kv_heads * hd
                 for key, a, b in (("q", 0, nq), ("k", nq, nq + nk), ("v", nq + nk, nq + 2 * nk)):
-                    w[key] = be.weight(_rows(qkv, a, b))
+                    w[key] = take_rows(qkv, a, b)
             else:
                 for key in "qkv":
-                    w[key] = be.weight(need(f"{p}attn_{key}.weight"))
+                    w[key] = need(f"{p}attn_{key}.weight")
             for key in "qkv":
                 if f"{p}attn_{key}.bias" in tensors:
-                    w["b" + key] = be.weight(tensors[f"{p}attn_{key}.bias"])
+                    w["b" + key] = tensors[f"{p}attn_{key}.bias"]
             if p + "ffn_gate.weight" in tensors:
-                w["w1"], w["w3"] = be.weight(need(p + "ffn_gate.weight")), be.weight(need(p + "ffn_up.weight"))
+                w["w1"], w["w3"] = need(p + "ffn_gate.weight"), need(p + "ffn_up.weight")
             else:  # phi3: gate and up fused in ffn_up
                 up = need(p + "ffn_up.weight")
                 ff = st.intermediate_dim
-                w["w1"], w["w3"] = be.weight(_rows(up, 0, ff)), be.weight(_rows(up, ff, 2 * ff))
-            layers.append(w)
+                w["w1"], w["w3"] = take_rows(up, 0, ff), take_rows(up, ff, 2 * ff)
+            layers.append({k: be.weight(v) for k, v in fuse_projections(w, p).items()})
         freqs = None
         if "rope_freqs.weight" in tensors:  # Llama 3.1+: per-pair divisors of the base frequencies
             factors = np.asarray(tensors["rope_freqs.weight"].numpy() if hasattr(tensors["rope_freqs.weight"], "numpy")
@@ -136,7 +128,40 @@ class TextLM:
                                   "the metadata does not match the weights")
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
-        return self.stack.new_cache(capacity, self.kv_dtype)
+        return self.stack.new_cache(capacity, self.kv_dtype, WINDOW)
+
+    def next_logits(self, ids: Sequence[int], cache: KVCache) -> np.ndarray:
+        """Append ``ids`` to ``cache``; the logits ``[vocab]`` after the last of them.
+
+        A single token runs as a captured step where the backend can capture (one graph per
+        attention window of `WINDOW` rows, replayed with new inputs); longer runs are one batch."""
+        be = self.be
+        arr = np.asarray(ids, np.int32).reshape(-1)
+        start = cache.length
+        capture = getattr(be, "capture", None)
+        if len(arr) != 1 or capture is None:
+            return be.to_numpy(self.forward(arr, np.arange(start, start + len(arr)), cache))[0]
+        if not 0 <= int(arr[0]) < self.cfg.vocab_size:
+            raise UsageError(f"token id {int(arr[0])} is outside the vocabulary of {self.cfg.vocab_size}")
+        if start + 1 > cache.capacity:
+            raise GenerationError(f"sequence of {start + 1} positions exceeds the context of {cache.capacity}",
+                                  "shorten the prompt or raise --context")
+        window = cache.window(start + 1)
+        args = (arr, np.array([start], np.int32), causal_mask(np.array([start]), window))
+        key = ("text-step", window)
+        step = cache.steps.get(key)
+        if step is None:
+            step = cache.steps[key] = capture(partial(self._step, cache=cache, window=window), *args)
+        out = step(*args)[0][0]
+        cache.length = start + 1
+        return out
+
+    def _step(self, ids: Tensor, pos: Tensor, mask: Tensor, *, cache: KVCache, window: int) -> Tensor:
+        be = self.be
+        x = be.embedding(self.embeddings, ids)
+        if self.cfg.embed_scale is not None:
+            x = be.scale(x, self.cfg.embed_scale)
+        return be.matmul(self.stack.step(x, pos, mask, cache, window), self.output)
 
     def forward(self, ids: np.ndarray, positions: np.ndarray, cache: KVCache, *, all_logits: bool = False) -> Tensor:
         """Logits ``[1, vocab]`` for the last position (``[S, vocab]`` with ``all_logits``)."""

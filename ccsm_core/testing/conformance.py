@@ -141,6 +141,10 @@ class BackendConformance:
         x = _rand(rng, 5, 33) * 3
         self.check(be.to_numpy(getattr(be, op)(be.asarray(x))), getattr(ref, op)(x))
 
+    def test_swiglu(self, be, ref, rng):
+        g, u = _rand(rng, 5, 33) * 3, _rand(rng, 5, 33)
+        self.check(be.to_numpy(be.swiglu(be.asarray(g), be.asarray(u))), ref.mul(ref.silu(g), u))
+
     def test_gelu_tanh(self, be, ref, rng):
         x = _rand(rng, 5, 33) * 3
         self.check(be.to_numpy(be.gelu(be.asarray(x), approximate=True)), ref.gelu(x, approximate=True))

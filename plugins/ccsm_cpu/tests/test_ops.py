@@ -83,6 +83,8 @@ CASES: list[tuple[str, Callable, tuple, tuple[float, float]]] = [
     ("sum_first", lambda b, x: b.sum(x, 0), (R(6, 4),), ACC),
     ("sum_1d", lambda b, x: b.sum(x, 0), (R(17),), ACC),
     ("silu", lambda b, x: b.silu(x), (R(4, 64, scale=4),), ELEM),
+    ("swiglu", lambda b, g, u: b.swiglu(g, u), (R(4, 64, scale=4), R(4, 64)), ELEM),
+    ("swiglu_views", lambda b, x: b.swiglu(b.slice(x, -1, 0, 32), b.slice(x, -1, 32, 64)), (R(3, 64, scale=4),), ELEM),
     ("gelu", lambda b, x: b.gelu(x), (R(4, 64, scale=4),), ELEM),
     ("gelu_tanh", lambda b, x: b.gelu(x, approximate=True), (R(4, 64, scale=4),), ELEM),
     ("elu", lambda b, x: b.elu(x), (R(4, 64, scale=3),), ELEM),

@@ -51,3 +51,19 @@ def test_greedy_generation_is_llama_cpps(smollm2):
     ref = json.loads(REF.read_text())
     out = TextSession(smollm2).generate(ref["prompt"], TextSettings(temperature=0, max_tokens=len(ref["generated_ids"])))
     assert out.ids == ref["generated_ids"]
+
+
+def test_captured_steps_equal_built_steps_across_windows(smollm2):
+    """Single tokens replay a graph captured per 256-row window; across a window boundary they
+    give exactly what a freshly built graph gives."""
+    m = smollm2.model
+    a, b = m.new_cache(300), m.new_cache(300)
+    prompt = list(range(1000, 1250))
+    m.next_logits(prompt, a)
+    m.forward(np.array(prompt), np.arange(250), b)
+    for i in range(10):  # positions 250..259 cross from window 256 to 300 (the capacity)
+        tok = 2000 + i
+        got = m.next_logits([tok], a)
+        want = m.be.to_numpy(m.forward(np.array([tok]), np.array([250 + i]), b))[0]
+        np.testing.assert_array_equal(got, want)
+    assert {k[1] for k in a.steps} == {256, 300} and a.length == b.length == 260

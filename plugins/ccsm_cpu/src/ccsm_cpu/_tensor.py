@@ -23,12 +23,13 @@ class GTensor:
     persistent buffer handle this tensor views or writes, if any.
     """
 
-    __slots__ = ("ptr", "shape", "type", "epoch", "host", "base", "kind", "owner", "__weakref__")
+    __slots__ = ("ptr", "shape", "type", "epoch", "host", "base", "kind", "owner", "half", "__weakref__")
 
     def __init__(self, ptr: Any, shape: tuple[int, ...], gtype: int, epoch: int, host: Any,
                  base: "GTensor | None", kind: int, owner: Any) -> None:
         self.ptr, self.shape, self.type, self.epoch = ptr, shape, gtype, epoch
         self.host, self.base, self.kind, self.owner = host, base, kind, owner
+        self.half: Any = None  # (epoch, f16 copy) of a mask, made once per graph
 
     def __repr__(self) -> str:
         return f"GTensor(shape={self.shape}, type={self.type}, kind={KIND_NAMES[self.kind]})"

@@ -515,6 +515,12 @@ class GgmlBackend:
     def silu(self, x: GTensor) -> GTensor:
         return self._unary(self._lib.ggml_silu, x)
 
+    def swiglu(self, gate: GTensor, up: GTensor) -> GTensor:
+        if gate.shape != up.shape:
+            raise UsageError(f"swiglu: gate {list(gate.shape)} and up {list(up.shape)} differ")
+        out = self._lib.ggml_swiglu_split(self._room(), self._pf(gate), self._pf(up))
+        return self._new(out, gate.shape, gate.base is not None or up.base is not None)
+
     def gelu(self, x: GTensor, approximate: bool = False) -> GTensor:
         if not approximate:
             return self._unary(self._lib.ggml_gelu_erf, x)
@@ -650,7 +656,7 @@ class GgmlBackend:
         if k.type == _ffi.F16 and v.type == _ffi.F16:
             # half-precision caches: GGML's fused attention, as llama.cpp computes it (q rounded
             # to f16 for the K products, an f16 accumulator for V, online softmax)
-            pm = self._ffi.NULL if mask is None else lib.ggml_cast(ctx, self._pf(mask), _ffi.F16)
+            pm = self._ffi.NULL if mask is None else self._half_mask(mask)
             out = lib.ggml_flash_attn_ext(ctx, lib.ggml_permute(ctx, self._pf(q), 0, 2, 1, 3),
                                           lib.ggml_permute(ctx, self._p(k), 0, 2, 1, 3),
                                           lib.ggml_permute(ctx, self._p(v), 0, 2, 1, 3), pm, float(scale), 0.0, 0.0)
@@ -667,6 +673,15 @@ class GgmlBackend:
         out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, out, 0, 2, 1, 3))
         reads = any(t is not None and t.base is not None for t in (q, k, v, mask))
         return self._new(out, (qs[0], qs[1], vs[2]), reads)
+
+    def _half_mask(self, mask: GTensor) -> Any:
+        """``mask`` as float16 for fused attention, cast once per graph (every layer shares it)."""
+        pm = self._pf(mask)
+        if mask.half is not None and mask.half[0] == self._epoch and mask.half[1] == pm:
+            return mask.half[2]
+        half = self._lib.ggml_cast(self._room(), pm, _ffi.F16)
+        mask.half = (self._epoch, pm, half)
+        return half
 
     def conv1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, dilation: int = 1,
                groups: int = 1) -> GTensor:

@@ -214,6 +214,9 @@ class MlxBackend:
         x = self._dense(x)
         return x * mx.sigmoid(x)
 
+    def swiglu(self, gate, up):
+        return self.silu(gate) * self._dense(up)
+
     def gelu(self, x, approximate: bool = False):
         x = self._dense(x)
         if approximate:
