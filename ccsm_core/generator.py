@@ -182,8 +182,12 @@ class Generator:
         bb_cache, dec_cache = self.model.new_caches()
         positions = np.arange(len(tokens))
         for frame_no in range(max_frames):
-            last_h = self.model.backbone_step(tokens, mask, positions, bb_cache, trace if frame_no == 0 else None)
-            codes = self.model.frame(last_h, sample, dec_cache, trace if frame_no == 0 else None)
+            if frame_no == 0:  # the prompt, in one batch
+                last_h = self.model.backbone_step(tokens, mask, positions, bb_cache, trace)
+                codes = self.model.frame(last_h, sample, dec_cache, trace)
+            else:  # one row per frame
+                h, c0 = self.model.backbone_row(tokens, mask, bb_cache)
+                codes = self.model.frame(h, sample, dec_cache, c0_logits=c0)
             if not codes.any():
                 break
             if progress is not None:

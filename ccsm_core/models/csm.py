@@ -8,13 +8,17 @@ yields codebooks 1..31 through ``audio_head[i-1]`` from projected embeddings.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..backends.base import Backend, Tensor
+from ..errors import GenerationError
 from .config import DECODER_CACHE, CsmConfig
-from .llama import KVCache, Llama, check_shapes
+from .llama import KVCache, Llama, causal_mask, check_shapes
+
+BACKBONE_WINDOW = 64  # backbone attention reads whole multiples of this many cache rows
 
 # (codebook index, logits [vocab]) -> sampled id
 SampleFn = Callable[[int, np.ndarray], int]
@@ -62,17 +66,27 @@ class CSM:
     # -- pieces ----------------------------------------------------------------------------
     def embed(self, tokens: np.ndarray, mask: np.ndarray) -> Tensor:
         """``tokens, mask [S, 33]`` -> backbone input ``[S, d]``: the masked sum over columns."""
-        be, n = self.be, self.cfg.audio_num_codebooks
-        s = tokens.shape[0]
+        be = self.be
+        return self._embed(*(be.asarray(a) for a in self._embed_inputs(tokens, mask)))
+
+    def _embed_inputs(self, tokens: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Host arrays `_embed` takes: audio ids with codebook offsets, their mask, text ids, theirs."""
+        n = self.cfg.audio_num_codebooks
         ids = (tokens[:, :n].astype(np.int64) + self._offsets).reshape(-1).astype(np.int32)
-        audio = be.reshape(be.embedding(self.audio_embeddings, be.asarray(ids)), (s, n, -1))
-        audio = be.sum(be.mul(audio, be.asarray(mask[:, :n, None].astype(np.float32))), axis=1)
-        text = be.embedding(self.text_embeddings, be.asarray(tokens[:, n].astype(np.int32)))
-        text = be.mul(text, be.asarray(mask[:, n:].astype(np.float32)))
+        return (ids, mask[:, :n, None].astype(np.float32), tokens[:, n].astype(np.int32),
+                mask[:, n:].astype(np.float32))
+
+    def _embed(self, audio_ids: Tensor, audio_mask: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+        be, n = self.be, self.cfg.audio_num_codebooks
+        s = be.shape(text_ids)[0]
+        audio = be.reshape(be.embedding(self.audio_embeddings, audio_ids), (s, n, -1))
+        audio = be.sum(be.mul(audio, audio_mask), axis=1)
+        text = be.mul(be.embedding(self.text_embeddings, text_ids), text_mask)
         return be.add(audio, text)
 
     def new_caches(self) -> tuple[KVCache, KVCache]:
-        return self.backbone.new_cache(), self.decoder.new_cache(DECODER_CACHE)
+        return (self.backbone.new_cache(window_multiple=BACKBONE_WINDOW),
+                self.decoder.new_cache(DECODER_CACHE))
 
     def backbone_step(self, tokens: np.ndarray, mask: np.ndarray, positions: np.ndarray, cache: KVCache,
                       trace: Callable[[str, Tensor], None] | None = None) -> Tensor:
@@ -86,22 +100,58 @@ class CSM:
         s = len(positions)
         return self.be.slice(h, 0, s - 1, s)
 
-    def frame(self, last_h: Tensor, sample: SampleFn, cache: KVCache,
-              trace: Callable[[str, Tensor], None] | None = None) -> np.ndarray:
-        """Sample the 32 codes of one frame from the backbone's last hidden state."""
+    def backbone_row(self, tokens: np.ndarray, mask: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
+        """Append one row ``tokens, mask [1, 33]`` at the next position: ``(h [1, d], codebook-0
+        logits [vocab])`` as host arrays. Backends that can capture run one graph per attention
+        window (`BACKBONE_WINDOW` rows), replayed frame after frame."""
+        be, pos = self.be, cache.length
+        capture = getattr(be, "capture", None)
+        if capture is None:
+            h = self.backbone_step(tokens, mask, np.array([pos]), cache)
+            return be.to_numpy(h), be.to_numpy(be.matmul(h, self.codebook0_head))[0]
+        if pos + 1 > cache.capacity:
+            raise GenerationError(f"sequence of {pos + 1} positions exceeds the context of {cache.capacity}",
+                                  "shorten the text or context, or lower --max-audio-ms")
+        window = cache.window(pos + 1)
+        args = (*self._embed_inputs(tokens, mask), np.array([pos], np.int32), causal_mask(np.array([pos]), window))
+        step = cache.steps.get(("row", window))
+        if step is None:
+            step = cache.steps[("row", window)] = capture(partial(self._row, cache=cache, window=window), *args)
+        h, c0 = step(*args)
+        cache.length = pos + 1
+        return h, c0[0]
+
+    def _row(self, audio_ids: Tensor, audio_mask: Tensor, text_ids: Tensor, text_mask: Tensor, pos: Tensor,
+             attn_mask: Tensor, *, cache: KVCache, window: int) -> list[Tensor]:
+        x = self._embed(audio_ids, audio_mask, text_ids, text_mask)
+        h = self.backbone.step(x, pos, attn_mask, cache, window)
+        return [h, self.be.matmul(h, self.codebook0_head)]
+
+    def frame(self, last_h: Tensor | np.ndarray, sample: SampleFn, cache: KVCache,
+              trace: Callable[[str, Tensor], None] | None = None, c0_logits: np.ndarray | None = None) -> np.ndarray:
+        """Sample the 32 codes of one frame from the backbone's last hidden state (a tensor, or
+        a host array with its codebook-0 logits from `backbone_row`)."""
         be, n, v = self.be, self.cfg.audio_num_codebooks, self.cfg.audio_vocab_size
         codes = np.zeros(n, np.int64)
-        codes[0] = sample(0, be.to_numpy(be.matmul(last_h, self.codebook0_head))[0])
-        e0 = be.embedding(self.audio_embeddings, be.asarray(np.array([codes[0]], np.int32)))
-        x = be.matmul(be.concat([last_h, e0], axis=0), self.projection)
-        cache.reset()
-        h = self.decoder.forward(x, np.array([0, 1]), cache)
-        h = be.slice(h, 0, 1, 2)
-        if trace is not None:
-            trace("decoder_h", h)
-        codes[1] = sample(1, be.to_numpy(be.matmul(h, self.audio_heads[0]))[0])
-        # steps 2..n-1 are the same graph every frame: backends that can, build each once
         capture = getattr(be, "capture", None) if trace is None else None
+        if c0_logits is None:
+            h_t = be.asarray(last_h) if isinstance(last_h, np.ndarray) else last_h
+            c0_logits = be.to_numpy(be.matmul(h_t, self.codebook0_head))[0]
+        codes[0] = sample(0, c0_logits)
+        e0 = np.array([codes[0]], np.int32)
+        cache.reset()
+        if capture is not None:  # the decoder's first step (two positions) is the same graph every frame
+            h_host = last_h if isinstance(last_h, np.ndarray) else be.to_numpy(last_h)
+            step = cache.steps.get(1)
+            if step is None:
+                step = cache.steps[1] = capture(partial(self._decoder_first, cache=cache, trace=None), h_host, e0)
+            logits = step(h_host, e0)[0][0]
+            cache.length = 2
+        else:
+            h_t = be.asarray(last_h) if isinstance(last_h, np.ndarray) else last_h
+            logits = be.to_numpy(self._decoder_first(h_t, be.asarray(e0), cache=cache, trace=trace))[0]
+        codes[1] = sample(1, logits)
+        # steps 2..n-1 are the same graph every frame: backends that can, build each once
         steps = cache.steps
         for i in range(2, n):
             ids = np.array([codes[i - 1] + v * (i - 1)], np.int32)
@@ -115,6 +165,17 @@ class CSM:
                 logits = be.to_numpy(self._decoder_step(i, cache, trace)(be.asarray(ids)))[0]
             codes[i] = sample(i, logits)
         return codes
+
+    def _decoder_first(self, h: Tensor, e0_id: Tensor, *, cache: KVCache,
+                       trace: Callable[[str, Tensor], None] | None) -> Tensor:
+        """Decoder positions 0 and 1 (the backbone state, codebook 0's embedding) -> codebook-1 logits."""
+        be = self.be
+        e0 = be.embedding(self.audio_embeddings, e0_id)
+        x = be.matmul(be.concat([h, e0], axis=0), self.projection)
+        hd = be.slice(self.decoder.forward(x, np.array([0, 1]), cache), 0, 1, 2)
+        if trace is not None:
+            trace("decoder_h", hd)
+        return be.matmul(hd, self.audio_heads[0])
 
     def _decoder_step(self, i: int, cache: KVCache, trace: Callable[[str, Tensor], None] | None
                       ) -> Callable[[Tensor], Tensor]:
