@@ -9,6 +9,8 @@ causal layer's state so streamed results equal one-shot results.
 
 from __future__ import annotations
 
+from functools import partial
+
 import copy
 import json
 from pathlib import Path
@@ -113,12 +115,23 @@ class SplitRVQ:
 
     def decode(self, be: Any, codes: np.ndarray) -> Tensor:
         """``codes [n, T]`` (validated) -> latent ``[T, dout]``."""
-        t = codes.shape[1]
-        out = be.matmul(be.embedding(self.tables[0], be.asarray(codes[0].astype(np.int32))),
-                        self.out_proj[0])
-        if self.n > 1:
-            rest = codes[1:] + (np.arange(self.n - 1, dtype=np.int64) * self.bins)[:, None]
-            emb = be.embedding(self.tables[1], be.asarray(rest.reshape(-1).astype(np.int32)))
+        return self.decode_ids(be, *(be.asarray(a) for a in self.ids(codes)))
+
+    def ids(self, codes: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Table rows for ``codes [n, T]``: the first codebook's, then the others' (offset by
+        codebook), as int32 host arrays."""
+        first = codes[0].astype(np.int32)
+        if self.n == 1:
+            return (first,)
+        rest = codes[1:] + (np.arange(self.n - 1, dtype=np.int64) * self.bins)[:, None]
+        return first, rest.reshape(-1).astype(np.int32)
+
+    def decode_ids(self, be: Any, first: Tensor, rest: Tensor | None = None) -> Tensor:
+        """Latent ``[T, dout]`` from the rows `ids` gives (as tensors)."""
+        t = be.shape(first)[0]
+        out = be.matmul(be.embedding(self.tables[0], first), self.out_proj[0])
+        if rest is not None:
+            emb = be.embedding(self.tables[1], rest)
             summed = be.sum(be.reshape(emb, (self.n - 1, t, be.shape(emb)[-1])), 0)
             out = be.add(out, be.matmul(summed, self.out_proj[1]))
         return out
@@ -262,14 +275,37 @@ class MimiStreamDecoder:
         self.frames = 0
         self._state = (mimi.upsample.new_state(be), mimi.decoder_transformer.new_state(be),
                        mimi.decoder.new_state(be))
+        self._steps: dict[int, Any] = {}  # captured graphs by chunk length
 
     def step(self, codes: Any) -> np.ndarray:
-        """Codes ``[n, k]`` (or ``[1, n, k]``) -> the next ``k * 1920`` samples."""
-        c = self.mimi._check_codes(codes)
+        """Codes ``[n, k]`` (or ``[1, n, k]``) -> the next ``k * 1920`` samples.
+
+        After the first chunk, backends that can capture replay one graph per chunk length: the
+        transformer's positions, ring rows and mask are the step's only other inputs."""
+        m = self.mimi
+        c = m._check_codes(codes)
         if c.shape[1] == 0:
             return np.zeros(0, np.float32)
+        capture = getattr(m.be, "capture", None)
+        tr, st = m.decoder_transformer, self._state[1]
+        ring = tr.ring_inputs(st, c.shape[1] * m.upsample.stride) if capture is not None and self.frames else None
         self.frames += c.shape[1]
-        return self.mimi.be.to_numpy(self.mimi._wave(c, self._state))[0].astype(np.float32, copy=False)
+        if ring is None:
+            return m.be.to_numpy(m._wave(c, self._state))[0].astype(np.float32, copy=False)
+        ids = m.quantizer.ids(c)
+        step = self._steps.get(c.shape[1])
+        if step is None:
+            step = self._steps[c.shape[1]] = capture(partial(self._graph, n_ids=len(ids)), *ids, *ring)
+        wave = step(*ids, *ring)[0]
+        tr.advance(st, ring[0], ring[1])
+        return wave[0]
+
+    def _graph(self, *inputs: Tensor, n_ids: int) -> Tensor:
+        m, be, (up, _, dec) = self.mimi, self.mimi.be, self._state
+        h = be.transpose(m.quantizer.decode_ids(be, *inputs[:n_ids]), (1, 0))  # [D, T]
+        h = m.upsample.step(be, h, up)
+        x = m.decoder_transformer.step_in_place(be, be.transpose(h, (1, 0)), *inputs[n_ids:], self._state[1])
+        return m.decoder.step(be, be.transpose(x, (1, 0)), dec)
 
 
 class MimiStreamEncoder:

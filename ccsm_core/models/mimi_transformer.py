@@ -136,10 +136,47 @@ class MimiTransformer:
                  for _ in self.layers]
         return TransformerState(0, rings)
 
+    def ring_inputs(self, st: TransformerState, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """For a step of ``t`` positions that fits the ring (every key its first query needs
+        survives the write): ``(positions [t], ring rows [t], mask [t, slots])``; else None."""
+        if not st.rings:
+            return None
+        slots = st.rings[0].pos.shape[0]
+        if t + self.context - 1 > slots:
+            return None
+        new_pos = np.arange(st.offset, st.offset + t, dtype=np.int64)
+        rows = new_pos % slots
+        after = st.rings[0].pos.copy()
+        after[rows] = new_pos
+        return new_pos.astype(np.int32), rows.astype(np.int32), window_mask(new_pos, after, self.context)
+
+    def step_in_place(self, be: Any, x: Tensor, pos: Tensor, rows: Tensor, mask: Tensor,
+                      st: TransformerState) -> Tensor:
+        """A step on tensors from `ring_inputs` (the caller then calls `advance`): writes each
+        layer's keys at ``rows`` and attends over the ring; ``x [T, Din] -> [T, Dout]``."""
+        x = self._project_in(be, x)
+        for lay, ring in zip(self.layers, st.rings):
+            q, k, v = self._qkv(be, lay, x, pos)
+            ring.k = be.write(ring.k, k, rows)
+            ring.v = be.write(ring.v, v, rows)
+            x = self._finish(be, lay, x, be.attention(q, ring.k, ring.v, mask, self.scale))
+        return self._project_out(be, x)
+
+    def advance(self, st: TransformerState, positions: np.ndarray, rows: np.ndarray) -> None:
+        """Record an in-place step's positions in the rings' bookkeeping."""
+        for ring in st.rings:
+            ring.pos[rows] = positions
+        st.offset += len(positions)
+
     def step(self, be: Any, x: Tensor, st: TransformerState) -> Tensor:
         """Continue the sequence with ``x [T, Din]``; returns ``[T, Dout]``."""
-        x = self._project_in(be, x)
         t, ctx, p0 = be.shape(x)[0], self.context, st.offset
+        ring_in = self.ring_inputs(st, t)
+        if ring_in is not None:  # keys written into the ring first, attention over the ring alone
+            out = self.step_in_place(be, x, *(be.asarray(a) for a in ring_in), st)
+            self.advance(st, ring_in[0], ring_in[1])
+            return out
+        x = self._project_in(be, x)
         new_pos = np.arange(p0, p0 + t, dtype=np.int64)
         pos = be.asarray(new_pos.astype(np.int32))
         if not st.rings:  # no layers
@@ -153,24 +190,13 @@ class MimiTransformer:
         runs = [(t - m, first_slot, min(m, slots - first_slot))]
         if runs[0][2] < m:
             runs.append((t - m + runs[0][2], 0, m - runs[0][2]))
-        # in place when the ring keeps every key the first new query needs after the write
-        in_place = t + ctx - 1 <= slots
-        if in_place:
-            after = ring_pos.copy()
-            for src, slot, n in runs:
-                after[slot:slot + n] = new_pos[src:src + n]
-            mask = be.asarray(window_mask(new_pos, after, ctx))
-        else:
-            mask = be.asarray(window_mask(new_pos, np.concatenate([ring_pos, new_pos]), ctx))
+        mask = be.asarray(window_mask(new_pos, np.concatenate([ring_pos, new_pos]), ctx))
         for lay, ring in zip(self.layers, st.rings):
             q, k, v = self._qkv(be, lay, x, pos)
-            if not in_place:
-                keys, vals = be.concat([ring.k, k], 0), be.concat([ring.v, v], 0)
+            keys, vals = be.concat([ring.k, k], 0), be.concat([ring.v, v], 0)
             for src, slot, n in runs:
                 ring.k = be.write(ring.k, be.slice(k, 0, src, src + n), slot, axis=0)
                 ring.v = be.write(ring.v, be.slice(v, 0, src, src + n), slot, axis=0)
-            if in_place:
-                keys, vals = ring.k, ring.v
             x = self._finish(be, lay, x, be.attention(q, keys, vals, mask, self.scale))
         for ring in st.rings:
             for src, slot, n in runs:

@@ -50,3 +50,17 @@ def test_captured_decoder_steps_give_the_original_frames():
         frames = gen.generate("Hello from CSM.", 0, (), settings)
         np.testing.assert_array_equal(frames, ref["text_frames"])
         assert be.stats()["evaluations"] - before >= 10 * 30  # the replays are evaluations too
+
+
+def test_captured_mimi_stream_past_the_ring_equals_batch():
+    """Frame-by-frame streaming replays one captured graph after the first frame; 140 frames are
+    280 transformer positions, so the ring (265 slots) wraps."""
+    from ccsm_core.models.mimi import load_mimi
+    from ccsm_cpu.backend import GgmlBackend
+
+    mimi = load_mimi(FIXTURE / "mimi.safetensors", FIXTURE / "mimi_config.json", GgmlBackend(threads=2))
+    codes = np.random.default_rng(3).integers(0, 2048, (32, 140))
+    dec = mimi.stream_decoder()
+    streamed = np.concatenate([dec.step(codes[:, t:t + 1]) for t in range(140)])
+    assert list(dec._steps) == [1]
+    np.testing.assert_allclose(streamed, mimi.decode(codes), atol=1e-5, rtol=0)
