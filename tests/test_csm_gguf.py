@@ -96,3 +96,17 @@ def test_damaged_files_give_one_line_errors(converted, cli_runner, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: "), (name, res.output)
         with pytest.raises(CcsmError):
             load_csm(p, "numpy")
+
+
+def test_projections_written_back_to_back(converted):
+    """Each layer's q/k/v and w1/w3 follow each other in the file, so loaders fuse them into one
+    product over the map without a copy (when their sizes keep the 32-byte alignment)."""
+    from ccsm_core.formats.gguf import load_gguf
+
+    names = list(load_gguf(converted["q4_0"]).tensors)
+    for stack in ("backbone", "decoder"):
+        p = f"{stack}.layers.0."
+        i = names.index(p + "attn.q_proj.weight")
+        assert names[i:i + 3] == [p + "attn.q_proj.weight", p + "attn.k_proj.weight", p + "attn.v_proj.weight"]
+        j = names.index(p + "mlp.w1.weight")
+        assert names[j + 1] == p + "mlp.w3.weight"

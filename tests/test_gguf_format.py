@@ -304,3 +304,27 @@ def test_random_corruption_never_crashes(small):
 
 def test_sniff():
     assert sniff(b"GGUF\x03\x00\x00\x00") and not sniff(b"PK\x03\x04") and not sniff(b"")
+
+
+@pytest.mark.parametrize("dtype", ["F32", "Q8_0"])
+def test_back_to_back_tensors_stack_without_a_copy(tmp_path, dtype):
+    """q/k/v written back to back (as `ccsm convert` orders them) fuse into one view of the map."""
+    from ccsm_core.formats.tensor import stack_rows
+
+    rng = np.random.default_rng(0)
+    parts = {n: rng.standard_normal((r, 64)).astype(np.float32) for n, r in (("q", 64), ("k", 32), ("v", 32))}
+    if dtype == "Q8_0":
+        tensors = {f"blk.0.attn_{n}.weight": (a, "Q8_0") for n, a in parts.items()}
+    else:
+        tensors = {f"blk.0.attn_{n}.weight": a for n, a in parts.items()}
+    path = write_gguf(tmp_path / "m.gguf", {}, tensors, "llama")
+    src = load_gguf(path)
+    got = [src.tensors[f"blk.0.attn_{n}.weight"] for n in "qkv"]
+    fused = stack_rows("qkv", got)
+    assert fused.shape == (128, 64) and fused.dtype == dtype
+    assert np.shares_memory(fused.data, got[0].data) and np.shares_memory(fused.data, got[2].data)
+    np.testing.assert_array_equal(fused.numpy(), np.concatenate([g.numpy() for g in got]))
+    # not back to back (v before k): a copy with the same values
+    swapped = stack_rows("qvk", [got[0], got[2], got[1]])
+    assert not np.shares_memory(swapped.data, got[0].data)
+    np.testing.assert_array_equal(swapped.numpy(), np.concatenate([got[0].numpy(), got[2].numpy(), got[1].numpy()]))

@@ -60,6 +60,28 @@ def _store_type(name: str, arr: np.ndarray, qtype: str) -> str:
     return qtype.upper() if arr.shape[-1] % block == 0 else "F16"
 
 
+def _fusable_order(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Each layer's q/k/v projections, and its w1/w3, back to back: loaders then fuse them into
+    one product over a view of the mapped file, without a copy (`stack_rows`)."""
+    groups = (("attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight"),
+              ("mlp.w1.weight", "mlp.w3.weight"))
+    out: dict[str, Any] = {}
+    for name in tensors:
+        if name in out:
+            continue
+        for group in groups:
+            hit = next((g for g in group if name.endswith("." + g)), None)
+            if hit is not None:
+                prefix = name[: -len(hit)]
+                for g in group:
+                    if prefix + g in tensors:
+                        out[prefix + g] = tensors[prefix + g]
+                break
+        else:
+            out[name] = tensors[name]
+    return out
+
+
 def convert_csm(folder: str | Path, out: str | Path, qtype: str = "f32", *,
                 progress: Callable[[str], None] | None = None) -> Path:
     """Write the CSM checkpoint ``folder`` (+ its Mimi and tokenizer) into one GGUF file."""
@@ -96,6 +118,7 @@ def convert_csm(folder: str | Path, out: str | Path, qtype: str = "f32", *,
                 tensors[f"audio_head.{i}.weight"] = (head, _store_type("audio_head", head, qtype))
             continue
         tensors[name] = (arr, _store_type(name, arr, qtype))
+    tensors = _fusable_order(tensors)
     if files.tokenizer is not None and files.tokenizer.suffix == ".json":
         metadata["tokenizer.huggingface.json"] = files.tokenizer.read_text()
     elif files.tokenizer is not None:

@@ -73,10 +73,35 @@ def take_rows(t: Any, start: int, stop: int) -> Any:
     return np.asarray(t)[start:stop]
 
 
+def _span(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
+    """Arrays that lie back to back in one buffer (a memory-mapped file) as one uint8 view of
+    that buffer, else None."""
+    owners = []
+    for a in arrays:
+        o: Any = a
+        while isinstance(o, np.ndarray) and o.base is not None:
+            o = o.base
+        owners.append(o.obj if isinstance(o, memoryview) else o)
+    if isinstance(owners[0], np.ndarray) or any(o is not owners[0] for o in owners) \
+            or not all(a.flags.c_contiguous for a in arrays):
+        return None
+    ptrs = [a.__array_interface__["data"][0] for a in arrays]
+    if any(p + a.nbytes != q for a, p, q in zip(arrays, ptrs, ptrs[1:])):
+        return None
+    try:
+        whole = np.frombuffer(owners[0], np.uint8)
+    except (TypeError, ValueError):
+        return None
+    start = ptrs[0] - whole.ctypes.data
+    total = sum(a.nbytes for a in arrays)
+    return whole[start:start + total] if 0 <= start and start + total <= whole.nbytes else None
+
+
 def stack_rows(name: str, parts: Sequence[Any]) -> Any | None:
     """2-D stored weights of one type and row length stacked along rows (a fused projection:
     each output row is still computed alone, so results are unchanged), or None when they differ
-    in type or width."""
+    in type or width. Parts stored back to back in a memory-mapped file become one view of it
+    (no copy); others are copied."""
     if not parts or any(len(p.shape) != 2 or p.shape[1] != parts[0].shape[1] for p in parts):
         return None
     if all(isinstance(p, TensorData) for p in parts):
@@ -86,8 +111,14 @@ def stack_rows(name: str, parts: Sequence[Any]) -> Any | None:
         raws = [np.asarray(p.data).reshape(p.shape[0], -1) for p in parts]
         if any(r.shape[1] != raws[0].shape[1] for r in raws):
             return None
-        raw = np.concatenate(raws)
-        return TensorData(name, (raw.shape[0], parts[0].shape[1]), dtype, raw.reshape(-1) if parts[0].quantized else raw)
+        rows = sum(r.shape[0] for r in raws)
+        span = _span([np.asarray(p.data) for p in parts])
+        if span is not None:
+            raw = span if parts[0].quantized else span.view(raws[0].dtype).reshape(rows, -1)
+        else:
+            raw = np.concatenate(raws)
+            raw = raw.reshape(-1) if parts[0].quantized else raw
+        return TensorData(name, (rows, parts[0].shape[1]), dtype, raw)
     if any(isinstance(p, TensorData) for p in parts):
         return None
     arrays = [np.asarray(p) for p in parts]
