@@ -11,6 +11,7 @@ audio (a frame is 80 ms).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UsageError
 from .formats.tensor import TensorData, f32_to_bf16
 from .models.config import FLAVORS, CsmConfig
 
@@ -169,6 +171,38 @@ def run_text_one(backend: str, model: str, threads: int | None, n_prompt: int, n
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+LLAMA_CPP = "llama.cpp"  # the reference row of text benchmarks (llama-cpp-python, when installed)
+
+
+def run_llama_cpp_one(model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
+    """The same measurement through llama.cpp (the `llama_cpp` module of llama-cpp-python),
+    for a ratio measured in the same run: one batch for the prompt, then greedy token by token."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise UsageError("llama.cpp is not installed", "pip install llama-cpp-python; ccsm does not need it") from None
+    n = threads or os.cpu_count() or 1
+    llm = Llama(model_path=model, n_ctx=n_prompt + n_gen + 1, n_batch=max(n_prompt, 1), n_threads=n,
+                n_threads_batch=n, verbose=False)
+    rng = np.random.default_rng(0)
+    prompt = [int(t) for t in rng.integers(10, min(llm.n_vocab(), 30000), n_prompt)]
+    pp, tg = [], []
+    for _ in range(reps + 1):
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(prompt)
+        t1 = time.perf_counter()
+        for _ in range(n_gen):
+            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        t2 = time.perf_counter()
+        pp.append(n_prompt / (t1 - t0))
+        tg.append(n_gen / (t2 - t1))
+    pp, tg = pp[1:], tg[1:]
+    return {"backend": LLAMA_CPP, "model": str(model), "threads": threads, "n_prompt": n_prompt, "n_gen": n_gen,
+            "pp_tok_s": statistics.median(pp), "tg_tok_s": statistics.median(tg),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def run_text_all(backends: list[str], model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int,
                  progress: Any = None) -> list[dict[str, Any]]:
     results = []
@@ -190,9 +224,16 @@ def _child(cmd: list[str], ident: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # one configuration, JSON on stdout (used by run_all / run_text_all)
-    if sys.argv[1] == "--text":
-        b, mdl, th, n_p, n_g, r = sys.argv[2:8]
-        print(json.dumps(run_text_one(b, mdl, int(th) or None, int(n_p), int(n_g), int(r))))
-    else:
-        b, ty, n, w, th, sh = sys.argv[1:7]
-        print(json.dumps(run_one(b, ty, int(n), int(w), int(th) or None, sh)))
+    from .errors import CcsmError
+
+    try:
+        if sys.argv[1] == "--text":
+            b, mdl, th, n_p, n_g, r = sys.argv[2:8]
+            run = run_text_one if b != LLAMA_CPP else (lambda _b, *a: run_llama_cpp_one(*a))
+            print(json.dumps(run(b, mdl, int(th) or None, int(n_p), int(n_g), int(r))))
+        else:
+            b, ty, n, w, th, sh = sys.argv[1:7]
+            print(json.dumps(run_one(b, ty, int(n), int(w), int(th) or None, sh)))
+    except CcsmError as e:
+        print(e.one_line(), file=sys.stderr)
+        sys.exit(2)

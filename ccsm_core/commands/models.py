@@ -87,7 +87,9 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 
 
 @click.command()
-@click.option("--backend", "-b", "backends", multiple=True, help="Backend(s) to measure (default: every available one).")
+@click.option("--backend", "-b", "backends", multiple=True,
+              help="Backend(s) to measure (default: every available one); with --model also 'llama.cpp' "
+                   "(needs llama-cpp-python) for a reference measured in the same run.")
 @click.option("--type", "types", multiple=True, help="Weight type(s): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k (default: f32 q8_0 q4_0).")
 @click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames timed (after warm-up).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Frames run before timing.")
@@ -119,8 +121,11 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
         if t not in TYPES:
             raise UsageError(f"unknown --type {t!r}", f"one of {', '.join(TYPES)}")
     names = list(backends) or [e.name for e in registry("backends") if backend_status(e) is None]
+    from ..bench import LLAMA_CPP
+
     for name in names:
-        registry("backends").get(name)
+        if name != LLAMA_CPP or text_model is None:
+            registry("backends").get(name)
     if text_model is not None:
         _bench_text(names, text_model, threads, prompt_tokens, gen_tokens, as_json, run_text_all)
         return
