@@ -178,12 +178,13 @@ def run_llama_cpp_one(model: str, threads: int | None, n_prompt: int, n_gen: int
     """The same measurement through llama.cpp (the `llama_cpp` module of llama-cpp-python),
     for a ratio measured in the same run: one batch for the prompt, then greedy token by token."""
     try:
-        from llama_cpp import Llama
+        from llama_cpp import Llama, llama_get_logits
     except ImportError:
         raise UsageError("llama.cpp is not installed", "pip install llama-cpp-python; ccsm does not need it") from None
     n = threads or os.cpu_count() or 1
+    # flash attention on, as llama.cpp's own tools default to on CPUs (llama-cpp-python defaults off)
     llm = Llama(model_path=model, n_ctx=n_prompt + n_gen + 1, n_batch=max(n_prompt, 1), n_threads=n,
-                n_threads_batch=n, verbose=False)
+                n_threads_batch=n, flash_attn=True, verbose=False)
     rng = np.random.default_rng(0)
     prompt = [int(t) for t in rng.integers(10, min(llm.n_vocab(), 30000), n_prompt)]
     pp, tg = [], []
@@ -193,7 +194,8 @@ def run_llama_cpp_one(model: str, threads: int | None, n_prompt: int, n_gen: int
         llm.eval(prompt)
         t1 = time.perf_counter()
         for _ in range(n_gen):
-            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+            logits = np.ctypeslib.as_array(llama_get_logits(llm.ctx), shape=(llm.n_vocab(),))
+            llm.eval([int(np.argmax(logits))])
         t2 = time.perf_counter()
         pp.append(n_prompt / (t1 - t0))
         tg.append(n_gen / (t2 - t1))

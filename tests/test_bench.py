@@ -46,9 +46,10 @@ def test_llama_cpp_row_measures_greedy_decoding(monkeypatch):
     fed: list[list[int]] = []
 
     class FakeLlama:
-        def __init__(self, model_path, n_ctx, n_batch, n_threads, n_threads_batch, verbose):
-            assert n_batch >= 8 and n_threads == n_threads_batch == 2
-            self.scores = np.zeros((n_ctx, 50), np.float32)
+        def __init__(self, model_path, n_ctx, n_batch, n_threads, n_threads_batch, flash_attn, verbose):
+            assert n_batch >= 8 and n_threads == n_threads_batch == 2 and flash_attn
+            self.logits = np.zeros(50, np.float32)
+            self.ctx = "ctx"
             self.n_tokens = 0
 
         def n_vocab(self):
@@ -60,9 +61,20 @@ def test_llama_cpp_row_measures_greedy_decoding(monkeypatch):
         def eval(self, tokens):
             fed.append(list(tokens))
             self.n_tokens += len(tokens)
-            self.scores[self.n_tokens - 1, (self.n_tokens * 7) % 50] = 1.0
+            self.logits[:] = 0
+            self.logits[(self.n_tokens * 7) % 50] = 1.0
 
-    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=FakeLlama))
+    made: list[FakeLlama] = []
+
+    def get_logits(ctx):
+        assert ctx == "ctx"
+        return np.ctypeslib.as_ctypes(made[-1].logits)
+
+    def make(**kw):
+        made.append(FakeLlama(**kw))
+        return made[-1]
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=make, llama_get_logits=get_logits))
     row = run_llama_cpp_one("m.gguf", 2, 8, 3, 1)
     assert row["backend"] == LLAMA_CPP and row["pp_tok_s"] > 0 and row["tg_tok_s"] > 0
     assert [len(f) for f in fed] == [8, 1, 1, 1] * 2
