@@ -653,7 +653,7 @@ class GgmlBackend:
             raise UsageError(f"attention: mask must be [{qs[0]}, {ks[0]}], got {list(mask.shape)}")
         self._work += qs[0] * qs[1] * ks[0] * (qs[2] + vs[2])
         lib, ctx = self._lib, self._room()
-        if (k.type == _ffi.F16 and v.type == _ffi.F16) or os.environ.get("CCSM_FA32") == "1":
+        if k.type == _ffi.F16 and v.type == _ffi.F16:
             # half-precision caches: GGML's fused attention, as llama.cpp computes it (q rounded
             # to f16 for the K products, an f16 accumulator for V, online softmax)
             pm = self._ffi.NULL if mask is None else self._half_mask(mask)
