@@ -14,7 +14,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..backends.base import Backend, Tensor
-from ..errors import GenerationError
 from .config import DECODER_CACHE, CsmConfig
 from .llama import KVCache, Llama, causal_mask, check_shapes
 
@@ -109,9 +108,7 @@ class CSM:
         if capture is None:
             h = self.backbone_step(tokens, mask, np.array([pos]), cache)
             return be.to_numpy(h), be.to_numpy(be.matmul(h, self.codebook0_head))[0]
-        if pos + 1 > cache.capacity:
-            raise GenerationError(f"sequence of {pos + 1} positions exceeds the context of {cache.capacity}",
-                                  "shorten the text or context, or lower --max-audio-ms")
+        cache.check_room(pos + 1)
         window = cache.window(pos + 1)
         args = (*self._embed_inputs(tokens, mask), np.array([pos], np.int32), causal_mask(np.array([pos]), window))
         step = cache.steps.get(("row", window))

@@ -83,6 +83,7 @@ class KVCache:
                  window_multiple: int = 1) -> None:
         shape = (capacity, cfg.num_kv_heads, cfg.head_dim)
         self.window_multiple = window_multiple  # attention reads whole multiples of this many rows
+        self.full_hint = "shorten the text or context, or lower --max-audio-ms"  # said when it overflows
         self.k = [be.zeros(shape, dtype) for _ in range(cfg.num_layers)]
         self.v = [be.zeros(shape, dtype) for _ in range(cfg.num_layers)]
         self.dtype = dtype
@@ -93,6 +94,12 @@ class KVCache:
     def reset(self) -> None:
         """Rewind; stale rows are masked out of every read."""
         self.length = 0
+
+    def check_room(self, end: int) -> None:
+        """`GenerationError` unless the cache can hold ``end`` positions."""
+        if end > self.capacity:
+            raise GenerationError(f"sequence of {end} positions exceeds the context of {self.capacity}",
+                                  self.full_hint)
 
     def window(self, end: int) -> int:
         """Rows attention reads when the cache holds ``end``: ``end`` rounded up to a multiple of
@@ -136,9 +143,7 @@ class Llama:
         be = self.be
         s = len(positions)
         start, end = cache.length, cache.length + s
-        if end > cache.capacity:
-            raise GenerationError(f"sequence of {end} positions exceeds the context of {cache.capacity}",
-                                  "shorten the text or context, or lower --max-audio-ms")
+        cache.check_room(end)
         window = cache.window(end)
         pos = be.asarray(np.asarray(positions, np.int32))
         mask = be.asarray(causal_mask(np.asarray(positions), window))

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..backends.base import Backend, Tensor
-from ..errors import FormatError, GenerationError, ModelError, UsageError
+from ..errors import FormatError, ModelError, UsageError
 from ..formats.tensor import take_rows
 from .config import LlamaConfig
 from .llama import KVCache, Llama, causal_mask, fuse_projections
@@ -128,7 +128,9 @@ class TextLM:
                                   "the metadata does not match the weights")
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
-        return self.stack.new_cache(capacity, self.kv_dtype, WINDOW)
+        cache = self.stack.new_cache(capacity, self.kv_dtype, WINDOW)
+        cache.full_hint = "shorten the prompt or raise --context"
+        return cache
 
     def next_logits(self, ids: Sequence[int], cache: KVCache) -> np.ndarray:
         """Append ``ids`` to ``cache``; the logits ``[vocab]`` after the last of them.
@@ -143,9 +145,7 @@ class TextLM:
             return be.to_numpy(self.forward(arr, np.arange(start, start + len(arr)), cache))[0]
         if not 0 <= int(arr[0]) < self.cfg.vocab_size:
             raise UsageError(f"token id {int(arr[0])} is outside the vocabulary of {self.cfg.vocab_size}")
-        if start + 1 > cache.capacity:
-            raise GenerationError(f"sequence of {start + 1} positions exceeds the context of {cache.capacity}",
-                                  "shorten the prompt or raise --context")
+        cache.check_room(start + 1)
         window = cache.window(start + 1)
         args = (arr, np.array([start], np.int32), causal_mask(np.array([start]), window))
         key = ("text-step", window)
