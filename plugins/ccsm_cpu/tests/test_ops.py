@@ -377,3 +377,24 @@ def test_mimi_streaming_decode_matches_numpy():
         outs[name] = np.concatenate([np.asarray(stream.step(codes[:, i:i + 1])).reshape(-1) for i in range(5)])
     assert np.abs(outs["numpy"]).max() > 1e-3
     np.testing.assert_allclose(outs["ggml-cpu"], outs["numpy"], rtol=1e-4, atol=1e-5)
+
+
+def test_captured_index_inputs_are_checked_at_every_replay(be):
+    """Row indices given to a captured graph (embedding ids, cache rows) are range-checked on the
+    host at each replay: GGML would read or write out of bounds."""
+    table = be.weight(np.arange(12, dtype=np.float32).reshape(6, 2))
+    buf = be.zeros((4, 2))
+
+    def fn(ids, rows):
+        be.write(buf, be.embedding(table, ids), rows)
+        return be.embedding(table, ids)
+
+    step = be.capture(fn, np.array([1, 2], np.int32), np.array([0, 1], np.int32))
+    np.testing.assert_array_equal(step(np.array([5, 0], np.int32), np.array([2, 3], np.int32))[0], [[10, 11], [0, 1]])
+    np.testing.assert_array_equal(be.to_numpy(buf)[2:], [[10, 11], [0, 1]])
+    with pytest.raises(UsageError, match=r"outside \[0, 6\)"):
+        step(np.array([6, 0], np.int32), np.array([0, 1], np.int32))
+    with pytest.raises(UsageError, match=r"outside \[0, 4\)"):
+        step(np.array([1, 0], np.int32), np.array([3, 4], np.int32))
+    with pytest.raises(UsageError, match="outside"):
+        step(np.array([-1, 0], np.int32), np.array([0, 1], np.int32))

@@ -36,8 +36,8 @@ class Captured:
         lib, ffi = be._lib, be._ffi
         if be._order:
             be._evaluate()  # pending writes first: the capture starts from a clean epoch
-        saved = (be._ctxs, be._ci, be._ctx, be._limit)
-        be._ctxs, be._ci = [], -1
+        saved = (be._ctxs, be._ci, be._ctx, be._limit, be._index_bounds)
+        be._ctxs, be._ci, be._index_bounds = [], -1, {}
         be._next_ctx_size = _CAPTURE_OBJECTS
         try:
             be._next_ctx()
@@ -51,6 +51,9 @@ class Captured:
             arg_ptrs = [a.ptr if a.epoch == be._epoch else None for a in args]
             self.consts = [(t, arr) for t, arr in be._inputs if not any(t == p for p in arg_ptrs if p is not None)]
             self.args = arg_ptrs
+            addr = lambda t: int(ffi.cast("uintptr_t", t))  # noqa: E731
+            # inputs used as row indices (embedding ids, cache rows): their bound, checked per replay
+            self.bounds = [None if t is None else be._index_bounds.get(addr(t)) for t in arg_ptrs]
             self.outs = [(be._pf(o), o.shape) for o in outs]
             n_objects = sum(lib.ggml_used_mem(c.handle) for c in be._ctxs) // be._ovh
             size = n_objects + be._n_persist + 8
@@ -73,7 +76,7 @@ class Captured:
             for h in (r() for r in be._live):  # buffer handles point at their buffers again
                 if h is not None and h.kind == BUFFER:
                     h.ptr, h.epoch = h.base.ptr, PERSIST
-            be._ctxs, be._ci, be._ctx, be._limit = saved
+            be._ctxs, be._ci, be._ctx, be._limit, be._index_bounds = saved
             be._next_ctx_size = None
             be._epoch += 1
             be._work = 0
@@ -92,10 +95,12 @@ class Captured:
         start = time.perf_counter()
         for t, arr in self.consts:
             ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
-        for t, a, dtype, shape in zip(self.args, arrays, self.in_dtypes, self.in_shapes):
+        for t, a, dtype, shape, bound in zip(self.args, arrays, self.in_dtypes, self.in_shapes, self.bounds):
             arr = np.ascontiguousarray(a, dtype=np.int32 if dtype.kind in "iub" else np.float32)
             if arr.shape != shape:
                 raise UsageError(f"ggml-cpu: captured input has shape {list(arr.shape)}, expected {list(shape)}")
+            if bound is not None and arr.size and (arr.min() < 0 or arr.max() >= bound):
+                raise UsageError(f"ggml-cpu: captured row indices {arr.min()}..{arr.max()} are outside [0, {bound})")
             if t is not None:
                 ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
         n = be.threads if self.work >= be.min_parallel_work else 1

@@ -112,6 +112,7 @@ class GgmlBackend:
         self._live: list[weakref.ref] = []
         self._order: list[Any] = []
         self._inputs: list[tuple[Any, np.ndarray]] = []
+        self._index_bounds: dict[int, int] = {}  # index input tensor address -> rows it may address
         self._gctx: Context | None = None
         self._gsize = 0
         self._stats = {"evaluations": 0, "graph_nodes": 0, "compute_s": 0.0, "eval_s": 0.0}
@@ -366,6 +367,14 @@ class GgmlBackend:
         self._order.append(out)
         return self._new(out, bs, kind=BUFFER, base=buf.base)
 
+    def _index(self, idx: GTensor, bound: int) -> Any:
+        """``idx``'s tensor, noted as rows in ``[0, bound)``: a captured graph checks the values
+        of such inputs at every replay before GGML reads or writes through them."""
+        p = self._p(idx)
+        key = int(self._ffi.cast("uintptr_t", p))
+        self._index_bounds[key] = min(bound, self._index_bounds.get(key, bound))
+        return p
+
     def _write_rows(self, buf: GTensor, x: GTensor, start: GTensor, axis: int) -> GTensor:
         """Write ``x`` at the rows ``start[0], start[0]+1, ...`` (an int tensor: one row index per
         row of ``x``), so a captured step can write at a row that changes between replays."""
@@ -381,7 +390,7 @@ class GgmlBackend:
         inner = prod(bs[1:])
         dst = lib.ggml_reshape_4d(ctx, self._p(buf), inner, bs[0], 1, 1)
         src = lib.ggml_reshape_4d(ctx, self._pf(x), inner, xs[0], 1, 1)
-        out = lib.ggml_set_rows(ctx, dst, src, self._p(start))
+        out = lib.ggml_set_rows(ctx, dst, src, self._index(start, bs[0]))
         out = lib.ggml_reshape_4d(ctx, out, *ne(bs))
         self._order.append(out)
         return self._new(out, bs, kind=BUFFER, base=buf.base, gtype=buf.type)
@@ -478,6 +487,7 @@ class GgmlBackend:
         self._live.clear()
         self._order.clear()
         self._inputs.clear()
+        self._index_bounds.clear()
 
     # -- elementwise and reductions ------------------------------------------------------
     def _binary(self, fn: Any, a: GTensor, b: GTensor, what: str) -> GTensor:
@@ -576,7 +586,7 @@ class GgmlBackend:
         if ids.host.min() < 0 or ids.host.max() >= rows:
             raise UsageError(f"embedding: ids outside [0, {rows}): min {ids.host.min()}, max {ids.host.max()}")
         ctx = self._room()
-        out = self._lib.ggml_get_rows(ctx, self._p(table), self._p(ids))
+        out = self._lib.ggml_get_rows(ctx, self._p(table), self._index(ids, rows))
         return self._new(out, (ids.shape[0], table.shape[1]), table.base is not None)
 
     def matmul(self, x: GTensor, w: GTensor) -> GTensor:
