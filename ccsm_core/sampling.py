@@ -47,9 +47,22 @@ def top_k(k: int = 50) -> Processor:
     def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
         if k >= logits.shape[-1]:
             return logits
-        kth = np.partition(logits, -k)[-k]
-        return np.where(logits < kth, NEG_INF, logits)
+        return np.where(logits < _kth_largest(logits, k), NEG_INF, logits)
     return apply
+
+
+def _kth_largest(x: np.ndarray, k: int) -> Any:
+    """The k-th largest value of ``x``. Large vocabularies first narrow the search to the values
+    above a threshold taken from a strided sample (exact: used only when at least k pass it)."""
+    n = x.shape[-1]
+    if n >= 8192 and k <= n // 64:
+        step = n // 1024
+        sample = x[::step]
+        rank = min(sample.size, 4 * k // step + 2)  # expect about 4k values above the threshold
+        cand = x[x >= np.partition(sample, -rank)[-rank]]
+        if cand.size >= k:
+            return np.partition(cand, -k)[-k]
+    return np.partition(x, -k)[-k]
 
 
 def top_p(p: float = 1.0) -> Processor:
@@ -59,7 +72,10 @@ def top_p(p: float = 1.0) -> Processor:
     def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
         if p >= 1.0:
             return logits
-        order = np.argsort(-logits, kind="stable")
+        live = np.flatnonzero(logits > NEG_INF)  # banned ids carry no probability: sort the rest only
+        if live.size == 0:
+            return logits
+        order = live[np.argsort(-logits[live], kind="stable")]
         probs = _softmax(logits[order])
         keep = np.cumsum(probs) - probs < p  # a token stays if the mass before it is < p
         out = np.full_like(logits, NEG_INF)
@@ -145,11 +161,12 @@ def greedy() -> SamplerFn:
 
 
 def categorical() -> SamplerFn:
-    """An exact categorical draw as the original: ``argmax(probs / q)``, ``q ~ Exp(1)``."""
+    """An exact categorical draw as the original: ``argmax(probs / q)``, ``q ~ Exp(1)``, taken
+    over the ids a filter left (the others have probability 0 and could never win)."""
     def draw(logprobs: np.ndarray, rng: np.random.Generator) -> int:
-        probs = np.exp(logprobs.astype(np.float64))
-        q = rng.exponential(1.0, size=probs.shape)
-        return int(np.argmax(probs / q))
+        live = np.flatnonzero(logprobs > -np.inf)
+        probs = np.exp(logprobs[live].astype(np.float64))
+        return int(live[np.argmax(probs / rng.exponential(1.0, size=live.shape))])
     return draw
 
 
@@ -167,9 +184,16 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = np.max(x)
-    return x - m - np.log(np.sum(np.exp(x - m)))
+    live = np.flatnonzero(x > -np.inf)
+    if live.size == x.size:
+        x = x.astype(np.float64)
+        m = np.max(x)
+        return x - m - np.log(np.sum(np.exp(x - m)))
+    out = np.full(x.shape, -np.inf)  # filtered ids stay -inf; the rest are normalised among themselves
+    xs = x[live].astype(np.float64)
+    m = np.max(xs) if xs.size else 0.0
+    out[live] = xs - m - np.log(np.sum(np.exp(xs - m)))
+    return out
 
 
 @dataclass

@@ -66,6 +66,33 @@ def test_categorical_matches_distribution():
     np.testing.assert_allclose(draws, [0.6, 0.3, 0.1], atol=0.03)
 
 
+def test_large_vocabulary_top_k_is_exact():
+    """Big vocabularies narrow the k-th-largest search with a sample; the result never changes."""
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.choice([8192, 49152, 151936]))
+        k = int(rng.integers(1, 300))
+        x = (rng.standard_normal(n) * rng.uniform(0.1, 10)).astype(np.float32)
+        if trial % 3 == 0:
+            x[rng.integers(0, n, n // 2)] = -np.inf
+        if trial % 4 == 0:
+            x = np.round(x)  # many ties
+        want = np.partition(x, -k)[-k]
+        assert S._kth_largest(x, k) == want
+        np.testing.assert_array_equal(S.top_k(k)(NONE, x), np.where(x < want, -np.inf, x))
+
+
+def test_filtered_distribution_is_sampled_exactly():
+    """Draws are taken over the ids the filters left, in the proportions of their probabilities."""
+    chain = build_sampler(temperature=1.0, top_p=0.9)
+    rng = np.random.default_rng(7)
+    logits = np.log(np.array([0.5, 0.05, 0.3, 0.1, 0.05], np.float32))  # top-p keeps ids 0, 2, 3
+    draws = np.bincount([chain(NONE, logits, rng) for _ in range(9000)], minlength=5) / 9000
+    np.testing.assert_allclose(draws, [5 / 9, 0, 3 / 9, 1 / 9, 0], atol=0.02)
+    lp = S.log_softmax(np.array([0.0, -np.inf, np.log(3.0)], np.float32))
+    np.testing.assert_allclose(np.exp(lp), [0.25, 0, 0.75], rtol=1e-6)
+
+
 def test_seeded_reproducible():
     logits = np.random.default_rng(0).standard_normal(100).astype(np.float32)
     a = [build_sampler(temperature=0.9, topk=50)(NONE, logits, r) for r in [np.random.default_rng(7)] * 20]
