@@ -35,6 +35,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 Tensor = Any  # a backend's own handle type
+BUFFER_DTYPES = ("float32", "float16")  # what ``zeros(shape, dtype)`` accepts
 
 
 @runtime_checkable

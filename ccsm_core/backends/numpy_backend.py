@@ -7,6 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UsageError
+from ..formats.tensor import float32_values
+from .base import BUFFER_DTYPES
 
 _F32 = np.float32
 
@@ -30,8 +32,6 @@ class NumpyBackend:
     def __init__(self, threads: int | None = None, **options: Any) -> None:
         """``threads`` is accepted and left to NumPy's BLAS; other options are errors."""
         if options:
-            from ..errors import UsageError
-
             raise UsageError(f"numpy: unknown backend option(s) {', '.join(sorted(options))}",
                              "the NumPy backend takes only threads (left to its BLAS)")
         self.threads = threads
@@ -42,12 +42,11 @@ class NumpyBackend:
         return a.astype(np.int32) if a.dtype.kind in "iub" else a.astype(_F32, copy=False)
 
     def weight(self, t: Any) -> np.ndarray:
-        arr = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
-        return np.ascontiguousarray(arr, dtype=_F32)
+        return float32_values(t)
 
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> np.ndarray:
-        if dtype not in ("float32", "float16"):
-            raise UsageError(f"numpy: zeros() dtype must be float32 or float16, got {dtype!r}")
+        if dtype not in BUFFER_DTYPES:
+            raise UsageError(f"numpy: zeros() dtype must be one of {', '.join(BUFFER_DTYPES)}, got {dtype!r}")
         return np.zeros(tuple(shape), dtype)
 
     def write(self, buf: np.ndarray, x: np.ndarray, start: Any, axis: int = 0) -> np.ndarray:

@@ -64,6 +64,11 @@ class TensorData:
         return np.asarray(out, dtype=np.float32).reshape(self.shape)
 
 
+def float32_values(t: Any) -> np.ndarray:
+    """A stored tensor (`TensorData`, dequantized) or an array, as contiguous float32 values."""
+    return np.ascontiguousarray(t.numpy() if isinstance(t, TensorData) else t, dtype=np.float32)
+
+
 def take_rows(t: Any, start: int, stop: int) -> Any:
     """Rows ``start:stop`` of a 2-D stored weight, without dequantizing (quant blocks run along rows)."""
     if isinstance(t, TensorData):

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..backends.base import Backend, Tensor
+from ..formats.tensor import float32_values
 from .config import DECODER_CACHE, CsmConfig
 from .llama import KVCache, Llama, causal_mask, check_shapes
 
@@ -55,8 +56,7 @@ class CSM:
         n, dd, v = cfg.audio_num_codebooks - 1, cfg.decoder.embed_dim, cfg.audio_vocab_size
         if "audio_head" in tensors:
             check_shapes(tensors, {"audio_head": (n, dd, v)}, "csm")
-            raw = tensors["audio_head"]
-            arr = raw.numpy() if hasattr(raw, "numpy") else np.asarray(raw)
+            arr = float32_values(tensors["audio_head"])
             return [self.be.weight(np.ascontiguousarray(arr[i].T)) for i in range(n)]
         names = {f"audio_head.{i}.weight": (v, dd) for i in range(n)}
         check_shapes(tensors, names, "csm")
@@ -131,8 +131,8 @@ class CSM:
         be, n, v = self.be, self.cfg.audio_num_codebooks, self.cfg.audio_vocab_size
         codes = np.zeros(n, np.int64)
         capture = getattr(be, "capture", None) if trace is None else None
+        h_t = be.asarray(last_h) if isinstance(last_h, np.ndarray) else last_h
         if c0_logits is None:
-            h_t = be.asarray(last_h) if isinstance(last_h, np.ndarray) else last_h
             c0_logits = be.to_numpy(be.matmul(h_t, self.codebook0_head))[0]
         codes[0] = sample(0, c0_logits)
         e0 = np.array([codes[0]], np.int32)
@@ -145,7 +145,6 @@ class CSM:
             logits = step(h_host, e0)[0][0]
             cache.length = 2
         else:
-            h_t = be.asarray(last_h) if isinstance(last_h, np.ndarray) else last_h
             logits = be.to_numpy(self._decoder_first(h_t, be.asarray(e0), cache=cache, trace=trace))[0]
         codes[1] = sample(1, logits)
         # steps 2..n-1 are the same graph every frame: backends that can, build each once

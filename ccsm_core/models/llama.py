@@ -13,7 +13,7 @@ import numpy as np
 
 from ..backends.base import Backend, Tensor
 from ..errors import FormatError, GenerationError
-from ..formats.tensor import stack_rows
+from ..formats.tensor import float32_values, stack_rows
 from .config import LlamaConfig
 
 LAYER_TENSORS = {
@@ -47,8 +47,7 @@ def fuse_projections(w: dict[str, Any], name: str = "") -> dict[str, Any]:
             out.pop("b" + n, None)
         out["qkv"] = qkv
         if biases[0] is not None:
-            out["bqkv"] = np.concatenate([np.asarray(b.numpy() if hasattr(b, "numpy") else b, np.float32).reshape(-1)
-                                          for b in biases])
+            out["bqkv"] = np.concatenate([float32_values(b).reshape(-1) for b in biases])
     w13 = stack_rows(name + "w13", [w["w1"], w["w3"]])
     if w13 is not None:
         out.pop("w1")

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import FormatError
+from ..formats.tensor import float32_values
 
 Tensor = Any
 
@@ -38,9 +39,7 @@ class Weights:
 
     def host(self, name: str, shape: Sequence[int]) -> np.ndarray:
         """The tensor as a float32 NumPy array."""
-        t = self._raw(name, shape)
-        arr = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
-        return np.ascontiguousarray(arr, dtype=np.float32).reshape(tuple(shape))
+        return float32_values(self._raw(name, shape)).reshape(tuple(shape))
 
     def get(self, name: str, shape: Sequence[int]) -> Tensor:
         """The tensor as a backend weight."""

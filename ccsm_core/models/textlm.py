@@ -21,9 +21,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..backends.base import Backend, Tensor
+from ..backends.base import BUFFER_DTYPES, Backend, Tensor
 from ..errors import FormatError, ModelError, UsageError
-from ..formats.tensor import take_rows
+from ..formats.tensor import float32_values, take_rows
 from .config import LlamaConfig
 from .llama import KVCache, Llama, causal_mask, fuse_projections
 
@@ -72,8 +72,8 @@ class TextLM:
     """Embeddings, the Llama stack, the output head: ``forward(ids, positions, cache) -> logits``."""
 
     def __init__(self, be: Backend, cfg: TextConfig, tensors: Mapping[str, Any], kv_dtype: str = "float16") -> None:
-        if kv_dtype not in ("float16", "float32"):
-            raise UsageError(f"KV cache type {kv_dtype!r} is not supported", "use float16 or float32")
+        if kv_dtype not in BUFFER_DTYPES:
+            raise UsageError(f"KV cache type {kv_dtype!r} is not supported", f"use one of {', '.join(BUFFER_DTYPES)}")
         self.be, self.cfg, self.kv_dtype = be, cfg, kv_dtype
         st = cfg.stack
         hd = st.head_dim
@@ -103,9 +103,7 @@ class TextLM:
             layers.append({k: be.weight(v) for k, v in fuse_projections(w, p).items()})
         freqs = None
         if "rope_freqs.weight" in tensors:  # Llama 3.1+: per-pair divisors of the base frequencies
-            factors = np.asarray(tensors["rope_freqs.weight"].numpy() if hasattr(tensors["rope_freqs.weight"], "numpy")
-                                 else tensors["rope_freqs.weight"], np.float32)
-            freqs = st.rope_freqs() / factors
+            freqs = st.rope_freqs() / float32_values(tensors["rope_freqs.weight"])
         self.stack = Llama(be, st, layers, be.weight(need("output_norm.weight")), freqs)
         self.embeddings = be.weight(need("token_embd.weight"))
         self.output = be.weight(tensors["output.weight"]) if "output.weight" in tensors else self.embeddings

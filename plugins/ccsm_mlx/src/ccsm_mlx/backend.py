@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import mlx.core as mx
 import numpy as np
 
+from ccsm_core.backends.base import BUFFER_DTYPES
 from ccsm_core.errors import BackendUnavailable, UsageError
 
 from .cache import WeightCache, tensor_key
@@ -122,8 +123,8 @@ class MlxBackend:
 
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> mx.array:
         """A float32 buffer; ``float16`` buffers keep float32 storage holding half-precision values."""
-        if dtype not in ("float32", "float16"):
-            raise UsageError(f"mlx: zeros() dtype must be float32 or float16, got {dtype!r}")
+        if dtype not in BUFFER_DTYPES:
+            raise UsageError(f"mlx: zeros() dtype must be one of {', '.join(BUFFER_DTYPES)}, got {dtype!r}")
         buf = mx.zeros(tuple(int(s) for s in shape), _F32)
         mx.eval(buf)
         self._buffers.add(id(buf))
