@@ -141,34 +141,18 @@ def run_all(backends: list[str], types: list[str], frames: int, warmup: int, thr
     return results
 
 
-
-
 def run_text_one(backend: str, model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
     """Prompt processing and generation speed of a GGUF text model (greedy, fixed tokens)."""
     from .backends import get_backend
     from .models.textlm import load_text_model
 
     be = get_backend(backend, **({"threads": threads} if threads else {}))
-    lt = load_text_model(model, be)
-    m = lt.model
-    rng = np.random.default_rng(0)
-    prompt = rng.integers(10, min(lt.model.cfg.vocab_size, 30000), n_prompt)
-    pp, tg = [], []
+    m = load_text_model(model, be).model
     cache = m.new_cache(n_prompt + n_gen + 1)
-    for _ in range(reps + 1):  # as a session runs: one batch for the prompt, then token by token
-        cache.reset()
-        t0 = time.perf_counter()
-        logits = m.next_logits(prompt, cache)
-        t1 = time.perf_counter()
-        for _ in range(n_gen):
-            logits = m.next_logits([int(np.argmax(logits))], cache)
-        t2 = time.perf_counter()
-        pp.append(n_prompt / (t1 - t0))
-        tg.append(n_gen / (t2 - t1))
-    pp, tg = pp[1:], tg[1:]  # the first run warms up
+    speeds = _text_speeds(cache.reset, lambda ids: m.next_logits(ids, cache), m.cfg.vocab_size,
+                          n_prompt, n_gen, reps)
     return {"backend": backend, "model": str(model), "threads": threads, "n_prompt": n_prompt, "n_gen": n_gen,
-            "pp_tok_s": statistics.median(pp), "tg_tok_s": statistics.median(tg),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            **speeds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 LLAMA_CPP = "llama.cpp"  # the reference row of text benchmarks (llama-cpp-python, when installed)
@@ -176,7 +160,7 @@ LLAMA_CPP = "llama.cpp"  # the reference row of text benchmarks (llama-cpp-pytho
 
 def run_llama_cpp_one(model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
     """The same measurement through llama.cpp (the `llama_cpp` module of llama-cpp-python),
-    for a ratio measured in the same run: one batch for the prompt, then greedy token by token."""
+    for a ratio measured in the same run."""
     try:
         from llama_cpp import Llama, llama_get_logits
     except ImportError:
@@ -185,24 +169,32 @@ def run_llama_cpp_one(model: str, threads: int | None, n_prompt: int, n_gen: int
     # flash attention on, as llama.cpp's own tools default to on CPUs (llama-cpp-python defaults off)
     llm = Llama(model_path=model, n_ctx=n_prompt + n_gen + 1, n_batch=max(n_prompt, 1), n_threads=n,
                 n_threads_batch=n, flash_attn=True, verbose=False)
-    rng = np.random.default_rng(0)
-    prompt = [int(t) for t in rng.integers(10, min(llm.n_vocab(), 30000), n_prompt)]
+
+    def feed(ids: list[int]) -> np.ndarray:
+        llm.eval(ids)
+        return np.ctypeslib.as_array(llama_get_logits(llm.ctx), shape=(llm.n_vocab(),))
+
+    speeds = _text_speeds(llm.reset, feed, llm.n_vocab(), n_prompt, n_gen, reps)
+    return {"backend": LLAMA_CPP, "model": str(model), "threads": threads, "n_prompt": n_prompt, "n_gen": n_gen,
+            **speeds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _text_speeds(reset: Any, feed: Any, vocab: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, float]:
+    """Median prompt and generation tokens/s over ``reps`` runs after a warm-up: ``feed(ids)``
+    appends ids (the prompt in one batch, then the greedy token) and returns the last logits."""
+    prompt = [int(t) for t in np.random.default_rng(0).integers(10, min(vocab, 30000), n_prompt)]
     pp, tg = [], []
     for _ in range(reps + 1):
-        llm.reset()
+        reset()
         t0 = time.perf_counter()
-        llm.eval(prompt)
+        logits = feed(prompt)
         t1 = time.perf_counter()
         for _ in range(n_gen):
-            logits = np.ctypeslib.as_array(llama_get_logits(llm.ctx), shape=(llm.n_vocab(),))
-            llm.eval([int(np.argmax(logits))])
+            logits = feed([int(np.argmax(logits))])
         t2 = time.perf_counter()
         pp.append(n_prompt / (t1 - t0))
         tg.append(n_gen / (t2 - t1))
-    pp, tg = pp[1:], tg[1:]
-    return {"backend": LLAMA_CPP, "model": str(model), "threads": threads, "n_prompt": n_prompt, "n_gen": n_gen,
-            "pp_tok_s": statistics.median(pp), "tg_tok_s": statistics.median(tg),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"pp_tok_s": statistics.median(pp[1:]), "tg_tok_s": statistics.median(tg[1:])}
 
 
 def run_text_all(backends: list[str], model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int,

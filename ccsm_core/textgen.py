@@ -116,8 +116,10 @@ class TextSession:
                 self.last.finish_reason = "stop"
                 break
             generated.append(tok)
+            scanned = len(text)  # no stop string lies wholly in text[:scanned]: look only past it
             text += dec.feed(tok)
-            cut = min((i for i in (text.find(x) for x in s.stop) if i >= 0), default=-1)
+            cut = min((i for i in (text.find(x, max(0, scanned - len(x) + 1)) for x in s.stop) if i >= 0),
+                      default=-1)
             if cut >= 0:
                 text = text[:cut]
                 self.last.finish_reason = "stop"

@@ -185,6 +185,8 @@ def test_generation_stops_and_kv_reuse(smollm2):
     assert c.text.startswith(" Paris.") and c.finish_reason == "length" and len(c.ids) == 12
     c2 = session.generate("The capital of France is", TextSettings(temperature=0, max_tokens=12, stop=["\n"]))
     assert c2.text == " Paris." and c2.finish_reason == "stop"
+    c3 = session.generate("The capital of France is", TextSettings(temperature=0, max_tokens=12, stop=["ris."]))
+    assert c3.text == " Pa" and c3.finish_reason == "stop"  # a stop string across two tokens
     pieces = list(session.stream("The capital of France is", TextSettings(temperature=0, max_tokens=12)))
     assert "".join(pieces) == c.text
     # a prompt that extends the cached tokens only runs the new ones
