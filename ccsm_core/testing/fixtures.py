@@ -66,3 +66,18 @@ def tiny_csm_dir(tmp_path: Path) -> Path:
     from .models import write_tiny_csm
 
     return write_tiny_csm(tmp_path / "tiny-csm")
+
+
+MACHINE_CHECKS = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def report_check(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """``report_check(line)``: name a check whose form depends on this machine (e.g. which
+    recording of llama.cpp it compared with); pytest's summary lists every such line."""
+    return request.config.stash.setdefault(MACHINE_CHECKS, []).append
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    for line in dict.fromkeys(config.stash.get(MACHINE_CHECKS, [])):
+        terminalreporter.write_line(line)

@@ -10,7 +10,8 @@ the activations to the weight's ``vec_dot_type`` (Q8_0/Q8_1 for legacy types, Q8
 F16/BF16 for those), so the test checks two things: the result is within 1.5 % (relative
 Frobenius norm) of ``x @ dequant(w).T``, and within ``1e-5 * rms(output)`` per element
 (``3e-3`` for Q8_1, whose block sums are fp16) of the same product on the activation rounded
-as GGML rounds it (emulated in NumPy).
+as GGML rounds it (emulated in NumPy). Builds whose F16 dot products keep half-precision partial
+sums (AVX512-FP16, `Ggml.f16_accumulates_in_half`) are held to ``1e-2`` for F16 (measured 1.9e-3).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ gguf = pytest.importorskip("gguf")
 from gguf import quants  # noqa: E402
 
 from ccsm_core.formats.tensor import TensorData, f32_to_bf16  # noqa: E402
+from ccsm_cpu.lib import load  # noqa: E402
 
 LEGACY = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 # K-quants: (block bytes, byte offsets of the fp16 fields)
@@ -106,6 +108,8 @@ def test_matmul_matches_dequantized(be, dtype, rows):
     # (measured <= 1e-6), except Q8_1's block sums, which GGML stores in fp16 (measured 1.2e-3)
     emulated = activation_as_ggml_sees_it(x, ACT_TYPE[dtype]) @ w.T
     tol = 3e-3 if ACT_TYPE[dtype] == "Q8_1" else 1e-5
+    if dtype == "F16" and load().f16_accumulates_in_half():
+        tol = 1e-2
     assert np.max(np.abs(got - emulated)) <= tol * scale
 
 

@@ -142,15 +142,21 @@ size_t ggml_backend_buft_get_alloc_size(ggml_backend_buffer_type_t buft, const s
 ggml_backend_buffer_t ggml_backend_buft_alloc_buffer(ggml_backend_buffer_type_t buft, size_t size);
 void * ggml_backend_buffer_get_base(ggml_backend_buffer_t buffer);
 void ggml_backend_tensor_set(struct ggml_tensor * tensor, const void * data, size_t offset, size_t size);
+int ggml_cpu_has_sse3(void);
+int ggml_cpu_has_ssse3(void);
 int ggml_cpu_has_avx2(void);
 int ggml_cpu_has_avx(void);
+int ggml_cpu_has_avx_vnni(void);
+int ggml_cpu_has_bmi2(void);
 int ggml_cpu_has_avx512(void);
+int ggml_cpu_has_avx512_vbmi(void);
 int ggml_cpu_has_avx512_vnni(void);
 int ggml_cpu_has_avx512_bf16(void);
 int ggml_cpu_has_fma(void);
 int ggml_cpu_has_f16c(void);
 int ggml_cpu_has_neon(void);
 int ggml_cpu_has_dotprod(void);
+int ggml_cpu_has_amx_int8(void);
 int ggml_cpu_has_llamafile(void);
 struct ggml_tensor * ggml_out_prod(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 struct ggml_tensor * ggml_exp(struct ggml_context * ctx, struct ggml_tensor * a);
@@ -167,8 +173,9 @@ void ggml_log_set(ggml_log_callback log_callback, void * user_data);
 """
 LOG_WARN = 3  # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 
-# SIMD features reported by `ccsm backends` (ggml_cpu_has_<name>)
-FEATURES = ("avx", "avx2", "fma", "f16c", "avx512", "avx512_vnni", "avx512_bf16", "neon", "dotprod", "llamafile")
+# SIMD features the library was built with, reported by `ccsm backends` (ggml_cpu_has_<name>)
+FEATURES = ("sse3", "ssse3", "avx", "avx2", "avx_vnni", "fma", "f16c", "bmi2", "avx512", "avx512_vbmi",
+            "avx512_vnni", "avx512_bf16", "amx_int8", "neon", "dotprod", "llamafile")
 
 # Weight types whose rows GGML's CPU_REPACK buffer interleaves for faster matrix-vector kernels
 # on x86 with AVX2 (ggml 0.15: Q4_0 as 8x8, Q4_K as 8x8), and the row multiple they need.

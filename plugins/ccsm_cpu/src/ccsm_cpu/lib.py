@@ -4,12 +4,15 @@ The libraries come from the pinned PyPI sdist ``ggml-python`` (built at install 
 ``ggml/lib/`` folder. We locate that folder without importing the ``ggml`` package (which
 would load its own ctypes bindings), open ``libggml-cpu.so`` (its dependency
 ``libggml-base.so`` comes along through its RUNPATH) and check our declarations on a tiny
-graph before anyone uses them.
+graph before anyone uses them. ``CCSM_GGML_LIB`` names another build of the same ggml (a file
+or its folder), e.g. one built without AVX-512 to run the suites on AVX2 kernels
+(``make ggml-avx2``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from . import _ffi
 
 PIN = "ggml-python==0.0.45"
 _FIX = f"reinstall the plugin's pinned dependency: pip install --force-reinstall '{PIN}'"
+LIB_ENV = "CCSM_GGML_LIB"  # another build of the pinned ggml: libggml-cpu's path or its folder
 
 
 class GgmlError(CcsmError):
@@ -37,6 +41,34 @@ class Ggml:
     path: Path
     version: str
     tensor_overhead: int
+    f16_half_sums: bool  # see `f16_accumulates_in_half`
+
+    def features(self) -> tuple[str, ...]:
+        """The SIMD features this build of ggml compiled in (``ggml_cpu_has_<name>``), upper case,
+        plus ``AVX512_FP16`` where its half-precision products accumulate in half precision."""
+        feats = [f.upper() for f in _ffi.FEATURES if getattr(self.lib, f"ggml_cpu_has_{f}")()]
+        if self.f16_accumulates_in_half():
+            feats.append("AVX512_FP16")
+        return tuple(feats)
+
+    def kernel_family(self) -> str:
+        """Which family of ggml's CPU kernels runs here: ``avx512fp16``, ``avx512``, ``avx2``,
+        ``avx``, ``sse``, ``neon`` or ``generic``. Results that depend on rounding (llama.cpp's
+        recordings, tolerances) are the same within a family and move between families."""
+        has = lambda f: bool(getattr(self.lib, f"ggml_cpu_has_{f}")())  # noqa: E731
+        if has("neon"):
+            return "neon"
+        if has("avx512"):
+            return "avx512fp16" if self.f16_accumulates_in_half() else "avx512"
+        for family in ("avx2", "avx", "sse3"):
+            if has(family):
+                return family.rstrip("3")
+        return "generic"
+
+    def f16_accumulates_in_half(self) -> bool:
+        """True where ggml's half-precision dot products keep their partial sums in half
+        precision (x86 builds with AVX512-FP16, e.g. ``-march=native`` on Sapphire Rapids)."""
+        return self.f16_half_sums
 
     def repack_buffer_type(self) -> Any:
         """GGML's ``CPU_REPACK`` buffer type where it applies here (x86 with AVX2), else None."""
@@ -57,6 +89,37 @@ class Ggml:
         return None
 
 
+def _probe_f16_accumulation(ffi: Any, lib: Any) -> bool:
+    """One half-precision product of 4096 terms, +1024 first, -1024 last and 0.01 between: about
+    38 with float32 partial sums, 0 with half-precision ones (where 1024 + 0.01 == 1024)."""
+    import numpy as np
+
+    n = 4096
+    w = np.full(n, 0.01, np.float16)
+    w[:128], w[-128:] = 1024.0, -1024.0
+    ctx = lib.ggml_init({"mem_size": 8 * int(lib.ggml_tensor_overhead()) + int(lib.ggml_graph_overhead_custom(16, False))
+                         + 3 * n * 4 + 4096, "mem_buffer": ffi.NULL, "no_alloc": False})
+    if ctx == ffi.NULL:
+        raise GgmlError("ggml_init failed while probing the CPU kernels", "free some memory")
+    backend = ffi.NULL
+    try:
+        a = lib.ggml_new_tensor_4d(ctx, _ffi.F16, n, 1, 1, 1)
+        b = lib.ggml_new_tensor_4d(ctx, _ffi.F32, n, 1, 1, 1)
+        ffi.memmove(lib.ggml_get_data(a), w.tobytes(), 2 * n)
+        ffi.memmove(lib.ggml_get_data(b), np.ones(n, np.float32).tobytes(), 4 * n)
+        y = lib.ggml_mul_mat(ctx, a, b)
+        graph = lib.ggml_new_graph_custom(ctx, 16, False)
+        lib.ggml_build_forward_expand(graph, y)
+        backend = lib.ggml_backend_cpu_init()
+        if backend == ffi.NULL or lib.ggml_backend_graph_compute(backend, graph) != 0:
+            raise GgmlError("ggml could not compute its kernel probe", "report this as a bug")
+        return float(ffi.cast("float *", lib.ggml_get_data(y))[0]) < 19.0
+    finally:
+        if backend != ffi.NULL:
+            lib.ggml_backend_free(backend)
+        lib.ggml_free(ctx)
+
+
 _lock = threading.Lock()
 _loaded: Ggml | None = None
 _failure: BackendUnavailable | None = None
@@ -71,7 +134,18 @@ def _lib_names() -> tuple[str, ...]:
 
 
 def find_library() -> Path:
-    """Path of the ggml CPU library inside the installed ``ggml-python`` package."""
+    """Path of the ggml CPU library: ``$CCSM_GGML_LIB`` if set, else the one inside the installed
+    ``ggml-python`` package."""
+    override = os.environ.get(LIB_ENV)
+    if override:
+        path = Path(override)
+        for name in (() if path.is_file() else _lib_names()):
+            path = path / name
+        if not path.is_file():
+            raise BackendUnavailable(f"{LIB_ENV}={override} names no ggml CPU library ({path} does not exist)",
+                                     f"unset {LIB_ENV}, or point it at a folder holding {_lib_names()[0]} "
+                                     "(make ggml-avx2 builds one)")
+        return path
     try:
         spec = importlib.util.find_spec("ggml")
     except (ImportError, ValueError) as e:
@@ -161,7 +235,7 @@ def load() -> Ggml:
             _failure = e
             raise
         _quiet_logs(ffi, lib)
-        _loaded = Ggml(ffi, lib, path, version, overhead)
+        _loaded = Ggml(ffi, lib, path, version, overhead, _probe_f16_accumulation(ffi, lib))
         return _loaded
 
 

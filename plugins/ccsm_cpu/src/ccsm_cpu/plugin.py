@@ -18,13 +18,15 @@ def _describe() -> str:
     """Default threads, the SIMD features ggml was built with and uses here, repacking."""
     import os
 
-    from . import _ffi
     from .lib import load
 
     g = load()
-    feats = [f.upper() for f in _ffi.FEATURES if getattr(g.lib, f"ggml_cpu_has_{f}")()]
     repack = "yes (Q4_0, Q4_K)" if g.repack_buffer_type() is not None else "no"
-    return f"ggml {g.version}; threads {os.cpu_count() or 1}; SIMD {' '.join(feats) or 'none'}; repack {repack}"
+    half = ("; F16 products sum in half precision (llama.cpp's do not: rebuild ggml-python with "
+            "CMAKE_ARGS='-DCMAKE_C_FLAGS=-mno-avx512fp16 -DCMAKE_CXX_FLAGS=-mno-avx512fp16')"
+            if g.f16_accumulates_in_half() else "")
+    return (f"ggml {g.version}; threads {os.cpu_count() or 1}; kernels {g.kernel_family()} "
+            f"(SIMD {' '.join(g.features()) or 'none'}); repack {repack}{half}")
 
 
 def factory(**options: Any) -> Any:
