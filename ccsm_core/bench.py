@@ -152,13 +152,13 @@ def run_all(backends: list[str], types: list[str], frames: int, warmup: int, thr
 
 
 @contextmanager
-def background_load(k: int) -> Iterator[None]:
+def background_load(k: int) -> Iterator[list[subprocess.Popen]]:
     """``k`` busy-loop processes running beside the measurement (a user's other programs),
     stopped afterwards whatever happens."""
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
              for _ in range(k)]
     try:
-        yield
+        yield procs
     finally:
         for p in procs:
             p.kill()
@@ -304,19 +304,32 @@ def run_llama_cpp_speech_one(dtype: str, frames: int, warmup: int, threads: int 
     decoder.close()
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     return {"backend": LLAMA_CPP, "type": dtype, "shape": "real", "threads": threads, "frames": frames,
-            "load_s": load_s, **{f"{k}_median": v for k, v in med.items()}, "rtf": med["frame_s"] / FRAME_S,
+            "load_s": load_s, "extra_bufts": llama_cpp_extra_bufts(lc), **{f"{k}_median": v for k, v in med.items()}, "rtf": med["frame_s"] / FRAME_S,
             "frames_per_s": 1.0 / med["frame_s"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def llama_cpp_extra_bufts(lc: Any) -> bool:
+    """Whether llama.cpp may use its extra CPU buffer types (repacked Q4_0/Q4_K, AMX): not where
+    it reports AMX, whose buffer crashes llama-cpp-python 0.3.36's build on decode (measured on
+    an Intel Xeon with AMX); its plain CPU kernels are then measured, without repacking."""
+    return b"AMX_INT8 = 1" not in lc.llama_print_system_info()
 
 
 class _LlamaCppStack:
     """One model and context of llama.cpp's C API (flash attention on, as its tools default to
     on CPUs), fed token by token."""
 
+    _quiet: Any = None  # llama.cpp's log callback, kept alive
+
     def __init__(self, lc: Any, path: Path, threads: int, n_ctx: int) -> None:
         self.lc = lc
+        if _LlamaCppStack._quiet is None:
+            _LlamaCppStack._quiet = lc.llama_log_callback(lambda _level, _text, _user: None)
+            lc.llama_log_set(_LlamaCppStack._quiet, None)
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
+        mparams.use_extra_bufts = llama_cpp_extra_bufts(lc)
         self.model = lc.llama_model_load_from_file(str(path).encode(), mparams)
         if not self.model:
             raise UsageError(f"llama.cpp could not load {path.name}", "update llama-cpp-python")

@@ -97,9 +97,9 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 @click.option("--type", "types", multiple=True, help="Weight type(s): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k (default: f32 q8_0 q4_0).")
 @click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames timed (after warm-up).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Frames run before timing.")
-@click.option("--threads", "threads", type=click.IntRange(min=1, max=512), multiple=True,
-              help="Threads for backends that use them (default: the backend's own choice); repeat to "
-                   "measure several counts in one run.")
+@click.option("--threads", "threads", multiple=True, callback=lambda _c, _p, v: [_thread_count(t) for t in v],
+              help="Threads for backends that use them: a number, or 'auto' for the backend's own choice "
+                   "(the default); repeat to measure several in one run, e.g. --threads auto --threads 1.")
 @click.option("--background-load", type=click.IntRange(min=0, max=64), default=0, show_default=True,
               help="Run this many busy-loop processes beside the measurement (a loaded machine), "
                    "stopped afterwards.")
@@ -110,7 +110,7 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 @click.option("--prompt-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="Text: prompt length.")
 @click.option("--gen-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Text: tokens generated.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
-def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup: int, threads: tuple[int, ...],
+def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup: int, threads: list[int | None],
           background_load: int, shape: str, text_model: str | None, prompt_tokens: int, gen_tokens: int,
           as_json: bool) -> None:
     """Measure speed: CSM speech (default) or a GGUF text model (--model).
@@ -129,7 +129,7 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
         if t not in b.TYPES:
             raise UsageError(f"unknown --type {t!r}", f"one of {', '.join(b.TYPES)}")
     names = _bench_backends(backends)
-    thread_counts: list[int | None] = list(threads) or [None]
+    thread_counts = threads or [None]
     progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
     if text_model is not None:
         path = _text_model_path(text_model)
@@ -150,7 +150,7 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
                    f"warm-up{load}")
         rows = [("BACKEND", "THREADS", "PROMPT TOK/S", "GEN TOK/S", "PEAK RSS")]
         for r in results:
-            n = str(r.get("threads") or "default")
+            n = str(r.get("threads") or "auto")
             if "error" in r:
                 rows.append((r["backend"], n, "error: " + r["error"], "", ""))
             else:
@@ -162,7 +162,7 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
                f"of audio{load}")
     rows = [("BACKEND", "TYPE", "THREADS", "S/FRAME", "RTF", "BACKBONE", "DECODER", "MIMI", "OUTSIDE", "PEAK RSS")]
     for r in results:
-        n = str(r.get("threads") or "default")
+        n = str(r.get("threads") or "auto")
         if "error" in r:
             rows.append((r["backend"], r["type"], n, "error: " + r["error"], "", "", "", "", "", ""))
             continue
@@ -175,6 +175,19 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
     if any(r["backend"] == b.LLAMA_CPP and "error" not in r for r in results):
         click.echo("llama.cpp: backbone and decoder stacks only (no embeddings, sampling or Mimi); "
                    "compare its BACKBONE and DECODER columns.")
+
+
+def _thread_count(value: str) -> int | None:
+    """``--threads`` value: ``auto`` (None) or a count in 1..512."""
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 512:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a count in 1..512")
+    return n
 
 
 def _bench_backends(backends: tuple[str, ...]) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 from ccsm_core.errors import UsageError
 
 from ._tensor import BUFFER, PERSIST, GTensor
-from .lib import Context, GgmlError, Owned, check_status
+from .lib import Context, GgmlError, Owned
 
 if TYPE_CHECKING:
     from .backend import GgmlBackend
@@ -103,17 +103,7 @@ class Captured:
                 raise UsageError(f"ggml-cpu: captured row indices {arr.min()}..{arr.max()} are outside [0, {bound})")
             if t is not None:
                 ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
-        n = be.threads if self.work >= be.min_parallel_work else 1
-        if n != be._n_threads:
-            lib.ggml_backend_cpu_set_n_threads(be._backend.handle, n)
-            be._n_threads = n
-        t0 = time.perf_counter()
-        status = lib.ggml_backend_graph_compute(be._backend.handle, self.graph)
-        st = be._stats
-        st["compute_s"] += time.perf_counter() - t0
-        check_status(be._g, status, "captured graph compute")
-        st["evaluations"] += 1
-        st["graph_nodes"] += self.nodes
+        be.compute_graph(self.graph, self.work, "captured graph compute", self.nodes)
         out = [be._read(p, shape) for p, shape in self.outs]
-        st["eval_s"] += time.perf_counter() - start
+        be._stats["eval_s"] += time.perf_counter() - start
         return out

@@ -21,7 +21,6 @@ failed assertion.
 from __future__ import annotations
 
 import math
-import os
 import time
 import weakref
 from typing import Any, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 
 from ccsm_core.errors import CcsmError, FormatError, UsageError
 
-from . import _conv, _ffi
+from . import _conv, _ffi, _load
 from ._tensor import (BUFFER, HOST, PERSIST, STALE, TEMP, VIEW, WEIGHT, GTensor, axis_of, broadcast,
                       check_shape, ne, prod, strides)
 from .lib import Context, GgmlError, Owned, check_status, load
@@ -59,7 +58,9 @@ class GgmlBackend:
 
     def __init__(self, threads: int | None = None, min_parallel_work: int = MIN_PARALLEL_WORK,
                  repack: bool = True, **options: Any) -> None:
-        """``threads``: compute threads (default: the number of cores). ``min_parallel_work``:
+        """``threads``: compute threads (default: as many as this process's cores, fewer while
+        other processes keep some of them busy: `ccsm_cpu._load.IdleCores`; a number given here
+        is used as it is). ``min_parallel_work``:
         graphs with fewer multiply-adds run on one thread (thread hand-offs at every node cost
         more than they save on small graphs, and much more on a busy machine). ``repack``:
         multiply Q4_0/Q4_K weights through GGML's interleaved (repacked) copies where the CPU
@@ -67,12 +68,13 @@ class GgmlBackend:
         if options:
             raise UsageError(f"ggml-cpu: unknown option(s) {', '.join(sorted(options))}",
                              "known: threads, min_parallel_work, repack")
-        n = (os.cpu_count() or 1) if threads is None else threads
+        n = _load.usable_cores() if threads is None else threads
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 512:
             raise UsageError(f"ggml-cpu: threads must be an int in 1..512, got {threads!r}")
         if not isinstance(min_parallel_work, int) or min_parallel_work < 0:
             raise UsageError(f"ggml-cpu: min_parallel_work must be an int >= 0, got {min_parallel_work!r}")
         self.threads, self.min_parallel_work = n, min_parallel_work
+        self.idle_cores = _load.IdleCores(n) if threads is None else None
         self._work = 0  # multiply-adds of the heavy ops (matmul, attention, conv) in this epoch
         self._n_threads = n
         g = self._g = load()
@@ -144,8 +146,27 @@ class GgmlBackend:
 
     def stats(self) -> dict[str, float]:
         """Cumulative counters: evaluations, graph nodes computed, seconds inside ggml's compute
-        (``compute_s``) and in whole evaluations including graph building (``eval_s``)."""
-        return dict(self._stats)
+        (``compute_s``) and in whole evaluations including graph building (``eval_s``), and the
+        threads the last computation used (``threads``)."""
+        return {**self._stats, "threads": self._n_threads}
+
+    def compute_graph(self, graph: Any, work: int, what: str, nodes: int | None = None) -> None:
+        """Compute an allocated ``graph`` of ``work`` multiply-adds: on one thread below
+        ``min_parallel_work``, else on ``threads`` (fewer while other processes keep cores busy,
+        where the count was left to us); counted in `stats`."""
+        lib = self._lib
+        n = 1 if work < self.min_parallel_work else (
+            self.idle_cores.threads() if self.idle_cores is not None else self.threads)
+        if n != self._n_threads:
+            lib.ggml_backend_cpu_set_n_threads(self._backend.handle, n)
+            self._n_threads = n
+        t0 = time.perf_counter()
+        status = lib.ggml_backend_graph_compute(self._backend.handle, graph)
+        st = self._stats
+        st["compute_s"] += time.perf_counter() - t0
+        check_status(self._g, status, what)
+        st["evaluations"] += 1
+        st["graph_nodes"] += lib.ggml_graph_n_nodes(graph) if nodes is None else nodes
 
     # -- internals: contexts, handles, inputs --------------------------------------------
     def _next_ctx(self) -> None:
@@ -457,16 +478,7 @@ class GgmlBackend:
                 data = lib.ggml_get_data(t)
                 if data != ffi.NULL:
                     ffi.memmove(data, arr, arr.nbytes)
-            n = self.threads if self._work >= self.min_parallel_work else 1
-            if n != self._n_threads:
-                lib.ggml_backend_cpu_set_n_threads(self._backend.handle, n)
-                self._n_threads = n
-            t0 = time.perf_counter()
-            status = lib.ggml_backend_graph_compute(self._backend.handle, gf)
-            st["compute_s"] += time.perf_counter() - t0
-            check_status(self._g, status, "graph compute")
-            st["evaluations"] += 1
-            st["graph_nodes"] += lib.ggml_graph_n_nodes(gf)
+            self.compute_graph(gf, self._work, "graph compute")
             for h in copy:
                 h.host = self._read(h.ptr, h.shape)
                 h.kind = HOST
