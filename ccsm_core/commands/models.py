@@ -94,7 +94,7 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
               help="Backend(s) to measure (default: the available ones of priority >= 0; 'all': every "
                    "available one); also 'llama.cpp' (needs llama-cpp-python) as the yardstick measured in "
                    "the same run: the same GGUF with --model, CSM-1B's backbone and decoder shapes for speech.")
-@click.option("--type", "types", multiple=True, help="Weight type(s): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k (default: f32 q8_0 q4_0).")
+@click.option("--type", "types", multiple=True, help="Weight type(s): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k (default: q8_0 q4_0).")
 @click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames timed (after warm-up).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Frames run before timing.")
 @click.option("--threads", "threads", multiple=True, callback=lambda _c, _p, v: [_thread_count(t) for t in v],
@@ -137,7 +137,7 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
             results = b.run_text_all(names, str(path), thread_counts, prompt_tokens, gen_tokens, 3, progress=progress)
     else:
         with b.background_load(background_load):
-            results = b.run_all(names, list(types) or ["f32", "q8_0", "q4_0"], frames, warmup, thread_counts, shape,
+            results = b.run_all(names, list(types) or ["q8_0", "q4_0"], frames, warmup, thread_counts, shape,
                                 progress=progress)
     for r in results:
         r["background_load"] = background_load
