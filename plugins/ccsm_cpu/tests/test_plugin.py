@@ -82,9 +82,40 @@ def test_available_reports_a_reason_when_the_library_is_missing(monkeypatch):
 
     monkeypatch.setattr(lib, "_loaded", None)
     monkeypatch.setattr(lib, "_failure", None)
+    monkeypatch.delenv(lib.LIB_ENV, raising=False)
     monkeypatch.setattr(lib.importlib.util, "find_spec", lambda name: None)
     reason = lib.unavailable_reason()
     assert reason is not None and "ggml-python==0.0.45" in reason and "\n" not in reason
+
+
+def test_ccsm_ggml_lib_names_another_build(monkeypatch, tmp_path):
+    """CCSM_GGML_LIB: a library file or its folder; a path without one is a clear reason."""
+    from ccsm_cpu import lib
+
+    real = lib.load().path
+    monkeypatch.setenv(lib.LIB_ENV, str(real.parent))
+    assert lib.find_library() == real
+    monkeypatch.setenv(lib.LIB_ENV, str(real))
+    assert lib.find_library() == real
+    monkeypatch.setattr(lib, "_loaded", None)
+    monkeypatch.setattr(lib, "_failure", None)
+    monkeypatch.setenv(lib.LIB_ENV, str(tmp_path))
+    reason = lib.unavailable_reason()
+    assert reason is not None and "CCSM_GGML_LIB" in reason and "make ggml-avx2" in reason
+
+
+def test_kernel_family_follows_the_features():
+    from ccsm_cpu.lib import load
+
+    g = load()
+    family, feats = g.kernel_family(), g.features()
+    if "NEON" in feats:
+        assert family == "neon"
+    elif "AVX512" in feats:
+        assert family == ("avx512fp16" if g.f16_accumulates_in_half() else "avx512")
+    elif "AVX2" in feats:
+        assert family == "avx2" and not g.f16_accumulates_in_half()
+    assert ("AVX512_FP16" in feats) == g.f16_accumulates_in_half()
 
 
 def test_cli_lists_backend_ok():
