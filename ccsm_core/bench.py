@@ -279,33 +279,36 @@ def run_llama_cpp_speech_one(dtype: str, frames: int, warmup: int, threads: int 
     except ImportError:
         raise UsageError("llama.cpp is not installed", "pip install llama-cpp-python; ccsm does not need it") from None
     cfg = CsmConfig(FLAVORS["llama-1B"], FLAVORS["llama-100M"])
-    n = threads or os.cpu_count() or 1
+    n, extra = threads or os.cpu_count() or 1, llama_cpp_extra_bufts(lc)
     rng = np.random.default_rng(0)
+    rows, stacks = [], []
     with tempfile.TemporaryDirectory(prefix="ccsm-bench-") as tmp:
-        t0 = time.perf_counter()
-        paths = [write_llama_stack(Path(tmp) / f"{part}.gguf", c, cfg.audio_vocab_size, dtype.upper(), rng)
-                 for part, c in (("backbone", cfg.backbone), ("decoder", cfg.decoder))]
-        backbone, decoder = (_LlamaCppStack(lc, p, n, ctx) for p, ctx in
-                             zip(paths, (prompt + warmup + frames + 1, cfg.audio_num_codebooks)))
-        load_s = time.perf_counter() - t0
-    backbone.decode(list(range(prompt)), 0)
-    rows = []
-    for f in range(warmup + frames):
-        t = [time.perf_counter()]
-        backbone.decode([f % cfg.audio_vocab_size], prompt + f)
-        t.append(time.perf_counter())
-        decoder.clear()
-        for i in range(cfg.audio_num_codebooks - 1):
-            decoder.decode([i], i)
-        t.append(time.perf_counter())
-        if f >= warmup:
-            rows.append({"backbone_s": t[1] - t[0], "decoder_s": t[2] - t[1], "frame_s": t[2] - t[0]})
-    backbone.close()
-    decoder.close()
+        try:
+            t0 = time.perf_counter()
+            for part, c, n_ctx in (("backbone", cfg.backbone, prompt + warmup + frames + 1),
+                                   ("decoder", cfg.decoder, cfg.audio_num_codebooks)):
+                path = write_llama_stack(Path(tmp) / f"{part}.gguf", c, cfg.audio_vocab_size, dtype.upper(), rng)
+                stacks.append(_LlamaCppStack(lc, path, n, n_ctx, extra))
+            load_s = time.perf_counter() - t0
+            backbone, decoder = stacks
+            backbone.decode(list(range(prompt)), 0)
+            for f in range(warmup + frames):
+                t = [time.perf_counter()]
+                backbone.decode([f % cfg.audio_vocab_size], prompt + f)
+                t.append(time.perf_counter())
+                decoder.clear()
+                for i in range(cfg.audio_num_codebooks - 1):
+                    decoder.decode([i], i)
+                t.append(time.perf_counter())
+                if f >= warmup:
+                    rows.append({"backbone_s": t[1] - t[0], "decoder_s": t[2] - t[1], "frame_s": t[2] - t[0]})
+        finally:
+            for stack in stacks:
+                stack.close()
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     return {"backend": LLAMA_CPP, "type": dtype, "shape": "real", "threads": threads, "frames": frames,
-            "load_s": load_s, "extra_bufts": llama_cpp_extra_bufts(lc), **{f"{k}_median": v for k, v in med.items()}, "rtf": med["frame_s"] / FRAME_S,
-            "frames_per_s": 1.0 / med["frame_s"],
+            "load_s": load_s, "extra_bufts": extra, **{f"{k}_median": v for k, v in med.items()},
+            "rtf": med["frame_s"] / FRAME_S, "frames_per_s": 1.0 / med["frame_s"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -322,14 +325,14 @@ class _LlamaCppStack:
 
     _quiet: Any = None  # llama.cpp's log callback, kept alive
 
-    def __init__(self, lc: Any, path: Path, threads: int, n_ctx: int) -> None:
+    def __init__(self, lc: Any, path: Path, threads: int, n_ctx: int, extra_bufts: bool) -> None:
         self.lc = lc
         if _LlamaCppStack._quiet is None:
             _LlamaCppStack._quiet = lc.llama_log_callback(lambda _level, _text, _user: None)
             lc.llama_log_set(_LlamaCppStack._quiet, None)
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
-        mparams.use_extra_bufts = llama_cpp_extra_bufts(lc)
+        mparams.use_extra_bufts = extra_bufts
         self.model = lc.llama_model_load_from_file(str(path).encode(), mparams)
         if not self.model:
             raise UsageError(f"llama.cpp could not load {path.name}", "update llama-cpp-python")

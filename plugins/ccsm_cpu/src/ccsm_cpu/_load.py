@@ -70,9 +70,11 @@ class IdleCores:
                  busy: Callable[[], float | None] = read_busy_seconds,
                  own: Callable[[], float] = time.process_time,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.cores = usable_cores()
+        cpus = _allowed_cpus()
+        self.cores = len(cpus) if cpus else (os.cpu_count() or 1)
         self.max_threads, self.interval = max_threads, interval
-        self._busy, self._own, self._clock = busy, own, clock
+        self._busy = (lambda: read_busy_seconds(cpus)) if busy is read_busy_seconds else busy
+        self._own, self._clock = own, clock
         self.current = max_threads
         self.others = 0.0  # cores the other processes used in the last interval
         self._last = self._sample()

@@ -55,15 +55,12 @@ class Ggml:
         """Which family of ggml's CPU kernels runs here: ``avx512fp16``, ``avx512``, ``avx2``,
         ``avx``, ``sse``, ``neon`` or ``generic``. Results that depend on rounding (llama.cpp's
         recordings, tolerances) are the same within a family and move between families."""
-        has = lambda f: bool(getattr(self.lib, f"ggml_cpu_has_{f}")())  # noqa: E731
-        if has("neon"):
+        feats = self.features()
+        if "NEON" in feats:
             return "neon"
-        if has("avx512"):
+        if "AVX512" in feats:
             return "avx512fp16" if self.f16_accumulates_in_half() else "avx512"
-        for family in ("avx2", "avx", "sse3"):
-            if has(family):
-                return family.rstrip("3")
-        return "generic"
+        return next((f.lower().rstrip("3") for f in ("AVX2", "AVX", "SSE3") if f in feats), "generic")
 
     def f16_accumulates_in_half(self) -> bool:
         """True where ggml's half-precision dot products keep their partial sums in half
@@ -89,7 +86,7 @@ class Ggml:
         return None
 
 
-def _probe_f16_accumulation(ffi: Any, lib: Any) -> bool:
+def _f16_sums_in_half(ffi: Any, lib: Any, backend: Any) -> bool:
     """One half-precision product of 4096 terms, +1024 first, -1024 last and 0.01 between: about
     38 with float32 partial sums, 0 with half-precision ones (where 1024 + 0.01 == 1024)."""
     import numpy as np
@@ -97,11 +94,10 @@ def _probe_f16_accumulation(ffi: Any, lib: Any) -> bool:
     n = 4096
     w = np.full(n, 0.01, np.float16)
     w[:128], w[-128:] = 1024.0, -1024.0
-    ctx = lib.ggml_init({"mem_size": 8 * int(lib.ggml_tensor_overhead()) + int(lib.ggml_graph_overhead_custom(16, False))
-                         + 3 * n * 4 + 4096, "mem_buffer": ffi.NULL, "no_alloc": False})
+    mem = 4 * int(lib.ggml_tensor_overhead()) + int(lib.ggml_graph_overhead_custom(16, False)) + 6 * n + 1024
+    ctx = lib.ggml_init({"mem_size": mem, "mem_buffer": ffi.NULL, "no_alloc": False})
     if ctx == ffi.NULL:
-        raise GgmlError("ggml_init failed while probing the CPU kernels", "free some memory")
-    backend = ffi.NULL
+        raise BackendUnavailable("ggml_init failed while probing the CPU kernels", "free some memory")
     try:
         a = lib.ggml_new_tensor_4d(ctx, _ffi.F16, n, 1, 1, 1)
         b = lib.ggml_new_tensor_4d(ctx, _ffi.F32, n, 1, 1, 1)
@@ -110,13 +106,10 @@ def _probe_f16_accumulation(ffi: Any, lib: Any) -> bool:
         y = lib.ggml_mul_mat(ctx, a, b)
         graph = lib.ggml_new_graph_custom(ctx, 16, False)
         lib.ggml_build_forward_expand(graph, y)
-        backend = lib.ggml_backend_cpu_init()
-        if backend == ffi.NULL or lib.ggml_backend_graph_compute(backend, graph) != 0:
-            raise GgmlError("ggml could not compute its kernel probe", "report this as a bug")
+        if lib.ggml_backend_graph_compute(backend, graph) != 0:
+            raise BackendUnavailable("ggml could not compute its kernel probe", _FIX)
         return float(ffi.cast("float *", lib.ggml_get_data(y))[0]) < 19.0
     finally:
-        if backend != ffi.NULL:
-            lib.ggml_backend_free(backend)
         lib.ggml_free(ctx)
 
 
@@ -165,8 +158,9 @@ def find_library() -> Path:
     raise BackendUnavailable(f"ggml CPU library not found; looked in: {', '.join(looked)}", _FIX)
 
 
-def _smoke_test(ffi: Any, lib: Any, path: Path) -> tuple[str, int]:
-    """Check the declarations against the library on constants and a 2-element graph."""
+def _smoke_test(ffi: Any, lib: Any, path: Path) -> tuple[str, int, bool]:
+    """Check the declarations against the library on constants and a 2-element graph; then
+    probe whether its F16 products keep half-precision sums. (version, tensor overhead, that)"""
     version = ffi.string(lib.ggml_version()).decode("ascii", "replace")
     if not version.startswith(_ffi.GGML_VERSION_PREFIX):
         raise BackendUnavailable(
@@ -200,11 +194,12 @@ def _smoke_test(ffi: Any, lib: Any, path: Path) -> tuple[str, int]:
         if status != 0 or got != [3.25, -3.0]:
             raise BackendUnavailable(f"{path}: smoke graph gave {got} (status {status}), expected [3.25, -3.0]",
                                      _FIX)
+        half_sums = _f16_sums_in_half(ffi, lib, backend)
     finally:
         if backend != ffi.NULL:
             lib.ggml_backend_free(backend)
         lib.ggml_free(ctx)
-    return version, overhead
+    return version, overhead, half_sums
 
 
 def load() -> Ggml:
@@ -228,14 +223,14 @@ def load() -> Ggml:
             except OSError as e:
                 raise BackendUnavailable(f"cannot open {path}: {e}", _FIX) from e
             try:
-                version, overhead = _smoke_test(ffi, lib, path)
+                version, overhead, half_sums = _smoke_test(ffi, lib, path)
             except AttributeError as e:  # a declared function is missing from the library
                 raise BackendUnavailable(f"{path} lacks a function ccsm-cpu needs: {e}", _FIX) from e
         except BackendUnavailable as e:
             _failure = e
             raise
         _quiet_logs(ffi, lib)
-        _loaded = Ggml(ffi, lib, path, version, overhead, _probe_f16_accumulation(ffi, lib))
+        _loaded = Ggml(ffi, lib, path, version, overhead, half_sums)
         return _loaded
 
 

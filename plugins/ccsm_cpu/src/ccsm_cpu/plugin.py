@@ -16,8 +16,7 @@ def _available() -> str | None:
 
 def _describe() -> str:
     """Default threads, the SIMD features ggml was built with and uses here, repacking."""
-    import os
-
+    from ._load import usable_cores
     from .lib import load
 
     g = load()
@@ -25,7 +24,7 @@ def _describe() -> str:
     half = ("; F16 products sum in half precision (llama.cpp's do not: rebuild ggml-python with "
             "CMAKE_ARGS='-DCMAKE_C_FLAGS=-mno-avx512fp16 -DCMAKE_CXX_FLAGS=-mno-avx512fp16')"
             if g.f16_accumulates_in_half() else "")
-    return (f"ggml {g.version}; threads {os.cpu_count() or 1}; kernels {g.kernel_family()} "
+    return (f"ggml {g.version}; threads up to {usable_cores()}, fewer while other processes keep cores busy; kernels {g.kernel_family()} "
             f"(SIMD {' '.join(g.features()) or 'none'}); repack {repack}{half}")
 
 
