@@ -27,6 +27,6 @@ def __getattr__(name: str):  # lazy public API: keep `import ccsm_core` cheap
         from . import generator
         return getattr(generator, name)
     if name == "load_csm":
-        from .models.loader import load_csm
+        from .loading.csm import load_csm
         return load_csm
     raise AttributeError(name)

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .errors import UsageError
-from .formats.tensor import TensorData, f32_to_bf16
+from .tensors import TensorData, f32_to_bf16
 from .models.config import FLAVORS, CsmConfig
 
 FRAME_S = 0.08
@@ -77,7 +77,7 @@ def run_one(backend: str, dtype: str, frames: int, warmup: int, threads: int | N
     """Time one (backend, type) in this process."""
     from .backends import get_backend
     from .models.csm import CSM
-    from .models.demo import DEMO_CSM, DEMO_MIMI, random_mimi_tensors
+    from .loading.demo import DEMO_CSM, DEMO_MIMI, random_mimi_tensors
     from .models.mimi import Mimi
     from .sampling import build_sampler
 
@@ -169,7 +169,7 @@ def background_load(k: int) -> Iterator[list[subprocess.Popen]]:
 def run_text_one(backend: str, model: str, threads: int | None, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
     """Prompt processing and generation speed of a GGUF text model (greedy, fixed tokens)."""
     from .backends import get_backend
-    from .models.textlm import load_text_model
+    from .loading.text import load_text_model
 
     be = get_backend(backend, **({"threads": threads} if threads else {}))
     m = load_text_model(model, be).model
@@ -245,7 +245,7 @@ def write_llama_stack(path: Path, cfg: Any, vocab: int, dtype: str, rng: np.rand
     """A llama GGUF of ``cfg``'s shape with random weights in ``dtype`` (norms F32): token
     embeddings and output head of ``vocab`` rows, no tokenizer. What llama.cpp needs to run the
     same matrix products as a CSM backbone or decoder stack."""
-    from .formats.gguf import write_gguf
+    from .formats.gguf_writer import write_gguf
     from .models.llama import LAYER_TENSORS, expected_shapes
 
     ours = {v: k for k, v in LAYER_TENSORS.items()}

@@ -67,8 +67,8 @@ class Speech:
 def load_speech(spec: str | None, backend: Backend | str | None = None, *, tokenizer: str | None = None,
                 mimi: str | None = None, **backend_options: Any) -> Speech:
     """Load CSM (+ Mimi if found) from a folder, a ``.gguf`` file, ``demo`` or a cached repo id."""
-    from .models.loader import load_csm
-    from .sources import resolve_model
+    from .loading.csm import load_csm
+    from .loading.sources import resolve_model
 
     path = resolve_model(spec)
     be = get_backend(backend, **backend_options) if backend is None or isinstance(backend, str) else backend
@@ -84,12 +84,13 @@ def load_speech(spec: str | None, backend: Backend | str | None = None, *, token
 
 def load_codec(path: Path, mimi: str | None, be: Backend) -> Any:
     """The Mimi codec for a model: ``--mimi``, inside a CSM GGUF, beside the model, or cached."""
-    from .models.loader import is_gguf
-    from .models.mimi import Mimi, load_mimi
-    from .sources import find_mimi
+    from .loading.csm import is_gguf
+    from .models.mimi import Mimi
+    from .loading.mimi import load_mimi
+    from .loading.sources import find_mimi
 
     if not mimi and is_gguf(path):
-        from .formats.csm_gguf import GGUFCsm
+        from .loading.csm_gguf import GGUFCsm
 
         g = GGUFCsm(path)
         if g.mimi_tensors:

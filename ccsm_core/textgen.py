@@ -8,7 +8,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import GenerationError, UsageError
-from .models.textlm import LoadedText
+from .loading.text import LoadedText
 from .sampling import SamplerChain, build_sampler
 
 

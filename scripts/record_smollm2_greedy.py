@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccsm_core.formats.gguf import smollm2_path
+from ccsm_core.loading.sources import smollm2_path
 
 PROMPT, STEPS = "The capital of France is", 32
 

@@ -114,7 +114,7 @@ def test_threads_option_measures_each_count(cli_runner):
 
 def test_llama_stack_gguf_has_llama_cpp_names_and_shapes(tmp_path):
     from ccsm_core.bench import write_llama_stack
-    from ccsm_core.formats.gguf import read_header
+    from ccsm_core.formats.gguf_reader import read_header
     from ccsm_core.models.config import LlamaConfig
 
     cfg = LlamaConfig(num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=128)

@@ -58,7 +58,7 @@ def test_newest_always_kept_or_clear_error():
 
 
 def test_generator_drops_turns_instead_of_failing(tiny_csm_dir):
-    from ccsm_core.models.loader import load_csm
+    from ccsm_core.loading.csm import load_csm
 
     lm = load_csm(tiny_csm_dir, "numpy")
     gen = Generator(lm.model, lm.tokenizer)

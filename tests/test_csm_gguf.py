@@ -10,7 +10,7 @@ import soundfile as sf
 
 from ccsm_core.cli import cli
 from ccsm_core.errors import CcsmError
-from ccsm_core.models.loader import load_csm
+from ccsm_core.loading.csm import load_csm
 from ccsm_core.testing.parity import forced_logits as teacher_forced
 
 from .test_csm_parity import FIXTURE
@@ -26,7 +26,7 @@ def ref():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    from ccsm_core.formats.csm_gguf import convert_csm
+    from ccsm_core.loading.csm_gguf import convert_csm
 
     d = tmp_path_factory.mktemp("gguf")
     return {t: convert_csm(FIXTURE, d / f"csm-{t}.gguf", t) for t in ("f32", "f16", "bf16", "q8_0", "q4_0")}
@@ -68,7 +68,8 @@ def test_inspect(converted, cli_runner):
 
 
 def _rewrite(path, dst, *, drop=None, meta=None, arch="csm"):
-    from ccsm_core.formats.gguf import load_gguf, write_gguf
+    from ccsm_core.formats.gguf_reader import load_gguf
+    from ccsm_core.formats.gguf_writer import write_gguf
 
     src = load_gguf(path)
     md = {k: v for k, v in src.metadata.items() if k != "general.architecture"}
@@ -101,7 +102,7 @@ def test_damaged_files_give_one_line_errors(converted, cli_runner, tmp_path):
 def test_projections_written_back_to_back(converted):
     """Each layer's q/k/v and w1/w3 follow each other in the file, so loaders fuse them into one
     product over the map without a copy (when their sizes keep the 32-byte alignment)."""
-    from ccsm_core.formats.gguf import load_gguf
+    from ccsm_core.formats.gguf_reader import load_gguf
 
     names = list(load_gguf(converted["q4_0"]).tensors)
     for stack in ("backbone", "decoder"):

@@ -14,7 +14,7 @@ import pytest
 
 from ccsm_core.cli import cli
 from ccsm_core.generator import GenerationSettings, Generator, Segment
-from ccsm_core.models.loader import load_csm
+from ccsm_core.loading.csm import load_csm
 from ccsm_core.testing.parity import FixtureParity, fixture_context
 
 FIXTURE = Path(__file__).parent / "fixtures" / "csm-tiny"

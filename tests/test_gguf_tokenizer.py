@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ccsm_core.errors import FormatError, UsageError
-from ccsm_core.formats.gguf import load_gguf, smollm2_path
+from ccsm_core.formats.gguf_reader import load_gguf
+from ccsm_core.loading.sources import smollm2_path
 from ccsm_core.tokenizers.gguf_bpe import BPEModel, pre_tokenizer
 from ccsm_core.tokenizers.gguf_tokenizer import (
     GGUFTokenizer, clean_spaces, sniff, tokenizer_from_gguf)

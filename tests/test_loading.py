@@ -11,7 +11,7 @@ import pytest
 from ccsm_core.errors import FormatError, ModelError
 from ccsm_core.formats.safetensors import load_safetensors, save_safetensors
 from ccsm_core.models.config import FLAVORS, CsmConfig
-from ccsm_core.models.loader import load_csm
+from ccsm_core.loading.csm import load_csm
 from ccsm_core.testing.models import tiny_csm_tensors
 
 
@@ -109,7 +109,7 @@ def test_missing_and_misshaped_tensor(tiny_csm_dir):
 
 
 def test_bf16_and_f16_checkpoints_load(tiny_csm_dir):
-    from ccsm_core.formats.tensor import bf16_to_f32, f32_to_bf16
+    from ccsm_core.tensors import bf16_to_f32, f32_to_bf16
 
     x = np.array([1.0, -2.5, 3.14159, 1e-3], np.float32)
     np.testing.assert_allclose(bf16_to_f32(f32_to_bf16(x)), x, rtol=4e-3)

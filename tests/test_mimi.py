@@ -12,7 +12,8 @@ import pytest
 from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_core.errors import FormatError, UsageError
 from ccsm_core.formats.safetensors import load_safetensors
-from ccsm_core.models.mimi import DEFAULT_MIMI_CONFIG, Mimi, load_mimi, mimi_config
+from ccsm_core.models.mimi import DEFAULT_MIMI_CONFIG, Mimi, mimi_config
+from ccsm_core.loading.mimi import load_mimi
 from ccsm_core.models.mimi_layers import Weights
 from ccsm_core.models.mimi_transformer import MimiTransformer
 

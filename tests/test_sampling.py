@@ -118,7 +118,7 @@ def test_processor_as_sampler_is_refused():
 
 def test_generator_seeded_and_min_frames(tiny_csm_dir):
     from ccsm_core.generator import GenerationSettings, Generator
-    from ccsm_core.models.loader import load_csm
+    from ccsm_core.loading.csm import load_csm
 
     lm = load_csm(tiny_csm_dir, "numpy")
     gen = Generator(lm.model, lm.tokenizer)
@@ -136,7 +136,7 @@ def test_generator_seeded_and_min_frames(tiny_csm_dir):
 
 def test_guard_special_codes(tiny_csm_dir):
     from ccsm_core.generator import GenerationSettings, Generator
-    from ccsm_core.models.loader import load_csm
+    from ccsm_core.loading.csm import load_csm
 
     lm = load_csm(tiny_csm_dir, "numpy")
     gen = Generator(lm.model, lm.tokenizer)

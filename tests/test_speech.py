@@ -104,7 +104,7 @@ def test_demo_model(cli_runner, tmp_path):
 
 
 def test_model_sources(cli_runner, tmp_path, monkeypatch):
-    from ccsm_core.sources import resolve_model
+    from ccsm_core.loading.sources import resolve_model
 
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ModelError, match="not in the Hugging Face cache"):

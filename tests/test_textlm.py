@@ -11,8 +11,9 @@ import pytest
 
 from ccsm_core.cli import cli
 from ccsm_core.errors import UsageError
-from ccsm_core.formats.gguf import smollm2_path, write_gguf
-from ccsm_core.models.textlm import load_text_model
+from ccsm_core.loading.sources import smollm2_path
+from ccsm_core.formats.gguf_writer import write_gguf
+from ccsm_core.loading.text import load_text_model
 from ccsm_core.textgen import TextSession, TextSettings
 
 SMOL = Path(__file__).parent / "fixtures" / "smollm2"
@@ -222,7 +223,7 @@ def test_cli_quantize(tmp_path, cli_runner, reference_backend):
     res = cli_runner.invoke(cli, ["quantize", str(src), str(out), "--type", "q8_0"])
     assert res.exit_code == 0, res.output
     q = load_text_model(out, reference_backend)
-    from ccsm_core.formats.gguf import load_gguf
+    from ccsm_core.formats.gguf_reader import load_gguf
 
     types = {n: x.dtype for n, x in load_gguf(out).items()}
     assert types["blk.0.attn_q.weight"] == "Q8_0" and types["blk.0.attn_norm.weight"] == "F32"
@@ -234,7 +235,7 @@ def test_cli_quantize(tmp_path, cli_runner, reference_backend):
 
 def test_projection_fusion_only_for_one_type():
     """q/k/v (and gate/up) run as one product only when they share a type; biases follow."""
-    from ccsm_core.formats.tensor import TensorData, stack_rows
+    from ccsm_core.tensors import TensorData, stack_rows
     from ccsm_core.models.llama import fuse_projections
 
     rng = np.random.default_rng(1)

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UsageError
-from ..formats.tensor import float32_values
+from ..tensors import float32_values
 from .base import BUFFER_DTYPES
 
 _F32 = np.float32

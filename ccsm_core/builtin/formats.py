@@ -12,7 +12,7 @@ def _safetensors(path, *, validate=True):
 
 
 def _gguf(path, *, validate=True):
-    from ..formats.gguf import load_gguf
+    from ..formats.gguf_reader import load_gguf
 
     return load_gguf(path, validate=validate)
 

@@ -120,6 +120,6 @@ def _segment(sp: Any, speaker: int, text: str, audio: str):
 
 
 def _demo_notice() -> str:
-    from ..models.demo import NOTICE
+    from ..loading.demo import NOTICE
 
     return NOTICE

@@ -10,7 +10,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import FormatError
-from .tensor import PLAIN_DTYPES, TensorData, WeightSource
+from ..tensors import PLAIN_DTYPES, TensorData, WeightSource
 
 _ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "I16": 2, "I32": 4, "I64": 8,
              "U8": 1, "BOOL": 1}

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..backends.base import Backend, Tensor
-from ..formats.tensor import float32_values
+from ..tensors import float32_values
 from .config import DECODER_CACHE, CsmConfig
 from .llama import KVCache, Llama, causal_mask, check_shapes
 

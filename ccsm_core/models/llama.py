@@ -13,7 +13,7 @@ import numpy as np
 
 from ..backends.base import Backend, Tensor
 from ..errors import FormatError, GenerationError
-from ..formats.tensor import float32_values, stack_rows
+from ..tensors import float32_values, stack_rows
 from .config import LlamaConfig
 
 LAYER_TENSORS = {

@@ -12,8 +12,6 @@ from __future__ import annotations
 from functools import partial
 
 import copy
-import json
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -331,20 +329,3 @@ class MimiStreamEncoder:
             return np.zeros((self.mimi.num_codebooks, 0), np.int64)
         lat = self.mimi._latent(self.mimi.be.asarray(a[None, :k * spf]), self._state)
         return self.mimi._codes_from_latent(lat)
-
-
-def load_mimi(path: str | Path, config_path: str | Path | None = None, backend: Any = None) -> Mimi:
-    """Load moshi Mimi weights (safetensors) and optional ``mimi_config.json``; default: real sizes."""
-    from ..formats.safetensors import load_safetensors
-
-    if backend is None:
-        from ..backends.numpy_backend import NumpyBackend
-        backend = NumpyBackend()
-    config = None
-    if config_path is not None:
-        try:
-            config = json.loads(Path(config_path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelError(f"{config_path}: cannot read the Mimi config ({e})",
-                             "pass moshi's mimi_config.json, or none for the released Mimi") from None
-    return Mimi.from_tensors(backend, load_safetensors(path), config)

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from ..formats.tensor import float32_values
+from ..tensors import float32_values
 
 Tensor = Any
 

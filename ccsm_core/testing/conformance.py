@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from ..backends.numpy_backend import NumpyBackend
-from ..formats.tensor import TensorData, f32_to_bf16
+from ..tensors import TensorData, f32_to_bf16
 
 RTOL, ATOL = 1e-4, 1e-5
 QUANT_TOL = 2e-2

@@ -73,7 +73,7 @@ class FixtureParity:
     @pytest.mark.parametrize("case", ["text", "ctx"])
     def test_csm_matches_original(self, be, ref, case):
         from ..generator import GenerationSettings, Generator
-        from ..models.loader import load_csm
+        from ..loading.csm import load_csm
 
         cases = json.loads((self.fixture_dir / "cases.json").read_text())
         spec = cases["cases"][case]
@@ -88,7 +88,7 @@ class FixtureParity:
         assert np.max(np.abs(got - ref[f"{case}_logits"])) <= 1e-3
 
     def test_mimi_matches_original(self, be):
-        from ..models.mimi import load_mimi
+        from ..loading.mimi import load_mimi
 
         mref = np.load(self.fixture_dir / "mimi_reference.npz")
         mimi = load_mimi(self.fixture_dir / "mimi.safetensors", self.fixture_dir / "mimi_config.json", be)

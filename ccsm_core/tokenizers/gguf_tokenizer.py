@@ -404,9 +404,9 @@ def sniff(source: Any) -> bool:
 def tokenizer_from_gguf(source: Mapping[str, Any] | Any) -> GGUFTokenizer:
     """The tokenizer for GGUF metadata (a dict, a ``WeightSource``, or a path to a .gguf file)."""
     if isinstance(source, (str, os.PathLike)):
-        from ..formats.gguf import load_gguf
+        from ..formats.gguf_reader import read_header
 
-        source = load_gguf(Path(source)).metadata
+        source = read_header(Path(source)).metadata
     md = _metadata_of(source)
     if md is None:
         raise FormatError(f"cannot read a GGUF vocabulary from a {type(source).__name__}",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccsm_core.models.loader import load_csm
+from ccsm_core.loading.csm import load_csm
 from ccsm_core.testing.parity import FixtureParity, forced_logits
 
 FIXTURE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "csm-tiny"
@@ -20,7 +20,7 @@ class TestGgmlParity(FixtureParity):
 
 
 def test_q8_0_csm_matches_numpy_on_same_weights(tmp_path):
-    from ccsm_core.formats.csm_gguf import convert_csm
+    from ccsm_core.loading.csm_gguf import convert_csm
 
     frames = np.load(FIXTURE / "reference.npz")["text_frames"]
     path = convert_csm(FIXTURE, tmp_path / "q8.gguf", "q8_0")
@@ -55,7 +55,7 @@ def test_captured_decoder_steps_give_the_original_frames():
 def test_captured_mimi_stream_past_the_ring_equals_batch():
     """Frame-by-frame streaming replays one captured graph after the first frame; 140 frames are
     280 transformer positions, so the ring (265 slots) wraps."""
-    from ccsm_core.models.mimi import load_mimi
+    from ccsm_core.loading.mimi import load_mimi
     from ccsm_cpu.backend import GgmlBackend
 
     mimi = load_mimi(FIXTURE / "mimi.safetensors", FIXTURE / "mimi_config.json", GgmlBackend(threads=2))

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from ccsm_core.formats.tensor import TensorData
+from ccsm_core.tensors import TensorData
 from ccsm_cpu import _load
 
 

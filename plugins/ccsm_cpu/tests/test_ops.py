@@ -17,7 +17,7 @@ import pytest
 from ccsm_core.backends.base import OPS
 from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_core.errors import CcsmError, FormatError, UsageError
-from ccsm_core.formats.tensor import TensorData
+from ccsm_core.tensors import TensorData
 
 EXACT = (0.0, 0.0)
 ELEM = (1e-5, 1e-5)
@@ -366,7 +366,7 @@ def test_errors_are_ccsm_errors():
 def test_mimi_streaming_decode_matches_numpy():
     """Mimi's streaming decoder (convs, transposed convs, state buffers, transformer) end to end."""
     from ccsm_core.backends import get_backend
-    from ccsm_core.models.demo import DEMO_MIMI, random_mimi_tensors
+    from ccsm_core.loading.demo import DEMO_MIMI, random_mimi_tensors
     from ccsm_core.models.mimi import Mimi
 
     codes = np.random.default_rng(0).integers(0, 2048, (32, 5))

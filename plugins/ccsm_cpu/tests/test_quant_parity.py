@@ -22,7 +22,7 @@ import pytest
 gguf = pytest.importorskip("gguf")
 from gguf import quants  # noqa: E402
 
-from ccsm_core.formats.tensor import TensorData, f32_to_bf16  # noqa: E402
+from ccsm_core.tensors import TensorData, f32_to_bf16  # noqa: E402
 from ccsm_cpu.lib import load  # noqa: E402
 
 LEGACY = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")

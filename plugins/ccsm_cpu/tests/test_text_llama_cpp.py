@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ccsm_core.formats.gguf import smollm2_path
-from ccsm_core.models.textlm import load_text_model
+from ccsm_core.loading.sources import smollm2_path
+from ccsm_core.loading.text import load_text_model
 from ccsm_core.textgen import TextSession, TextSettings
 
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "smollm2"

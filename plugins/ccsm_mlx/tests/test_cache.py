@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ccsm_core.models.loader import load_csm
+from ccsm_core.loading.csm import load_csm
 from ccsm_mlx.backend import MlxBackend
 from ccsm_mlx.cache import ARRAYS, MANIFEST, WeightCache, tensor_key
 from ccsm_mlx.weights import Precision, QWeight

@@ -8,7 +8,7 @@ import pytest
 
 from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_core.errors import UsageError
-from ccsm_core.formats.tensor import TensorData
+from ccsm_core.tensors import TensorData
 from ccsm_core.testing.conformance import quantized
 from ccsm_mlx.backend import MlxBackend
 from ccsm_mlx.weights import QWeight

@@ -33,8 +33,8 @@ def test_registered_and_available():
 
     pm = PluginManager()
     entry = pm.registry("backends").get("mlx")
-    assert entry.metadata["priority"] == (5 if sys.platform == "darwin" else -1)
-    assert entry.metadata["devices"] == ("cpu", "gpu")
+    assert entry.priority == (5 if sys.platform == "darwin" else -1)
+    assert entry.devices == ("cpu", "gpu")
     assert backend_status(entry) is None
     rec = pm.records["ccsm_mlx"]
     assert rec.status == "ok", rec.error

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ccsm_core.backends.numpy_backend import NumpyBackend
-from ccsm_core.models.loader import load_csm
+from ccsm_core.loading.csm import load_csm
 from ccsm_core.testing.parity import forced_logits as teacher_forced
 from ccsm_mlx.backend import MlxBackend
 
@@ -78,7 +78,7 @@ def test_rounding_really_happens(frames):
 @pytest.mark.parametrize("qtype", ["q8_0", "q4_0"])
 def test_gguf_blocks_repacked_exactly(tmp_path, frames, qtype):
     """A q8_0 / q4_0 GGUF runs on MLX's quantized matmul with the file's exact values."""
-    from ccsm_core.formats.csm_gguf import convert_csm
+    from ccsm_core.loading.csm_gguf import convert_csm
 
     path = convert_csm(FIXTURE, tmp_path / f"{qtype}.gguf", qtype)
     want = forced_logits(path, NumpyBackend(), frames)  # NumPy dequantizes the blocks

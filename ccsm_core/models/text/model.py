@@ -1,13 +1,6 @@
-"""Llama-family language models from GGUF, on the backend contract.
-
-Supported ``general.architecture`` values and what differs between them:
-
-| arch | differences from llama |
-|---|---|
-| llama, mistral | (reference) RoPE on adjacent pairs (the GGUF converter permutes q/k for it) |
-| qwen2 | q/k/v biases; RoPE on halves (NEOX) |
-| phi3 | fused ``attn_qkv`` and fused ``ffn_up`` (gate, then up); NEOX RoPE |
-| gemma | GeGLU (tanh GELU); embeddings scaled by sqrt(dim); head size from ``key_length``; NEOX RoPE; tied output |
+"""A Llama-family text model on the backend contract: its config from GGUF metadata, and the
+model (embeddings, the Llama stack, the output head). What differs per architecture lives in one
+file each beside this one (`llama`, `mistral`, `qwen2`, `phi3`, `gemma`), found by name.
 
 Norm weights are used as stored (GGUF's Gemma norms already include the +1).
 """
@@ -16,21 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..backends.base import BUFFER_DTYPES, Backend, Tensor
-from ..errors import FormatError, ModelError, UsageError
-from ..formats.tensor import float32_values, take_rows
-from .config import LlamaConfig
-from .llama import KVCache, Llama, causal_mask, fuse_projections
+from ...backends.base import BUFFER_DTYPES, Backend, Tensor
+from ...errors import FormatError, UsageError
+from ...tensors import float32_values
+from ..config import LlamaConfig
+from ..llama import KVCache, Llama, causal_mask, fuse_projections
+from .arch import TextArch, get_arch, need_tensor
 
 WINDOW = 256  # attention windows grow in steps of this many cache rows (as llama.cpp pads its KV view)
 
-ARCHS = ("llama", "mistral", "qwen2", "phi3", "gemma")
-NEOX = {"qwen2", "phi3", "gemma"}
 
 
 @dataclass(frozen=True)
@@ -43,29 +34,27 @@ class TextConfig:
     embed_scale: float | None = None
 
     @classmethod
-    def from_metadata(cls, md: Mapping[str, Any], vocab_size: int, where: str = "model") -> "TextConfig":
-        arch = str(md.get("general.architecture", ""))
-        if arch not in ARCHS:
-            raise ModelError(f"{where}: architecture {arch!r} is not supported", f"supported: {', '.join(ARCHS)}")
+    def from_metadata(cls, md: Mapping[str, Any], vocab_size: int, where: str = "model") -> TextConfig:
+        arch = get_arch(str(md.get("general.architecture", "")), where)
 
         def get(key: str, default: Any = None) -> Any:
-            value = md.get(f"{arch}.{key}", default)
+            value = md.get(f"{arch.name}.{key}", default)
             if value is None:
-                raise FormatError(f"{where}: metadata {arch}.{key} is missing", "the GGUF file is incomplete")
+                raise FormatError(f"{where}: metadata {arch.name}.{key} is missing", "the GGUF file is incomplete")
             return value
 
         heads = int(get("attention.head_count"))
         dim = int(get("embedding_length"))
-        head_size = md.get(f"{arch}.attention.key_length")
+        head_size = md.get(f"{arch.name}.attention.key_length")
         stack = LlamaConfig(
             num_layers=int(get("block_count")), num_heads=heads,
             num_kv_heads=int(get("attention.head_count_kv", heads)), embed_dim=dim,
             intermediate_dim=int(get("feed_forward_length")), max_seq_len=int(get("context_length", 4096)),
             norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)), rope_base=float(get("rope.freq_base", 10000.0)),
-            scale_factor=None, rope_interleaved=arch not in NEOX,
+            scale_factor=None, rope_interleaved=not arch.neox_rope,
             head_size=int(head_size) if head_size is not None and int(head_size) != dim // heads else None,
-            activation="gelu_tanh" if arch == "gemma" else "silu")
-        return cls(arch, stack, vocab_size, float(np.sqrt(dim)) if arch == "gemma" else None)
+            activation=arch.activation)
+        return cls(arch.name, stack, vocab_size, float(np.sqrt(dim)) if arch.scaled_embeddings else None)
 
 
 class TextLM:
@@ -76,31 +65,12 @@ class TextLM:
             raise UsageError(f"KV cache type {kv_dtype!r} is not supported", f"use one of {', '.join(BUFFER_DTYPES)}")
         self.be, self.cfg, self.kv_dtype = be, cfg, kv_dtype
         st = cfg.stack
-        hd = st.head_dim
-        need = lambda name: self._need(tensors, name)  # noqa: E731
+        need = lambda name: need_tensor(tensors, name)  # noqa: E731
+        arch: TextArch = get_arch(cfg.arch)
         layers = []
         for i in range(st.num_layers):
-            p = f"blk.{i}."
-            w: dict[str, Any] = {"sa_norm": need(p + "attn_norm.weight"), "mlp_norm": need(p + "ffn_norm.weight"),
-                                 "o": need(p + "attn_output.weight"), "w2": need(p + "ffn_down.weight")}
-            if p + "attn_qkv.weight" in tensors:
-                qkv = need(p + "attn_qkv.weight")
-                nq, nk = st.num_heads * hd, st.num_kv_heads * hd
-                for key, a, b in (("q", 0, nq), ("k", nq, nq + nk), ("v", nq + nk, nq + 2 * nk)):
-                    w[key] = take_rows(qkv, a, b)
-            else:
-                for key in "qkv":
-                    w[key] = need(f"{p}attn_{key}.weight")
-            for key in "qkv":
-                if f"{p}attn_{key}.bias" in tensors:
-                    w["b" + key] = tensors[f"{p}attn_{key}.bias"]
-            if p + "ffn_gate.weight" in tensors:
-                w["w1"], w["w3"] = need(p + "ffn_gate.weight"), need(p + "ffn_up.weight")
-            else:  # phi3: gate and up fused in ffn_up
-                up = need(p + "ffn_up.weight")
-                ff = st.intermediate_dim
-                w["w1"], w["w3"] = take_rows(up, 0, ff), take_rows(up, ff, 2 * ff)
-            layers.append({k: be.weight(v) for k, v in fuse_projections(w, p).items()})
+            w = arch.layer_weights(tensors, f"blk.{i}.", st)
+            layers.append({k: be.weight(v) for k, v in fuse_projections(w, f"blk.{i}.").items()})
         freqs = None
         if "rope_freqs.weight" in tensors:  # Llama 3.1+: per-pair divisors of the base frequencies
             freqs = st.rope_freqs() / float32_values(tensors["rope_freqs.weight"])
@@ -108,12 +78,6 @@ class TextLM:
         self.embeddings = be.weight(need("token_embd.weight"))
         self.output = be.weight(tensors["output.weight"]) if "output.weight" in tensors else self.embeddings
         self._check(tensors)
-
-    @staticmethod
-    def _need(tensors: Mapping[str, Any], name: str) -> Any:
-        if name not in tensors:
-            raise FormatError(f"tensor {name!r} is missing", "the GGUF file is incomplete or of another architecture")
-        return tensors[name]
 
     def _check(self, tensors: Mapping[str, Any]) -> None:
         st, v = self.cfg.stack, self.cfg.vocab_size
@@ -172,30 +136,3 @@ class TextLM:
             s = len(ids)
             h = be.slice(h, 0, s - 1, s)
         return be.matmul(h, self.output)
-
-
-@dataclass
-class LoadedText:
-    model: TextLM
-    tokenizer: Any
-    metadata: dict[str, Any]
-    path: Path
-
-
-def load_text_model(path: str | Path, backend: Backend | str | None = None, *,
-                    kv_dtype: str = "float16") -> LoadedText:
-    """A GGUF text model with its tokenizer (from the file's metadata). ``kv_dtype``: the KV
-    cache's storage, ``float16`` (llama.cpp's default, and what its logits are recorded with) or
-    ``float32``."""
-    from ..backends import get_backend
-    from ..formats.gguf import load_gguf
-    from ..tokenizers.gguf_tokenizer import tokenizer_from_gguf
-
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise ModelError(f"model {p} does not exist", "pass a .gguf file")
-    source = load_gguf(p)
-    tok = tokenizer_from_gguf(source.metadata)
-    cfg = TextConfig.from_metadata(source.metadata, tok.vocab_size, str(p))
-    be = get_backend(backend) if backend is None or isinstance(backend, str) else backend
-    return LoadedText(TextLM(be, cfg, source.tensors, kv_dtype), tok, dict(source.metadata), p)

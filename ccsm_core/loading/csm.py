@@ -1,4 +1,5 @@
-"""Finding and loading CSM checkpoints: a folder in the original layout, or its weights file."""
+"""Finding and loading CSM checkpoints: a folder in the original layout (weights in any registered
+format), its weights file, or a CSM GGUF."""
 
 from __future__ import annotations
 
@@ -10,13 +11,11 @@ from typing import Any, Mapping
 from ..backends import get_backend
 from ..backends.base import Backend
 from ..errors import FormatError, ModelError
-from .config import CsmConfig
-from .csm import CSM
+from ..models.config import CsmConfig
+from ..models.csm import CSM
+from .weights import PICKLE_HINT, PICKLE_SUFFIXES, is_format, open_weights, weight_suffixes
 
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
-PICKLE_HINT = ("ccsm never unpickles checkpoints; use the model.safetensors of the same model "
-               "(sesame/csm-1b ships one), or on a trusted machine with torch run "
-               "safetensors.torch.save_file(torch.load('ckpt.pt'), 'model.safetensors')")
+WEIGHTS_STEM = "model"  # a checkpoint folder holds model.<suffix of a registered format>
 TOKENIZER_NAMES = ("tokenizer.json", "tokenizer.model")
 
 
@@ -30,21 +29,24 @@ class ModelFiles:
 
 
 def find_model_files(path: str | Path) -> ModelFiles:
-    """Resolve a folder (``config.json`` + ``model.safetensors``) or a ``.safetensors`` file."""
+    """Resolve a folder (``config.json`` + ``model.safetensors``, or ``model.<suffix>`` of another
+    registered format) or a weights file beside its ``config.json``."""
     p = Path(path).expanduser()
-    if p.suffix.lower() == ".gguf" and p.exists():
-        raise FormatError(f"{p} is not a GGUF file (wrong magic)", "convert the model again with `ccsm convert`")
     if p.suffix.lower() in PICKLE_SUFFIXES:
         raise FormatError(f"{p} is a pickled PyTorch checkpoint", PICKLE_HINT)
     if not p.exists():
         raise ModelError(f"model {p} does not exist", "pass a folder with config.json and model.safetensors")
     folder = p if p.is_dir() else p.parent
-    weights = p if p.is_file() else folder / "model.safetensors"
-    if not weights.exists():
-        pickles = sorted(x.name for x in folder.iterdir() if x.suffix.lower() in PICKLE_SUFFIXES)
-        if pickles:
-            raise FormatError(f"{folder} holds only pickled weights ({', '.join(pickles)})", PICKLE_HINT)
-        raise ModelError(f"{folder} has no model.safetensors", "pass a CSM checkpoint folder")
+    if p.is_file():
+        weights = p
+    else:
+        found = [folder / (WEIGHTS_STEM + s) for s in weight_suffixes() if (folder / (WEIGHTS_STEM + s)).is_file()]
+        if not found:
+            pickles = sorted(x.name for x in folder.iterdir() if x.suffix.lower() in PICKLE_SUFFIXES)
+            if pickles:
+                raise FormatError(f"{folder} holds only pickled weights ({', '.join(pickles)})", PICKLE_HINT)
+            raise ModelError(f"{folder} has no model.safetensors", "pass a CSM checkpoint folder")
+        weights = found[0]
     config = folder / "config.json"
     if not config.exists():
         raise ModelError(f"{folder} has no config.json", "the original checkpoint folder has one; copy it beside the weights")
@@ -75,16 +77,14 @@ class LoadedCsm:
 
 
 def is_gguf(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        return f.read(4) == b"GGUF"
+    """Whether ``path`` is a GGUF file (as the formats registry recognises it)."""
+    return is_format(path, "gguf")
 
 
 def _load_gguf(path: Path, be: Backend, tokenizer: str | Path | None) -> LoadedCsm:
-    from ..formats.csm_gguf import GGUFCsm
     from ..tokenizers import load_tokenizer
     from ..tokenizers.hf_json import HFJsonTokenizer
+    from .csm_gguf import GGUFCsm
 
     g = GGUFCsm(path)
     model = CSM(be, g.config, g.csm_tensors)
@@ -99,8 +99,7 @@ def _load_gguf(path: Path, be: Backend, tokenizer: str | Path | None) -> LoadedC
 
 def load_csm(path: str | Path, backend: Backend | str | None = None, *,
              tokenizer: str | Path | None = None) -> LoadedCsm:
-    """Load a CSM checkpoint (folder, ``.safetensors`` or our ``.gguf``) onto ``backend``."""
-    from ..formats.safetensors import load_safetensors
+    """Load a CSM checkpoint (folder, weights file or our ``.gguf``) onto ``backend``."""
     from ..tokenizers import load_tokenizer
 
     be = get_backend(backend) if backend is None or isinstance(backend, str) else backend
@@ -108,7 +107,7 @@ def load_csm(path: str | Path, backend: Backend | str | None = None, *,
         return _load_gguf(Path(path).expanduser(), be, tokenizer)
     files = find_model_files(path)
     cfg = read_config(files.config)
-    weights = load_safetensors(files.weights)
+    weights = open_weights(files.weights)
     model = CSM(be, cfg, weights)
     tok_path = tokenizer or files.tokenizer
     if tok_path is None:

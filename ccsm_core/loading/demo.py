@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import CsmConfig, LlamaConfig
+from ..models.config import CsmConfig, LlamaConfig
+from ..models.llama import expected_shapes
 
 DEMO_VERSION = 1
 DEMO_SEED = 20240226
@@ -32,11 +33,42 @@ DEMO_MIMI = {
 NOTICE = "the demo model has random weights: its audio is noise, not speech"
 
 
+# a character-level tokenizer.json: ids 1/2 are begin/end of text, 3.. the ASCII characters
+TOKENIZER_JSON = {
+    "version": "1.0", "truncation": None, "padding": None,
+    "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
+                      "normalized": False, "special": True}
+                     for i, c in ((0, "<|pad|>"), (1, "<|begin_of_text|>"), (2, "<|end_of_text|>"))],
+    "normalizer": None,
+    "pre_tokenizer": {"type": "Split", "pattern": {"String": ""}, "behavior": "Isolated", "invert": False},
+    "post_processor": None, "decoder": {"type": "Fuse"},
+    "model": {"type": "WordLevel", "unk_token": "<|pad|>",
+              "vocab": {"<|pad|>": 0, "<|begin_of_text|>": 1, "<|end_of_text|>": 2,
+                        **{chr(c): c for c in range(32, 127)}}},
+}
+
+
+def random_csm_tensors(cfg: CsmConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random weights with the original parameter names and shapes."""
+    rng = np.random.default_rng(seed)
+    shapes = {**expected_shapes(cfg.backbone, "backbone"), **expected_shapes(cfg.decoder, "decoder")}
+    d, dd, v, n = cfg.backbone.embed_dim, cfg.decoder.embed_dim, cfg.audio_vocab_size, cfg.audio_num_codebooks
+    shapes.update({"text_embeddings.weight": (cfg.text_vocab_size, d), "audio_embeddings.weight": (v * n, d),
+                   "projection.weight": (dd, d), "codebook0_head.weight": (v, d), "audio_head": (n - 1, dd, v)})
+    out = {}
+    for name, shape in shapes.items():
+        if name.endswith(".scale"):
+            out[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            out[name] = (rng.standard_normal(shape) / np.sqrt(shape[-1] if len(shape) > 1 else 1)).astype(np.float32)
+    return out
+
+
 def random_mimi_tensors(config: dict | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """Random weights with moshi's names and the shapes ``config`` implies."""
     from ..backends.numpy_backend import NumpyBackend
-    from .mimi import Mimi, mimi_config
-    from .mimi_layers import Weights
+    from ..models.mimi import Mimi, mimi_config
+    from ..models.mimi_layers import Weights
 
     rng = np.random.default_rng(seed)
     made: dict[str, np.ndarray] = {}
@@ -70,7 +102,6 @@ def demo_dir() -> Path:
 def ensure_demo() -> Path:
     """The demo model folder, generated deterministically on first use (written atomically)."""
     from ..formats.safetensors import save_safetensors
-    from ..testing.models import TOKENIZER_JSON, tiny_csm_tensors
 
     target = demo_dir()
     if (target / "complete").exists():
@@ -79,7 +110,7 @@ def ensure_demo() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
     try:
         (tmp / "config.json").write_text(json.dumps(DEMO_CSM.as_dict(), indent=1))
-        save_safetensors(tmp / "model.safetensors", tiny_csm_tensors(DEMO_CSM, DEMO_SEED))
+        save_safetensors(tmp / "model.safetensors", random_csm_tensors(DEMO_CSM, DEMO_SEED))
         (tmp / "tokenizer.json").write_text(json.dumps(TOKENIZER_JSON))
         save_safetensors(tmp / "mimi.safetensors", random_mimi_tensors(DEMO_MIMI, DEMO_SEED))
         (tmp / "mimi_config.json").write_text(json.dumps(DEMO_MIMI, indent=1))

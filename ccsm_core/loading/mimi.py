@@ -1,0 +1,27 @@
+"""Loading Mimi: moshi's weights (any registered format) and its optional ``mimi_config.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+from ..models.mimi import Mimi
+from .weights import open_weights
+
+
+def load_mimi(path: str | Path, config_path: str | Path | None = None, backend: Any = None) -> Mimi:
+    """Load moshi Mimi weights (safetensors) and optional ``mimi_config.json``; default: real sizes."""
+    if backend is None:
+        from ..backends.numpy_backend import NumpyBackend
+
+        backend = NumpyBackend()
+    config = None
+    if config_path is not None:
+        try:
+            config = json.loads(Path(config_path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError(f"{config_path}: cannot read the Mimi config ({e})",
+                             "pass moshi's mimi_config.json, or none for the released Mimi") from None
+    return Mimi.from_tensors(backend, open_weights(path), config)
