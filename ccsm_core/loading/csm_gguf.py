@@ -89,7 +89,7 @@ def convert_csm(folder: str | Path, out: str | Path, qtype: str = "f32", *,
     from ..backends.numpy_backend import NumpyBackend
     from ..formats.gguf_writer import write_gguf
     from ..models.csm import CSM
-    from .csm import find_model_files, read_config
+    from .checkpoint import find_model_files, read_config
     from .sources import find_mimi
 
     if qtype not in TYPES:

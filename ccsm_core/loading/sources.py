@@ -61,7 +61,8 @@ def hf_snapshot(repo: str, patterns: list[str], *, download: bool) -> Path:
 
 
 def find_mimi(model_path: Path, explicit: str | None = None) -> tuple[Path, Path | None] | None:
-    """Mimi weights (and config) for a model: ``--mimi``, beside the model, or the HF cache."""
+    """Mimi weights (and config) for a model: ``--mimi``, beside the model (``mimi.<suffix>`` of
+    any registered format), or the HF cache."""
     if explicit:
         p = Path(explicit).expanduser()
         if not p.exists():
@@ -69,7 +70,9 @@ def find_mimi(model_path: Path, explicit: str | None = None) -> tuple[Path, Path
         cfg = p.parent / "mimi_config.json"
         return p, cfg if cfg.exists() else None
     folder = model_path if model_path.is_dir() else model_path.parent
-    for name in ("mimi.safetensors", MIMI_FILE):
+    from .weights import weight_suffixes
+
+    for name in [*(f"mimi{suffix}" for suffix in weight_suffixes()), MIMI_FILE]:
         if (folder / name).exists():
             cfg = folder / "mimi_config.json"
             return folder / name, cfg if cfg.exists() else None

@@ -1,0 +1,1 @@
+"""An example ccsm format plugin: weights in a NumPy ``.npz`` archive."""
