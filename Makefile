@@ -27,7 +27,7 @@ GGML_FLAGS_avx512 := -DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -D
 GGML_FLAGS_sse    := -DGGML_NATIVE=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF
 TEST_ENV := $(if $(GGML),CCSM_GGML_LIB=$(CURDIR)/build/ggml-$(GGML)/ggml/lib)
 
-.PHONY: install run test docs clean ggml-avx2 ggml-avx512 ggml-sse
+.PHONY: install run test lint docs clean ggml-avx2 ggml-avx512 ggml-sse
 
 install: $(STAMP)
 
@@ -58,15 +58,24 @@ run: install
 docs: install
 	@$(DOCS_BUILD)
 
-# Every suite runs, even after one fails, then the docs build (as the suite "docs");
+# Every suite runs, even after one fails, then the linters (as the suite "lint": ruff's lint and
+# format check, mypy on the core and the plugins) and the docs build (as the suite "docs");
 # the failed ones are named at the end.
 test: install $(if $(GGML),build/ggml-$(GGML)/.built)
 	@failed=""; for s in $(SUITES); do \
 		echo "== $$s"; $(TEST_ENV) $(BIN)/python -m pytest -q $$s || failed="$$failed $$s"; \
 	done; \
+	echo "== lint"; $(MAKE) --no-print-directory lint || failed="$$failed lint"; \
 	echo "== docs"; $(DOCS_BUILD) || failed="$$failed docs"; \
 	if [ -n "$$failed" ]; then echo "== failed suites:$$failed"; exit 1; fi; \
-	echo "== every suite passed: $(SUITES) docs"
+	echo "== every suite passed: $(SUITES) lint docs"
+
+# ruff (lint rules and formatting) and mypy, configured in pyproject.toml
+LINT_PATHS := ccsm_core tests scripts $(dir $(PLUGINS)) $(dir $(EXAMPLES))
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy ccsm_core $(addsuffix src,$(dir $(PLUGINS)))
 
 clean:
 	rm -rf $(VENV) build *.egg-info
