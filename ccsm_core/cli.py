@@ -109,19 +109,19 @@ def backends(as_json: bool) -> None:
     from .backends import backend_status
     from .plugins import registry
 
-    out = []
+    out: list[dict[str, Any]] = []
     for e in registry("backends"):
         reason = backend_status(e)
         if e.conflict_with:
             reason = f"conflict: also registered by {', '.join(e.conflict_with)}"
         details = None
-        if reason is None and e.metadata.get("describe") is not None:
+        if reason is None and e.describe is not None:
             try:
-                details = e.metadata["describe"]()
+                details = e.describe()
             except Exception as err:  # a broken description is shown, not fatal
                 details = f"({type(err).__name__}: {err})"
-        out.append({"name": e.name, "plugin": e.plugin, "priority": e.metadata.get("priority", 0),
-                    "devices": list(e.metadata.get("devices", ("cpu",))), "available": reason is None,
+        out.append({"name": e.name, "plugin": e.plugin, "priority": e.priority,
+                    "devices": list(e.devices), "available": reason is None,
                     "reason": reason, "summary": e.summary, "details": details})
     out.sort(key=lambda r: -r["priority"])
     if as_json:

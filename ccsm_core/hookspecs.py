@@ -2,8 +2,11 @@
 
 A plugin is a module with functions decorated by ``ccsm_core.hookimpl`` whose names are the
 hook names below. Each ``register_*`` hook receives one argument, ``register``, a callable of
-the shape ``register(name: str, factory: Callable[..., T], **metadata) -> None``. Call it once
-per thing the plugin provides. Declare hook arguments without default values (pluggy passes
+the shape ``register(name: str, factory: Callable[..., T], **keywords) -> None``. Call it once
+per thing the plugin provides. The keywords are the fields of the kind's spec in
+``ccsm_core.specs`` (`BackendSpec`, `FormatSpec`, `TokenizerSpec`, `SamplerSpec`,
+`WatermarkerSpec`; listed in docs/plugins.md): an unknown keyword or a value of the wrong type
+marks the plugin ``failed``. Declare hook arguments without default values (pluggy passes
 ``None`` for defaulted arguments) and keep the plugin module cheap to import: import heavy
 libraries inside the factories, never at module level.
 
@@ -13,7 +16,8 @@ The core's own backends, formats, tokenizers and samplers register through these
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -24,10 +28,7 @@ Register = Callable[..., None]
 
 @hookspec
 def register_backends(register: Register) -> None:
-    """Register compute backends.
-
-    ``register(name, factory, *, priority: int = 0, available=None, devices=("cpu",), summary="",
-    describe=None)``
+    """Register compute backends. Keywords: the fields of `ccsm_core.specs.BackendSpec`.
 
     - ``factory(**options) -> Backend``: an object implementing the lazy tensor contract of
       ``ccsm_core.backends.base.Backend``. Options a backend understands (``threads=``, ...)
@@ -35,9 +36,6 @@ def register_backends(register: Register) -> None:
       the Python API (only those the user set); raise ``UsageError`` for options you do not know.
     - ``available() -> str | None``: called lazily; ``None`` when usable, else a one-line reason
       ("mlx not importable: No module named 'mlx'"). Never load native libraries at import.
-    - ``priority``: the highest-priority available backend is the default.
-    - ``describe() -> str``: optional details shown by ``ccsm backends`` when available
-      (threads, SIMD features, devices); called lazily.
 
     Raise ``ccsm_core.errors.BackendUnavailable`` from the factory if it cannot start.
     Check the backend with ``ccsm_core.testing.conformance.BackendConformance``.
@@ -55,16 +53,12 @@ def register_backends(register: Register) -> None:
 
 @hookspec
 def register_formats(register: Register) -> None:
-    """Register weight file formats (loaders).
-
-    ``register(name, factory, *, suffixes: tuple[str, ...] = (), sniff=None, summary="")``
+    """Register weight file formats (loaders). Keywords: the fields of `ccsm_core.specs.FormatSpec`.
 
     - ``factory(path, *, validate=True) -> WeightSource``: a mapping-like object of lazy
-      tensors (``ccsm_core.formats.tensor.WeightSource``), plus ``metadata``. Validate
+      tensors (``ccsm_core.tensors.WeightSource``), plus ``metadata``. Validate
       headers, offsets and shapes against the file size before returning; raise
       ``ccsm_core.errors.FormatError`` naming the file and the problem.
-    - ``sniff(first_bytes: bytes) -> bool``: recognise the format from its first 64 bytes
-      (``lambda b: b[:4] == b"GGUF"``). ``suffixes`` is the fallback (``(".gguf",)``).
 
     .. versionadded:: 0.1
     """
@@ -72,15 +66,12 @@ def register_formats(register: Register) -> None:
 
 @hookspec
 def register_tokenizers(register: Register) -> None:
-    """Register text tokenizers.
-
-    ``register(name, factory, *, sniff=None, summary="")``
+    """Register text tokenizers. Keywords: the fields of `ccsm_core.specs.TokenizerSpec`.
 
     - ``factory(source) -> Tokenizer``: ``source`` is a path (a ``tokenizer.json``, a
       SentencePiece ``.model``) or a metadata mapping (GGUF). The tokenizer has
       ``encode(text, *, add_special=True) -> list[int]``, ``decode(ids) -> str``,
       ``bos_id``, ``eos_id`` and ``vocab_size``.
-    - ``sniff(source) -> bool``: whether this tokenizer handles ``source``.
 
     .. versionadded:: 0.1
     """
@@ -88,9 +79,7 @@ def register_tokenizers(register: Register) -> None:
 
 @hookspec
 def register_samplers(register: Register) -> None:
-    """Register logit processors and samplers.
-
-    ``register(name, factory, *, kind: "processor" | "sampler", summary="")``
+    """Register logit processors and samplers. Keywords: the fields of `ccsm_core.specs.SamplerSpec`.
 
     - ``factory(**params)`` validates its parameters (raise ``ccsm_core.errors.UsageError``
       naming the bad value) and returns a callable:
@@ -112,20 +101,14 @@ def register_samplers(register: Register) -> None:
 
 @hookspec
 def register_watermarkers(register: Register) -> None:
-    """Register audio watermark methods.
-
-    ``register(name, factory, *, payload_bits: int, sample_rates=None, summary="", default=False,
-    public_key=None, default_payload=0, read_key=None)``
+    """Register audio watermark methods. Keywords: the fields of `ccsm_core.specs.WatermarkerSpec`.
 
     - ``factory(key: bytes, **params) -> Watermarker`` with
       ``embed(audio, sample_rate, payload: int) -> audio`` and
       ``detect(audio, sample_rate) -> WatermarkResult`` (``present``, ``score``, ``payload``,
       ``p_value``). ``audio`` is float32, shape ``(n,)`` or ``(n, channels)``.
-    - ``sample_rates``: the rates it supports, ``None`` for any.
-    - ``default``: mark generated audio with this method unless the user names another;
-      ``public_key`` (bytes): the key used when the user gives none (public, so it proves
-      nothing); ``default_payload``: the payload written into generated audio; ``read_key(path)
-      -> bytes`` reads the plugin's key-file format (default: the file's raw bytes).
+    - ``default=True``: ``ccsm run`` marks generated audio with this method unless the user names
+      another, keyed by ``--watermark-key FILE`` (read by ``read_key``) or else ``public_key``.
 
     .. versionadded:: 0.1
     """

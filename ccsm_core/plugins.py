@@ -15,16 +15,17 @@ import importlib.metadata as md
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import pluggy
 
-from . import __version__, hookspecs
+from . import __version__, hookspecs, specs
 from .errors import PluginError
-from .registry import Entry, Registry
+from .registry import Registry
+from .specs import BackendSpec, FormatSpec, SamplerSpec, TokenizerSpec, WatermarkerSpec
 
 GROUP = "ccsm"
-KINDS = ("backends", "formats", "tokenizers", "samplers", "watermarkers")
+KINDS = tuple(specs.KINDS)  # backends, formats, ...: the kinds of `ccsm_core.specs.KINDS`
 BUILTIN_PLUGINS = (
     "ccsm_core.builtin.numpy_backend",
     "ccsm_core.builtin.formats",
@@ -49,26 +50,34 @@ class PluginRecord:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "version": self.version, "builtin": self.builtin,
-            "entry_point": self.entry_point or None, "status": self.status,
-            "hooks": self.hooks, "registered": self.registered, "error": self.error,
+            "name": self.name,
+            "version": self.version,
+            "builtin": self.builtin,
+            "entry_point": self.entry_point or None,
+            "status": self.status,
+            "hooks": self.hooks,
+            "registered": self.registered,
+            "error": self.error,
         }
 
 
 class Registrar:
-    """The ``register`` callable handed to one plugin's ``register_<kind>`` hook."""
+    """The ``register`` callable handed to one plugin's ``register_<kind>`` hook: builds the
+    kind's spec (`ccsm_core.specs`) from the keywords, so a misspelt keyword or a wrong type
+    raises `PluginError` and the plugin is marked failed."""
 
-    def __init__(self, manager: "PluginManager", kind: str, plugin: str) -> None:
+    def __init__(self, manager: PluginManager, kind: str, plugin: str) -> None:
         self.manager, self.kind, self.plugin = manager, kind, plugin
 
-    def __call__(self, name: str, factory: Any, **metadata: Any) -> None:
+    def __call__(self, name: str, factory: Any, **keywords: Any) -> None:
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {self.plugin} registered a {self.kind} entry without a name")
         if not callable(factory):
             raise PluginError(f"plugin {self.plugin} registered {name!r} with a factory that is not callable")
         if self.manager.trace:
             print(f"ccsm: {self.plugin} registers {self.kind[:-1]} {name!r}", file=sys.stderr)
-        self.manager.registries[self.kind].add(Entry(name, factory, self.plugin, metadata))
+        spec = specs.make_spec(self.kind, name, factory, self.plugin, keywords)
+        self.manager.registries[self.kind].add(spec)
         self.manager.records[self.plugin].registered.setdefault(self.kind, []).append(name)
 
 
@@ -146,16 +155,22 @@ class PluginManager:
                 for ep in eps:
                     key = f"{name} ({_dist_name(ep)})"
                     self.records[key] = PluginRecord(
-                        name=key, version=_dist_version(ep), dist=_dist_name(ep),
-                        entry_point=f"{ep.name} = {ep.value}", status="conflict",
-                        error=f"entry point {name!r} is provided by {dists}")
+                        name=key,
+                        version=_dist_version(ep),
+                        dist=_dist_name(ep),
+                        entry_point=f"{ep.name} = {ep.value}",
+                        status="conflict",
+                        error=f"entry point {name!r} is provided by {dists}",
+                    )
                 continue
             ep = eps[0]
-            record = PluginRecord(name=name, version=_dist_version(ep), dist=_dist_name(ep),
-                                  entry_point=f"{ep.name} = {ep.value}")
+            record = PluginRecord(
+                name=name, version=_dist_version(ep), dist=_dist_name(ep), entry_point=f"{ep.name} = {ep.value}"
+            )
             self.records[name] = record
-            if name in self._disabled or (wanted_set is not None and record.dist not in wanted_set
-                                          and name not in wanted_set):
+            if name in self._disabled or (
+                wanted_set is not None and record.dist not in wanted_set and name not in wanted_set
+            ):
                 record.status = "disabled"
                 continue
             bad = _incompatible(ep)
@@ -185,13 +200,26 @@ class PluginManager:
                 break
 
     # -- registries ----------------------------------------------------------------------
+    @overload
+    def registry(self, kind: Literal["backends"]) -> Registry[BackendSpec]: ...
+    @overload
+    def registry(self, kind: Literal["formats"]) -> Registry[FormatSpec]: ...
+    @overload
+    def registry(self, kind: Literal["tokenizers"]) -> Registry[TokenizerSpec]: ...
+    @overload
+    def registry(self, kind: Literal["samplers"]) -> Registry[SamplerSpec]: ...
+    @overload
+    def registry(self, kind: Literal["watermarkers"]) -> Registry[WatermarkerSpec]: ...
+    @overload
+    def registry(self, kind: str) -> Registry[Any]: ...
+
     def registry(self, kind: str) -> Registry[Any]:
         """The registry of ``kind``, calling every plugin's ``register_<kind>`` on first use."""
         if kind not in self.registries:
             raise PluginError(f"unknown plugin kind {kind!r}", f"one of {', '.join(KINDS)}")
         if kind not in self._built:
             self._built.add(kind)
-            caller = getattr(self.pm.hook, f"register_{kind}")
+            caller = getattr(self.pm.hook, specs.KINDS[kind].hook)
             for impl in reversed(caller.get_hookimpls()):
                 try:
                     impl.function(register=Registrar(self, kind, impl.plugin_name))
@@ -231,8 +259,12 @@ def _incompatible(ep: md.EntryPoint) -> str | None:
         from packaging.version import Version
 
         r = Requirement(req)
-        if r.name.lower() == "ccsm" and r.marker is None and r.specifier and \
-                not r.specifier.contains(Version(__version__), prereleases=True):
+        if (
+            r.name.lower() == "ccsm"
+            and r.marker is None
+            and r.specifier
+            and not r.specifier.contains(Version(__version__), prereleases=True)
+        ):
             return f"needs ccsm{r.specifier}, this is ccsm {__version__}"
     return None
 
@@ -254,5 +286,20 @@ def reset_plugin_manager() -> None:
     _manager = None
 
 
+@overload
+def registry(kind: Literal["backends"]) -> Registry[BackendSpec]: ...
+@overload
+def registry(kind: Literal["formats"]) -> Registry[FormatSpec]: ...
+@overload
+def registry(kind: Literal["tokenizers"]) -> Registry[TokenizerSpec]: ...
+@overload
+def registry(kind: Literal["samplers"]) -> Registry[SamplerSpec]: ...
+@overload
+def registry(kind: Literal["watermarkers"]) -> Registry[WatermarkerSpec]: ...
+@overload
+def registry(kind: str) -> Registry[Any]: ...
+
+
 def registry(kind: str) -> Registry[Any]:
+    """The registry of ``kind`` in the process-wide manager: its specs by name."""
     return get_plugin_manager().registry(kind)

@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
 
 from .errors import PluginError
+from .specs import Spec
 
-T = TypeVar("T")
+S = TypeVar("S", bound=Spec)
 
-
-@dataclass
-class Entry(Generic[T]):
-    """One registered thing: its name, its factory, which plugin gave it, and metadata."""
-
-    name: str
-    factory: Callable[..., T]
-    plugin: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    conflict_with: list[str] = field(default_factory=list)
-
-    @property
-    def summary(self) -> str:
-        return str(self.metadata.get("summary", ""))
+#: The former name of `Spec` (one registered thing), kept for imports.
+Entry = Spec
 
 
-class Registry(Generic[T]):
-    """Entries of one kind. Two plugins registering one name make that name a conflict."""
+class Registry(Generic[S]):
+    """The specs of one kind, by name. Two plugins registering one name make that name a conflict."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._entries: dict[str, Entry[T]] = {}
+        self._entries: dict[str, S] = {}
 
-    def add(self, entry: Entry[T]) -> None:
+    def add(self, entry: S) -> None:
         old = self._entries.get(entry.name)
         if old is not None and old.plugin != entry.plugin:
             old.conflict_with.append(entry.plugin)
@@ -47,7 +36,7 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._entries)
 
-    def __iter__(self) -> Iterator[Entry[T]]:
+    def __iter__(self) -> Iterator[S]:
         return iter(self._entries.values())
 
     def __contains__(self, name: object) -> bool:
@@ -56,19 +45,24 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, name: str) -> Entry[T]:
-        """The entry called ``name``; a `PluginError` if unknown or claimed twice."""
+    def get(self, name: str) -> S:
+        """The spec called ``name``; a `PluginError` if unknown or claimed twice."""
         entry = self._entries.get(name)
         if entry is None:
             close = difflib.get_close_matches(name, self._entries, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                f"known {self.kind}: {', '.join(sorted(self._entries)) or 'none'}")
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else (f"known {self.kind}: {', '.join(sorted(self._entries)) or 'none'}")
+            )
             raise PluginError(f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}", hint)
         if entry.conflict_with:
             others = ", ".join([entry.plugin, *entry.conflict_with])
-            raise PluginError(f"{self.kind[:-1]} {name!r} is registered by more than one plugin: {others}",
-                              "uninstall or disable one of them (CCSM_DISABLE_PLUGINS=name)")
+            raise PluginError(
+                f"{self.kind[:-1]} {name!r} is registered by more than one plugin: {others}",
+                "uninstall or disable one of them (CCSM_DISABLE_PLUGINS=name)",
+            )
         return entry
 
-    def create(self, name: str, *args: Any, **kwargs: Any) -> T:
+    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.get(name).factory(*args, **kwargs)

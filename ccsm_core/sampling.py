@@ -247,13 +247,13 @@ def build_sampler(*, temperature: float = 1.0, topk: int | None = None, top_p: f
     chain = SamplerChain()
     for name, params in steps:
         entry = reg.get(name)
-        if entry.metadata.get("kind") != "processor":
+        if entry.kind != "processor":
             raise UsageError(f"{name!r} is a sampler, not a logit processor", "pass it as --sampler")
         chain.processors.append(entry.factory(**params))
         chain.names.append(name)
     sname = sampler or ("categorical" if t > 0 else "greedy")
     entry = reg.get(sname)
-    if entry.metadata.get("kind") != "sampler":
+    if entry.kind != "sampler":
         raise UsageError(f"{sname!r} is a logit processor, not a sampler")
     chain.sampler = entry.factory()
     chain.names.append(sname)

@@ -35,16 +35,15 @@ def pick_watermarker(key_file: str | None = None, method: str | None = None) -> 
         if key_file or method:
             raise UsageError("no watermark plugin is installed", "pip install ./plugins/ccsm_watermark")
         return None
-    entry = reg.get(method) if method else max(reg, key=lambda e: bool(e.metadata.get("default", False)))
+    entry = reg.get(method) if method else max(reg, key=lambda e: e.default)
     if key_file:
         p = Path(key_file)
         if not p.exists():
             raise UsageError(f"watermark key file {p} does not exist", "create one with `ccsm watermark keygen -o FILE`")
-        read_key = entry.metadata.get("read_key")
-        key = read_key(str(p)) if read_key is not None else p.read_bytes()
+        key = entry.read_key(str(p)) if entry.read_key is not None else p.read_bytes()
     else:
-        key = entry.metadata.get("public_key")
-        if key is None:
+        if entry.public_key is None:
             raise UsageError(f"watermarker {entry.name!r} has no public default key", "pass --watermark-key FILE")
-    payload = int(entry.metadata.get("default_payload", 0))
+        key = entry.public_key
+    payload = entry.default_payload
     return AppliedWatermark(entry.name, entry.factory(key), payload)

@@ -42,7 +42,8 @@ def module(name: str, **hooks) -> types.ModuleType:
 
 def sampler_plugin(name: str = "shout") -> types.ModuleType:
     def register_samplers(register):
-        register(name, lambda: (lambda lp, rng: 0), kind="sampler", summary="always id 0")
+        register(name, lambda: lambda lp, rng: 0, kind="sampler", summary="always id 0")
+
     return module(f"plug_{name}", register_samplers=register_samplers)
 
 
@@ -52,7 +53,9 @@ def with_eps(monkeypatch):
         monkeypatch.setattr("ccsm_core.plugins.md.entry_points", lambda group: list(eps))
         monkeypatch.setattr("ccsm_core.plugins._manager", None)
         from ccsm_core.plugins import get_plugin_manager
+
         return get_plugin_manager()
+
     yield install
     monkeypatch.setattr("ccsm_core.plugins._manager", None)
 
@@ -74,8 +77,10 @@ def test_ok_plugin(with_eps):
 
 
 def test_import_error_is_recorded_and_others_work(with_eps):
-    pm = with_eps(FakeEP("broken", ImportError("No module named 'missing'"), "broken-dist"),
-                  FakeEP("acme", sampler_plugin(), "acme-sampler"))
+    pm = with_eps(
+        FakeEP("broken", ImportError("No module named 'missing'"), "broken-dist"),
+        FakeEP("acme", sampler_plugin(), "acme-sampler"),
+    )
     assert pm.records["broken"].status == "failed"
     assert "ImportError: No module named 'missing'" in pm.records["broken"].error
     assert "shout" in pm.registry("samplers")
@@ -83,10 +88,13 @@ def test_import_error_is_recorded_and_others_work(with_eps):
 
 def test_raising_hook_drops_partial_registration(with_eps):
     def register_samplers(register):
-        register("half", lambda: (lambda lp, rng: 0), kind="sampler")
+        register("half", lambda: lambda lp, rng: 0, kind="sampler")
         raise RuntimeError("boom")
-    pm = with_eps(FakeEP("raiser", module("raiser", register_samplers=register_samplers), "raiser"),
-                  FakeEP("acme", sampler_plugin(), "acme-sampler"))
+
+    pm = with_eps(
+        FakeEP("raiser", module("raiser", register_samplers=register_samplers), "raiser"),
+        FakeEP("acme", sampler_plugin(), "acme-sampler"),
+    )
     reg = pm.registry("samplers")
     assert "half" not in reg and "shout" in reg
     assert pm.records["raiser"].status == "failed"
@@ -111,6 +119,7 @@ def test_duplicate_entry_point_name_is_conflict(with_eps):
 def test_misspelled_hook_fails_with_suggestion(with_eps):
     def register_sampler(register):  # missing the final "s"
         register("x", lambda: None, kind="sampler")
+
     pm = with_eps(FakeEP("typo", module("typo", register_sampler=register_sampler), "typo"))
     rec = pm.records["typo"]
     assert rec.status == "failed"
@@ -124,6 +133,7 @@ def test_incompatible_version_is_not_imported(with_eps):
         def load(self):
             loaded.append(True)
             return super().load()
+
     pm = with_eps(Lazy("old", sampler_plugin("old"), "old-plugin", requires=["ccsm<0.1"]))
     assert pm.records["old"].status == "incompatible"
     assert "needs ccsm<0.1" in pm.records["old"].error
@@ -150,8 +160,10 @@ def test_strict_mode_raises(with_eps, monkeypatch):
 
 
 def test_cli_keeps_working_and_reports_failure(with_eps, cli_runner):
-    with_eps(FakeEP("broken", ImportError("No module named 'zzz'"), "broken-dist"),
-             FakeEP("acme", sampler_plugin(), "acme-sampler"))
+    with_eps(
+        FakeEP("broken", ImportError("No module named 'zzz'"), "broken-dist"),
+        FakeEP("acme", sampler_plugin(), "acme-sampler"),
+    )
     res = cli_runner.invoke(cli, ["plugins"])
     assert res.exit_code == 0, res.output
     assert "failed" in res.output and "No module named 'zzz'" in res.output
@@ -173,6 +185,7 @@ def test_plugin_commands_are_added(with_eps, cli_runner):
         def hello():
             """Say hello."""
             click.echo("hello from plugin")
+
     with_eps(FakeEP("cmd", module("cmd", register_commands=register_commands), "cmd-dist"))
     from ccsm_core.cli import CcsmGroup
 
@@ -184,6 +197,7 @@ def test_plugin_commands_are_added(with_eps, cli_runner):
 def test_backends_command(cli_runner, with_eps):
     def register_backends(register):
         register("ghost", lambda **o: None, priority=99, available=lambda: "ghost library not found")
+
     with_eps(FakeEP("ghost", module("ghost", register_backends=register_backends), "ghost"))
     res = cli_runner.invoke(cli, ["backends", "--json"])
     rows = {r["name"]: r for r in json.loads(res.output)}
@@ -195,3 +209,32 @@ def test_backends_command(cli_runner, with_eps):
     assert default_backend_name() == "numpy"  # the unavailable one is skipped despite priority
     with pytest.raises(BackendUnavailable, match="ghost library not found"):
         get_backend("ghost")
+
+
+def test_misspelt_register_keyword_fails_the_plugin_in_ccsm_plugins(with_eps, cli_runner):
+    def register_backends(register):
+        register("ghost", lambda **o: None, priorty=99)
+
+    pm = with_eps(
+        FakeEP("typo", module("typo", register_backends=register_backends), "typo-dist"),
+        FakeEP("acme", sampler_plugin(), "acme-sampler"),
+    )
+    res = cli_runner.invoke(cli, ["plugins"])
+    assert res.exit_code == 0, res.output
+    rec = pm.records["typo"]
+    assert rec.status == "failed" and "did you mean 'priority'?" in rec.error
+    assert "failed" in res.output and "did you mean 'priority'?" in res.output
+    assert pm.records["acme"].status == "ok" and "shout" in pm.registry("samplers")
+    assert "ghost" not in pm.registry("backends")
+    assert cli_runner.invoke(cli, ["plugins", "--check"]).exit_code == 1
+
+
+def test_wrong_register_type_fails_the_plugin(with_eps):
+    def register_samplers(register):
+        register("loud", lambda: lambda lp, rng: 0, kind="sampler", summary=["not", "a", "str"])
+
+    pm = with_eps(FakeEP("typed", module("typed", register_samplers=register_samplers), "typed-dist"))
+    assert "loud" not in pm.registry("samplers")
+    rec = pm.records["typed"]
+    assert rec.status == "failed"
+    assert rec.error == ("PluginError: register_samplers: 'loud': summary must be str, got ['not', 'a', 'str'] (list)")

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable
 from .base import OPS, Backend
 
+if TYPE_CHECKING:
+    from ..specs import BackendSpec
+
 __all__ = ["Backend", "OPS", "get_backend", "backend_status", "default_backend_name"]
 
 
-def backend_status(entry: Any) -> str | None:
+def backend_status(entry: BackendSpec) -> str | None:
     """``None`` if the registered backend can run here, else the reason it cannot."""
-    check = entry.metadata.get("available")
+    check = entry.available
     if check is None:
         return None
     try:
@@ -28,7 +31,7 @@ def default_backend_name() -> str:
     usable = [e for e in registry("backends") if not e.conflict_with and backend_status(e) is None]
     if not usable:
         raise BackendUnavailable("no compute backend is available", "reinstall ccsm; numpy is built in")
-    return max(usable, key=lambda e: e.metadata.get("priority", 0)).name
+    return max(usable, key=lambda e: e.priority).name
 
 
 def get_backend(name: str | None = None, **options: Any) -> Backend:

@@ -201,7 +201,7 @@ def _bench_backends(backends: tuple[str, ...]) -> list[str]:
     if not backends or backends == ("all",):
         everything = bool(backends)
         return [e.name for e in registry("backends")
-                if backend_status(e) is None and (everything or e.metadata.get("priority", 0) >= 0)]
+                if backend_status(e) is None and (everything or e.priority >= 0)]
     for name in backends:
         if name != LLAMA_CPP:
             registry("backends").get(name)

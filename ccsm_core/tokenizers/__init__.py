@@ -29,8 +29,7 @@ def load_tokenizer(source: Any, name: str | None = None) -> Tokenizer:
     if isinstance(source, (str, Path)) and not Path(source).exists():
         raise FormatError(f"tokenizer file {source} does not exist", "pass --tokenizer PATH")
     for entry in reg:
-        sniff = entry.metadata.get("sniff")
-        if sniff is not None and sniff(source):
+        if entry.sniff is not None and entry.sniff(source):
             return entry.factory(source)
     raise FormatError(f"no tokenizer understands {source}",
                       "use a tokenizer.json (Hugging Face) or a SentencePiece .model file")

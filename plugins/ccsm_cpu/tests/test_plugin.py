@@ -26,8 +26,8 @@ def test_registered_and_available():
     reg = pm.registry("backends")
     assert "ggml-cpu" in reg
     entry = reg.get("ggml-cpu")
-    assert entry.metadata["priority"] == 10
-    assert entry.metadata["devices"] == ("cpu",)
+    assert entry.priority == 10
+    assert entry.devices == ("cpu",)
     assert backend_status(entry) is None
     rec = pm.records["ccsm_cpu"]
     assert rec.status == "ok", rec.error

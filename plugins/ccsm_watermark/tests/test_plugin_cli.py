@@ -24,7 +24,7 @@ def test_registered_through_entry_point() -> None:
     for name in METHODS:
         assert name in reg
         entry = reg.get(name)
-        assert entry.metadata["payload_bits"] == 32
+        assert entry.payload_bits == 32
         wm = entry.factory(PUBLIC_DEFAULT_KEY)
         assert hasattr(wm, "embed") and hasattr(wm, "detect")
     rec = pm.records["ccsm_watermark"]
