@@ -68,7 +68,7 @@ def test_bias_blocks_stay_within_budget(monkeypatch):
         for t in (64, 100, 37, 64):  # the second length no longer fits: broadcast add instead
             x = rng.standard_normal((4, t)).astype(np.float32)
             _close(be.to_numpy(be.conv1d(be.asarray(x), W, B)), REF.conv1d(x, w, b))
-        assert be._derived_bytes <= 4 * 8 * 100
+        assert be.memory.derived_bytes <= 4 * 8 * 100
 
 
 def test_elu_input_still_readable_after(be):

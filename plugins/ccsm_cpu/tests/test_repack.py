@@ -21,8 +21,8 @@ def test_repacked_matmul_equals_plain(dtype):
     for repack in (True, False):
         be = get_backend("ggml-cpu", threads=1, repack=repack)
         out[repack] = be.to_numpy(be.matmul(be.asarray(x), be.weight(w)))
-        if repack and be._repack_buft is not None:
-            assert len(be._repacked) == 1  # really went through the repacked twin
+        if repack and be.memory.repack_buffer_type is not None:
+            assert be.memory.repacked_count == 1  # really went through the repacked twin
         be.close()
     np.testing.assert_allclose(out[True], out[False], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out[False], x @ w.numpy().T, atol=0.02 * np.abs(out[False]).max())
@@ -46,5 +46,5 @@ def test_rows_not_a_multiple_of_8_stay_plain():
     be = get_backend("ggml-cpu", threads=1)
     x = rng.standard_normal((1, 64)).astype(np.float32)
     got = be.to_numpy(be.matmul(be.asarray(x), be.weight(w)))
-    assert be._repacked == {}
+    assert be.memory.repacked_count == 0
     np.testing.assert_allclose(got, x @ w.numpy().T, atol=0.02 * np.abs(got).max())

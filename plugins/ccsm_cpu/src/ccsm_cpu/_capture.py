@@ -13,13 +13,14 @@ every replay). Buffer writes inside it happen at every replay, in program order.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ccsm_core.errors import UsageError
 
-from ._tensor import BUFFER, PERSIST, GTensor
+from ._tensor import GTensor
 from .lib import Context, GgmlError, Owned
 
 if TYPE_CHECKING:
@@ -31,16 +32,12 @@ _CAPTURE_OBJECTS = 2048  # tensor objects per capture context
 class Captured:
     """One captured graph: replay with ``captured(*arrays) -> list[np.ndarray]``."""
 
-    def __init__(self, be: "GgmlBackend", fn: Callable[..., Any], examples: Sequence[np.ndarray]) -> None:
+    def __init__(self, be: GgmlBackend, fn: Callable[..., Any], examples: Sequence[np.ndarray]) -> None:
         self.be = be
-        lib, ffi = be._lib, be._ffi
-        if be._order:
-            be._evaluate()  # pending writes first: the capture starts from a clean epoch
-        saved = (be._ctxs, be._ci, be._ctx, be._limit, be._index_bounds)
-        be._ctxs, be._ci, be._index_bounds = [], -1, {}
-        be._next_ctx_size = _CAPTURE_OBJECTS
-        try:
-            be._next_ctx()
+        gb = self.builder = be.builder
+        self._lib, self._ffi = lib, ffi = gb.lib, gb.ffi
+        be.flush()  # pending writes first: the capture starts from a clean epoch
+        with gb.recording(_CAPTURE_OBJECTS) as ctxs:
             args = [be.asarray(a) for a in examples]
             outs = fn(*args)
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
@@ -48,18 +45,16 @@ class Captured:
                 raise UsageError("ggml-cpu: a captured function must return tensors of this backend")
             self.in_dtypes = [np.asarray(a).dtype for a in examples]
             self.in_shapes = [np.asarray(a).shape for a in examples]
-            arg_ptrs = [a.ptr if a.epoch == be._epoch else None for a in args]
-            self.consts = [(t, arr) for t, arr in be._inputs if not any(t == p for p in arg_ptrs if p is not None)]
+            arg_ptrs = [a.ptr if a.epoch == gb.epoch else None for a in args]
+            self.consts = [(t, arr) for t, arr in gb.inputs() if not any(t == p for p in arg_ptrs if p is not None)]
             self.args = arg_ptrs
-            addr = lambda t: int(ffi.cast("uintptr_t", t))  # noqa: E731
             # inputs used as row indices (embedding ids, cache rows): their bound, checked per replay
-            self.bounds = [None if t is None else be._index_bounds.get(addr(t)) for t in arg_ptrs]
-            self.outs = [(be._pf(o), o.shape) for o in outs]
-            n_objects = sum(lib.ggml_used_mem(c.handle) for c in be._ctxs) // be._ovh
-            size = n_objects + be._n_persist + 8
-            self.gctx = Context(be._g, lib.ggml_graph_overhead_custom(size, False) + 4096)
+            self.bounds = [None if t is None else gb.index_bound(t) for t in arg_ptrs]
+            self.outs = [(gb.f32(o), o.shape) for o in outs]
+            size = gb.graph_size()
+            self.gctx = Context(gb.ggml, lib.ggml_graph_overhead_custom(size, False) + 4096)
             self.graph = lib.ggml_new_graph_custom(self.gctx.handle, size, False)
-            for p in be._order:
+            for p in gb.pending():
                 lib.ggml_build_forward_expand(self.graph, p)
             for p, _ in self.outs:
                 lib.ggml_set_output(p)
@@ -70,28 +65,15 @@ class Captured:
             self.galloc = Owned(ga, lib.ggml_gallocr_free)
             if not lib.ggml_gallocr_alloc_graph(ga, self.graph):
                 raise GgmlError("ggml-cpu: could not allocate a captured graph", "free some memory")
-            self.ctxs = be._ctxs
-            self.work = be._work
-        finally:
-            for h in (r() for r in be._live):  # buffer handles point at their buffers again
-                if h is not None and h.kind == BUFFER:
-                    h.ptr, h.epoch = h.base.ptr, PERSIST
-            be._ctxs, be._ci, be._ctx, be._limit, be._index_bounds = saved
-            be._next_ctx_size = None
-            be._epoch += 1
-            be._work = 0
-            be._live.clear()
-            be._order.clear()
-            be._inputs.clear()
+            self.ctxs = ctxs
+            self.work = gb.work
         self.nodes = lib.ggml_graph_n_nodes(self.graph)
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
-        be = self.be
-        lib, ffi = be._lib, be._ffi
+        be, lib, ffi = self.be, self._lib, self._ffi
         if len(arrays) != len(self.args):
             raise UsageError(f"ggml-cpu: captured graph takes {len(self.args)} inputs, got {len(arrays)}")
-        if be._order:
-            be._evaluate()
+        be.flush()
         start = time.perf_counter()
         for t, arr in self.consts:
             ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
@@ -104,6 +86,7 @@ class Captured:
             if t is not None:
                 ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
         be.compute_graph(self.graph, self.work, "captured graph compute", self.nodes)
-        out = [be._read(p, shape) for p, shape in self.outs]
-        be._stats["eval_s"] += time.perf_counter() - start
+        read = self.builder.read
+        out = [read(p, shape) for p, shape in self.outs]
+        be.count_eval_time(time.perf_counter() - start)
         return out

@@ -1,4 +1,4 @@
-"""1-D convolution and transposed convolution on GGML graphs (helpers of `GgmlBackend`).
+"""1-D convolution and transposed convolution of `GgmlBackend` on a `GraphBuilder`.
 
 GGML's float32 kernels are dot products (``mul_mat``) and row updates (``out_prod``); which one
 is fast depends on the shapes, so ``conv1d`` picks per call:
@@ -18,17 +18,16 @@ contiguous axis runs per element).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ccsm_core.errors import UsageError
 
 from . import _ffi
+from ._graph_builder import GraphBuilder
+from ._persistent_memory import PersistentMemory
 from ._tensor import WEIGHT, GTensor
-
-if TYPE_CHECKING:
-    from .backend import GgmlBackend
 
 F32 = _ffi.F32
 OUTPROD_MAX_CIN = 64  # conv1d by out_prod when input channels <= this and Tout % OUTPROD_STEP == 0
@@ -44,36 +43,26 @@ def _positive(what: str, **values: Any) -> None:
             raise UsageError(f"{what}: {name} must be a positive int, got {v!r}")
 
 
-def _bias(be: "GgmlBackend", ctx: Any, out: Any, b: GTensor | None, cout: int, what: str,
-          tout: int | None = None) -> Any:
+def _bias(gb: GraphBuilder, memory: PersistentMemory, ctx: Any, out: Any, b: GTensor | None, cout: int,
+          what: str, tout: int | None = None) -> Any:
     if b is None:
         return out
     if b.shape != (cout,):
         raise UsageError(f"{what}: bias shape {list(b.shape)} does not match {cout} output channels")
-    lib = be._lib
+    lib = gb.lib
     if tout is not None and b.kind == WEIGHT and tout <= BIAS_MAX_T:
-        block = _length_derived(be, b, ("bias", tout), 4 * cout * tout,
-                                lambda host: np.repeat(host.reshape(cout, 1), tout, 1))
+        block = memory.derived_within(gb.tensor(b), ("bias", tout), 4 * cout * tout, BIAS_BUDGET,
+                                      lambda host: np.repeat(host.reshape(cout, 1), tout, 1))
         if block is not None:
-            return lib.ggml_add(ctx, out, be._p(block))
-    return lib.ggml_add(ctx, out, lib.ggml_reshape_4d(ctx, be._pf(b), 1, cout, 1, 1))
-
-
-def _length_derived(be: "GgmlBackend", w: GTensor, key: Any, nbytes: int, make: Any) -> GTensor | None:
-    """`GgmlBackend._derived` for data that grows with a sequence length: None over the budget."""
-    addr = int(be._ffi.cast("uintptr_t", be._p(w)))
-    if (addr, key) not in be._derived_cache:
-        if be._derived_bytes + nbytes > BIAS_BUDGET:
-            return None
-        be._derived_bytes += nbytes
-    return be._derived(w, key, make)
+            return lib.ggml_add(ctx, out, block)
+    return lib.ggml_add(ctx, out, lib.ggml_reshape_4d(ctx, gb.f32(b), 1, cout, 1, 1))
 
 
 def _reads(*ts: GTensor | None) -> bool:
     return any(t is not None and t.base is not None for t in ts)
 
 
-def conv1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | None, stride: int, dilation: int,
+def conv1d(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, b: GTensor | None, stride: int, dilation: int,
            groups: int) -> GTensor:
     """``x [Cin, T]``, ``w [Cout, Cin/groups, K]`` -> ``[Cout, Tout]`` (no padding)."""
     _positive("conv1d", stride=stride, dilation=dilation, groups=groups)
@@ -89,19 +78,19 @@ def conv1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | None, stride:
         raise UsageError(f"conv1d: input length {t} is shorter than the kernel span {span}")
     tout = (t - span) // stride + 1
     cout_g = cout // groups
-    be._work += cout * tout * cin_g * k
-    lib, ctx = be._lib, be._room(8 * k + 24)
-    px, pw = be._pf(x), be._pf(w)
+    gb.work += cout * tout * cin_g * k
+    lib, ctx = gb.lib, gb.room(8 * k + 24)
+    px, pw = gb.f32(x), gb.f32(w)
     if groups == 1 and stride == 1 and w.kind == WEIGHT and tout % OUTPROD_STEP == 0 and cin <= OUTPROD_MAX_CIN:
         # out[:, t] = sum_j w[:, :, j] @ x[:, t + j*dilation]: one out_prod per tap, over a view
-        wk = be._p(be._derived(w, ("taps", 1), lambda host: np.ascontiguousarray(
-            host.reshape(cout, cin, k).transpose(2, 1, 0))))  # NumPy [K, Cin, Cout]
+        wk = memory.derived(gb.tensor(w), ("taps", 1), lambda host: np.ascontiguousarray(
+            host.reshape(cout, cin, k).transpose(2, 1, 0)))  # NumPy [K, Cin, Cout]
         out = None
         for j in range(k):
             xj = lib.ggml_view_4d(ctx, px, tout, cin, 1, 1, 4 * t, 4 * t * cin, 4 * t * cin, 4 * j * dilation)
             wj = lib.ggml_view_4d(ctx, wk, cout, cin, 1, 1, 4 * cout, 4 * cout * cin, 4 * cout * cin,
                                   4 * j * cin * cout)
-            y = be._lib.ggml_out_prod(ctx, xj, wj)  # ne (Tout, Cout) = NumPy [Cout, Tout]
+            y = lib.ggml_out_prod(ctx, xj, wj)  # ne (Tout, Cout) = NumPy [Cout, Tout]
             out = y if out is None else lib.ggml_add(ctx, out, y)
     else:
         xg = lib.ggml_reshape_4d(ctx, px, t, cin_g, groups, 1)
@@ -112,12 +101,12 @@ def conv1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | None, stride:
         else:
             out = lib.ggml_mul_mat(ctx, cols, wr)  # [Tout, Cout_g, G] = NumPy [Cout, Tout]
         out = lib.ggml_reshape_4d(ctx, out, tout, cout, 1, 1)
-    out = _bias(be, ctx, out, b, cout, "conv1d", tout)
-    return be._new(out, (cout, tout), _reads(x, w, b))
+    out = _bias(gb, memory, ctx, out, b, cout, "conv1d", tout)
+    return gb.new(out, (cout, tout), _reads(x, w, b))
 
 
-def conv_transpose1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | None, stride: int,
-                     groups: int) -> GTensor:
+def conv_transpose1d(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, b: GTensor | None,
+                     stride: int, groups: int) -> GTensor:
     """``x [Cin, T]``, ``w [Cin, Cout/groups, K]`` -> ``[Cout, (T-1)*stride + K]``, untrimmed."""
     _positive("conv_transpose1d", stride=stride, groups=groups)
     if len(x.shape) != 2 or len(w.shape) != 3:
@@ -129,18 +118,18 @@ def conv_transpose1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | Non
         raise UsageError(f"conv_transpose1d: weight for {wcin} input channels, input has {cin} "
                          f"({groups} groups)")
     cout, length, cin_g = cout_g * groups, (t - 1) * stride + k, cin // groups
-    be._work += cout * t * k * cin_g
-    lib = be._lib
+    gb.work += cout * t * k * cin_g
+    lib = gb.lib
     if groups == 1 and w.kind == WEIGHT:
-        out = _dense_transpose(be, x, w, stride)
+        out = _dense_transpose(gb, memory, x, w, stride)
     elif groups == 1:
-        ctx = be._room(8)
-        out = lib.ggml_conv_transpose_1d(ctx, be._pf(w), be._pf(x), stride, 0, 1)
+        ctx = gb.room(8)
+        out = lib.ggml_conv_transpose_1d(ctx, gb.f32(w), gb.f32(x), stride, 0, 1)
     elif cin_g == 1:
-        out = _depthwise_transpose(be, x, w, stride)
+        out = _depthwise_transpose(gb, x, w, stride)
     else:
-        ctx = be._room(4 * groups + 8)
-        px, pw = be._pf(x), be._pf(w)
+        ctx = gb.room(4 * groups + 8)
+        px, pw = gb.f32(x), gb.f32(w)
         out = None
         for g in range(groups):
             xg = lib.ggml_view_4d(ctx, px, t, cin_g, 1, 1, 4 * t, 4 * t * cin_g, 4 * t * cin_g,
@@ -149,17 +138,17 @@ def conv_transpose1d(be: "GgmlBackend", x: GTensor, w: GTensor, b: GTensor | Non
                                   4 * k * cout_g * cin_g * g)
             y = lib.ggml_conv_transpose_1d(ctx, wg, xg, stride, 0, 1)
             out = y if out is None else lib.ggml_concat(ctx, out, y, 1)
-    ctx = be._room(4)
-    out = _bias(be, ctx, out, b, cout, "conv_transpose1d", length)
-    return be._new(out, (cout, length), _reads(x, w, b))
+    ctx = gb.room(4)
+    out = _bias(gb, memory, ctx, out, b, cout, "conv_transpose1d", length)
+    return gb.new(out, (cout, length), _reads(x, w, b))
 
 
-def _overlap_add(be: "GgmlBackend", taps: Any, t: int, cout: int, k: int, s: int, kp: int) -> Any:
+def _overlap_add(gb: GraphBuilder, taps: Any, t: int, cout: int, k: int, s: int, kp: int) -> Any:
     """Sum the ``m = kp / s`` shifted copies of ``taps`` (NumPy ``[Cout, T, kp]``) into
     ``[Cout, (T-1)*s + k]``; output sample ``t*s + j`` gets tap ``j`` of step ``t``."""
-    lib = be._lib
+    lib = gb.lib
     m = kp // s
-    ctx = be._room(6 * m + 8)
+    ctx = gb.room(6 * m + 8)
     full = (t + m - 1) * s
     total = None
     for j in range(m):
@@ -175,7 +164,7 @@ def _overlap_add(be: "GgmlBackend", taps: Any, t: int, cout: int, k: int, s: int
                                                4 * full * cout, 0))
 
 
-def _dense_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> Any:
+def _dense_transpose(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, s: int) -> Any:
     """``groups == 1``: every tap at once as one matmul, then the overlap-add.
 
     The (cached) weight has rows ordered (shift r, Cout, phase p) for tap ``r*s + p``, so the
@@ -188,12 +177,12 @@ def _dense_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> Any:
     _, cout, k = w.shape
     m = -(-k // s)
     kp, blk = m * s, cout * s
-    wt = be._derived(w, ("convT", s), lambda host: np.ascontiguousarray(
+    wt = memory.derived(gb.tensor(w), ("convT", s), lambda host: np.ascontiguousarray(
         np.pad(host.reshape(cin, cout, k), ((0, 0), (0, 0), (0, kp - k)))
         .reshape(cin, cout, m, s).transpose(2, 1, 3, 0).reshape(m * blk, cin)))
-    lib, ctx = be._lib, be._room(2 * m + 16)
-    xt = lib.ggml_cont(ctx, lib.ggml_permute(ctx, be._pf(x), 1, 0, 2, 3))  # ne (Cin, T)
-    taps = lib.ggml_mul_mat(ctx, be._p(wt), xt)  # ne (m*blk, T) = NumPy [T, m, Cout, s]
+    lib, ctx = gb.lib, gb.room(2 * m + 16)
+    xt = lib.ggml_cont(ctx, lib.ggml_permute(ctx, gb.f32(x), 1, 0, 2, 3))  # ne (Cin, T)
+    taps = lib.ggml_mul_mat(ctx, wt, xt)  # ne (m*blk, T) = NumPy [T, m, Cout, s]
     rows = t + m - 1
     if m == 1:
         z = taps
@@ -202,7 +191,7 @@ def _dense_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> Any:
         pre = (m - 1) ** 2 * blk
         total = t * m * blk + 2 * pre
         row = 4 * m * blk
-        frame = be._lib.ggml_set(ctx, be._zeros_view(total), taps, row, row * t, row * t, 4 * pre)
+        frame = lib.ggml_set(ctx, memory.zeros_view(gb.room(1), total), taps, row, row * t, row * t, 4 * pre)
         z = None
         for r in range(m):
             v = lib.ggml_view_4d(ctx, frame, blk, rows, 1, 1, row, row * rows, row * rows,
@@ -218,18 +207,18 @@ def _dense_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> Any:
                                                4 * full * cout, 0))
 
 
-def _depthwise_transpose(be: "GgmlBackend", x: GTensor, w: GTensor, s: int) -> Any:
+def _depthwise_transpose(gb: GraphBuilder, x: GTensor, w: GTensor, s: int) -> Any:
     """One input channel per group: taps by broadcasting, then overlap-add of ``ceil(K/s)`` shifts."""
     cin, t = x.shape
     _, cout_g, k = w.shape
     cout = cin * cout_g
     m = -(-k // s)
-    lib, ctx = be._lib, be._room(8 * m + 16)
-    x4 = lib.ggml_reshape_4d(ctx, be._pf(x), 1, t, 1, cin)  # NumPy [Cin, 1, T, 1]
-    w4 = lib.ggml_reshape_4d(ctx, be._pf(w), k, 1, cout_g, cin)  # NumPy [Cin, Cout_g, 1, K]
+    lib, ctx = gb.lib, gb.room(8 * m + 16)
+    x4 = lib.ggml_reshape_4d(ctx, gb.f32(x), 1, t, 1, cin)  # NumPy [Cin, 1, T, 1]
+    w4 = lib.ggml_reshape_4d(ctx, gb.f32(w), k, 1, cout_g, cin)  # NumPy [Cin, Cout_g, 1, K]
     taps = lib.ggml_mul(ctx, lib.ggml_repeat_4d(ctx, x4, k, t, cout_g, cin), w4)  # [Cout, T, K]
     taps = lib.ggml_reshape_4d(ctx, taps, k, t, cout, 1)
     kp = m * s
     if kp > k:
         taps = lib.ggml_pad_ext(ctx, taps, 0, kp - k, 0, 0, 0, 0, 0, 0)
-    return _overlap_add(be, taps, t, cout, k, s, kp)
+    return _overlap_add(gb, taps, t, cout, k, s, kp)

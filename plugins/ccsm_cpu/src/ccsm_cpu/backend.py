@@ -2,57 +2,51 @@
 
 How it works:
 
-- Each op adds a node to the current *epoch*: tensor metadata lives in reusable no-alloc
-  contexts; nothing is computed until ``to_numpy``.
+- Each op adds a node to the current *epoch* (`ccsm_cpu._graph_builder.GraphBuilder`): tensor
+  metadata lives in reusable no-alloc contexts; nothing is computed until ``to_numpy``.
 - ``to_numpy`` builds one graph from (1) every pending buffer write and buffer read, in program
   order, (2) every handle of this epoch that Python still holds, then allocates it with
   ``ggml_gallocr`` (memory reused across nodes and evaluations) and computes it on the CPU
   backend with ``threads`` threads.
 - After computing, held handles keep their values on the host (small: a model keeps a few);
   buffer handles point at their persistent buffer again; the epoch's contexts are reset.
-- Weights and ``zeros`` buffers are persistent: their data is host memory we own or the
-  caller's (mapped) array, attached with ``ggml_backend_cpu_buffer_from_ptr`` (no copy when
-  the array is aligned and contiguous).
+- Weights and ``zeros`` buffers are persistent (`ccsm_cpu._persistent_memory.PersistentMemory`):
+  their data is host memory we own or the caller's (mapped) array, attached with
+  ``ggml_backend_cpu_buffer_from_ptr`` (no copy when the array is aligned and contiguous).
 
 Shapes and arguments are validated here before any ggml call: ggml aborts the process on a
-failed assertion.
+failed assertion. Convolutions are in `_conv`, capture in `_capture`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import weakref
 from typing import Any, Sequence
 
 import numpy as np
 
-from ccsm_core.errors import CcsmError, FormatError, UsageError
+from ccsm_core.errors import CcsmError, UsageError
 
 from . import _conv, _ffi, _load
-from ._tensor import (BUFFER, HOST, PERSIST, STALE, TEMP, VIEW, WEIGHT, GTensor, axis_of, broadcast,
-                      check_shape, ne, prod, strides)
-from .lib import Context, GgmlError, Owned, check_status, load
+from ._graph_builder import GraphBuilder
+from ._persistent_memory import PersistentMemory
+from ._persistent_memory import aligned as _aligned  # noqa: F401  (tests import it from here)
+from ._tensor import BUFFER, HOST, PERSIST, STALE, VIEW, WEIGHT, GTensor, axis_of, broadcast, check_shape, ne, prod, strides
+from .lib import GgmlError, Owned, check_status, load
 
 F32, I32 = _ffi.F32, _ffi.I32
-_EPOCH_OBJECTS = 4096  # tensor objects per epoch context (about 1.5 MB of metadata)
-_PERSIST_OBJECTS = 512
-_ROOM = 16  # objects one public op may create at most, except where it asks for more
-_SET_MAX_OFFSET = 1 << 30
+_SET_MAX_OFFSET = 1 << 30  # ggml_set asserts offset < 2^30
 _BUFFER_TYPES = {"float32": F32, "float16": _ffi.F16}  # zeros(dtype=...)
 _ITEM = {F32: 4, _ffi.F16: 2}
-MIN_PARALLEL_WORK = 1 << 21  # multiply-adds below which a graph runs on one thread  # ggml_set asserts offset < 2^30
-
-
-def _aligned(nbytes: int, align: int = 64) -> np.ndarray:
-    """Zeroed uint8 array of ``nbytes`` whose data pointer is ``align``-aligned."""
-    raw = np.zeros(nbytes + align, np.uint8)
-    off = (-raw.ctypes.data) % align
-    return raw[off:off + nbytes]
+MIN_PARALLEL_WORK = 1 << 21  # multiply-adds below which a graph runs on one thread
 
 
 class GgmlBackend:
-    """`ccsm_core.backends.base.Backend` on GGML (CPU). Not thread-safe: one caller at a time."""
+    """`ccsm_core.backends.base.Backend` on GGML (CPU). Not thread-safe: one caller at a time.
+
+    It composes ``builder`` (the graph under construction and its evaluation) and ``memory``
+    (weights, buffers and what is derived from them), and computes graphs on ggml's CPU backend."""
 
     name = "ggml-cpu"
 
@@ -75,50 +69,25 @@ class GgmlBackend:
             raise UsageError(f"ggml-cpu: min_parallel_work must be an int >= 0, got {min_parallel_work!r}")
         self.threads, self.min_parallel_work = n, min_parallel_work
         self.idle_cores = _load.IdleCores(n) if threads is None else None
-        self._work = 0  # multiply-adds of the heavy ops (matmul, attention, conv) in this epoch
         self._n_threads = n
         g = self._g = load()
         self._ffi, self._lib = g.ffi, g.lib
-        self._ovh = g.tensor_overhead
-        lib, null = self._lib, self._ffi.NULL
+        lib = self._lib
         be = lib.ggml_backend_cpu_init()
-        if be == null:
+        if be == self._ffi.NULL:
             raise GgmlError("ggml_backend_cpu_init failed", "free some memory")
         self._backend = Owned(be, lib.ggml_backend_free)
         lib.ggml_backend_cpu_set_n_threads(be, n)
-        ga = lib.ggml_gallocr_new(lib.ggml_backend_cpu_buffer_type())
-        if ga == null:
+        self.memory = PersistentMemory(g, repack)
+        try:
+            self.builder = GraphBuilder(g, self, self.memory)
+        except BaseException:
             self._backend.close()
-            raise GgmlError("ggml_gallocr_new failed", "free some memory")
-        self._galloc = Owned(ga, lib.ggml_gallocr_free)
+            raise
         self._closed = False
-        # persistent tensors: metadata contexts, the memory they point at, their ggml buffers
-        self._pctxs: list[Context] = []
-        self._pins: list[Any] = []
-        self._pbufs: list[Owned] = []
-        self._n_persist = 0
-        self._rope_ff: dict[bytes, Any] = {}
-        self._next_ctx_size: int | None = None  # object count of new contexts while capturing
-        self._host: dict[int, np.ndarray] = {}  # weight tensor address -> its host bytes
-        self._repacked: dict[int, Any] = {}  # weight tensor address -> its repacked twin
-        self._derived_cache: dict[Any, GTensor] = {}  # (weight address, what) -> derived weight
-        self._derived_bytes = 0  # bytes of derived weights that depend on a sequence length
-        self._zero_pool: GTensor | None = None  # persistent zeros, grown on demand
-        self._repack_buft = self._g.repack_buffer_type() if repack else None
-        # the current epoch
-        self._ctxs: list[Context] = []
-        self._ci = -1
-        self._ctx: Any = None
-        self._limit = 0
-        self._epoch = 0
-        self._live: list[weakref.ref] = []
-        self._order: list[Any] = []
-        self._inputs: list[tuple[Any, np.ndarray]] = []
-        self._index_bounds: dict[int, int] = {}  # index input tensor address -> rows it may address
-        self._gctx: Context | None = None
-        self._gsize = 0
         self._stats = {"evaluations": 0, "graph_nodes": 0, "compute_s": 0.0, "eval_s": 0.0}
-        self._next_ctx()
+        gb = self.builder  # its methods used by every op
+        self._room, self._new, self._p, self._pf, self._index = gb.room, gb.new, gb.tensor, gb.f32, gb.index
 
     # -- lifetime ------------------------------------------------------------------------
     def close(self) -> None:
@@ -126,13 +95,11 @@ class GgmlBackend:
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        for owned in [self._galloc, self._backend, *self._pbufs, *self._ctxs, *self._pctxs,
-                      *([self._gctx] if self._gctx else [])]:
-            owned.close()
-        self._pins.clear()
-        self._epoch += 1
+        self.builder.close()
+        self._backend.close()
+        self.memory.close()
 
-    def __enter__(self) -> "GgmlBackend":
+    def __enter__(self) -> GgmlBackend:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -149,6 +116,10 @@ class GgmlBackend:
         (``compute_s``) and in whole evaluations including graph building (``eval_s``), and the
         threads the last computation used (``threads``)."""
         return {**self._stats, "threads": self._n_threads}
+
+    def count_eval_time(self, seconds: float) -> None:
+        """Add ``seconds`` spent in an evaluation outside `compute_graph` to ``stats()["eval_s"]``."""
+        self._stats["eval_s"] += seconds
 
     def compute_graph(self, graph: Any, work: int, what: str, nodes: int | None = None) -> None:
         """Compute an allocated ``graph`` of ``work`` multiply-adds: on one thread below
@@ -168,83 +139,18 @@ class GgmlBackend:
         st["evaluations"] += 1
         st["graph_nodes"] += lib.ggml_graph_n_nodes(graph) if nodes is None else nodes
 
-    # -- internals: contexts, handles, inputs --------------------------------------------
-    def _next_ctx(self) -> None:
-        self._ci += 1
-        if self._ci == len(self._ctxs):
-            self._ctxs.append(Context(self._g, (self._next_ctx_size or _EPOCH_OBJECTS) * self._ovh))
-        self._ctx = self._ctxs[self._ci].handle
-        self._limit = self._ctxs[self._ci].mem_size
-
-    def _room(self, n: int = _ROOM) -> Any:
-        """The current epoch context, with room for ``n`` more tensor objects."""
-        if self._closed:
-            raise UsageError("ggml-cpu: the backend is closed")
-        if self._lib.ggml_used_mem(self._ctx) + n * self._ovh > self._limit:
-            if n > _EPOCH_OBJECTS:
-                raise UsageError(f"ggml-cpu: one op needs {n} graph nodes (limit {_EPOCH_OBJECTS})")
-            self._next_ctx()
-        return self._ctx
-
-    def _new(self, ptr: Any, shape: tuple[int, ...], reads: bool = False, kind: int = TEMP,
-             base: GTensor | None = None, gtype: int = F32) -> GTensor:
-        h = GTensor(ptr, shape, gtype, self._epoch, None, base, kind, self)
-        self._live.append(weakref.ref(h))
-        if reads:
-            self._order.append(ptr)
-        return h
-
-    def _p(self, h: GTensor) -> Any:
-        """``h``'s tensor in the current graph."""
+    def _evaluate(self, out: GTensor | None = None) -> None:
+        """Compute every pending write/read and every held handle (and ``out``); a new epoch."""
+        start = time.perf_counter()
         try:
-            epoch = h.epoch
-        except AttributeError:
-            raise UsageError(f"ggml-cpu: expected a tensor of this backend, got {type(h).__name__}",
-                             "wrap host arrays with backend.asarray(...)") from None
-        if (epoch == self._epoch or epoch == PERSIST) and h.owner is self:
-            return h.ptr
-        return self._relink(h)
+            self.builder.evaluate(out, self.compute_graph)
+        finally:
+            self._stats["eval_s"] += time.perf_counter() - start
 
-    def _relink(self, h: GTensor) -> Any:
-        if h.owner is not self:
-            raise UsageError("ggml-cpu: this tensor belongs to another backend instance")
-        if self._closed:
-            raise UsageError("ggml-cpu: the backend is closed")
-        if h.host is None:
-            raise CcsmError("ggml-cpu: this tensor was lost when an evaluation failed",
-                            "recompute it from its inputs")
-        ctx = self._room(1)
-        t = self._lib.ggml_new_tensor_4d(ctx, h.type, *ne(h.shape))
-        self._lib.ggml_set_input(t)
-        self._inputs.append((t, h.host))
-        h.ptr, h.epoch = t, self._epoch
-        return t
-
-    def _pf(self, h: GTensor) -> Any:
-        """``h``'s tensor as float32 (a cast node for weights stored in another type)."""
-        p = self._p(h)
-        if h.type == F32:
-            return p
-        return self._lib.ggml_cast(self._room(), p, F32)
-
-    def _persistent(self, gtype: int, shape: tuple[int, ...], data: np.ndarray) -> Any:
-        """A tensor of the backend's lifetime whose data is ``data`` (aligned, contiguous, pinned)."""
-        lib, ffi = self._lib, self._ffi
-        if not self._pctxs or lib.ggml_used_mem(self._pctxs[-1].handle) + self._ovh > self._pctxs[-1].mem_size:
-            self._pctxs.append(Context(self._g, _PERSIST_OBJECTS * self._ovh))
-        t = lib.ggml_new_tensor_4d(self._pctxs[-1].handle, gtype, *ne(shape))
-        nbytes = lib.ggml_nbytes(t)
-        if nbytes != data.nbytes:  # validated by callers; never hand ggml a short buffer
-            raise FormatError(f"ggml-cpu: tensor of shape {list(shape)} needs {nbytes} bytes, got {data.nbytes}")
-        ptr = ffi.cast("void *", data.ctypes.data)
-        buf = lib.ggml_backend_cpu_buffer_from_ptr(ptr, nbytes)
-        if buf == ffi.NULL:
-            raise GgmlError("ggml_backend_cpu_buffer_from_ptr failed")
-        self._pbufs.append(Owned(buf, lib.ggml_backend_buffer_free))
-        check_status(self._g, lib.ggml_backend_tensor_alloc(buf, t, ptr), "ggml_backend_tensor_alloc")
-        self._pins.append(data)
-        self._n_persist += 1
-        return t
+    def flush(self) -> None:
+        """Compute pending buffer writes (and the reads among them) now, if there are any."""
+        if self.builder.pending():
+            self._evaluate()
 
     # -- data in and out -----------------------------------------------------------------
     def asarray(self, a: np.ndarray) -> GTensor:
@@ -261,13 +167,7 @@ class GgmlBackend:
         return GTensor(None, shape, gtype, STALE, arr, None, HOST, self)
 
     def weight(self, t: Any) -> GTensor:
-        shape, gtype, data = self._weight_data(t)
-        if data.ctypes.data % _ffi.TENSOR_ALIGNMENT or not data.flags.c_contiguous:
-            copy = _aligned(data.nbytes)
-            copy[:] = data.reshape(-1).view(np.uint8)
-            data = copy
-        ptr = self._persistent(gtype, shape, data)
-        self._host[int(self._ffi.cast("uintptr_t", ptr))] = data
+        ptr, shape, gtype = self.memory.weight(t)
         return GTensor(ptr, shape, gtype, PERSIST, None, None, WEIGHT, self)
 
     def capture(self, fn: Any, *examples: np.ndarray) -> Any:
@@ -278,88 +178,12 @@ class GgmlBackend:
 
         return Captured(self, fn, examples)
 
-    def _derived(self, w: GTensor, key: Any, make: Any) -> GTensor:
-        """A weight computed once from weight ``w``'s float32 values (e.g. re-laid out), cached."""
-        addr = int(self._ffi.cast("uintptr_t", self._p(w)))
-        k = (addr, key)
-        got = self._derived_cache.get(k)
-        if got is None:
-            host = self._host[addr].reshape(-1).view(np.float32)
-            got = self._derived_cache[k] = self.weight(make(host))
-        return got
-
-    def _zeros_view(self, n: int) -> Any:
-        """A persistent all-zero float32 tensor of ``n`` elements (a view of a shared pool)."""
-        pool = self._zero_pool
-        if pool is None or pool.shape[0] < n:
-            pool = self._zero_pool = self.zeros((max(n, 1 << 16 if pool is None else 2 * pool.shape[0]),))
-        return self._lib.ggml_view_4d(self._room(1), pool.ptr, n, 1, 1, 1, 4 * n, 4 * n, 4 * n, 0)
-
-    def _matmul_weight(self, w: GTensor) -> Any:
-        """``w``'s tensor for a matmul: its repacked twin when GGML has faster kernels for it.
-
-        The twin is made on first use, so a table that is also read by ``embedding`` (tied
-        output heads) keeps its plain copy for that."""
-        p = self._p(w)
-        if self._repack_buft is None or w.kind != WEIGHT or len(w.shape) != 2 or w.shape[0] % _ffi.REPACK_ROWS \
-                or _ffi.TYPE_NAMES.get(w.type) not in _ffi.REPACK_TYPES:
-            return p
-        key = int(self._ffi.cast("uintptr_t", p))
-        twin = self._repacked.get(key)
-        if twin is None:
-            lib, buft = self._lib, self._repack_buft
-            data = self._host[key]
-            if not self._pctxs or lib.ggml_used_mem(self._pctxs[-1].handle) + self._ovh > self._pctxs[-1].mem_size:
-                self._pctxs.append(Context(self._g, _PERSIST_OBJECTS * self._ovh))
-            twin = lib.ggml_new_tensor_4d(self._pctxs[-1].handle, w.type, *ne(w.shape))
-            buf = lib.ggml_backend_buft_alloc_buffer(buft, lib.ggml_backend_buft_get_alloc_size(buft, twin))
-            if buf == self._ffi.NULL:
-                raise GgmlError("allocating a repacked weight failed", "free some memory or pass repack=False")
-            self._pbufs.append(Owned(buf, lib.ggml_backend_buffer_free))
-            check_status(self._g, lib.ggml_backend_tensor_alloc(buf, twin, lib.ggml_backend_buffer_get_base(buf)),
-                         "ggml_backend_tensor_alloc")
-            lib.ggml_backend_tensor_set(twin, self._ffi.cast("void *", data.ctypes.data), 0, data.nbytes)
-            self._repacked[key] = twin
-        return twin
-
-    def _weight_data(self, t: Any) -> tuple[tuple[int, ...], int, np.ndarray]:
-        """(shape, ggml type, raw bytes) of a `TensorData` or array, validated."""
-        name = getattr(t, "name", "array")
-        if hasattr(t, "dtype") and isinstance(getattr(t, "dtype"), str) and hasattr(t, "data"):
-            shape = check_shape(t.shape, f"weight {name}")
-            dtype = t.dtype
-            gtype = _ffi.TYPE_IDS.get(dtype)
-            if gtype is None or (len(shape) != 2 and gtype != F32):
-                # vectors, conv kernels and types ggml-cpu does not keep: dequantize to f32 here
-                # (TensorData.numpy raises FormatError for a type it cannot read)
-                return shape, F32, np.ascontiguousarray(t.numpy(), np.float32).reshape(shape)
-            raw = np.asarray(t.data)
-            if not raw.flags.c_contiguous:
-                raw = np.ascontiguousarray(raw)
-            blck, bsize = _ffi.TYPE_BLOCKS[gtype]
-            if shape[-1] % blck:
-                raise FormatError(f"weight {name}: row length {shape[-1]} is not a multiple of the "
-                                  f"{dtype} block size {blck}")
-            want = prod(shape) // blck * bsize
-            if raw.nbytes != want:
-                raise FormatError(f"weight {name}: {dtype} {list(shape)} needs {want} bytes, has {raw.nbytes}",
-                                  "the file is truncated or lies about the tensor")
-            return shape, gtype, raw.reshape(-1).view(np.uint8)
-        arr = np.asarray(t)
-        shape = check_shape(arr.shape, f"weight {name}")
-        if arr.dtype == np.float16 and len(shape) == 2:
-            return shape, _ffi.F16, np.ascontiguousarray(arr)
-        if arr.dtype.kind not in "fiub":
-            raise FormatError(f"weight {name}: cannot use an array of dtype {arr.dtype}")
-        return shape, F32, np.ascontiguousarray(arr, np.float32)
-
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> GTensor:
         shape = check_shape(shape, "zeros")
         gtype = _BUFFER_TYPES.get(dtype)
         if gtype is None:
             raise UsageError(f"ggml-cpu: zeros() dtype must be one of {', '.join(_BUFFER_TYPES)}, got {dtype!r}")
-        data = _aligned(prod(shape) * _ITEM[gtype])
-        ptr = self._persistent(gtype, shape, data)
+        ptr = self.memory.buffer(gtype, shape, _ITEM[gtype])
         h = GTensor(ptr, shape, gtype, PERSIST, None, None, BUFFER, self)
         h.base = h
         return h
@@ -385,16 +209,8 @@ class GgmlBackend:
         px = self._pf(x)
         pb = self._p(buf)
         out = self._lib.ggml_set_inplace(self._room(), pb, px, *strides(bs), offset)
-        self._order.append(out)
-        return self._new(out, bs, kind=BUFFER, base=buf.base)
+        return self._new(out, bs, True, kind=BUFFER, base=buf.base)
 
-    def _index(self, idx: GTensor, bound: int) -> Any:
-        """``idx``'s tensor, noted as rows in ``[0, bound)``: a captured graph checks the values
-        of such inputs at every replay before GGML reads or writes through them."""
-        p = self._p(idx)
-        key = int(self._ffi.cast("uintptr_t", p))
-        self._index_bounds[key] = min(bound, self._index_bounds.get(key, bound))
-        return p
 
     def _write_rows(self, buf: GTensor, x: GTensor, start: GTensor, axis: int) -> GTensor:
         """Write ``x`` at the rows ``start[0], start[0]+1, ...`` (an int tensor: one row index per
@@ -413,8 +229,7 @@ class GgmlBackend:
         src = lib.ggml_reshape_4d(ctx, self._pf(x), inner, xs[0], 1, 1)
         out = lib.ggml_set_rows(ctx, dst, src, self._index(start, bs[0]))
         out = lib.ggml_reshape_4d(ctx, out, *ne(bs))
-        self._order.append(out)
-        return self._new(out, bs, kind=BUFFER, base=buf.base, gtype=buf.type)
+        return self._new(out, bs, True, kind=BUFFER, base=buf.base, gtype=buf.type)
 
     def to_numpy(self, x: GTensor) -> np.ndarray:
         if getattr(x, "owner", None) is not self:
@@ -424,82 +239,17 @@ class GgmlBackend:
         if x.type != F32 and x.type != I32:  # a weight or half-precision buffer: to f32 in a graph
             x = self._new(self._pf(x), x.shape, x.base is not None)
         if x.epoch == PERSIST:
-            if self._order:  # pending writes may change it
+            if self.builder.pending():  # pending writes may change it
                 self._evaluate()
-            return self._read(x.ptr, x.shape)
-        if x.epoch != self._epoch:
+            return self.builder.read(x.ptr, x.shape)
+        if x.epoch != self.builder.epoch:
             raise CcsmError("ggml-cpu: this tensor was lost when an evaluation failed", "recompute it")
         self._evaluate(x)
-        return x.host.copy() if x.host is not None else self._read(x.ptr, x.shape)
+        return x.host.copy() if x.host is not None else self.builder.read(x.ptr, x.shape)
 
     def shape(self, x: GTensor) -> tuple[int, ...]:
         return x.shape
 
-    def _read(self, ptr: Any, shape: tuple[int, ...]) -> np.ndarray:
-        data = self._lib.ggml_get_data(ptr)
-        if data == self._ffi.NULL:
-            raise GgmlError("ggml-cpu: an output was not allocated", "report this as a bug")
-        buf = self._ffi.buffer(data, prod(shape) * 4)
-        return np.frombuffer(buf, np.float32).reshape(shape).copy()
-
-    # -- evaluation ----------------------------------------------------------------------
-    def _graph(self, size: int) -> Any:
-        lib = self._lib
-        if self._gctx is None or size > self._gsize:
-            if self._gctx is not None:
-                self._gctx.close()
-            self._gsize = max(size, 2 * self._gsize, 1024)
-            self._gctx = Context(self._g, lib.ggml_graph_overhead_custom(self._gsize, False) + 4096)
-        lib.ggml_reset(self._gctx.handle)
-        return lib.ggml_new_graph_custom(self._gctx.handle, self._gsize, False)
-
-    def _evaluate(self, out: GTensor | None = None) -> None:
-        """Compute every pending write/read and every held handle of this epoch, then reset it."""
-        lib, ffi = self._lib, self._ffi
-        epoch, st, start = self._epoch, self._stats, time.perf_counter()
-        held = [h for h in (r() for r in self._live) if h is not None and h.epoch == epoch]
-        if out is not None and out.epoch == epoch and all(h is not out for h in held):
-            held.append(out)
-        try:
-            n_objects = sum(lib.ggml_used_mem(c.handle) for c in self._ctxs[:self._ci + 1]) // self._ovh
-            gf = self._graph(n_objects + self._n_persist + 8)
-            expand = lib.ggml_build_forward_expand
-            for p in self._order:
-                expand(gf, p)
-            copy = [h for h in held if h.kind in (TEMP, VIEW)]
-            for h in copy:
-                lib.ggml_set_output(h.ptr)
-                expand(gf, h.ptr)
-            if lib.ggml_graph_n_nodes(gf) == 0 and not copy:
-                return
-            if not lib.ggml_gallocr_alloc_graph(self._galloc.handle, gf):
-                raise GgmlError("ggml-cpu: could not allocate the compute graph", "free some memory")
-            for t, arr in self._inputs:
-                data = lib.ggml_get_data(t)
-                if data != ffi.NULL:
-                    ffi.memmove(data, arr, arr.nbytes)
-            self.compute_graph(gf, self._work, "graph compute")
-            for h in copy:
-                h.host = self._read(h.ptr, h.shape)
-                h.kind = HOST
-        finally:
-            for h in held:  # buffer handles point at their buffer again, even after a failure
-                if h.kind == BUFFER:
-                    h.ptr, h.epoch = h.base.ptr, PERSIST
-            self._reset_epoch()
-            st["eval_s"] += time.perf_counter() - start
-
-    def _reset_epoch(self) -> None:
-        for c in self._ctxs[:self._ci + 1]:
-            self._lib.ggml_reset(c.handle)
-        self._ci = -1
-        self._next_ctx()
-        self._epoch += 1
-        self._work = 0
-        self._live.clear()
-        self._order.clear()
-        self._inputs.clear()
-        self._index_bounds.clear()
 
     # -- elementwise and reductions ------------------------------------------------------
     def _binary(self, fn: Any, a: GTensor, b: GTensor, what: str) -> GTensor:
@@ -606,9 +356,9 @@ class GgmlBackend:
         if len(ws) != 2 or not xs or xs[-1] != ws[1]:
             raise UsageError(f"matmul: cannot multiply {list(xs)} by a weight of shape {list(ws)} "
                              "([..., K] x [N, K])")
-        self._work += prod(xs) * ws[0]
+        self.builder.work += prod(xs) * ws[0]
         ctx = self._room()
-        out = self._lib.ggml_mul_mat(ctx, self._matmul_weight(w), self._pf(x))
+        out = self._lib.ggml_mul_mat(ctx, self.memory.matmul_weight(w, self._p(w)), self._pf(x))
         return self._new(out, xs[:-1] + (ws[0],), x.base is not None or w.base is not None)
 
     def _vector(self, w: GTensor, d: int, what: str) -> Any:
@@ -629,18 +379,6 @@ class GgmlBackend:
         out = lib.ggml_add(ctx, lib.ggml_mul(ctx, lib.ggml_norm(ctx, self._pf(x), float(eps)), pw), pb)
         return self._new(out, x.shape, x.base is not None)
 
-    def _freq_factors(self, freqs: np.ndarray) -> Any:
-        """Persistent 1/freqs, so that ggml's angle pos * base^0 / factor equals pos * freqs."""
-        key = freqs.tobytes()
-        ff = self._rope_ff.get(key)
-        if ff is None:
-            with np.errstate(divide="ignore"):
-                inv = (1.0 / freqs.astype(np.float64)).astype(np.float32)
-            data = _aligned(inv.nbytes)
-            data[:] = inv.view(np.uint8)
-            ff = self._rope_ff[key] = self._persistent(F32, inv.shape, data)
-        return ff
-
     def rope(self, x: GTensor, positions: GTensor, freqs: np.ndarray, interleaved: bool = True,
              base: float | None = None) -> GTensor:
         xs = x.shape
@@ -649,12 +387,12 @@ class GgmlBackend:
         if positions.type != I32 or positions.shape != (xs[0],):
             raise UsageError(f"rope: positions must be int [{xs[0]}], got shape {list(positions.shape)}")
         fast = isinstance(freqs, np.ndarray) and freqs.dtype == np.float32 and freqs.shape == (xs[2] // 2,)
-        ff = self._rope_ff.get(freqs.tobytes()) if fast else None  # validated when first seen
+        ff = self.memory.known_freq_factors(freqs.tobytes()) if fast else None  # validated when first seen
         if ff is None:
             arr = np.asarray(freqs, np.float32).reshape(-1)
             if arr.shape[0] != xs[2] // 2 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
                 raise UsageError(f"rope: need {xs[2] // 2} finite, non-negative freqs, got {arr.shape[0]}")
-            ff = self._freq_factors(arr)
+            ff = self.memory.freq_factors(arr)
         ctx = self._room()
         mode = _ffi.ROPE_NORMAL if interleaved else _ffi.ROPE_NEOX
         if base is not None:  # plain RoPE: GGML derives the frequencies from the base itself
@@ -673,7 +411,7 @@ class GgmlBackend:
             raise UsageError(f"attention: {qs[1]} query heads are not a multiple of {ks[1]} kv heads")
         if mask is not None and mask.shape != (qs[0], ks[0]):
             raise UsageError(f"attention: mask must be [{qs[0]}, {ks[0]}], got {list(mask.shape)}")
-        self._work += qs[0] * qs[1] * ks[0] * (qs[2] + vs[2])
+        self.builder.work += qs[0] * qs[1] * ks[0] * (qs[2] + vs[2])
         lib, ctx = self._lib, self._room()
         if k.type == _ffi.F16 and v.type == _ffi.F16:
             # half-precision caches: GGML's fused attention, as llama.cpp computes it (q rounded
@@ -699,19 +437,21 @@ class GgmlBackend:
     def _half_mask(self, mask: GTensor) -> Any:
         """``mask`` as float16 for fused attention, cast once per graph (every layer shares it)."""
         pm = self._pf(mask)
-        if mask.half is not None and mask.half[0] == self._epoch and mask.half[1] == pm:
+        epoch = self.builder.epoch
+        if mask.half is not None and mask.half[0] == epoch and mask.half[1] == pm:
             return mask.half[2]
         half = self._lib.ggml_cast(self._room(), pm, _ffi.F16)
-        mask.half = (self._epoch, pm, half)
+        mask.half = (epoch, pm, half)
         return half
 
     def conv1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, dilation: int = 1,
                groups: int = 1) -> GTensor:
-        return _conv.conv1d(self, x, w, b, stride, dilation, groups)
+        return _conv.conv1d(self.builder, self.memory, x, w, b, stride, dilation, groups)
 
     def conv_transpose1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1,
                          groups: int = 1) -> GTensor:
-        return _conv.conv_transpose1d(self, x, w, b, stride, groups)
+        return _conv.conv_transpose1d(self.builder, self.memory, x, w, b, stride, groups)
+
 
     # -- shape ops -----------------------------------------------------------------------
     def _permute(self, p: Any, ndim: int, perm: Sequence[int], cont: bool) -> Any:
