@@ -15,7 +15,7 @@ How it works:
   ``ggml_backend_cpu_buffer_from_ptr`` (no copy when the array is aligned and contiguous).
 
 Shapes and arguments are validated here before any ggml call: ggml aborts the process on a
-failed assertion. Convolutions are in `_conv`, capture in `_capture`.
+failed assertion. Shape ops are in `_shape_ops`, convolutions in `_conv`, capture in `_capture`.
 """
 
 from __future__ import annotations
@@ -28,17 +28,16 @@ import numpy as np
 
 from ccsm_core.errors import CcsmError, UsageError
 
-from . import _conv, _ffi, _load
+from . import _attention, _conv, _ffi, _load, _shape_ops
 from ._graph_builder import GraphBuilder
 from ._persistent_memory import PersistentMemory
 from ._persistent_memory import aligned as _aligned  # noqa: F401  (tests import it from here)
-from ._tensor import BUFFER, HOST, PERSIST, STALE, VIEW, WEIGHT, GTensor, axis_of, broadcast, check_shape, ne, prod, strides
+from ._tensor import BUFFER, HOST, PERSIST, STALE, WEIGHT, GTensor, axis_of, broadcast, check_shape, ne, prod, strides
 from .lib import GgmlError, Owned, check_status, load
 
 F32, I32 = _ffi.F32, _ffi.I32
 _SET_MAX_OFFSET = 1 << 30  # ggml_set asserts offset < 2^30
 _BUFFER_TYPES = {"float32": F32, "float16": _ffi.F16}  # zeros(dtype=...)
-_ITEM = {F32: 4, _ffi.F16: 2}
 MIN_PARALLEL_WORK = 1 << 21  # multiply-adds below which a graph runs on one thread
 
 
@@ -183,7 +182,7 @@ class GgmlBackend:
         gtype = _BUFFER_TYPES.get(dtype)
         if gtype is None:
             raise UsageError(f"ggml-cpu: zeros() dtype must be one of {', '.join(_BUFFER_TYPES)}, got {dtype!r}")
-        ptr = self.memory.buffer(gtype, shape, _ITEM[gtype])
+        ptr = self.memory.buffer(gtype, shape, _shape_ops.ITEM[gtype])
         h = GTensor(ptr, shape, gtype, PERSIST, None, None, BUFFER, self)
         h.base = h
         return h
@@ -331,7 +330,7 @@ class GgmlBackend:
         p = self._pf(x)
         if axis != len(shape) - 1:
             perm = [i for i in range(len(shape)) if i != axis] + [axis]
-            p = self._permute(p, len(shape), perm, cont=True)
+            p = _shape_ops.permute(self.builder, p, len(shape), perm, cont=True)
         out_shape = shape[:axis] + shape[axis + 1:]
         out = self._lib.ggml_reshape_4d(ctx, self._lib.ggml_sum_rows(ctx, p), *ne(out_shape))
         return self._new(out, out_shape, x.base is not None)
@@ -381,68 +380,10 @@ class GgmlBackend:
 
     def rope(self, x: GTensor, positions: GTensor, freqs: np.ndarray, interleaved: bool = True,
              base: float | None = None) -> GTensor:
-        xs = x.shape
-        if len(xs) != 3 or xs[2] % 2:
-            raise UsageError(f"rope: x must be [S, H, D] with even D, got {list(xs)}")
-        if positions.type != I32 or positions.shape != (xs[0],):
-            raise UsageError(f"rope: positions must be int [{xs[0]}], got shape {list(positions.shape)}")
-        fast = isinstance(freqs, np.ndarray) and freqs.dtype == np.float32 and freqs.shape == (xs[2] // 2,)
-        ff = self.memory.known_freq_factors(freqs.tobytes()) if fast else None  # validated when first seen
-        if ff is None:
-            arr = np.asarray(freqs, np.float32).reshape(-1)
-            if arr.shape[0] != xs[2] // 2 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-                raise UsageError(f"rope: need {xs[2] // 2} finite, non-negative freqs, got {arr.shape[0]}")
-            ff = self.memory.freq_factors(arr)
-        ctx = self._room()
-        mode = _ffi.ROPE_NORMAL if interleaved else _ffi.ROPE_NEOX
-        if base is not None:  # plain RoPE: GGML derives the frequencies from the base itself
-            ff, freq_base = self._ffi.NULL, float(base)
-        else:
-            freq_base = 1.0
-        out = self._lib.ggml_rope_ext(ctx, self._pf(x), self._p(positions), ff, xs[2], mode, 0,
-                                      freq_base, 1.0, 0.0, 1.0, 0.0, 0.0)
-        return self._new(out, xs, x.base is not None)
+        return _attention.rope(self.builder, self.memory, x, positions, freqs, interleaved, base)
 
     def attention(self, q: GTensor, k: GTensor, v: GTensor, mask: GTensor | None, scale: float) -> GTensor:
-        qs, ks, vs = q.shape, k.shape, v.shape
-        if len(qs) != 3 or len(ks) != 3 or len(vs) != 3 or ks[0] != vs[0] or ks[1] != vs[1] or qs[2] != ks[2]:
-            raise UsageError(f"attention: need q [S, H, D], k/v [T, KV, D]; got {list(qs)}, {list(ks)}, {list(vs)}")
-        if qs[1] % ks[1]:
-            raise UsageError(f"attention: {qs[1]} query heads are not a multiple of {ks[1]} kv heads")
-        if mask is not None and mask.shape != (qs[0], ks[0]):
-            raise UsageError(f"attention: mask must be [{qs[0]}, {ks[0]}], got {list(mask.shape)}")
-        self.builder.work += qs[0] * qs[1] * ks[0] * (qs[2] + vs[2])
-        lib, ctx = self._lib, self._room()
-        if k.type == _ffi.F16 and v.type == _ffi.F16:
-            # half-precision caches: GGML's fused attention, as llama.cpp computes it (q rounded
-            # to f16 for the K products, an f16 accumulator for V, online softmax)
-            pm = self._ffi.NULL if mask is None else self._half_mask(mask)
-            out = lib.ggml_flash_attn_ext(ctx, lib.ggml_permute(ctx, self._pf(q), 0, 2, 1, 3),
-                                          lib.ggml_permute(ctx, self._p(k), 0, 2, 1, 3),
-                                          lib.ggml_permute(ctx, self._p(v), 0, 2, 1, 3), pm, float(scale), 0.0, 0.0)
-            reads = any(t is not None and t.base is not None for t in (q, k, v, mask))
-            return self._new(out, (qs[0], qs[1], vs[2]), reads)  # ggml ne (Dv, H, S): already [S, H, Dv]
-        pq, pk, pv = self._pf(q), self._pf(k), self._pf(v)
-        pm = self._pf(mask) if mask is not None else self._ffi.NULL
-        kq = lib.ggml_mul_mat(ctx, lib.ggml_permute(ctx, pk, 0, 2, 1, 3), lib.ggml_permute(ctx, pq, 0, 2, 1, 3))
-        kq = lib.ggml_soft_max_ext(ctx, kq, pm, float(scale), 0.0)  # [T, S, H] in ggml order
-        # out[d, s, h] = sum_t v[d, t, h // (H / KV)] * p[s, t, h]: an outer-product sum reads V
-        # in place (a matmul would need V transposed, a strided copy of the whole window)
-        pvt = lib.ggml_permute(ctx, pv, 0, 2, 1, 3)  # ne (Dv, T, KV)
-        out = self._lib.ggml_out_prod(ctx, pvt, lib.ggml_permute(ctx, kq, 1, 0, 2, 3))  # ne (Dv, S, H)
-        out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, out, 0, 2, 1, 3))
-        reads = any(t is not None and t.base is not None for t in (q, k, v, mask))
-        return self._new(out, (qs[0], qs[1], vs[2]), reads)
-
-    def _half_mask(self, mask: GTensor) -> Any:
-        """``mask`` as float16 for fused attention, cast once per graph (every layer shares it)."""
-        pm = self._pf(mask)
-        epoch = self.builder.epoch
-        if mask.half is not None and mask.half[0] == epoch and mask.half[1] == pm:
-            return mask.half[2]
-        half = self._lib.ggml_cast(self._room(), pm, _ffi.F16)
-        mask.half = (epoch, pm, half)
-        return half
+        return _attention.attention(self.builder, q, k, v, mask, scale)
 
     def conv1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, dilation: int = 1,
                groups: int = 1) -> GTensor:
@@ -453,120 +394,18 @@ class GgmlBackend:
         return _conv.conv_transpose1d(self.builder, self.memory, x, w, b, stride, groups)
 
 
-    # -- shape ops -----------------------------------------------------------------------
-    def _permute(self, p: Any, ndim: int, perm: Sequence[int], cont: bool) -> Any:
-        """GGML permute (optionally made contiguous) of a NumPy ``transpose(perm)``."""
-        axes = [0, 1, 2, 3]
-        for j, src in enumerate(perm):
-            axes[ndim - 1 - src] = ndim - 1 - j
-        ctx = self._room()
-        out = self._lib.ggml_permute(ctx, p, *axes)
-        return self._lib.ggml_cont(ctx, out) if cont else out
-
+    # -- shape ops (`_shape_ops`) --------------------------------------------------------
     def transpose(self, x: GTensor, perm: Sequence[int]) -> GTensor:
-        n = len(x.shape)
-        perm = tuple(int(i) for i in perm)
-        if sorted(perm) != list(range(n)):
-            raise UsageError(f"transpose: {list(perm)} is not a permutation of {n} axes")
-        if perm == tuple(range(n)):
-            return x
-        out = self._permute(self._pf(x), n, perm, cont=True)
-        return self._new(out, tuple(x.shape[i] for i in perm), x.base is not None)
+        return _shape_ops.transpose(self.builder, x, perm)
 
     def reshape(self, x: GTensor, shape: Sequence[int]) -> GTensor:
-        shape = tuple(int(d) for d in shape)
-        size = prod(x.shape)
-        if shape.count(-1) == 1:
-            rest = -prod(shape)
-            if rest <= 0 or size % rest:
-                raise UsageError(f"reshape: cannot reshape {list(x.shape)} into {list(shape)}")
-            shape = tuple(size // rest if d == -1 else d for d in shape)
-        shape = check_shape(shape, "reshape")
-        if prod(shape) != size:
-            raise UsageError(f"reshape: cannot reshape {list(x.shape)} into {list(shape)}")
-        if shape == x.shape:
-            return x
-        ctx = self._room()
-        out = self._lib.ggml_reshape_4d(ctx, self._pf(x), *ne(shape))
-        return self._view(out, shape, x)
-
-    def _view(self, ptr: Any, shape: tuple[int, ...], x: GTensor) -> GTensor:
-        if x.base is not None:
-            return self._new(ptr, shape, kind=VIEW, base=x.base)
-        return self._new(ptr, shape)
+        return _shape_ops.reshape(self.builder, x, shape)
 
     def slice(self, x: GTensor, axis: int, start: int, stop: int) -> GTensor:
-        shape = x.shape
-        axis = axis_of(axis, len(shape), "slice")
-        start, stop, _ = slice(int(start), int(stop)).indices(shape[axis])
-        if stop <= start:
-            raise UsageError(f"slice: [{start}:{stop}] of axis {axis} (size {shape[axis]}) is empty")
-        if start == 0 and stop == shape[axis]:
-            return x
-        new = shape[:axis] + (stop - start,) + shape[axis + 1:]
-        ctx = self._room()
-        if x.type in _ITEM and x.base is not None and all(d == 1 for d in shape[:axis]):
-            # a block of a buffer (a KV cache window): a view in the buffer's own type
-            item = _ITEM[x.type]
-            p = self._lib.ggml_view_4d(ctx, self._p(x), *ne(new), *strides(new, item),
-                                       start * item * prod(shape[axis + 1:]))
-            return self._new(p, new, kind=VIEW, base=x.base, gtype=x.type)
-        offset = start * 4 * prod(shape[axis + 1:])
-        if all(d == 1 for d in shape[:axis]):  # a contiguous block: a view with its own strides
-            return self._view(self._lib.ggml_view_4d(ctx, self._pf(x), *ne(new), *strides(new), offset), new, x)
-        p = self._lib.ggml_view_4d(ctx, self._pf(x), *ne(new), *strides(shape), offset)
-        return self._new(self._lib.ggml_cont(ctx, p), new, x.base is not None)
+        return _shape_ops.slice_(self.builder, x, axis, start, stop)
 
     def pad(self, x: GTensor, axis: int, left: int, right: int, mode: str = "constant") -> GTensor:
-        shape = x.shape
-        axis = axis_of(axis, len(shape), "pad")
-        left, right = int(left), int(right)
-        if left < 0 or right < 0 or max(left, right) >= 2**31:
-            raise UsageError(f"pad: widths must be non-negative, got {left}, {right}")
-        if mode not in ("constant", "replicate"):
-            raise UsageError(f"pad: unknown mode {mode!r}", "use 'constant' or 'replicate'")
-        if left == right == 0:
-            return x
-        new = shape[:axis] + (shape[axis] + left + right,) + shape[axis + 1:]
-        g = len(shape) - 1 - axis
-        if mode == "constant":
-            pads = [0] * 8
-            pads[2 * g], pads[2 * g + 1] = left, right
-            out = self._lib.ggml_pad_ext(self._room(), self._pf(x), *pads)
-            return self._new(out, new, x.base is not None)
-        parts = []
-        if left:
-            parts.append(self._edge(x, axis, 0, left))
-        parts.append(x)
-        if right:
-            parts.append(self._edge(x, axis, shape[axis] - 1, right))
-        return self.concat(parts, axis)
-
-    def _edge(self, x: GTensor, axis: int, index: int, count: int) -> GTensor:
-        """``x[index]`` on ``axis`` repeated ``count`` times."""
-        edge = self.slice(x, axis, index, index + 1)
-        shape = x.shape[:axis] + (count,) + x.shape[axis + 1:]
-        out = self._lib.ggml_repeat_4d(self._room(), self._p(edge), *ne(shape))
-        return self._new(out, shape, x.base is not None)
+        return _shape_ops.pad(self.builder, x, axis, left, right, mode)
 
     def concat(self, xs: Sequence[GTensor], axis: int) -> GTensor:
-        xs = list(xs)
-        if not xs:
-            raise UsageError("concat: nothing to join")
-        first = xs[0].shape
-        axis = axis_of(axis, len(first), "concat")
-        for t in xs[1:]:
-            s = t.shape
-            if len(s) != len(first) or s[:axis] != first[:axis] or s[axis + 1:] != first[axis + 1:]:
-                raise UsageError(f"concat: shapes {list(first)} and {list(s)} differ off axis {axis}")
-        if len(xs) == 1:
-            return xs[0]
-        dim = len(first) - 1 - axis
-        ctx = self._room(len(xs) + 1)
-        out = self._pf(xs[0])
-        total = first[axis]
-        for t in xs[1:]:
-            out = self._lib.ggml_concat(ctx, out, self._pf(t), dim)
-            total += t.shape[axis]
-        shape = first[:axis] + (total,) + first[axis + 1:]
-        return self._new(out, shape, any(t.base is not None for t in xs))
+        return _shape_ops.concat(self.builder, xs, axis)
