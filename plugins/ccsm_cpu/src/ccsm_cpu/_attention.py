@@ -20,8 +20,15 @@ from ._tensor import GTensor
 I32 = _ffi.I32
 
 
-def rope(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, positions: GTensor, freqs: np.ndarray,
-         interleaved: bool, base: float | None) -> GTensor:
+def rope(
+    gb: GraphBuilder,
+    memory: PersistentMemory,
+    x: GTensor,
+    positions: GTensor,
+    freqs: np.ndarray,
+    interleaved: bool,
+    base: float | None,
+) -> GTensor:
     """Rotate ``x [S, H, D]`` by ``positions``: by the angles ``pos * freqs``, or where ``base``
     is given, by the frequencies GGML derives from it (as llama.cpp does)."""
     xs = x.shape
@@ -42,8 +49,9 @@ def rope(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, positions: GTen
         ff, freq_base = gb.ffi.NULL, float(base)
     else:
         freq_base = 1.0
-    out = gb.lib.ggml_rope_ext(ctx, gb.f32(x), gb.tensor(positions), ff, xs[2], mode, 0,
-                               freq_base, 1.0, 0.0, 1.0, 0.0, 0.0)
+    out = gb.lib.ggml_rope_ext(
+        ctx, gb.f32(x), gb.tensor(positions), ff, xs[2], mode, 0, freq_base, 1.0, 0.0, 1.0, 0.0, 0.0
+    )
     return gb.new(out, xs, x.base is not None)
 
 
@@ -62,9 +70,16 @@ def attention(gb: GraphBuilder, q: GTensor, k: GTensor, v: GTensor, mask: GTenso
         # half-precision caches: GGML's fused attention, as llama.cpp computes it (q rounded
         # to f16 for the K products, an f16 accumulator for V, online softmax)
         pm = gb.ffi.NULL if mask is None else _half_mask(gb, mask)
-        out = lib.ggml_flash_attn_ext(ctx, lib.ggml_permute(ctx, gb.f32(q), 0, 2, 1, 3),
-                                      lib.ggml_permute(ctx, gb.tensor(k), 0, 2, 1, 3),
-                                      lib.ggml_permute(ctx, gb.tensor(v), 0, 2, 1, 3), pm, float(scale), 0.0, 0.0)
+        out = lib.ggml_flash_attn_ext(
+            ctx,
+            lib.ggml_permute(ctx, gb.f32(q), 0, 2, 1, 3),
+            lib.ggml_permute(ctx, gb.tensor(k), 0, 2, 1, 3),
+            lib.ggml_permute(ctx, gb.tensor(v), 0, 2, 1, 3),
+            pm,
+            float(scale),
+            0.0,
+            0.0,
+        )
         reads = any(t is not None and t.base is not None for t in (q, k, v, mask))
         return gb.new(out, (qs[0], qs[1], vs[2]), reads)  # ggml ne (Dv, H, S): already [S, H, Dv]
     pq, pk, pv = gb.f32(q), gb.f32(k), gb.f32(v)

@@ -43,16 +43,29 @@ def _positive(what: str, **values: Any) -> None:
             raise UsageError(f"{what}: {name} must be a positive int, got {v!r}")
 
 
-def _bias(gb: GraphBuilder, memory: PersistentMemory, ctx: Any, out: Any, b: GTensor | None, cout: int,
-          what: str, tout: int | None = None) -> Any:
+def _bias(
+    gb: GraphBuilder,
+    memory: PersistentMemory,
+    ctx: Any,
+    out: Any,
+    b: GTensor | None,
+    cout: int,
+    what: str,
+    tout: int | None = None,
+) -> Any:
     if b is None:
         return out
     if b.shape != (cout,):
         raise UsageError(f"{what}: bias shape {list(b.shape)} does not match {cout} output channels")
     lib = gb.lib
     if tout is not None and b.kind == WEIGHT and tout <= BIAS_MAX_T:
-        block = memory.derived_within(gb.tensor(b), ("bias", tout), 4 * cout * tout, BIAS_BUDGET,
-                                      lambda host: np.repeat(host.reshape(cout, 1), tout, 1))
+        block = memory.derived_within(
+            gb.tensor(b),
+            ("bias", tout),
+            4 * cout * tout,
+            BIAS_BUDGET,
+            lambda host: np.repeat(host.reshape(cout, 1), tout, 1),
+        )
         if block is not None:
             return lib.ggml_add(ctx, out, block)
     return lib.ggml_add(ctx, out, lib.ggml_reshape_4d(ctx, gb.f32(b), 1, cout, 1, 1))
@@ -62,8 +75,16 @@ def _reads(*ts: GTensor | None) -> bool:
     return any(t is not None and t.base is not None for t in ts)
 
 
-def conv1d(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, b: GTensor | None, stride: int, dilation: int,
-           groups: int) -> GTensor:
+def conv1d(
+    gb: GraphBuilder,
+    memory: PersistentMemory,
+    x: GTensor,
+    w: GTensor,
+    b: GTensor | None,
+    stride: int,
+    dilation: int,
+    groups: int,
+) -> GTensor:
     """``x [Cin, T]``, ``w [Cout, Cin/groups, K]`` -> ``[Cout, Tout]`` (no padding)."""
     _positive("conv1d", stride=stride, dilation=dilation, groups=groups)
     if len(x.shape) != 2 or len(w.shape) != 3:
@@ -71,8 +92,10 @@ def conv1d(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, b
     cin, t = x.shape
     cout, cin_g, k = w.shape
     if cin % groups or cout % groups or cin // groups != cin_g:
-        raise UsageError(f"conv1d: {cin} input / {cout} output channels do not fit {groups} groups "
-                         f"of a kernel with {cin_g} input channels")
+        raise UsageError(
+            f"conv1d: {cin} input / {cout} output channels do not fit {groups} groups "
+            f"of a kernel with {cin_g} input channels"
+        )
     span = (k - 1) * dilation + 1
     if t < span:
         raise UsageError(f"conv1d: input length {t} is shorter than the kernel span {span}")
@@ -83,13 +106,15 @@ def conv1d(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, b
     px, pw = gb.f32(x), gb.f32(w)
     if groups == 1 and stride == 1 and w.kind == WEIGHT and tout % OUTPROD_STEP == 0 and cin <= OUTPROD_MAX_CIN:
         # out[:, t] = sum_j w[:, :, j] @ x[:, t + j*dilation]: one out_prod per tap, over a view
-        wk = memory.derived(gb.tensor(w), ("taps", 1), lambda host: np.ascontiguousarray(
-            host.reshape(cout, cin, k).transpose(2, 1, 0)))  # NumPy [K, Cin, Cout]
+        wk = memory.derived(
+            gb.tensor(w), ("taps", 1), lambda host: np.ascontiguousarray(host.reshape(cout, cin, k).transpose(2, 1, 0))
+        )  # NumPy [K, Cin, Cout]
         out = None
         for j in range(k):
             xj = lib.ggml_view_4d(ctx, px, tout, cin, 1, 1, 4 * t, 4 * t * cin, 4 * t * cin, 4 * j * dilation)
-            wj = lib.ggml_view_4d(ctx, wk, cout, cin, 1, 1, 4 * cout, 4 * cout * cin, 4 * cout * cin,
-                                  4 * j * cin * cout)
+            wj = lib.ggml_view_4d(
+                ctx, wk, cout, cin, 1, 1, 4 * cout, 4 * cout * cin, 4 * cout * cin, 4 * j * cin * cout
+            )
             y = lib.ggml_out_prod(ctx, xj, wj)  # ne (Tout, Cout) = NumPy [Cout, Tout]
             out = y if out is None else lib.ggml_add(ctx, out, y)
     else:
@@ -105,18 +130,19 @@ def conv1d(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, b
     return gb.new(out, (cout, tout), _reads(x, w, b))
 
 
-def conv_transpose1d(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, b: GTensor | None,
-                     stride: int, groups: int) -> GTensor:
+def conv_transpose1d(
+    gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, b: GTensor | None, stride: int, groups: int
+) -> GTensor:
     """``x [Cin, T]``, ``w [Cin, Cout/groups, K]`` -> ``[Cout, (T-1)*stride + K]``, untrimmed."""
     _positive("conv_transpose1d", stride=stride, groups=groups)
     if len(x.shape) != 2 or len(w.shape) != 3:
-        raise UsageError(f"conv_transpose1d: need x [Cin, T] and w [Cin, Cout/groups, K], "
-                         f"got {list(x.shape)}, {list(w.shape)}")
+        raise UsageError(
+            f"conv_transpose1d: need x [Cin, T] and w [Cin, Cout/groups, K], got {list(x.shape)}, {list(w.shape)}"
+        )
     cin, t = x.shape
     wcin, cout_g, k = w.shape
     if wcin != cin or cin % groups:
-        raise UsageError(f"conv_transpose1d: weight for {wcin} input channels, input has {cin} "
-                         f"({groups} groups)")
+        raise UsageError(f"conv_transpose1d: weight for {wcin} input channels, input has {cin} ({groups} groups)")
     cout, length, cin_g = cout_g * groups, (t - 1) * stride + k, cin // groups
     gb.work += cout * t * k * cin_g
     lib = gb.lib
@@ -132,10 +158,10 @@ def conv_transpose1d(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: 
         px, pw = gb.f32(x), gb.f32(w)
         out = None
         for g in range(groups):
-            xg = lib.ggml_view_4d(ctx, px, t, cin_g, 1, 1, 4 * t, 4 * t * cin_g, 4 * t * cin_g,
-                                  4 * t * cin_g * g)
-            wg = lib.ggml_view_4d(ctx, pw, k, cout_g, cin_g, 1, 4 * k, 4 * k * cout_g, 4 * k * cout_g * cin_g,
-                                  4 * k * cout_g * cin_g * g)
+            xg = lib.ggml_view_4d(ctx, px, t, cin_g, 1, 1, 4 * t, 4 * t * cin_g, 4 * t * cin_g, 4 * t * cin_g * g)
+            wg = lib.ggml_view_4d(
+                ctx, pw, k, cout_g, cin_g, 1, 4 * k, 4 * k * cout_g, 4 * k * cout_g * cin_g, 4 * k * cout_g * cin_g * g
+            )
             y = lib.ggml_conv_transpose_1d(ctx, wg, xg, stride, 0, 1)
             out = y if out is None else lib.ggml_concat(ctx, out, y, 1)
     ctx = gb.room(4)
@@ -160,8 +186,9 @@ def _overlap_add(gb: GraphBuilder, taps: Any, t: int, cout: int, k: int, s: int,
     length = (t - 1) * s + k
     if length == full:
         return total
-    return lib.ggml_cont(ctx, lib.ggml_view_4d(ctx, total, length, cout, 1, 1, 4 * full, 4 * full * cout,
-                                               4 * full * cout, 0))
+    return lib.ggml_cont(
+        ctx, lib.ggml_view_4d(ctx, total, length, cout, 1, 1, 4 * full, 4 * full * cout, 4 * full * cout, 0)
+    )
 
 
 def _dense_transpose(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, s: int) -> Any:
@@ -177,9 +204,16 @@ def _dense_transpose(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: 
     _, cout, k = w.shape
     m = -(-k // s)
     kp, blk = m * s, cout * s
-    wt = memory.derived(gb.tensor(w), ("convT", s), lambda host: np.ascontiguousarray(
-        np.pad(host.reshape(cin, cout, k), ((0, 0), (0, 0), (0, kp - k)))
-        .reshape(cin, cout, m, s).transpose(2, 1, 3, 0).reshape(m * blk, cin)))
+    wt = memory.derived(
+        gb.tensor(w),
+        ("convT", s),
+        lambda host: np.ascontiguousarray(
+            np.pad(host.reshape(cin, cout, k), ((0, 0), (0, 0), (0, kp - k)))
+            .reshape(cin, cout, m, s)
+            .transpose(2, 1, 3, 0)
+            .reshape(m * blk, cin)
+        ),
+    )
     lib, ctx = gb.lib, gb.room(2 * m + 16)
     xt = lib.ggml_cont(ctx, lib.ggml_permute(ctx, gb.f32(x), 1, 0, 2, 3))  # ne (Cin, T)
     taps = lib.ggml_mul_mat(ctx, wt, xt)  # ne (m*blk, T) = NumPy [T, m, Cout, s]
@@ -194,8 +228,9 @@ def _dense_transpose(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: 
         frame = lib.ggml_set(ctx, memory.zeros_view(gb.room(1), total), taps, row, row * t, row * t, 4 * pre)
         z = None
         for r in range(m):
-            v = lib.ggml_view_4d(ctx, frame, blk, rows, 1, 1, row, row * rows, row * rows,
-                                 4 * (pre - r * (m - 1) * blk))
+            v = lib.ggml_view_4d(
+                ctx, frame, blk, rows, 1, 1, row, row * rows, row * rows, 4 * (pre - r * (m - 1) * blk)
+            )
             z = v if z is None else lib.ggml_add(ctx, z, v)
     z = lib.ggml_reshape_4d(ctx, z, s, cout, rows, 1)
     out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, z, 0, 2, 1, 3))  # ne (s, rows, Cout)
@@ -203,8 +238,9 @@ def _dense_transpose(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: 
     out = lib.ggml_reshape_4d(ctx, out, full, cout, 1, 1)
     if length == full:
         return out
-    return lib.ggml_cont(ctx, lib.ggml_view_4d(ctx, out, length, cout, 1, 1, 4 * full, 4 * full * cout,
-                                               4 * full * cout, 0))
+    return lib.ggml_cont(
+        ctx, lib.ggml_view_4d(ctx, out, length, cout, 1, 1, 4 * full, 4 * full * cout, 4 * full * cout, 0)
+    )
 
 
 def _depthwise_transpose(gb: GraphBuilder, x: GTensor, w: GTensor, s: int) -> Any:

@@ -17,15 +17,36 @@ Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = 10, 11, 12, 13, 14
 I32, BF16 = 26, 30
 
 TYPE_IDS = {
-    "F32": F32, "F16": F16, "BF16": BF16, "Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0,
-    "Q5_1": Q5_1, "Q8_0": Q8_0, "Q2_K": Q2_K, "Q3_K": Q3_K, "Q4_K": Q4_K, "Q5_K": Q5_K,
+    "F32": F32,
+    "F16": F16,
+    "BF16": BF16,
+    "Q4_0": Q4_0,
+    "Q4_1": Q4_1,
+    "Q5_0": Q5_0,
+    "Q5_1": Q5_1,
+    "Q8_0": Q8_0,
+    "Q2_K": Q2_K,
+    "Q3_K": Q3_K,
+    "Q4_K": Q4_K,
+    "Q5_K": Q5_K,
     "Q6_K": Q6_K,
 }
 # (block size in elements, block size in bytes), checked against the library at load
 TYPE_BLOCKS = {
-    F32: (1, 4), F16: (1, 2), BF16: (1, 2), I32: (1, 4), Q4_0: (32, 18), Q4_1: (32, 20),
-    Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34), Q2_K: (256, 84), Q3_K: (256, 110),
-    Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
+    F32: (1, 4),
+    F16: (1, 2),
+    BF16: (1, 2),
+    I32: (1, 4),
+    Q4_0: (32, 18),
+    Q4_1: (32, 20),
+    Q5_0: (32, 22),
+    Q5_1: (32, 24),
+    Q8_0: (32, 34),
+    Q2_K: (256, 84),
+    Q3_K: (256, 110),
+    Q4_K: (256, 144),
+    Q5_K: (256, 176),
+    Q6_K: (256, 210),
 }
 
 ROPE_NORMAL, ROPE_NEOX = 0, 2
@@ -174,8 +195,24 @@ void ggml_log_set(ggml_log_callback log_callback, void * user_data);
 LOG_WARN = 3  # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 
 # SIMD features the library was built with, reported by `ccsm backends` (ggml_cpu_has_<name>)
-FEATURES = ("sse3", "ssse3", "avx", "avx2", "avx_vnni", "fma", "f16c", "bmi2", "avx512", "avx512_vbmi",
-            "avx512_vnni", "avx512_bf16", "amx_int8", "neon", "dotprod", "llamafile")
+FEATURES = (
+    "sse3",
+    "ssse3",
+    "avx",
+    "avx2",
+    "avx_vnni",
+    "fma",
+    "f16c",
+    "bmi2",
+    "avx512",
+    "avx512_vbmi",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "neon",
+    "dotprod",
+    "llamafile",
+)
 
 # Weight types whose rows GGML's CPU_REPACK buffer interleaves for faster matrix-vector kernels
 # on x86 with AVX2 (ggml 0.15: Q4_0 as 8x8, Q4_K as 8x8), and the row multiple they need.

@@ -10,8 +10,9 @@ buffer handles point at their persistent buffer again, and the epoch's contexts 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -85,8 +86,15 @@ class GraphBuilder:
             self._next_ctx()
         return self._ctx
 
-    def new(self, ptr: Any, shape: tuple[int, ...], ordered: bool = False, kind: int = TEMP,
-            base: GTensor | None = None, gtype: int = F32) -> GTensor:
+    def new(
+        self,
+        ptr: Any,
+        shape: tuple[int, ...],
+        ordered: bool = False,
+        kind: int = TEMP,
+        base: GTensor | None = None,
+        gtype: int = F32,
+    ) -> GTensor:
         """A handle of this epoch for node ``ptr``; ``ordered``: the node reads or writes a buffer,
         so it is computed at the next evaluation in program order, held or not."""
         h = GTensor(ptr, shape, gtype, self.epoch, None, base, kind, self._owner())
@@ -100,8 +108,10 @@ class GraphBuilder:
         try:
             epoch = h.epoch
         except AttributeError:
-            raise UsageError(f"ggml-cpu: expected a tensor of this backend, got {type(h).__name__}",
-                             "wrap host arrays with backend.asarray(...)") from None
+            raise UsageError(
+                f"ggml-cpu: expected a tensor of this backend, got {type(h).__name__}",
+                "wrap host arrays with backend.asarray(...)",
+            ) from None
         if (epoch == self.epoch or epoch == PERSIST) and h.owner is self._owner():
             return h.ptr
         return self._relink(h)
@@ -113,8 +123,7 @@ class GraphBuilder:
         if self.closed:
             raise UsageError("ggml-cpu: the backend is closed")
         if h.host is None:
-            raise CcsmError("ggml-cpu: this tensor was lost when an evaluation failed",
-                            "recompute it from its inputs")
+            raise CcsmError("ggml-cpu: this tensor was lost when an evaluation failed", "recompute it from its inputs")
         t = self.lib.ggml_new_tensor_4d(self.room(1), h.type, *ne(h.shape))
         self.lib.ggml_set_input(t)
         self._inputs.append((t, h.host))
@@ -151,7 +160,7 @@ class GraphBuilder:
 
     def graph_size(self) -> int:
         """Nodes a graph of this epoch may need: its tensor objects plus every persistent tensor."""
-        used = sum(self.lib.ggml_used_mem(c.handle) for c in self._ctxs[:self._ci + 1])
+        used = sum(self.lib.ggml_used_mem(c.handle) for c in self._ctxs[: self._ci + 1])
         return used // self._ovh + self._memory.count + 8
 
     def read(self, ptr: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -209,7 +218,7 @@ class GraphBuilder:
             self._reset()
 
     def _reset(self) -> None:
-        for c in self._ctxs[:self._ci + 1]:
+        for c in self._ctxs[: self._ci + 1]:
             self.lib.ggml_reset(c.handle)
         self._ci = -1
         self._next_ctx()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 INTERVAL = 0.25  # seconds between looks at the machine's load
 DOWN_AT, UP_AT = 0.5, 0.25  # cores taken by others past which a thread goes / below which it comes back
@@ -66,10 +66,14 @@ def read_busy_seconds(cpus: set[int] | None = None) -> float | None:
 class IdleCores:
     """How many compute threads to use now: ``threads()`` (cheap; re-measures every ``interval``)."""
 
-    def __init__(self, max_threads: int, interval: float = INTERVAL,
-                 busy: Callable[[], float | None] = read_busy_seconds,
-                 own: Callable[[], float] = time.process_time,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_threads: int,
+        interval: float = INTERVAL,
+        busy: Callable[[], float | None] = read_busy_seconds,
+        own: Callable[[], float] = time.process_time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         cpus = _allowed_cpus()
         self.cores = len(cpus) if cpus else (os.cpu_count() or 1)
         self.max_threads, self.interval = max_threads, interval

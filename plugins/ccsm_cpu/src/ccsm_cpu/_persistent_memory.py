@@ -8,7 +8,8 @@ repacked twins of Q4_0/Q4_K weights, RoPE frequency factors and a pool of zeros 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def aligned(nbytes: int, align: int = 64) -> np.ndarray:
     """Zeroed uint8 array of ``nbytes`` whose data pointer is ``align``-aligned."""
     raw = np.zeros(nbytes + align, np.uint8)
     off = (-raw.ctypes.data) % align
-    return raw[off:off + nbytes]
+    return raw[off : off + nbytes]
 
 
 def weight_data(t: Any) -> tuple[tuple[int, ...], int, np.ndarray]:
@@ -45,12 +46,15 @@ def weight_data(t: Any) -> tuple[tuple[int, ...], int, np.ndarray]:
             raw = np.ascontiguousarray(raw)
         blck, bsize = _ffi.TYPE_BLOCKS[gtype]
         if shape[-1] % blck:
-            raise FormatError(f"weight {name}: row length {shape[-1]} is not a multiple of the "
-                              f"{dtype} block size {blck}")
+            raise FormatError(
+                f"weight {name}: row length {shape[-1]} is not a multiple of the {dtype} block size {blck}"
+            )
         want = prod(shape) // blck * bsize
         if raw.nbytes != want:
-            raise FormatError(f"weight {name}: {dtype} {list(shape)} needs {want} bytes, has {raw.nbytes}",
-                              "the file is truncated or lies about the tensor")
+            raise FormatError(
+                f"weight {name}: {dtype} {list(shape)} needs {want} bytes, has {raw.nbytes}",
+                "the file is truncated or lies about the tensor",
+            )
         return shape, gtype, raw.reshape(-1).view(np.uint8)
     arr = np.asarray(t)
     shape = check_shape(arr.shape, f"weight {name}")
@@ -139,8 +143,9 @@ class PersistentMemory:
             got = self._derived[k] = self.weight(make(host))[0]
         return got
 
-    def derived_within(self, w: Any, key: Any, nbytes: int, budget: int,
-                       make: Callable[[np.ndarray], np.ndarray]) -> Any | None:
+    def derived_within(
+        self, w: Any, key: Any, nbytes: int, budget: int, make: Callable[[np.ndarray], np.ndarray]
+    ) -> Any | None:
         """`derived` for data that grows with a sequence length: None once such data would pass
         ``budget`` bytes in all."""
         if (int(self._ffi.cast("uintptr_t", w)), key) not in self._derived:
@@ -185,8 +190,13 @@ class PersistentMemory:
 
         The twin is made on first use, so a table that is also read by ``embedding`` (tied
         output heads) keeps its plain copy for that."""
-        if self.repack_buffer_type is None or w.kind != WEIGHT or len(w.shape) != 2 \
-                or w.shape[0] % _ffi.REPACK_ROWS or _ffi.TYPE_NAMES.get(w.type) not in _ffi.REPACK_TYPES:
+        if (
+            self.repack_buffer_type is None
+            or w.kind != WEIGHT
+            or len(w.shape) != 2
+            or w.shape[0] % _ffi.REPACK_ROWS
+            or _ffi.TYPE_NAMES.get(w.type) not in _ffi.REPACK_TYPES
+        ):
             return p
         key = int(self._ffi.cast("uintptr_t", p))
         twin = self._repacked.get(key)
@@ -198,8 +208,11 @@ class PersistentMemory:
             if buf == self._ffi.NULL:
                 raise GgmlError("allocating a repacked weight failed", "free some memory or pass repack=False")
             self._bufs.append(Owned(buf, lib.ggml_backend_buffer_free))
-            check_status(self._g, lib.ggml_backend_tensor_alloc(buf, twin, lib.ggml_backend_buffer_get_base(buf)),
-                         "ggml_backend_tensor_alloc")
+            check_status(
+                self._g,
+                lib.ggml_backend_tensor_alloc(buf, twin, lib.ggml_backend_buffer_get_base(buf)),
+                "ggml_backend_tensor_alloc",
+            )
             lib.ggml_backend_tensor_set(twin, self._ffi.cast("void *", data.ctypes.data), 0, data.nbytes)
             self._repacked[key] = twin
         return twin

@@ -6,7 +6,8 @@ copy; a block of a ``zeros`` buffer (a KV cache window) is a view in the buffer'
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ccsm_core.errors import UsageError
 
@@ -70,15 +71,14 @@ def slice_(gb: GraphBuilder, x: GTensor, axis: int, start: int, stop: int) -> GT
         raise UsageError(f"slice: [{start}:{stop}] of axis {axis} (size {shape[axis]}) is empty")
     if start == 0 and stop == shape[axis]:
         return x
-    new = shape[:axis] + (stop - start,) + shape[axis + 1:]
+    new = shape[:axis] + (stop - start,) + shape[axis + 1 :]
     ctx, lib = gb.room(), gb.lib
     if x.type in ITEM and x.base is not None and all(d == 1 for d in shape[:axis]):
         # a block of a buffer (a KV cache window): a view in the buffer's own type
         item = ITEM[x.type]
-        p = lib.ggml_view_4d(ctx, gb.tensor(x), *ne(new), *strides(new, item),
-                             start * item * prod(shape[axis + 1:]))
+        p = lib.ggml_view_4d(ctx, gb.tensor(x), *ne(new), *strides(new, item), start * item * prod(shape[axis + 1 :]))
         return gb.new(p, new, kind=VIEW, base=x.base, gtype=x.type)
-    offset = start * 4 * prod(shape[axis + 1:])
+    offset = start * 4 * prod(shape[axis + 1 :])
     if all(d == 1 for d in shape[:axis]):  # a contiguous block: a view with its own strides
         return _view(gb, lib.ggml_view_4d(ctx, gb.f32(x), *ne(new), *strides(new), offset), new, x)
     p = lib.ggml_view_4d(ctx, gb.f32(x), *ne(new), *strides(shape), offset)
@@ -95,7 +95,7 @@ def pad(gb: GraphBuilder, x: GTensor, axis: int, left: int, right: int, mode: st
         raise UsageError(f"pad: unknown mode {mode!r}", "use 'constant' or 'replicate'")
     if left == right == 0:
         return x
-    new = shape[:axis] + (shape[axis] + left + right,) + shape[axis + 1:]
+    new = shape[:axis] + (shape[axis] + left + right,) + shape[axis + 1 :]
     g = len(shape) - 1 - axis
     if mode == "constant":
         pads = [0] * 8
@@ -114,7 +114,7 @@ def pad(gb: GraphBuilder, x: GTensor, axis: int, left: int, right: int, mode: st
 def _edge(gb: GraphBuilder, x: GTensor, axis: int, index: int, count: int) -> GTensor:
     """``x[index]`` on ``axis`` repeated ``count`` times."""
     edge = slice_(gb, x, axis, index, index + 1)
-    shape = x.shape[:axis] + (count,) + x.shape[axis + 1:]
+    shape = x.shape[:axis] + (count,) + x.shape[axis + 1 :]
     out = gb.lib.ggml_repeat_4d(gb.room(), gb.tensor(edge), *ne(shape))
     return gb.new(out, shape, x.base is not None)
 
@@ -127,7 +127,7 @@ def concat(gb: GraphBuilder, xs: Sequence[GTensor], axis: int) -> GTensor:
     axis = axis_of(axis, len(first), "concat")
     for t in xs[1:]:
         s = t.shape
-        if len(s) != len(first) or s[:axis] != first[:axis] or s[axis + 1:] != first[axis + 1:]:
+        if len(s) != len(first) or s[:axis] != first[:axis] or s[axis + 1 :] != first[axis + 1 :]:
             raise UsageError(f"concat: shapes {list(first)} and {list(s)} differ off axis {axis}")
     if len(xs) == 1:
         return xs[0]
@@ -138,5 +138,5 @@ def concat(gb: GraphBuilder, xs: Sequence[GTensor], axis: int) -> GTensor:
     for t in xs[1:]:
         out = gb.lib.ggml_concat(ctx, out, gb.f32(t), dim)
         total += t.shape[axis]
-    shape = first[:axis] + (total,) + first[axis + 1:]
+    shape = first[:axis] + (total,) + first[axis + 1 :]
     return gb.new(out, shape, any(t.base is not None for t in xs))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ccsm_core.errors import UsageError
 
@@ -25,8 +26,17 @@ class GTensor:
 
     __slots__ = ("ptr", "shape", "type", "epoch", "host", "base", "kind", "owner", "half", "__weakref__")
 
-    def __init__(self, ptr: Any, shape: tuple[int, ...], gtype: int, epoch: int, host: Any,
-                 base: "GTensor | None", kind: int, owner: Any) -> None:
+    def __init__(
+        self,
+        ptr: Any,
+        shape: tuple[int, ...],
+        gtype: int,
+        epoch: int,
+        host: Any,
+        base: GTensor | None,
+        kind: int,
+        owner: Any,
+    ) -> None:
         self.ptr, self.shape, self.type, self.epoch = ptr, shape, gtype, epoch
         self.host, self.base, self.kind, self.owner = host, base, kind, owner
         self.half: Any = None  # (epoch, f16 copy) of a mask, made once per graph

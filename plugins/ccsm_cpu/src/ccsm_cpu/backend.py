@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,13 @@ class GgmlBackend:
 
     name = "ggml-cpu"
 
-    def __init__(self, threads: int | None = None, min_parallel_work: int = MIN_PARALLEL_WORK,
-                 repack: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        threads: int | None = None,
+        min_parallel_work: int = MIN_PARALLEL_WORK,
+        repack: bool = True,
+        **options: Any,
+    ) -> None:
         """``threads``: compute threads (default: as many as this process's cores, fewer while
         other processes keep some of them busy: `ccsm_cpu._load.IdleCores`; a number given here
         is used as it is). ``min_parallel_work``:
@@ -59,8 +65,9 @@ class GgmlBackend:
         multiply Q4_0/Q4_K weights through GGML's interleaved (repacked) copies where the CPU
         has kernels for them (x86 AVX2: about 1.5x faster matrix-vector products)."""
         if options:
-            raise UsageError(f"ggml-cpu: unknown option(s) {', '.join(sorted(options))}",
-                             "known: threads, min_parallel_work, repack")
+            raise UsageError(
+                f"ggml-cpu: unknown option(s) {', '.join(sorted(options))}", "known: threads, min_parallel_work, repack"
+            )
         n = _load.usable_cores() if threads is None else threads
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 512:
             raise UsageError(f"ggml-cpu: threads must be an int in 1..512, got {threads!r}")
@@ -125,8 +132,11 @@ class GgmlBackend:
         ``min_parallel_work``, else on ``threads`` (fewer while other processes keep cores busy,
         where the count was left to us); counted in `stats`."""
         lib = self._lib
-        n = 1 if work < self.min_parallel_work else (
-            self.idle_cores.threads() if self.idle_cores is not None else self.threads)
+        n = (
+            1
+            if work < self.min_parallel_work
+            else (self.idle_cores.threads() if self.idle_cores is not None else self.threads)
+        )
         if n != self._n_threads:
             lib.ggml_backend_cpu_set_n_threads(self._backend.handle, n)
             self._n_threads = n
@@ -155,7 +165,7 @@ class GgmlBackend:
     def asarray(self, a: np.ndarray) -> GTensor:
         a = np.asarray(a)
         if a.dtype.kind in "iub":
-            if a.size and (a.min() < -2**31 or a.max() >= 2**31):
+            if a.size and (a.min() < -(2**31) or a.max() >= 2**31):
                 raise UsageError("ggml-cpu: integer input does not fit int32")
             arr, gtype = np.array(a, np.int32, order="C"), I32
         elif a.dtype.kind == "f":
@@ -193,7 +203,7 @@ class GgmlBackend:
         bs, xs = buf.shape, x.shape
         if axis != 0:
             axis = axis_of(axis, len(bs), "write")
-        if len(xs) != len(bs) or xs[:axis] != bs[:axis] or xs[axis + 1:] != bs[axis + 1:]:
+        if len(xs) != len(bs) or xs[:axis] != bs[:axis] or xs[axis + 1 :] != bs[axis + 1 :]:
             raise UsageError(f"ggml-cpu: cannot write shape {list(xs)} into {list(bs)} along axis {axis}")
         if isinstance(start, GTensor):
             return self._write_rows(buf, x, start, axis)
@@ -202,14 +212,13 @@ class GgmlBackend:
         if buf.type != F32:
             rows = np.arange(int(start), int(start) + xs[axis], dtype=np.int32)
             return self._write_rows(buf, x, self.asarray(rows), axis)
-        offset = int(start) * 4 * prod(bs[axis + 1:])
+        offset = int(start) * 4 * prod(bs[axis + 1 :])
         if offset >= _SET_MAX_OFFSET:
             raise UsageError(f"ggml-cpu: write offset {offset} bytes exceeds ggml's limit of 1 GiB")
         px = self._pf(x)
         pb = self._p(buf)
         out = self._lib.ggml_set_inplace(self._room(), pb, px, *strides(bs), offset)
         return self._new(out, bs, True, kind=BUFFER, base=buf.base)
-
 
     def _write_rows(self, buf: GTensor, x: GTensor, start: GTensor, axis: int) -> GTensor:
         """Write ``x`` at the rows ``start[0], start[0]+1, ...`` (an int tensor: one row index per
@@ -218,10 +227,13 @@ class GgmlBackend:
         if axis != 0:
             raise UsageError("ggml-cpu: writes at tensor-given rows (or into float16 buffers) need axis 0")
         if start.type != I32 or start.shape != (xs[0],):
-            raise UsageError(f"ggml-cpu: write rows must be an int tensor of shape [{xs[0]}], "
-                             f"got shape {list(start.shape)}")
+            raise UsageError(
+                f"ggml-cpu: write rows must be an int tensor of shape [{xs[0]}], got shape {list(start.shape)}"
+            )
         if start.host is not None and (start.host.min() < 0 or start.host.max() >= bs[0]):
-            raise UsageError(f"ggml-cpu: write rows {start.host.min()}..{start.host.max()} exceed axis 0 of size {bs[0]}")
+            raise UsageError(
+                f"ggml-cpu: write rows {start.host.min()}..{start.host.max()} exceed axis 0 of size {bs[0]}"
+            )
         lib, ctx = self._lib, self._room()
         inner = prod(bs[1:])
         dst = lib.ggml_reshape_4d(ctx, self._p(buf), inner, bs[0], 1, 1)
@@ -248,7 +260,6 @@ class GgmlBackend:
 
     def shape(self, x: GTensor) -> tuple[int, ...]:
         return x.shape
-
 
     # -- elementwise and reductions ------------------------------------------------------
     def _binary(self, fn: Any, a: GTensor, b: GTensor, what: str) -> GTensor:
@@ -299,7 +310,9 @@ class GgmlBackend:
         lib, ctx, p = self._lib, self._room(), self._pf(x)
         c = math.sqrt(2.0 / math.pi)
         inner = lib.ggml_mul(ctx, p, lib.ggml_scale_bias(ctx, lib.ggml_sqr(ctx, p), 0.044715 * c, c))
-        out = lib.ggml_mul(ctx, lib.ggml_scale(ctx, p, 0.5), lib.ggml_scale_bias(ctx, lib.ggml_tanh(ctx, inner), 1.0, 1.0))
+        out = lib.ggml_mul(
+            ctx, lib.ggml_scale(ctx, p, 0.5), lib.ggml_scale_bias(ctx, lib.ggml_tanh(ctx, inner), 1.0, 1.0)
+        )
         return self._new(out, x.shape, x.base is not None)
 
     def elu(self, x: GTensor, alpha: float = 1.0) -> GTensor:
@@ -314,8 +327,11 @@ class GgmlBackend:
             return self._new(lib.ggml_add(ctx, pos, em1), x.shape, x.base is not None)
         lib, ctx, p = self._lib, self._room(), self._pf(x)
         # alpha*elu(x) + (1-alpha)*relu(x) equals x for x > 0 and alpha*expm1(x) otherwise
-        out = lib.ggml_add(ctx, lib.ggml_scale(ctx, lib.ggml_elu(ctx, p), float(alpha)),
-                           lib.ggml_scale(ctx, lib.ggml_relu(ctx, p), float(1.0 - alpha)))
+        out = lib.ggml_add(
+            ctx,
+            lib.ggml_scale(ctx, lib.ggml_elu(ctx, p), float(alpha)),
+            lib.ggml_scale(ctx, lib.ggml_relu(ctx, p), float(1.0 - alpha)),
+        )
         return self._new(out, x.shape, x.base is not None)
 
     def softmax(self, x: GTensor) -> GTensor:
@@ -331,7 +347,7 @@ class GgmlBackend:
         if axis != len(shape) - 1:
             perm = [i for i in range(len(shape)) if i != axis] + [axis]
             p = _shape_ops.permute(self.builder, p, len(shape), perm, cont=True)
-        out_shape = shape[:axis] + shape[axis + 1:]
+        out_shape = shape[:axis] + shape[axis + 1 :]
         out = self._lib.ggml_reshape_4d(ctx, self._lib.ggml_sum_rows(ctx, p), *ne(out_shape))
         return self._new(out, out_shape, x.base is not None)
 
@@ -353,8 +369,7 @@ class GgmlBackend:
     def matmul(self, x: GTensor, w: GTensor) -> GTensor:
         ws, xs = w.shape, x.shape
         if len(ws) != 2 or not xs or xs[-1] != ws[1]:
-            raise UsageError(f"matmul: cannot multiply {list(xs)} by a weight of shape {list(ws)} "
-                             "([..., K] x [N, K])")
+            raise UsageError(f"matmul: cannot multiply {list(xs)} by a weight of shape {list(ws)} ([..., K] x [N, K])")
         self.builder.work += prod(xs) * ws[0]
         ctx = self._room()
         out = self._lib.ggml_mul_mat(ctx, self.memory.matmul_weight(w, self._p(w)), self._pf(x))
@@ -378,21 +393,21 @@ class GgmlBackend:
         out = lib.ggml_add(ctx, lib.ggml_mul(ctx, lib.ggml_norm(ctx, self._pf(x), float(eps)), pw), pb)
         return self._new(out, x.shape, x.base is not None)
 
-    def rope(self, x: GTensor, positions: GTensor, freqs: np.ndarray, interleaved: bool = True,
-             base: float | None = None) -> GTensor:
+    def rope(
+        self, x: GTensor, positions: GTensor, freqs: np.ndarray, interleaved: bool = True, base: float | None = None
+    ) -> GTensor:
         return _attention.rope(self.builder, self.memory, x, positions, freqs, interleaved, base)
 
     def attention(self, q: GTensor, k: GTensor, v: GTensor, mask: GTensor | None, scale: float) -> GTensor:
         return _attention.attention(self.builder, q, k, v, mask, scale)
 
-    def conv1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, dilation: int = 1,
-               groups: int = 1) -> GTensor:
+    def conv1d(
+        self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, dilation: int = 1, groups: int = 1
+    ) -> GTensor:
         return _conv.conv1d(self.builder, self.memory, x, w, b, stride, dilation, groups)
 
-    def conv_transpose1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1,
-                         groups: int = 1) -> GTensor:
+    def conv_transpose1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, groups: int = 1) -> GTensor:
         return _conv.conv_transpose1d(self.builder, self.memory, x, w, b, stride, groups)
-
 
     # -- shape ops (`_shape_ops`) --------------------------------------------------------
     def transpose(self, x: GTensor, perm: Sequence[int]) -> GTensor:

@@ -77,7 +77,8 @@ class Ggml:
         if fn == ffi.NULL:
             return None
         bufts = ffi.cast("ggml_backend_buffer_type_t * (*)(ggml_backend_dev_t)", fn)(
-            lib.ggml_backend_reg_dev_get(reg, 0))
+            lib.ggml_backend_reg_dev_get(reg, 0)
+        )
         i = 0
         while bufts != ffi.NULL and bufts[i] != ffi.NULL:
             if ffi.string(lib.ggml_backend_buft_name(bufts[i])) == b"CPU_REPACK":
@@ -132,12 +133,13 @@ def find_library() -> Path:
     override = os.environ.get(LIB_ENV)
     if override:
         path = Path(override)
-        for name in (() if path.is_file() else _lib_names()):
+        for name in () if path.is_file() else _lib_names():
             path = path / name
         if not path.is_file():
-            raise BackendUnavailable(f"{LIB_ENV}={override} names no ggml CPU library ({path} does not exist)",
-                                     f"unset {LIB_ENV}, or point it at a folder holding {_lib_names()[0]} "
-                                     "(make ggml-avx2 builds one)")
+            raise BackendUnavailable(
+                f"{LIB_ENV}={override} names no ggml CPU library ({path} does not exist)",
+                f"unset {LIB_ENV}, or point it at a folder holding {_lib_names()[0]} (make ggml-avx2 builds one)",
+            )
         return path
     try:
         spec = importlib.util.find_spec("ggml")
@@ -164,7 +166,8 @@ def _smoke_test(ffi: Any, lib: Any, path: Path) -> tuple[str, int, bool]:
     version = ffi.string(lib.ggml_version()).decode("ascii", "replace")
     if not version.startswith(_ffi.GGML_VERSION_PREFIX):
         raise BackendUnavailable(
-            f"{path} is ggml {version}; ccsm-cpu declares the API of ggml {_ffi.GGML_VERSION_PREFIX}x", _FIX)
+            f"{path} is ggml {version}; ccsm-cpu declares the API of ggml {_ffi.GGML_VERSION_PREFIX}x", _FIX
+        )
     for gtype, (blck, size) in _ffi.TYPE_BLOCKS.items():
         if lib.ggml_blck_size(gtype) != blck or lib.ggml_type_size(gtype) != size:
             raise BackendUnavailable(f"{path}: ggml type {gtype} has an unexpected block layout", _FIX)
@@ -192,8 +195,7 @@ def _smoke_test(ffi: Any, lib: Any, path: Path) -> tuple[str, int, bool]:
         status = lib.ggml_backend_graph_compute(backend, graph)
         got = list(ffi.cast("float *", lib.ggml_get_data(y))[0:2])
         if status != 0 or got != [3.25, -3.0]:
-            raise BackendUnavailable(f"{path}: smoke graph gave {got} (status {status}), expected [3.25, -3.0]",
-                                     _FIX)
+            raise BackendUnavailable(f"{path}: smoke graph gave {got} (status {status}), expected [3.25, -3.0]", _FIX)
         half_sums = _f16_sums_in_half(ffi, lib, backend)
     finally:
         if backend != ffi.NULL:
@@ -291,5 +293,7 @@ def check_status(g: Ggml, status: int, what: str) -> None:
     """Map a ``ggml_status`` to `GgmlError`."""
     if status != 0:
         text = g.ffi.string(g.lib.ggml_status_to_string(status)).decode("ascii", "replace")
-        raise GgmlError(f"{what} failed: {text} (status {status})",
-                        "free memory or lower the sequence length" if status == -2 else "report this as a bug")
+        raise GgmlError(
+            f"{what} failed: {text} (status {status})",
+            "free memory or lower the sequence length" if status == -2 else "report this as a bug",
+        )
