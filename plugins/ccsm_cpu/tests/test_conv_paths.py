@@ -23,14 +23,17 @@ def _close(got, want, tol=2e-6):
     assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max())
 
 
-@pytest.mark.parametrize("cin,cout,k,stride,dil,t", [
-    (32, 64, 1, 1, 1, 1920),   # out_prod, one tap
-    (16, 8, 3, 1, 2, 64 + 4),  # out_prod, dilated taps
-    (64, 1, 3, 1, 1, 130),     # out_prod, one output channel
-    (512, 64, 7, 1, 1, 8),     # few outputs: weight streamed as src0
-    (8, 6, 4, 2, 1, 11),       # strided, small
-    (80, 24, 3, 1, 1, 66),     # im2col matmul (too many input channels for out_prod)
-])
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,dil,t",
+    [
+        (32, 64, 1, 1, 1, 1920),  # out_prod, one tap
+        (16, 8, 3, 1, 2, 64 + 4),  # out_prod, dilated taps
+        (64, 1, 3, 1, 1, 130),  # out_prod, one output channel
+        (512, 64, 7, 1, 1, 8),  # few outputs: weight streamed as src0
+        (8, 6, 4, 2, 1, 11),  # strided, small
+        (80, 24, 3, 1, 1, 66),  # im2col matmul (too many input channels for out_prod)
+    ],
+)
 def test_conv1d_paths(be, cin, cout, k, stride, dil, t):
     rng = np.random.default_rng(cin * 1000 + t)
     x = rng.standard_normal((cin, t)).astype(np.float32)
@@ -42,13 +45,16 @@ def test_conv1d_paths(be, cin, cout, k, stride, dil, t):
     _close(got, REF.conv1d(x, w, None, stride, dil))
 
 
-@pytest.mark.parametrize("cin,cout,k,s,t", [
-    (16, 8, 8, 4, 30),  # K = 2 s: one shifted add
-    (8, 4, 9, 3, 7),    # K = 3 s: two shifted adds
-    (8, 4, 7, 3, 5),    # K < 3 s: padded taps, trimmed output
-    (6, 5, 2, 3, 4),    # K < s: no overlap
-    (4, 3, 5, 1, 3),    # stride 1
-])
+@pytest.mark.parametrize(
+    "cin,cout,k,s,t",
+    [
+        (16, 8, 8, 4, 30),  # K = 2 s: one shifted add
+        (8, 4, 9, 3, 7),  # K = 3 s: two shifted adds
+        (8, 4, 7, 3, 5),  # K < 3 s: padded taps, trimmed output
+        (6, 5, 2, 3, 4),  # K < s: no overlap
+        (4, 3, 5, 1, 3),  # stride 1
+    ],
+)
 def test_conv_transpose_paths(be, cin, cout, k, s, t):
     rng = np.random.default_rng(k * 100 + t)
     x = rng.standard_normal((cin, t)).astype(np.float32)
@@ -77,8 +83,10 @@ def test_elu_input_still_readable_after(be):
     h = be.scale(be.asarray(x), 1.0)
     got = be.to_numpy(be.add(h, be.elu(h)))
     _close(got, x + REF.elu(x))
-    assert np.array_equal(be.to_numpy(be.elu(be.asarray(np.array([[0.5, 2.0, 1e-8]], np.float32)))),
-                          np.array([[0.5, 2.0, 1e-8]], np.float32))  # positive inputs pass exactly
+    assert np.array_equal(
+        be.to_numpy(be.elu(be.asarray(np.array([[0.5, 2.0, 1e-8]], np.float32)))),
+        np.array([[0.5, 2.0, 1e-8]], np.float32),
+    )  # positive inputs pass exactly
 
 
 @pytest.mark.parametrize("s,t,h,kv,d", [(2, 265, 8, 8, 64), (5, 9, 4, 2, 16), (40, 40, 4, 1, 8)])

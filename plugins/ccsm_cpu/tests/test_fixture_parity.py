@@ -61,6 +61,6 @@ def test_captured_mimi_stream_past_the_ring_equals_batch():
     mimi = load_mimi(FIXTURE / "mimi.safetensors", FIXTURE / "mimi_config.json", GgmlBackend(threads=2))
     codes = np.random.default_rng(3).integers(0, 2048, (32, 140))
     dec = mimi.stream_decoder()
-    streamed = np.concatenate([dec.step(codes[:, t:t + 1]) for t in range(140)])
+    streamed = np.concatenate([dec.step(codes[:, t : t + 1]) for t in range(140)])
     assert list(dec._steps) == [1]
     np.testing.assert_allclose(streamed, mimi.decode(codes), atol=1e-5, rtol=0)

@@ -26,8 +26,9 @@ class Machine:
         self.busy += (ours + others) * seconds
 
     def idle_cores(self, max_threads: int, cores: int = 2) -> _load.IdleCores:
-        ic = _load.IdleCores(max_threads, interval=0.25, busy=lambda: self.busy, own=lambda: self.own,
-                             clock=lambda: self.t)
+        ic = _load.IdleCores(
+            max_threads, interval=0.25, busy=lambda: self.busy, own=lambda: self.own, clock=lambda: self.t
+        )
         ic.cores = cores
         return ic
 

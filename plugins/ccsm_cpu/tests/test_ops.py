@@ -101,9 +101,18 @@ CASES: list[tuple[str, Callable, tuple, tuple[float, float]]] = [
     ("rope_pairs", lambda b, x, p: b.rope(x, p, fr16, True), (R(5, 3, 16), I([0, 1, 9, 500, 4000])), (1e-4, 2e-3)),
     ("rope_halves", lambda b, x, p: b.rope(x, p, fr16, False), (R(5, 3, 16), I([0, 1, 9, 500, 4000])), (1e-4, 2e-3)),
     ("rope_zero_freqs", lambda b, x, p: b.rope(x, p, fr_zero, True), (R(2, 1, 16), I([3, 70])), (1e-4, 2e-4)),
-    ("attention_gqa_mask", lambda b, q, k, v, m: b.attention(q, k, v, m, 0.2),
-     (R(5, 8, 16), R(9, 2, 16), R(9, 2, 16), causal), ACC),
-    ("attention_decode", lambda b, q, k, v: b.attention(q, k, v, None, 0.125), (R(1, 4, 64), R(30, 1, 64), R(30, 1, 64)), ACC),
+    (
+        "attention_gqa_mask",
+        lambda b, q, k, v, m: b.attention(q, k, v, m, 0.2),
+        (R(5, 8, 16), R(9, 2, 16), R(9, 2, 16), causal),
+        ACC,
+    ),
+    (
+        "attention_decode",
+        lambda b, q, k, v: b.attention(q, k, v, None, 0.125),
+        (R(1, 4, 64), R(30, 1, 64), R(30, 1, 64)),
+        ACC,
+    ),
     ("conv1d", lambda b, x, w, c: b.conv1d(x, w, c, 1, 1, 1), (R(3, 30), W(R(5, 3, 7)), W(R(5))), ACC),
     ("conv1d_strided", lambda b, x, w: b.conv1d(x, w, None, 3, 2, 1), (R(4, 41), W(R(6, 4, 4))), ACC),
     ("conv1d_groups", lambda b, x, w, c: b.conv1d(x, w, c, 2, 1, 2), (R(6, 25), W(R(4, 3, 3)), W(R(4))), ACC),
@@ -111,9 +120,24 @@ CASES: list[tuple[str, Callable, tuple, tuple[float, float]]] = [
     ("conv1d_k1", lambda b, x, w: b.conv1d(x, w, None), (R(6, 5), W(R(2, 6, 1))), ACC),
     ("conv_transpose1d", lambda b, x, w, c: b.conv_transpose1d(x, w, c, 4, 1), (R(5, 6), W(R(5, 3, 8)), W(R(3))), ACC),
     ("conv_transpose1d_k_lt_s", lambda b, x, w: b.conv_transpose1d(x, w, None, 3, 1), (R(2, 4), W(R(2, 3, 2))), ACC),
-    ("conv_transpose1d_depthwise", lambda b, x, w, c: b.conv_transpose1d(x, w, c, 2, 6), (R(6, 7), W(R(6, 1, 4)), W(R(6))), ACC),
-    ("conv_transpose1d_depthwise_odd", lambda b, x, w: b.conv_transpose1d(x, w, None, 2, 3), (R(3, 5), W(R(3, 2, 5))), ACC),
-    ("conv_transpose1d_groups", lambda b, x, w, c: b.conv_transpose1d(x, w, c, 2, 2), (R(4, 5), W(R(4, 3, 4)), W(R(6))), ACC),
+    (
+        "conv_transpose1d_depthwise",
+        lambda b, x, w, c: b.conv_transpose1d(x, w, c, 2, 6),
+        (R(6, 7), W(R(6, 1, 4)), W(R(6))),
+        ACC,
+    ),
+    (
+        "conv_transpose1d_depthwise_odd",
+        lambda b, x, w: b.conv_transpose1d(x, w, None, 2, 3),
+        (R(3, 5), W(R(3, 2, 5))),
+        ACC,
+    ),
+    (
+        "conv_transpose1d_groups",
+        lambda b, x, w, c: b.conv_transpose1d(x, w, c, 2, 2),
+        (R(4, 5), W(R(4, 3, 4)), W(R(6))),
+        ACC,
+    ),
     ("pad_const_last", lambda b, x: b.pad(x, -1, 3, 2), (R(2, 3, 4),), EXACT),
     ("pad_const_first", lambda b, x: b.pad(x, 0, 1, 4), (R(2, 3),), EXACT),
     ("pad_replicate", lambda b, x: b.pad(x, 1, 5, 1, "replicate"), (R(3, 4),), EXACT),
@@ -298,10 +322,16 @@ BAD: list[tuple[str, Callable]] = [
     ("conv_groups", lambda b: b.conv1d(b.asarray(R(4, 9)), b.weight(R(3, 2, 3)), None, groups=2)),
     ("conv_stride0", lambda b: b.conv1d(b.asarray(R(2, 9)), b.weight(R(2, 2, 3)), None, stride=0)),
     ("conv_transpose1d_channels", lambda b: b.conv_transpose1d(b.asarray(R(3, 5)), b.weight(R(4, 2, 3)), None)),
-    ("attention_heads", lambda b: b.attention(b.asarray(R(1, 3, 4)), b.asarray(R(2, 2, 4)), b.asarray(R(2, 2, 4)),
-                                              None, 1.0)),
-    ("attention_mask", lambda b: b.attention(b.asarray(R(1, 2, 4)), b.asarray(R(2, 2, 4)), b.asarray(R(2, 2, 4)),
-                                             b.asarray(R(2, 2)), 1.0)),
+    (
+        "attention_heads",
+        lambda b: b.attention(b.asarray(R(1, 3, 4)), b.asarray(R(2, 2, 4)), b.asarray(R(2, 2, 4)), None, 1.0),
+    ),
+    (
+        "attention_mask",
+        lambda b: b.attention(
+            b.asarray(R(1, 2, 4)), b.asarray(R(2, 2, 4)), b.asarray(R(2, 2, 4)), b.asarray(R(2, 2)), 1.0
+        ),
+    ),
     ("rope_freqs", lambda b: b.rope(b.asarray(R(2, 1, 8)), b.asarray(np.array([0, 1])), np.ones(3), True)),
     ("rope_positions", lambda b: b.rope(b.asarray(R(2, 1, 8)), b.asarray(np.array([0.0, 1.0])), np.ones(4), True)),
     ("norm_weight", lambda b: b.rms_norm(b.asarray(R(2, 8)), b.weight(R(7)), 1e-5)),
@@ -320,8 +350,9 @@ def test_bad_input_is_a_usage_error(be, name, fn):
     np.testing.assert_array_equal(be.to_numpy(be.scale(be.asarray(np.ones(2, np.float32)), 3.0)), [3.0, 3.0])
 
 
-@pytest.mark.parametrize("dtype,shape,nbytes", [("Q8_0", (2, 64), 100), ("Q4_0", (2, 40), 2 * 18 * 2),
-                                                ("F32", (3, 4), 44)])
+@pytest.mark.parametrize(
+    "dtype,shape,nbytes", [("Q8_0", (2, 64), 100), ("Q4_0", (2, 40), 2 * 18 * 2), ("F32", (3, 4), 44)]
+)
 def test_malformed_weights_are_format_errors(be, dtype, shape, nbytes):
     with pytest.raises(FormatError):
         be.weight(TensorData("bad", shape, dtype, np.zeros(nbytes, np.uint8)))
@@ -374,7 +405,7 @@ def test_mimi_streaming_decode_matches_numpy():
     for name in ("numpy", "ggml-cpu"):
         b = get_backend(name, **({"threads": 1} if name == "ggml-cpu" else {}))
         stream = Mimi.from_tensors(b, random_mimi_tensors(DEMO_MIMI, 0), DEMO_MIMI).stream_decoder()
-        outs[name] = np.concatenate([np.asarray(stream.step(codes[:, i:i + 1])).reshape(-1) for i in range(5)])
+        outs[name] = np.concatenate([np.asarray(stream.step(codes[:, i : i + 1])).reshape(-1) for i in range(5)])
     assert np.abs(outs["numpy"]).max() > 1e-3
     np.testing.assert_allclose(outs["ggml-cpu"], outs["numpy"], rtol=1e-4, atol=1e-5)
 

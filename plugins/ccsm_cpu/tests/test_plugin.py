@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 
-
 def test_distribution_installed_with_entry_point():
     dist = md.distribution("ccsm-cpu")
     eps = [ep for ep in dist.entry_points if ep.group == "ccsm"]
@@ -56,15 +55,16 @@ def test_register_probe(register_probe):
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=120)
 
 
 def test_plugin_module_import_is_light():
     """Importing the entry-point module must not import numpy or cffi, nor load the ggml library."""
-    code = ("import sys, ccsm_cpu.plugin; "
-            "maps = open('/proc/self/maps').read() if sys.platform.startswith('linux') else ''; "
-            "print('GGML' if 'libggml' in maps else 'NOGGML')")
+    code = (
+        "import sys, ccsm_cpu.plugin; "
+        "maps = open('/proc/self/maps').read() if sys.platform.startswith('linux') else ''; "
+        "print('GGML' if 'libggml' in maps else 'NOGGML')"
+    )
     r = _run(code)
     assert r.returncode == 0, r.stderr
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
@@ -72,8 +72,11 @@ def test_plugin_module_import_is_light():
     heavy = {m for m in imported if m.split(".")[0] in ("numpy", "cffi", "_cffi_backend", "ggml")}
     assert not heavy, f"plugin import pulled in {sorted(heavy)}"
     assert r.stdout.strip() == "NOGGML"
-    cumulative = [int(line.split("|")[1]) for line in r.stderr.splitlines()
-                  if line.startswith("import time:") and line.split("|")[2].strip() == "ccsm_cpu.plugin"]
+    cumulative = [
+        int(line.split("|")[1])
+        for line in r.stderr.splitlines()
+        if line.startswith("import time:") and line.split("|")[2].strip() == "ccsm_cpu.plugin"
+    ]
     assert cumulative and cumulative[0] < 200_000, f"import ccsm_cpu.plugin took {cumulative} us (budget 0.2 s)"
 
 

@@ -27,8 +27,13 @@ from ccsm_cpu.lib import load  # noqa: E402
 
 LEGACY = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 # K-quants: (block bytes, byte offsets of the fp16 fields)
-KQUANTS = {"Q2_K": (84, (80, 82)), "Q3_K": (110, (108,)), "Q4_K": (144, (0, 2)), "Q5_K": (176, (0, 2)),
-           "Q6_K": (210, (208,))}
+KQUANTS = {
+    "Q2_K": (84, (80, 82)),
+    "Q3_K": (110, (108,)),
+    "Q4_K": (144, (0, 2)),
+    "Q5_K": (176, (0, 2)),
+    "Q6_K": (210, (208,)),
+}
 ALL = LEGACY + tuple(KQUANTS) + ("F16", "BF16")
 ROWS, COLS = 48, 512
 
@@ -40,7 +45,7 @@ def make(dtype: str, seed: int = 0) -> TensorData:
         blocks = rng.integers(0, 256, (ROWS * COLS // 256, bsize), dtype=np.uint8)
         for off in f16_at:
             scales = rng.uniform(0.002, 0.02, blocks.shape[0]).astype(np.float16)
-            blocks[:, off:off + 2] = scales.view(np.uint8).reshape(-1, 2)
+            blocks[:, off : off + 2] = scales.view(np.uint8).reshape(-1, 2)
         return TensorData("w", (ROWS, COLS), dtype, blocks.reshape(ROWS, -1))
     w = rng.standard_normal((ROWS, COLS)).astype(np.float32)
     if dtype == "F16":
@@ -71,15 +76,24 @@ def test_dequantize_matches_gguf(be, dtype):
     np.testing.assert_allclose(be.to_numpy(w), want, rtol=1e-6, atol=1e-7)
 
 
-ACT_TYPE = {"Q8_0": "Q8_0", "Q4_0": "Q8_0", "Q5_0": "Q8_0", "Q4_1": "Q8_1", "Q5_1": "Q8_1",
-            **{k: "Q8_K" for k in KQUANTS}, "F16": "F16", "BF16": "BF16"}
+ACT_TYPE = {
+    "Q8_0": "Q8_0",
+    "Q4_0": "Q8_0",
+    "Q5_0": "Q8_0",
+    "Q4_1": "Q8_1",
+    "Q5_1": "Q8_1",
+    **{k: "Q8_K" for k in KQUANTS},
+    "F16": "F16",
+    "BF16": "BF16",
+}
 
 
 def activation_as_ggml_sees_it(x: np.ndarray, act: str) -> np.ndarray:
     """``x`` after GGML converts it to the weight's ``vec_dot_type`` (NumPy emulation)."""
     if act in ("Q8_0", "Q8_1"):  # Q8_1 carries the same values plus an fp16 block sum
-        return quants.dequantize(quants.quantize(x, gguf.GGMLQuantizationType.Q8_0),
-                                 gguf.GGMLQuantizationType.Q8_0).reshape(x.shape)
+        return quants.dequantize(
+            quants.quantize(x, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0
+        ).reshape(x.shape)
     if act == "Q8_K":  # quantize_row_q8_K_ref: per 256 values, scale by the signed max to -127
         blocks = x.reshape(-1, 256).astype(np.float32)
         idx = np.argmax(np.abs(blocks), axis=1)
@@ -101,7 +115,7 @@ def test_matmul_matches_dequantized(be, dtype, rows):
     want = x @ w.T
     got = be.to_numpy(be.matmul(be.asarray(x), be.weight(t)))
     assert got.shape == want.shape
-    scale = float(np.sqrt(np.mean(want ** 2)))
+    scale = float(np.sqrt(np.mean(want**2)))
     # against exact float math: the activation rounding costs about 0.5 % (measured <= 0.75 %)
     assert np.linalg.norm(got - want) <= 1.5e-2 * np.linalg.norm(want)
     # against the same math on the activation as GGML rounds it: float32 summation order only

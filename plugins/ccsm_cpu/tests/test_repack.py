@@ -14,8 +14,11 @@ def test_repacked_matmul_equals_plain(dtype):
     from ccsm_core.bench import random_tensor
 
     rng = np.random.default_rng(0)
-    w = quantized("w", rng.standard_normal((64, 512)).astype(np.float32), dtype) if dtype == "Q4_0" else \
-        random_tensor("w", (64, 512), dtype, rng)  # gguf cannot quantize to Q4_K: random blocks
+    w = (
+        quantized("w", rng.standard_normal((64, 512)).astype(np.float32), dtype)
+        if dtype == "Q4_0"
+        else random_tensor("w", (64, 512), dtype, rng)
+    )  # gguf cannot quantize to Q4_K: random blocks
     x = rng.standard_normal((3, 512)).astype(np.float32)
     out = {}
     for repack in (True, False):

@@ -51,10 +51,18 @@ def recordings(report_check) -> tuple[str, list[dict], bool]:
         refs, exact = [json.loads((FIXTURES / own).read_text())], True
         what = f"{own}, this family's own recording: logits within {LOGIT_TOL}, every greedy token"
     else:
-        refs, exact = [json.loads((FIXTURES / f).read_text()) for f in dict.fromkeys(RECORDINGS.values())
-                       if (FIXTURES / f).is_file()], False
-        what = (f"no recording of this family; against all {len(refs)}: logits within {OTHER_FAMILY_TOL}, "
-                f"tokens where the recorded margin > {CLEAR_MARGIN}")
+        refs, exact = (
+            [
+                json.loads((FIXTURES / f).read_text())
+                for f in dict.fromkeys(RECORDINGS.values())
+                if (FIXTURES / f).is_file()
+            ],
+            False,
+        )
+        what = (
+            f"no recording of this family; against all {len(refs)}: logits within {OTHER_FAMILY_TOL}, "
+            f"tokens where the recorded margin > {CLEAR_MARGIN}"
+        )
     report_check(f"llama.cpp parity on ggml kernels '{family}': {what}")
     return family, refs, exact
 
