@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import pluggy
-
-__version__ = "0.1.0"
-
-hookimpl = pluggy.HookimplMarker("ccsm")
-
-from .errors import (  # noqa: E402
+from .errors import (
     BackendUnavailable, CcsmError, FormatError, GenerationError, ModelError, PluginError, UsageError,
 )
+from .hookspecs import hookimpl
+from .version import __version__
 
 __all__ = [
     "__version__", "hookimpl", "CcsmError", "UsageError", "FormatError", "ModelError",

@@ -22,6 +22,7 @@ from typing import Any
 import pluggy
 
 hookspec = pluggy.HookspecMarker("ccsm")
+hookimpl = pluggy.HookimplMarker("ccsm")  # plugins use it as ``ccsm_core.hookimpl``
 
 Register = Callable[..., None]
 

@@ -19,7 +19,8 @@ from typing import Any, Literal, overload
 
 import pluggy
 
-from . import __version__, hookspecs, specs
+from . import hookspecs, specs
+from .version import __version__
 from .errors import PluginError
 from .registry import Registry
 from .specs import BackendSpec, FormatSpec, SamplerSpec, TokenizerSpec, WatermarkerSpec

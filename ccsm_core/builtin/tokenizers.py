@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from .. import hookimpl
+from ..hookspecs import hookimpl
 
 
 def _hf_json(source):

@@ -1,0 +1,3 @@
+"""The version of ccsm (the core package)."""
+
+__version__ = "0.1.0"
