@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
+from .builtin.samplers import SPEECH_DEFAULTS
 from .context import fit_context
 from .errors import GenerationError, UsageError
 from .models.csm import CSM
-from .sampling import SamplerChain, build_sampler
+from .sampling import SamplerChain, SamplingSettings, sampling_with
 
 FRAME_MS = 80  # one Mimi frame at 12.5 Hz
-DEFAULTS = {"max_audio_ms": 90_000, "temperature": 0.9, "topk": 50}  # the original's defaults
 
 
 @dataclass
@@ -37,25 +38,26 @@ def check_turn(speaker: Any, text: Any) -> None:
         raise UsageError("text is empty", "give the words to speak")
 
 
-@dataclass
+@dataclass(init=False, slots=True)
 class GenerationSettings:
-    """Sampling and limits for one utterance (the original's defaults)."""
+    """Limits for one utterance, and how its codes are sampled (the original's defaults).
 
-    max_audio_ms: float = DEFAULTS["max_audio_ms"]
-    temperature: float = DEFAULTS["temperature"]
-    topk: int | None = DEFAULTS["topk"]
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    logit_bias: Mapping[int, float] | None = None
-    min_frames: int = 0  # no end-of-audio frame before this many frames
-    guard_special: bool = False  # ban audio ids 2048..2050 (the original does not)
-    seed: int | None = None
-    sampler: str | None = None
-    context_strategy: str = "recency"  # how to drop turns that do not fit (see ccsm_core.context)
-    extra_processors: Sequence[tuple[str, Mapping[str, Any]]] = field(default_factory=tuple)
+    ``sampling`` starts from ``SPEECH_DEFAULTS`` (in ``ccsm_core.builtin.samplers``); its fields may
+    also be given as keywords, over it: ``GenerationSettings(temperature=0.7, seed=1)``.
+    """
+
+    max_audio_ms: float
+    min_frames: int  # no end-of-audio frame before this many frames
+    guard_special: bool  # ban audio ids 2048..2050 (the original does not)
+    context_strategy: str  # how to drop turns that do not fit (see ccsm_core.context)
+    sampling: SamplingSettings
+
+    def __init__(self, *, max_audio_ms: float = 90_000, min_frames: int = 0, guard_special: bool = False,
+                 context_strategy: str = "recency", sampling: SamplingSettings | None = None,
+                 **sampling_values: Any) -> None:
+        self.max_audio_ms, self.min_frames, self.guard_special = max_audio_ms, min_frames, guard_special
+        self.context_strategy = context_strategy
+        self.sampling = sampling_with("GenerationSettings", sampling, SPEECH_DEFAULTS, sampling_values)
 
     @property
     def max_frames(self) -> int:
@@ -66,14 +68,13 @@ class GenerationSettings:
 
 def make_sampler(s: GenerationSettings, audio_vocab_size: int = 2051) -> SamplerChain:
     """The sampler chain for ``s`` (validates every sampling option)."""
-    bias = dict(s.logit_bias or {})
+    sampling = s.sampling
     if s.guard_special:
+        bias = dict(sampling.logit_bias or {})
         for i in range(2048, audio_vocab_size):
             bias[i] = -np.inf
-    return build_sampler(temperature=s.temperature, topk=s.topk, top_p=s.top_p, min_p=s.min_p,
-                         repetition_penalty=s.repetition_penalty, frequency_penalty=s.frequency_penalty,
-                         presence_penalty=s.presence_penalty, logit_bias=bias,
-                         extra=s.extra_processors, sampler=s.sampler)
+        sampling = replace(sampling, logit_bias=bias)
+    return sampling.to_chain()
 
 
 class Generator:
@@ -165,7 +166,7 @@ class Generator:
             raise GenerationError(
                 f"prompt of {len(tokens)} rows plus {max_frames} frames does not fit the context of {limit}",
                 "shorten the text or context, or lower --max-audio-ms")
-        rng = np.random.default_rng(s.seed)
+        rng = s.sampling.rng()
         history: list[list[int]] = [[] for _ in range(self.ncb)]
         frame_no = 0
 

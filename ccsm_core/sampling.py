@@ -7,8 +7,9 @@ The ``categorical`` sampler draws as the original CSM does: ``argmax(probs / q)`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -170,14 +171,6 @@ def categorical() -> SamplerFn:
     return draw
 
 
-PROCESSORS: dict[str, Callable[..., Processor]] = {
-    "logit-bias": logit_bias, "repetition-penalty": repetition_penalty,
-    "frequency-penalty": frequency_penalty, "presence-penalty": presence_penalty,
-    "temperature": temperature, "top-k": top_k, "top-p": top_p, "min-p": min_p,
-}
-SAMPLERS: dict[str, Callable[..., SamplerFn]] = {"greedy": greedy, "categorical": categorical}
-
-
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x.astype(np.float64) - np.max(x))
     return e / e.sum()
@@ -203,6 +196,7 @@ class SamplerChain:
     processors: list[Processor] = field(default_factory=list)
     sampler: SamplerFn = field(default_factory=greedy)
     names: list[str] = field(default_factory=list)
+
 
     def __call__(self, tokens: np.ndarray, logits: np.ndarray, rng: np.random.Generator) -> int:
         x = np.asarray(logits, dtype=np.float32)
@@ -258,3 +252,62 @@ def build_sampler(*, temperature: float = 1.0, topk: int | None = None, top_p: f
     chain.sampler = entry.factory()
     chain.names.append(sname)
     return chain
+
+
+_KEEP_TOP = ("top-k", "top-p", "min-p")  # filters that always keep the most likely id
+
+
+@dataclass(slots=True)
+class SamplingSettings:
+    """How each next id is picked: the logit processors' values, the final sampler and the seed.
+
+    ``None`` leaves a processor out. The defaults here are neutral (a plain draw at temperature 1);
+    `GenerationSettings` and `TextSettings` start from speech's and text's defaults instead
+    (``SPEECH_DEFAULTS``, ``TEXT_DEFAULTS`` in ``ccsm_core.builtin.samplers``). `to_chain`
+    validates every value and builds the `SamplerChain`; `rng` makes the random generator.
+    """
+
+    temperature: float = 1.0  # 0 = greedy
+    topk: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: Mapping[int, float] | None = None  # id -> added to its logit (-inf bans the id)
+    extra_processors: Sequence[tuple[str, Mapping[str, Any]]] = ()  # (registered name, params), after min-p
+    sampler: str | None = None  # by registered name; default: categorical, or greedy at temperature 0
+    seed: int | None = None
+
+    def to_chain(self) -> SamplerChain:
+        """The processors and sampler these settings ask for (a `UsageError` names a bad value).
+
+        Before the greedy sampler top-k, top-p and min-p are checked but left out (they always keep
+        the most likely id), unless extra processors follow them."""
+        chain = build_sampler(temperature=self.temperature, topk=self.topk, top_p=self.top_p, min_p=self.min_p,
+                              repetition_penalty=self.repetition_penalty, frequency_penalty=self.frequency_penalty,
+                              presence_penalty=self.presence_penalty, logit_bias=self.logit_bias,
+                              extra=self.extra_processors, sampler=self.sampler)
+        if chain.names[-1] == "greedy" and not self.extra_processors:
+            keep = [i for i, name in enumerate(chain.names[:-1]) if name not in _KEEP_TOP]
+            chain = SamplerChain([chain.processors[i] for i in keep], chain.sampler,
+                                 [chain.names[i] for i in keep] + chain.names[-1:])
+        return chain
+
+    def rng(self) -> np.random.Generator:
+        """A new random generator from ``seed`` (fresh entropy when it is None)."""
+        return np.random.default_rng(self.seed)
+
+
+_SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingSettings))
+
+
+def sampling_with(owner: str, sampling: SamplingSettings | None, defaults: Mapping[str, Any],
+                  values: Mapping[str, Any]) -> SamplingSettings:
+    """``sampling`` (else a `SamplingSettings` of ``defaults``) with ``values`` over it: the sampling
+    fields given to ``owner(...)`` as keywords, as in ``GenerationSettings(temperature=0.7)``."""
+    for name in values:
+        if name not in _SAMPLING_FIELDS:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")
+    base = sampling if sampling is not None else SamplingSettings(**defaults)
+    return replace(base, **values) if values else base

@@ -2,43 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .builtin.samplers import TEXT_DEFAULTS
 from .errors import GenerationError, UsageError
 from .loading.text import LoadedText
-from .sampling import SamplerChain, build_sampler
+from .sampling import SamplerChain, SamplingSettings, sampling_with
 
 
-@dataclass
+@dataclass(init=False, slots=True)
 class TextSettings:
-    """Sampling and limits for one completion (temperature 0 = greedy)."""
+    """Limits for one completion, and how its tokens are sampled (temperature 0 = greedy).
 
-    max_tokens: int = 128
-    temperature: float = 0.8
-    topk: int | None = 40
-    top_p: float | None = 0.95
-    min_p: float | None = 0.05
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    logit_bias: Mapping[int, float] | None = None
-    stop: Sequence[str] = ()
-    seed: int | None = None
-    sampler: str | None = None
-    extra_processors: Sequence[tuple[str, Mapping[str, Any]]] = field(default_factory=tuple)
+    ``sampling`` starts from ``TEXT_DEFAULTS`` (in ``ccsm_core.builtin.samplers``); its fields may
+    also be given as keywords, over it: ``TextSettings(temperature=0, max_tokens=16)``.
+    """
+
+    max_tokens: int
+    stop: Sequence[str]  # end before any of these strings (they are not returned)
+    sampling: SamplingSettings
+
+    def __init__(self, *, max_tokens: int = 128, stop: Sequence[str] = (), sampling: SamplingSettings | None = None,
+                 **sampling_values: Any) -> None:
+        self.max_tokens, self.stop = max_tokens, stop
+        self.sampling = sampling_with("TextSettings", sampling, TEXT_DEFAULTS, sampling_values)
 
     def chain(self) -> SamplerChain:
+        """The sampler chain (validates the limits and every sampling value)."""
         if self.max_tokens < 1:
             raise UsageError(f"max tokens must be >= 1, got {self.max_tokens}")
-        greedy = self.temperature == 0
-        return build_sampler(temperature=self.temperature, topk=None if greedy else self.topk,
-                             top_p=None if greedy else self.top_p, min_p=None if greedy else self.min_p,
-                             repetition_penalty=self.repetition_penalty, frequency_penalty=self.frequency_penalty,
-                             presence_penalty=self.presence_penalty, logit_bias=self.logit_bias,
-                             extra=self.extra_processors, sampler=self.sampler)
+        return self.sampling.to_chain()
 
 
 @dataclass
@@ -88,6 +85,7 @@ class TextSession:
             chunk = ids[start:start + self.batch]
             logits = self.model.next_logits(chunk, self.cache)
             self.tokens.extend(chunk)
+        assert logits is not None  # keep < len(ids): the loop ran
         return logits
 
     def _step(self, tok: int) -> np.ndarray:
@@ -100,7 +98,7 @@ class TextSession:
         """Text pieces as they are generated (UTF-8 safe; stop strings never leak out)."""
         s = settings or TextSettings()
         self.last = Completion("", [], 0, "length")
-        chain, rng = s.chain(), np.random.default_rng(s.seed)
+        chain, rng = s.chain(), s.sampling.rng()
         ids = self.encode(prompt)
         self.last.prompt_tokens = len(ids)
         logits = self.feed(ids)
@@ -159,4 +157,5 @@ def render_chat(metadata: Mapping[str, Any], tokenizer: Any, messages: list[dict
         return env.from_string(template).render(messages=messages, add_generation_prompt=True,
                                                 bos_token=piece(tokenizer.bos_id), eos_token=piece(tokenizer.eos_id))
     except jinja2.TemplateError as e:
-        raise GenerationError(f"the model's chat template failed: {e}", "use `ccsm generate` with your own prompt") from None
+        raise GenerationError(f"the model's chat template failed: {e}",
+                              "use `ccsm generate` with your own prompt") from None

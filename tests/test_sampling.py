@@ -145,3 +145,81 @@ def test_guard_special_codes(tiny_csm_dir):
     assert (frames == 2049).all()  # the original can emit special ids
     guarded = gen.generate("Hi", 0, (), GenerationSettings(max_audio_ms=160, topk=1, logit_bias=push, guard_special=True))
     assert guarded.max() < 2048
+
+
+def test_sampling_settings_defaults_and_keywords():
+    from dataclasses import replace
+
+    from ccsm_core.builtin.samplers import SPEECH_DEFAULTS, TEXT_DEFAULTS
+    from ccsm_core.generator import GenerationSettings
+    from ccsm_core.sampling import SamplingSettings
+    from ccsm_core.textgen import TextSettings
+
+    speech, text = GenerationSettings(), TextSettings()
+    assert speech.sampling == SamplingSettings(temperature=0.9, topk=50) == SamplingSettings(**SPEECH_DEFAULTS)
+    assert text.sampling == SamplingSettings(temperature=0.8, topk=40, top_p=0.95, min_p=0.05)
+    assert text.sampling == SamplingSettings(**TEXT_DEFAULTS)
+    assert (speech.max_audio_ms, speech.min_frames, speech.guard_special, speech.context_strategy) == (
+        90_000, 0, False, "recency")
+    assert (text.max_tokens, text.stop) == (128, ())
+    s = GenerationSettings(max_audio_ms=400, topk=1, seed=3, logit_bias={0: 1.0})
+    assert s.sampling == SamplingSettings(temperature=0.9, topk=1, seed=3, logit_bias={0: 1.0})
+    own = SamplingSettings(temperature=0.5)
+    assert GenerationSettings(sampling=own).sampling is own
+    assert GenerationSettings(sampling=own, seed=2).sampling == SamplingSettings(temperature=0.5, seed=2)
+    assert TextSettings(temperature=0, max_tokens=16).sampling.temperature == 0
+    assert replace(s, guard_special=True).sampling == s.sampling
+    with pytest.raises(TypeError, match="GenerationSettings.*'top_k'"):
+        GenerationSettings(top_k=5)
+    with pytest.raises(TypeError, match="TextSettings.*'nope'"):
+        TextSettings(nope=1)
+    with pytest.raises(AttributeError):
+        speech.temperature = 0.5  # type: ignore[attr-defined]  # sampling values live in .sampling
+
+
+def test_sampling_settings_chain():
+    from ccsm_core.sampling import SamplingSettings
+
+    s = SamplingSettings(temperature=0.7, topk=5, top_p=0.9, min_p=0.1, repetition_penalty=1.1, logit_bias={1: 1})
+    assert s.to_chain().names == build_sampler(temperature=0.7, topk=5, top_p=0.9, min_p=0.1,
+                                               repetition_penalty=1.1, logit_bias={1: 1}).names
+    # before the greedy sampler, filters that keep the most likely id are checked, then left out
+    greedy = SamplingSettings(temperature=0, topk=40, top_p=0.95, min_p=0.05, presence_penalty=0.5)
+    assert greedy.to_chain().names == ["presence-penalty", "greedy"]
+    assert SamplingSettings(temperature=0.5, topk=3, sampler="greedy").to_chain().names == ["temperature", "greedy"]
+    extra = SamplingSettings(temperature=0, topk=3, extra_processors=[("top-p", {"p": 0.5})])
+    assert extra.to_chain().names == ["top-k", "top-p", "greedy"]
+    with pytest.raises(UsageError, match="top-p"):
+        SamplingSettings(temperature=0, top_p=2).to_chain()
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        x = np.round(rng.standard_normal(300) * 3).astype(np.float32)  # ties: the lowest id still wins
+        full = build_sampler(temperature=0, topk=40, top_p=0.95, min_p=0.05)
+        assert greedy.to_chain()(NONE, x, rng) == full(NONE, x, rng) == int(np.argmax(x))
+    a, b = SamplingSettings(seed=4).rng(), SamplingSettings(seed=4).rng()
+    assert a.random() == b.random()
+
+
+def test_builtin_names_are_the_sampling_functions():
+    from ccsm_core.builtin.samplers import PROCESSORS, SAMPLERS
+    from ccsm_core.plugins import registry
+
+    reg = registry("samplers")
+    for names, kind in ((PROCESSORS, "processor"), (SAMPLERS, "sampler")):
+        for name in names:
+            assert callable(getattr(S, name.replace("-", "_"))), name
+            assert reg.get(name).kind == kind and reg.get(name).plugin == "ccsm.samplers"
+    assert callable(reg.get("top-k").factory(k=3)) and callable(reg.get("greedy").factory())
+
+
+@pytest.mark.parametrize("command", ["run", "generate", "chat"])
+def test_command_defaults_are_the_settings_defaults(command):
+    from ccsm_core.cli import cli
+    from ccsm_core.commands.common import sampling_from
+    from ccsm_core.generator import GenerationSettings
+    from ccsm_core.textgen import TextSettings
+
+    cmd = cli.commands[command]
+    ctx = cmd.make_context(command, ["hi"] if command != "chat" else [])
+    want = GenerationSettings() if command == "run" else TextSettings()
+    assert sampling_from(ctx.params) == want.sampling

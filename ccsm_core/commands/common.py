@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..sampling import SamplingSettings
 
 T = TypeVar("T")
 
@@ -66,6 +70,53 @@ def model_options(f: Callable[..., T]) -> Callable[..., T]:
     ]):
         f = opt(f)
     return f
+
+
+def sampling_options(defaults: Mapping[str, Any], *, helps: Mapping[str, str] | None = None,
+                     topk_flags: Sequence[str] = ("--top-k",), sampler: bool = False,
+                     extra: Sequence[Callable[[Any], Any]] = ()) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """The sampling options; `sampling_from` makes a `SamplingSettings` of their values.
+
+    ``defaults`` and ``helps`` are keyed by `SamplingSettings` field (a default other than None is
+    shown). ``topk_flags`` names top-k (its parameter, and so its config key, follows the first);
+    ``sampler`` adds ``--sampler``; ``extra`` options are listed after ``--logit-bias``.
+    """
+    helps = {"temperature": "0 = greedy.", **(helps or {})}
+
+    def opt(name: str, *decls: str, **kw: Any) -> Callable[[Any], Any]:
+        default = defaults.get(name)
+        return click.option(*decls, default=default, show_default=default is not None, help=helps.get(name), **kw)
+
+    options = [
+        opt("temperature", "--temperature", "-t", type=click.FloatRange(min=0)),
+        opt("topk", *topk_flags, type=click.IntRange(min=1)),
+        opt("top_p", "--top-p", type=click.FloatRange(0, 1, min_open=True)),
+        opt("min_p", "--min-p", type=click.FloatRange(0, 1)),
+        opt("repetition_penalty", "--repetition-penalty", type=click.FloatRange(min=0, min_open=True)),
+        opt("frequency_penalty", "--frequency-penalty", type=click.FloatRange(-2, 2)),
+        opt("presence_penalty", "--presence-penalty", type=click.FloatRange(-2, 2)),
+        click.option("--logit-bias", multiple=True, metavar="ID=BIAS", help=helps.get("logit_bias")),
+        *extra,
+        *([opt("sampler", "--sampler")] if sampler else []),
+        opt("seed", "--seed", type=int),
+    ]
+
+    def decorate(f: Callable[..., T]) -> Callable[..., T]:
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
+def sampling_from(kw: Mapping[str, Any]) -> SamplingSettings:
+    """The `SamplingSettings` of the values of `sampling_options` (other keys are ignored)."""
+    from ..sampling import SamplingSettings
+
+    return SamplingSettings(
+        temperature=kw["temperature"], topk=kw["topk"] if "topk" in kw else kw["top_k"], top_p=kw["top_p"],
+        min_p=kw["min_p"], repetition_penalty=kw["repetition_penalty"], frequency_penalty=kw["frequency_penalty"],
+        presence_penalty=kw["presence_penalty"], logit_bias=parse_bias(kw["logit_bias"]) or None,
+        sampler=kw.get("sampler"), seed=kw["seed"])
 
 
 def progress_bar(items: Iterable[T], total: int, show: bool | None, desc: str) -> Iterable[T]:

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from .common import backend_options, model_options, parse_bias, progress_bar
+from ..builtin.samplers import SPEECH_DEFAULTS
+from .common import backend_options, model_options, progress_bar, sampling_from, sampling_options
 
 
 @click.command()
@@ -23,18 +24,17 @@ from .common import backend_options, model_options, parse_bias, progress_bar
 @click.option("--sample-rate", type=click.IntRange(min=8000, max=192000), default=None, help="Resample the output (default 24000).")
 @click.option("--codes-out", type=click.Path(dir_okay=False), default=None, help="Also save the frames as an int .npy array (frames x 32).")
 @click.option("--max-audio-ms", type=click.FloatRange(min=80), default=90_000, show_default=True, help="Longest audio to generate.")
-@click.option("--temperature", "-t", type=click.FloatRange(min=0), default=0.9, show_default=True, help="0 = greedy.")
-@click.option("--topk", "--top-k", type=click.IntRange(min=1), default=50, show_default=True, help="Keep the k most likely codes.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Nucleus sampling mass (0, 1].")
-@click.option("--min-p", type=click.FloatRange(0, 1), default=None, help="Drop codes below p x the top probability.")
-@click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--frequency-penalty", type=click.FloatRange(-2, 2), default=None)
-@click.option("--presence-penalty", type=click.FloatRange(-2, 2), default=None)
-@click.option("--logit-bias", multiple=True, metavar="ID=BIAS", help="Add BIAS to code ID (repeatable; -inf bans).")
-@click.option("--min-frames", type=click.IntRange(min=0), default=0, show_default=True, help="No end of audio before this many frames.")
-@click.option("--guard-special-codes", is_flag=True, help="Never sample audio ids 2048-2050 (the original may).")
-@click.option("--sampler", default=None, help="Final sampler by name (default: categorical, or greedy at temperature 0).")
-@click.option("--seed", type=int, default=None, help="Random seed for reproducible output.")
+@sampling_options(
+    SPEECH_DEFAULTS, topk_flags=("--topk", "--top-k"), sampler=True,
+    helps={"topk": "Keep the k most likely codes.", "top_p": "Nucleus sampling mass (0, 1].",
+           "min_p": "Drop codes below p x the top probability.",
+           "logit_bias": "Add BIAS to code ID (repeatable; -inf bans).",
+           "sampler": "Final sampler by name (default: categorical, or greedy at temperature 0).",
+           "seed": "Random seed for reproducible output."},
+    extra=[click.option("--min-frames", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="No end of audio before this many frames."),
+           click.option("--guard-special-codes", is_flag=True,
+                        help="Never sample audio ids 2048-2050 (the original may).")])
 @click.option("--watermark/--no-watermark", default=True, show_default=True, help="Mark the audio (needs a watermark plugin).")
 @click.option("--watermark-key", type=click.Path(dir_okay=False), default=None, help="Key file for the watermark (default: the plugin's public key, which proves nothing).")
 @click.option("--watermark-method", default=None, help="Watermark method by name (default: the plugin's default).")
@@ -42,11 +42,8 @@ from .common import backend_options, model_options, parse_bias, progress_bar
 def run(text: str, model: str | None, tokenizer: str | None, mimi: str | None, backend: str | None,
         threads: int | None, backend_option: tuple[str, ...], dtype: str | None, quantize: str | None, speaker: int, contexts: tuple, context_strategy: str,
         output: str | None, stream: bool, pcm16: bool, sample_rate: int | None, codes_out: str | None,
-        max_audio_ms: float, temperature: float, topk: int, top_p: float | None, min_p: float | None,
-        repetition_penalty: float | None, frequency_penalty: float | None, presence_penalty: float | None,
-        logit_bias: tuple[str, ...], min_frames: int, guard_special_codes: bool, sampler: str | None,
-        seed: int | None, watermark: bool, watermark_key: str | None, watermark_method: str | None,
-        progress: bool | None) -> None:
+        max_audio_ms: float, min_frames: int, guard_special_codes: bool, watermark: bool,
+        watermark_key: str | None, watermark_method: str | None, progress: bool | None, **sampling: Any) -> None:
     """Speak TEXT with CSM and write 24 kHz audio.
 
     \b
@@ -68,11 +65,8 @@ def run(text: str, model: str | None, tokenizer: str | None, mimi: str | None, b
         output = "output.wav"
     if output == "-" and not stream:
         stream = True  # raw audio on stdout is the streaming format
-    settings = GenerationSettings(
-        max_audio_ms=max_audio_ms, temperature=temperature, topk=topk, top_p=top_p, min_p=min_p,
-        repetition_penalty=repetition_penalty, frequency_penalty=frequency_penalty,
-        presence_penalty=presence_penalty, logit_bias=parse_bias(logit_bias), min_frames=min_frames,
-        guard_special=guard_special_codes, seed=seed, sampler=sampler, context_strategy=context_strategy)
+    settings = GenerationSettings(max_audio_ms=max_audio_ms, min_frames=min_frames, guard_special=guard_special_codes,
+                                  context_strategy=context_strategy, sampling=sampling_from(sampling))
     make_sampler(settings)  # validate sampling options before the (slow) model load
     marker = pick_watermarker(watermark_key, watermark_method) if watermark and output is not None else None
     sp = load_speech(model, backend, tokenizer=tokenizer, mimi=mimi,

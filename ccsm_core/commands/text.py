@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
+from ..builtin.samplers import TEXT_DEFAULTS
 from ..errors import ModelError
-from .common import backend_options, parse_bias
+from .common import backend_options, sampling_from, sampling_options
 
 
 def text_model_options(f: Any) -> Any:
@@ -23,28 +24,18 @@ def text_model_options(f: Any) -> Any:
     return f
 
 
-def sampling_options(f: Any) -> Any:
-    for opt in reversed([
-        click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=128, show_default=True),
-        click.option("--temperature", "-t", type=click.FloatRange(min=0), default=0.8, show_default=True, help="0 = greedy."),
-        click.option("--top-k", type=click.IntRange(min=1), default=40, show_default=True),
-        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True),
-        click.option("--min-p", type=click.FloatRange(0, 1), default=0.05, show_default=True),
-        click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True), default=None),
-        click.option("--frequency-penalty", type=click.FloatRange(-2, 2), default=None),
-        click.option("--presence-penalty", type=click.FloatRange(-2, 2), default=None),
-        click.option("--logit-bias", multiple=True, metavar="ID=BIAS"),
+def text_sampling_options(f: Any) -> Any:
+    """``-n/--max-tokens``, then the sampling options with text's defaults (and ``--stop``)."""
+    f = sampling_options(TEXT_DEFAULTS, extra=[
         click.option("--stop", multiple=True, help="Stop before this string (repeatable; \\n escapes allowed)."),
-        click.option("--seed", type=int, default=None),
-    ]):
-        f = opt(f)
-    return f
+    ])(f)
+    return click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)(f)
 
 
 def load(model: str | None, backend: str | None, threads: int | None, items: tuple[str, ...]):
     from ..backends import get_backend
-    from ..formats.gguf import smollm2_path
-    from ..models.textlm import load_text_model
+    from ..loading.sources import smollm2_path
+    from ..loading.text import load_text_model
 
     path = model or smollm2_path()
     if path is None:
@@ -57,16 +48,13 @@ def settings_from(kw: dict[str, Any]):
     from ..textgen import TextSettings
 
     stops = tuple(s.encode().decode("unicode_escape") for s in kw["stop"])
-    return TextSettings(max_tokens=kw["max_tokens"], temperature=kw["temperature"], topk=kw["top_k"],
-                        top_p=kw["top_p"], min_p=kw["min_p"], repetition_penalty=kw["repetition_penalty"],
-                        frequency_penalty=kw["frequency_penalty"], presence_penalty=kw["presence_penalty"],
-                        logit_bias=parse_bias(kw["logit_bias"]), stop=stops, seed=kw["seed"])
+    return TextSettings(max_tokens=kw["max_tokens"], stop=stops, sampling=sampling_from(kw))
 
 
 @click.command()
 @click.argument("prompt")
 @text_model_options
-@sampling_options
+@text_sampling_options
 @click.option("--json", "as_json", is_flag=True, help="Print ids, text and finish reason as JSON.")
 def generate(prompt: str, model: str | None, backend: str | None, threads: int | None,
              backend_option: tuple[str, ...], as_json: bool, **kw: Any) -> None:
@@ -97,7 +85,7 @@ def generate(prompt: str, model: str | None, backend: str | None, threads: int |
 
 @click.command()
 @text_model_options
-@sampling_options
+@text_sampling_options
 @click.option("--system", default=None, help="A system message.")
 def chat(model: str | None, backend: str | None, threads: int | None, backend_option: tuple[str, ...],
          system: str | None, **kw: Any) -> None:
@@ -136,7 +124,7 @@ def tokenize(text: str, model: str | None, backend: str | None, threads: int | N
     """Show the token ids and pieces of TEXT."""
     import json
 
-    from ..formats.gguf import smollm2_path
+    from ..loading.sources import smollm2_path
     from ..tokenizers.gguf_tokenizer import tokenizer_from_gguf
 
     path = model or smollm2_path()
@@ -166,9 +154,10 @@ def quantize(source: str, output: str, qtype: str) -> None:
     """
     from tqdm import tqdm
 
-    from ..formats.gguf import load_gguf, write_gguf
+    from ..loading.weights import open_weights
+    from ..formats.gguf_writer import write_gguf
 
-    src = load_gguf(source)
+    src = open_weights(source)
     arch = src.metadata.get("general.architecture", "llama")
     md = {k: v for k, v in src.metadata.items() if k != "general.architecture"}
     target = qtype.upper()
