@@ -147,6 +147,79 @@ def test_guard_special_codes(tiny_csm_dir):
     assert guarded.max() < 2048
 
 
+def _general(chain: S.SamplerChain) -> S.SamplerChain:
+    """The same chain without its fused draw: every processor and the sampler, one by one."""
+    return S.SamplerChain(list(chain.processors), chain.sampler, list(chain.names))
+
+
+def _logits(rng: np.random.Generator, n: int, case: int) -> np.ndarray:
+    x = (rng.standard_normal(n) * rng.uniform(0.5, 8)).astype(np.float32)
+    if case % 5 == 1:
+        x = np.round(x)  # many ties at the k-th value
+    if case % 5 == 2:
+        x[rng.integers(0, n, n // 3)] = -np.inf
+    if case % 5 == 3:
+        x[rng.integers(0, n, 3)] = np.nan
+    if case % 17 == 4:
+        x[rng.integers(0, n)] = np.inf
+    if case % 19 == 6:
+        x[:] = -np.inf
+        x[rng.integers(0, n, 4)] = 1.0  # fewer finite values than k
+    return x
+
+
+def test_fused_draw_matches_the_chain():
+    """Logit bias -> temperature -> top-k -> categorical drawn in one go gives the chain's ids, and
+    leaves the random generator where the chain leaves it."""
+    rng = np.random.default_rng(11)
+    fused_used = 0
+    with np.errstate(invalid="ignore"):  # +inf logits: NaN probabilities, on both paths
+        for case in range(600):
+            fused_used += _compare_once(rng, case)
+    assert fused_used > 300  # the others (few live values, NaN at the k-th) went through the chain
+
+
+def _compare_once(rng: np.random.Generator, case: int) -> bool:
+    """One random chain and logits: the ids, errors and generator states must agree. True when the
+    fused draw (not the chain's fallback) gave the id."""
+    n = int(rng.choice([5, 60, 2051, 2051, 9000]))
+    k = int(rng.integers(1, 80))
+    temp = float(rng.choice([0.3, 0.9, 1.0, 1.7]))
+    bias = None
+    if case % 2:  # sometimes an id just outside the vocabulary (an error on both paths)
+        bias = {int(i): float(rng.choice([-np.inf, 2.5, -1.0])) for i in rng.integers(0, n + (case % 7 == 1), 3)}
+    chain = build_sampler(temperature=temp, topk=k, logit_bias=bias)
+    assert chain.fused is not None
+    x = _logits(rng, n, case)
+    seed = int(rng.integers(1 << 30))
+    r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+    try:
+        want = _general(chain)(NONE, x, r1)
+    except UsageError as e:
+        with pytest.raises(UsageError, match=str(e.args[0]).split(" ")[0]):
+            chain(NONE, x, r2)
+        return False
+    except ValueError:  # +inf logits give NaN probabilities: the chain fails, as before
+        with pytest.raises(ValueError):
+            chain(NONE, x, r2)
+        return False
+    assert chain(NONE, x, r2) == want, case
+    assert r1.random() == r2.random(), case
+    return chain.fused[2](x, np.random.default_rng(seed)) is not None
+
+
+def test_fused_draw_only_for_the_chain_it_was_made_for():
+    chain = build_sampler(temperature=0.9, topk=50, logit_bias={2048: -np.inf})
+    assert chain.names == ["logit-bias", "temperature", "top-k", "categorical"] and chain.fused is not None
+    for kw in ({"temperature": 0.9, "topk": 50, "top_p": 0.9}, {"temperature": 0.9}, {"temperature": 0, "topk": 5},
+               {"temperature": 0.9, "topk": 50, "sampler": "greedy"}, {"temperature": 0.9, "topk": 50, "min_p": 0.1}):
+        assert build_sampler(**kw).fused is None, kw
+    x = np.array([0.0, 5.0, 1.0], np.float32)
+    chain = build_sampler(temperature=1.0, topk=2)
+    chain.processors.append(lambda tokens, logits: np.where(np.arange(3) == 1, -np.inf, logits))
+    assert all(chain(NONE, x, np.random.default_rng(s)) != 1 for s in range(20))  # the added step is used
+
+
 def test_sampling_settings_defaults_and_keywords():
     from dataclasses import replace
 
