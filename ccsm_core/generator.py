@@ -52,9 +52,16 @@ class GenerationSettings:
     context_strategy: str  # how to drop turns that do not fit (see ccsm_core.context)
     sampling: SamplingSettings
 
-    def __init__(self, *, max_audio_ms: float = 90_000, min_frames: int = 0, guard_special: bool = False,
-                 context_strategy: str = "recency", sampling: SamplingSettings | None = None,
-                 **sampling_values: Any) -> None:
+    def __init__(
+        self,
+        *,
+        max_audio_ms: float = 90_000,
+        min_frames: int = 0,
+        guard_special: bool = False,
+        context_strategy: str = "recency",
+        sampling: SamplingSettings | None = None,
+        **sampling_values: Any,
+    ) -> None:
         self.max_audio_ms, self.min_frames, self.guard_special = max_audio_ms, min_frames, guard_special
         self.context_strategy = context_strategy
         self.sampling = sampling_with("GenerationSettings", sampling, SPEECH_DEFAULTS, sampling_values)
@@ -92,8 +99,10 @@ class Generator:
         ids = [tok.bos_id] + tok.encode(f"[{speaker}]{text}", add_special=False) + [tok.eos_id]
         vocab = self.model.cfg.text_vocab_size
         if max(ids) >= vocab:
-            raise GenerationError(f"tokenizer id {max(ids)} is outside the model's text vocabulary ({vocab})",
-                                  "use the tokenizer that belongs to this model")
+            raise GenerationError(
+                f"tokenizer id {max(ids)} is outside the model's text vocabulary ({vocab})",
+                "use the tokenizer that belongs to this model",
+            )
         tokens = np.zeros((len(ids), self.ncb + 1), np.int64)
         mask = np.zeros_like(tokens, dtype=bool)
         tokens[:, -1], mask[:, -1] = ids, True
@@ -119,8 +128,10 @@ class Generator:
         if seg.audio is None:
             return None
         if self.mimi is None:
-            raise UsageError("context audio needs the Mimi codec, which this model was loaded without",
-                             "load a model with Mimi weights, or pass Mimi codes")
+            raise UsageError(
+                "context audio needs the Mimi codec, which this model was loaded without",
+                "load a model with Mimi weights, or pass Mimi codes",
+            )
         return self.mimi.encode(np.asarray(seg.audio, np.float32))
 
     def turn_rows(self, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +143,15 @@ class Generator:
             parts.append(self.audio_rows(codes))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def prompt(self, text: str, speaker: int, context: Sequence[Segment] = (), *,
-               budget: int | None = None, strategy: str = "recency") -> tuple[np.ndarray, np.ndarray]:
+    def prompt(
+        self,
+        text: str,
+        speaker: int,
+        context: Sequence[Segment] = (),
+        *,
+        budget: int | None = None,
+        strategy: str = "recency",
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The prefill rows: every context turn (text, audio, end row), then the new text.
 
         With ``budget`` (rows), context turns that do not fit are dropped by ``strategy``; their
@@ -143,29 +161,39 @@ class Generator:
         turns = [(seg, self.turn_rows(seg)) for seg in context]
         self.dropped = []
         if budget is not None and turns:
-            fitted = fit_context([seg for seg, _ in turns], [len(r[0]) for _, r in turns],
-                                 budget - len(target[0]), target_speaker=speaker, strategy=strategy)
+            fitted = fit_context(
+                [seg for seg, _ in turns],
+                [len(r[0]) for _, r in turns],
+                budget - len(target[0]),
+                target_speaker=speaker,
+                strategy=strategy,
+            )
             self.dropped = fitted.dropped
             turns = [t for i, t in enumerate(turns) if i not in set(fitted.dropped)]
         parts = [r for _, r in turns] + [target]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     # -- generation --------------------------------------------------------------------------
-    def frames(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
-               settings: GenerationSettings | None = None,
-               progress: Callable[[int, int], None] | None = None,
-               trace: Callable[[str, Any], None] | None = None) -> Iterator[np.ndarray]:
+    def frames(
+        self,
+        text: str,
+        speaker: int = 0,
+        context: Sequence[Segment] = (),
+        settings: GenerationSettings | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        trace: Callable[[str, Any], None] | None = None,
+    ) -> Iterator[np.ndarray]:
         """Yield frames (32 codes each) until the all-zero frame or the length limit."""
         s = settings or GenerationSettings()
         max_frames = s.max_frames
         chain = make_sampler(s, self.model.cfg.audio_vocab_size)
         limit = self.model.cfg.backbone.max_seq_len
-        tokens, mask = self.prompt(text, speaker, context, budget=limit - max_frames - 1,
-                                   strategy=s.context_strategy)
+        tokens, mask = self.prompt(text, speaker, context, budget=limit - max_frames - 1, strategy=s.context_strategy)
         if len(tokens) >= limit - max_frames:
             raise GenerationError(
                 f"prompt of {len(tokens)} rows plus {max_frames} frames does not fit the context of {limit}",
-                "shorten the text or context, or lower --max-audio-ms")
+                "shorten the text or context, or lower --max-audio-ms",
+            )
         rng = s.sampling.rng()
         history: list[list[int]] = [[] for _ in range(self.ncb)]
         frame_no = 0
@@ -200,8 +228,14 @@ class Generator:
             mask[0, :-1] = True
             positions = positions[-1:] + 1
 
-    def generate(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
-                 settings: GenerationSettings | None = None, **kw: Any) -> np.ndarray:
+    def generate(
+        self,
+        text: str,
+        speaker: int = 0,
+        context: Sequence[Segment] = (),
+        settings: GenerationSettings | None = None,
+        **kw: Any,
+    ) -> np.ndarray:
         """All frames as ``[T, 32]`` int64."""
         frames = list(self.frames(text, speaker, context, settings, **kw))
         return np.stack(frames) if frames else np.zeros((0, self.ncb), np.int64)

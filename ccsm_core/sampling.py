@@ -20,8 +20,7 @@ SamplerFn = Callable[[np.ndarray, np.random.Generator], int]
 NEG_INF = np.float32(-np.inf)
 
 
-def _number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False) -> float:
+def _number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -49,6 +48,7 @@ def top_k(k: int = 50) -> Processor:
         if k >= logits.shape[-1]:
             return logits
         return np.where(logits < _kth_largest(logits, k), NEG_INF, logits)
+
     return apply
 
 
@@ -82,6 +82,7 @@ def top_p(p: float = 1.0) -> Processor:
         out = np.full_like(logits, NEG_INF)
         out[order[keep]] = logits[order[keep]]
         return out
+
     return apply
 
 
@@ -93,6 +94,7 @@ def min_p(p: float = 0.0) -> Processor:
         if p <= 0:
             return logits
         return np.where(logits < logits.max() + np.log(p), NEG_INF, logits)
+
     return apply
 
 
@@ -108,6 +110,7 @@ def repetition_penalty(penalty: float = 1.0) -> Processor:
         vals = out[seen]
         out[seen] = np.where(vals > 0, vals / r, vals * r)
         return out
+
     return apply
 
 
@@ -120,6 +123,7 @@ def frequency_penalty(penalty: float = 0.0) -> Processor:
             return logits
         counts = np.bincount(tokens, minlength=logits.shape[-1])[: logits.shape[-1]]
         return logits - np.float32(f) * counts.astype(np.float32)
+
     return apply
 
 
@@ -133,6 +137,7 @@ def presence_penalty(penalty: float = 0.0) -> Processor:
         out = logits.copy()
         out[np.unique(tokens)] -= np.float32(pp)
         return out
+
     return apply
 
 
@@ -152,6 +157,7 @@ def logit_bias(bias: Mapping[int, float] | None = None) -> Processor:
                 raise UsageError(f"logit bias id {k} is outside the vocabulary of {len(out)}")
             out[k] += np.float32(v)
         return out
+
     return apply
 
 
@@ -164,10 +170,12 @@ def greedy() -> SamplerFn:
 def categorical() -> SamplerFn:
     """An exact categorical draw as the original: ``argmax(probs / q)``, ``q ~ Exp(1)``, taken
     over the ids a filter left (the others have probability 0 and could never win)."""
+
     def draw(logprobs: np.ndarray, rng: np.random.Generator) -> int:
         live = np.flatnonzero(logprobs > -np.inf)
         probs = np.exp(logprobs[live].astype(np.float64))
         return int(live[np.argmax(probs / rng.exponential(1.0, size=live.shape))])
+
     return draw
 
 
@@ -213,16 +221,25 @@ class SamplerChain:
         for proc in self.processors:
             x = proc(tokens, x)
         if not np.isfinite(x).any():
-            raise UsageError("every token was filtered out by the sampling settings",
-                             "loosen top-p/min-p or the logit bias")
+            raise UsageError(
+                "every token was filtered out by the sampling settings", "loosen top-p/min-p or the logit bias"
+            )
         return self.sampler(log_softmax(x), rng)
 
 
-def build_sampler(*, temperature: float = 1.0, topk: int | None = None, top_p: float | None = None,
-                  min_p: float | None = None, repetition_penalty: float | None = None,
-                  frequency_penalty: float | None = None, presence_penalty: float | None = None,
-                  logit_bias: Mapping[int, float] | None = None,
-                  extra: Sequence[tuple[str, Mapping[str, Any]]] = (), sampler: str | None = None) -> SamplerChain:
+def build_sampler(
+    *,
+    temperature: float = 1.0,
+    topk: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    frequency_penalty: float | None = None,
+    presence_penalty: float | None = None,
+    logit_bias: Mapping[int, float] | None = None,
+    extra: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    sampler: str | None = None,
+) -> SamplerChain:
     """Compose registered processors/samplers from the usual options.
 
     Order: logit bias, penalties, temperature, top-k, top-p, min-p, ``extra`` processors, sampler.
@@ -235,8 +252,11 @@ def build_sampler(*, temperature: float = 1.0, topk: int | None = None, top_p: f
     steps: list[tuple[str, dict[str, Any]]] = []
     if logit_bias:
         steps.append(("logit-bias", {"bias": logit_bias}))
-    for name, val in (("repetition-penalty", repetition_penalty), ("frequency-penalty", frequency_penalty),
-                      ("presence-penalty", presence_penalty)):
+    for name, val in (
+        ("repetition-penalty", repetition_penalty),
+        ("frequency-penalty", frequency_penalty),
+        ("presence-penalty", presence_penalty),
+    ):
         if val is not None:
             steps.append((name, {"penalty": val}))
     if t > 0:
@@ -308,6 +328,7 @@ def _fused_draw(bias: Mapping[int, float] | None, t: float, k: int) -> FusedDraw
         d = xs - m
         logprobs = d - np.log(np.sum(np.exp(d)))
         return int(live[np.argmax(np.exp(logprobs) / rng.exponential(1.0, size=live.shape))])
+
     return draw
 
 
@@ -341,14 +362,23 @@ class SamplingSettings:
 
         Before the greedy sampler top-k, top-p and min-p are checked but left out (they always keep
         the most likely id), unless extra processors follow them."""
-        chain = build_sampler(temperature=self.temperature, topk=self.topk, top_p=self.top_p, min_p=self.min_p,
-                              repetition_penalty=self.repetition_penalty, frequency_penalty=self.frequency_penalty,
-                              presence_penalty=self.presence_penalty, logit_bias=self.logit_bias,
-                              extra=self.extra_processors, sampler=self.sampler)
+        chain = build_sampler(
+            temperature=self.temperature,
+            topk=self.topk,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            logit_bias=self.logit_bias,
+            extra=self.extra_processors,
+            sampler=self.sampler,
+        )
         if chain.names[-1] == "greedy" and not self.extra_processors:
             keep = [i for i, name in enumerate(chain.names[:-1]) if name not in _KEEP_TOP]
-            chain = SamplerChain([chain.processors[i] for i in keep], chain.sampler,
-                                 [chain.names[i] for i in keep] + chain.names[-1:])
+            chain = SamplerChain(
+                [chain.processors[i] for i in keep], chain.sampler, [chain.names[i] for i in keep] + chain.names[-1:]
+            )
         return chain
 
     def rng(self) -> np.random.Generator:
@@ -359,8 +389,9 @@ class SamplingSettings:
 _SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingSettings))
 
 
-def sampling_with(owner: str, sampling: SamplingSettings | None, defaults: Mapping[str, Any],
-                  values: Mapping[str, Any]) -> SamplingSettings:
+def sampling_with(
+    owner: str, sampling: SamplingSettings | None, defaults: Mapping[str, Any], values: Mapping[str, Any]
+) -> SamplingSettings:
     """``sampling`` (else a `SamplingSettings` of ``defaults``) with ``values`` over it: the sampling
     fields given to ``owner(...)`` as keywords, as in ``GenerationSettings(temperature=0.7)``."""
     for name in values:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,14 +27,21 @@ class Speech:
 
     def need_mimi(self) -> Any:
         if self.mimi is None:
-            raise ModelError(f"no Mimi codec weights found for {self.source}",
-                             "put mimi.safetensors beside the model, pass --mimi FILE, or cache "
-                             "kyutai/moshiko-pytorch-bf16 with `ccsm download`")
+            raise ModelError(
+                f"no Mimi codec weights found for {self.source}",
+                "put mimi.safetensors beside the model, pass --mimi FILE, or cache "
+                "kyutai/moshiko-pytorch-bf16 with `ccsm download`",
+            )
         return self.mimi
 
-    def frames(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
-               settings: GenerationSettings | None = None, progress: Callable[[int, int], None] | None = None
-               ) -> Iterator[np.ndarray]:
+    def frames(
+        self,
+        text: str,
+        speaker: int = 0,
+        context: Sequence[Segment] = (),
+        settings: GenerationSettings | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[np.ndarray]:
         """Frames of 32 codes as they are generated (the demo never samples special ids)."""
         if self.demo:
             settings = replace(settings or GenerationSettings(), guard_special=True)
@@ -41,12 +49,19 @@ class Speech:
             if self.mimi is not None and frame.max() >= self.mimi.cardinality:
                 raise GenerationError(
                     f"the model sampled audio id {int(frame.max())}, which Mimi cannot decode "
-                    f"(the original code would crash here too)", "pass --guard-special-codes")
+                    f"(the original code would crash here too)",
+                    "pass --guard-special-codes",
+                )
             yield frame
 
-    def say(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
-            settings: GenerationSettings | None = None, progress: Callable[[int, int], None] | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+    def say(
+        self,
+        text: str,
+        speaker: int = 0,
+        context: Sequence[Segment] = (),
+        settings: GenerationSettings | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Frames ``[T, 32]`` and their one-shot Mimi decode (24 kHz float32), as the original."""
         mimi = self.need_mimi()
         frames = list(self.frames(text, speaker, context, settings, progress))
@@ -55,17 +70,28 @@ class Speech:
         codes = np.stack(frames)
         return codes, mimi.decode(codes.T)
 
-    def stream(self, text: str, speaker: int = 0, context: Sequence[Segment] = (),
-               settings: GenerationSettings | None = None, progress: Callable[[int, int], None] | None = None
-               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def stream(
+        self,
+        text: str,
+        speaker: int = 0,
+        context: Sequence[Segment] = (),
+        settings: GenerationSettings | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(frame, audio)`` per frame: 1920 samples decoded as soon as the frame exists."""
         decoder = self.need_mimi().stream_decoder()
         for frame in self.frames(text, speaker, context, settings, progress):
             yield frame, decoder.step(frame[:, None])
 
 
-def load_speech(spec: str | None, backend: Backend | str | None = None, *, tokenizer: str | None = None,
-                mimi: str | None = None, **backend_options: Any) -> Speech:
+def load_speech(
+    spec: str | None,
+    backend: Backend | str | None = None,
+    *,
+    tokenizer: str | None = None,
+    mimi: str | None = None,
+    **backend_options: Any,
+) -> Speech:
     """Load CSM (+ Mimi if found) from a folder, a ``.gguf`` file, ``demo`` or a cached repo id."""
     from .loading.csm import load_csm
     from .loading.sources import resolve_model
@@ -85,9 +111,9 @@ def load_speech(spec: str | None, backend: Backend | str | None = None, *, token
 def load_codec(path: Path, mimi: str | None, be: Backend) -> Any:
     """The Mimi codec for a model: ``--mimi``, inside a CSM GGUF, beside the model, or cached."""
     from .loading.csm import is_gguf
-    from .models.mimi import Mimi
     from .loading.mimi import load_mimi
     from .loading.sources import find_mimi
+    from .models.mimi import Mimi
 
     if not mimi and is_gguf(path):
         from .loading.csm_gguf import GGUFCsm

@@ -26,8 +26,14 @@ class TextSettings:
     stop: Sequence[str]  # end before any of these strings (they are not returned)
     sampling: SamplingSettings
 
-    def __init__(self, *, max_tokens: int = 128, stop: Sequence[str] = (), sampling: SamplingSettings | None = None,
-                 **sampling_values: Any) -> None:
+    def __init__(
+        self,
+        *,
+        max_tokens: int = 128,
+        stop: Sequence[str] = (),
+        sampling: SamplingSettings | None = None,
+        **sampling_values: Any,
+    ) -> None:
         self.max_tokens, self.stop = max_tokens, stop
         self.sampling = sampling_with("TextSettings", sampling, TEXT_DEFAULTS, sampling_values)
 
@@ -71,8 +77,9 @@ class TextSession:
         if not ids:
             raise UsageError("the prompt is empty", "give some text")
         if len(ids) > self.context:
-            raise GenerationError(f"{len(ids)} tokens do not fit the context of {self.context}",
-                                  "shorten the prompt or raise --context")
+            raise GenerationError(
+                f"{len(ids)} tokens do not fit the context of {self.context}", "shorten the prompt or raise --context"
+            )
         keep = 0
         for a, b in zip(self.tokens, ids):
             if a != b:
@@ -82,7 +89,7 @@ class TextSession:
         self.cache.length, self.tokens = keep, ids[:keep]
         logits = None
         for start in range(keep, len(ids), self.batch):
-            chunk = ids[start:start + self.batch]
+            chunk = ids[start : start + self.batch]
             logits = self.model.next_logits(chunk, self.cache)
             self.tokens.extend(chunk)
         assert logits is not None  # keep < len(ids): the loop ran
@@ -116,8 +123,7 @@ class TextSession:
             generated.append(tok)
             scanned = len(text)  # no stop string lies wholly in text[:scanned]: look only past it
             text += dec.feed(tok)
-            cut = min((i for i in (text.find(x, max(0, scanned - len(x) + 1)) for x in s.stop) if i >= 0),
-                      default=-1)
+            cut = min((i for i in (text.find(x, max(0, scanned - len(x) + 1)) for x in s.stop) if i >= 0), default=-1)
             if cut >= 0:
                 text = text[:cut]
                 self.last.finish_reason = "stop"
@@ -154,8 +160,13 @@ def render_chat(metadata: Mapping[str, Any], tokenizer: Any, messages: list[dict
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     try:
-        return env.from_string(template).render(messages=messages, add_generation_prompt=True,
-                                                bos_token=piece(tokenizer.bos_id), eos_token=piece(tokenizer.eos_id))
+        return env.from_string(template).render(
+            messages=messages,
+            add_generation_prompt=True,
+            bos_token=piece(tokenizer.bos_id),
+            eos_token=piece(tokenizer.eos_id),
+        )
     except jinja2.TemplateError as e:
-        raise GenerationError(f"the model's chat template failed: {e}",
-                              "use `ccsm generate` with your own prompt") from None
+        raise GenerationError(
+            f"the model's chat template failed: {e}", "use `ccsm generate` with your own prompt"
+        ) from None

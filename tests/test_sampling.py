@@ -45,8 +45,19 @@ def test_temperature_divides():
     np.testing.assert_allclose(S.temperature(0.5)(NONE, LOGITS), LOGITS * 2)
 
 
-@pytest.mark.parametrize("kw", [{"temperature": -0.1}, {"topk": 0}, {"topk": 1.5}, {"top_p": 0}, {"top_p": 1.2},
-                                {"min_p": -0.1}, {"repetition_penalty": 0}, {"frequency_penalty": 3}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"temperature": -0.1},
+        {"topk": 0},
+        {"topk": 1.5},
+        {"top_p": 0},
+        {"top_p": 1.2},
+        {"min_p": -0.1},
+        {"repetition_penalty": 0},
+        {"frequency_penalty": 3},
+    ],
+)
 def test_bad_values_are_usage_errors(kw):
     with pytest.raises(UsageError):
         build_sampler(**kw)
@@ -143,7 +154,9 @@ def test_guard_special_codes(tiny_csm_dir):
     push = {2049: 1e4}
     frames = gen.generate("Hi", 0, (), GenerationSettings(max_audio_ms=160, topk=1, logit_bias=push))
     assert (frames == 2049).all()  # the original can emit special ids
-    guarded = gen.generate("Hi", 0, (), GenerationSettings(max_audio_ms=160, topk=1, logit_bias=push, guard_special=True))
+    guarded = gen.generate(
+        "Hi", 0, (), GenerationSettings(max_audio_ms=160, topk=1, logit_bias=push, guard_special=True)
+    )
     assert guarded.max() < 2048
 
 
@@ -211,8 +224,13 @@ def _compare_once(rng: np.random.Generator, case: int) -> bool:
 def test_fused_draw_only_for_the_chain_it_was_made_for():
     chain = build_sampler(temperature=0.9, topk=50, logit_bias={2048: -np.inf})
     assert chain.names == ["logit-bias", "temperature", "top-k", "categorical"] and chain.fused is not None
-    for kw in ({"temperature": 0.9, "topk": 50, "top_p": 0.9}, {"temperature": 0.9}, {"temperature": 0, "topk": 5},
-               {"temperature": 0.9, "topk": 50, "sampler": "greedy"}, {"temperature": 0.9, "topk": 50, "min_p": 0.1}):
+    for kw in (
+        {"temperature": 0.9, "topk": 50, "top_p": 0.9},
+        {"temperature": 0.9},
+        {"temperature": 0, "topk": 5},
+        {"temperature": 0.9, "topk": 50, "sampler": "greedy"},
+        {"temperature": 0.9, "topk": 50, "min_p": 0.1},
+    ):
         assert build_sampler(**kw).fused is None, kw
     x = np.array([0.0, 5.0, 1.0], np.float32)
     chain = build_sampler(temperature=1.0, topk=2)
@@ -233,7 +251,11 @@ def test_sampling_settings_defaults_and_keywords():
     assert text.sampling == SamplingSettings(temperature=0.8, topk=40, top_p=0.95, min_p=0.05)
     assert text.sampling == SamplingSettings(**TEXT_DEFAULTS)
     assert (speech.max_audio_ms, speech.min_frames, speech.guard_special, speech.context_strategy) == (
-        90_000, 0, False, "recency")
+        90_000,
+        0,
+        False,
+        "recency",
+    )
     assert (text.max_tokens, text.stop) == (128, ())
     s = GenerationSettings(max_audio_ms=400, topk=1, seed=3, logit_bias={0: 1.0})
     assert s.sampling == SamplingSettings(temperature=0.9, topk=1, seed=3, logit_bias={0: 1.0})
@@ -254,8 +276,10 @@ def test_sampling_settings_chain():
     from ccsm_core.sampling import SamplingSettings
 
     s = SamplingSettings(temperature=0.7, topk=5, top_p=0.9, min_p=0.1, repetition_penalty=1.1, logit_bias={1: 1})
-    assert s.to_chain().names == build_sampler(temperature=0.7, topk=5, top_p=0.9, min_p=0.1,
-                                               repetition_penalty=1.1, logit_bias={1: 1}).names
+    assert (
+        s.to_chain().names
+        == build_sampler(temperature=0.7, topk=5, top_p=0.9, min_p=0.1, repetition_penalty=1.1, logit_bias={1: 1}).names
+    )
     # before the greedy sampler, filters that keep the most likely id are checked, then left out
     greedy = SamplingSettings(temperature=0, topk=40, top_p=0.95, min_p=0.05, presence_penalty=0.5)
     assert greedy.to_chain().names == ["presence-penalty", "greedy"]

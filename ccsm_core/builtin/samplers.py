@@ -37,6 +37,7 @@ def _lazy(name: str):
         from .. import sampling
 
         return getattr(sampling, name.replace("-", "_"))(**params)
+
     factory.__name__ = name
     return factory
 

@@ -41,8 +41,9 @@ def parse_bias(items: tuple[str, ...]) -> dict[int, float]:
     return bias
 
 
-def backend_options(threads: int | None, items: tuple[str, ...], dtype: str | None = None,
-                    quantize: int | None = None) -> dict[str, Any]:
+def backend_options(
+    threads: int | None, items: tuple[str, ...], dtype: str | None = None, quantize: int | None = None
+) -> dict[str, Any]:
     """The options handed to the backend's factory (only those the user set)."""
     options = parse_kv(items, "--backend-option")
     for key, value in (("threads", threads), ("dtype", dtype), ("quantize", quantize)):
@@ -53,28 +54,57 @@ def backend_options(threads: int | None, items: tuple[str, ...], dtype: str | No
 
 def model_options(f: Callable[..., T]) -> Callable[..., T]:
     """``--model``, ``--tokenizer``, ``--mimi``, ``--backend``, ``--threads``, ``--backend-option``."""
-    for opt in reversed([
-        click.option("--model", "-m", envvar="CCSM_MODEL",
-                     help="CSM folder, .gguf file, Hugging Face repo id, or 'demo'. [env: CCSM_MODEL]"),
-        click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False),
-                     help="tokenizer.json or .model, if not with the model."),
-        click.option("--mimi", type=click.Path(dir_okay=False), help="Mimi codec weights, if not with the model."),
-        click.option("--backend", "-b", envvar="CCSM_BACKEND", default=None,
-                     help="Compute backend (see `ccsm backends`). [env: CCSM_BACKEND]"),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them."),
-        click.option("--backend-option", multiple=True, metavar="KEY=VALUE", help="Option passed to the backend."),
-        click.option("--dtype", type=click.Choice(["f32", "f16", "bf16"]), default=None,
-                     help="Compute/weight precision, for backends that offer it (mlx)."),
-        click.option("--quantize", type=click.Choice(["4", "8"]), default=None,
-                     help="Group-wise 4- or 8-bit matrix weights, for backends that offer it (mlx)."),
-    ]):
+    for opt in reversed(
+        [
+            click.option(
+                "--model",
+                "-m",
+                envvar="CCSM_MODEL",
+                help="CSM folder, .gguf file, Hugging Face repo id, or 'demo'. [env: CCSM_MODEL]",
+            ),
+            click.option(
+                "--tokenizer",
+                type=click.Path(exists=True, dir_okay=False),
+                help="tokenizer.json or .model, if not with the model.",
+            ),
+            click.option("--mimi", type=click.Path(dir_okay=False), help="Mimi codec weights, if not with the model."),
+            click.option(
+                "--backend",
+                "-b",
+                envvar="CCSM_BACKEND",
+                default=None,
+                help="Compute backend (see `ccsm backends`). [env: CCSM_BACKEND]",
+            ),
+            click.option(
+                "--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them."
+            ),
+            click.option("--backend-option", multiple=True, metavar="KEY=VALUE", help="Option passed to the backend."),
+            click.option(
+                "--dtype",
+                type=click.Choice(["f32", "f16", "bf16"]),
+                default=None,
+                help="Compute/weight precision, for backends that offer it (mlx).",
+            ),
+            click.option(
+                "--quantize",
+                type=click.Choice(["4", "8"]),
+                default=None,
+                help="Group-wise 4- or 8-bit matrix weights, for backends that offer it (mlx).",
+            ),
+        ]
+    ):
         f = opt(f)
     return f
 
 
-def sampling_options(defaults: Mapping[str, Any], *, helps: Mapping[str, str] | None = None,
-                     topk_flags: Sequence[str] = ("--top-k",), sampler: bool = False,
-                     extra: Sequence[Callable[[Any], Any]] = ()) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def sampling_options(
+    defaults: Mapping[str, Any],
+    *,
+    helps: Mapping[str, str] | None = None,
+    topk_flags: Sequence[str] = ("--top-k",),
+    sampler: bool = False,
+    extra: Sequence[Callable[[Any], Any]] = (),
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """The sampling options; `sampling_from` makes a `SamplingSettings` of their values.
 
     ``defaults`` and ``helps`` are keyed by `SamplingSettings` field (a default other than None is
@@ -105,6 +135,7 @@ def sampling_options(defaults: Mapping[str, Any], *, helps: Mapping[str, str] | 
         for option in reversed(options):
             f = option(f)
         return f
+
     return decorate
 
 
@@ -113,10 +144,17 @@ def sampling_from(kw: Mapping[str, Any]) -> SamplingSettings:
     from ..sampling import SamplingSettings
 
     return SamplingSettings(
-        temperature=kw["temperature"], topk=kw["topk"] if "topk" in kw else kw["top_k"], top_p=kw["top_p"],
-        min_p=kw["min_p"], repetition_penalty=kw["repetition_penalty"], frequency_penalty=kw["frequency_penalty"],
-        presence_penalty=kw["presence_penalty"], logit_bias=parse_bias(kw["logit_bias"]) or None,
-        sampler=kw.get("sampler"), seed=kw["seed"])
+        temperature=kw["temperature"],
+        topk=kw["topk"] if "topk" in kw else kw["top_k"],
+        top_p=kw["top_p"],
+        min_p=kw["min_p"],
+        repetition_penalty=kw["repetition_penalty"],
+        frequency_penalty=kw["frequency_penalty"],
+        presence_penalty=kw["presence_penalty"],
+        logit_bias=parse_bias(kw["logit_bias"]) or None,
+        sampler=kw.get("sampler"),
+        seed=kw["seed"],
+    )
 
 
 def progress_bar(items: Iterable[T], total: int, show: bool | None, desc: str) -> Iterable[T]:

