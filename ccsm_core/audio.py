@@ -44,8 +44,10 @@ def read_audio(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
 def _format_for(path: str) -> str:
     ext = Path(path).suffix.lower()
     if ext not in FORMATS:
-        raise UsageError(f"unknown audio extension {ext or '(none)'!r} for {path}",
-                         "use .wav, .flac or .ogg, or '-' for raw float32 on stdout")
+        raise UsageError(
+            f"unknown audio extension {ext or '(none)'!r} for {path}",
+            "use .wav, .flac or .ogg, or '-' for raw float32 on stdout",
+        )
     return FORMATS[ext]
 
 
@@ -62,8 +64,15 @@ class AudioWriter:
     silently: a chunk that would clip is scaled down, from then on, and a note is printed.
     """
 
-    def __init__(self, path: str, rate: int = SAMPLE_RATE, *, pcm16: bool = False,
-                 out_rate: int | None = None, stdout: BinaryIO | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        rate: int = SAMPLE_RATE,
+        *,
+        pcm16: bool = False,
+        out_rate: int | None = None,
+        stdout: BinaryIO | None = None,
+    ) -> None:
         self.path, self.in_rate = path, rate
         self.rate = out_rate or rate
         self.gain = 1.0
@@ -100,8 +109,7 @@ class AudioWriter:
             peak = float(np.max(np.abs(chunk))) * self.gain
             if peak > 1.0:
                 self.gain /= peak / 0.999
-                print(f"note: audio peaks at {peak:.2f}; scaled by {self.gain:.3f} to avoid clipping",
-                      file=sys.stderr)
+                print(f"note: audio peaks at {peak:.2f}; scaled by {self.gain:.3f} to avoid clipping", file=sys.stderr)
             chunk = chunk * self.gain
         if self._file is not None:
             self._file.write(chunk)
@@ -118,15 +126,16 @@ class AudioWriter:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "AudioWriter":
+    def __enter__(self) -> AudioWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def write_audio(path: str, wave: np.ndarray, rate: int = SAMPLE_RATE, *, pcm16: bool = False,
-                out_rate: int | None = None) -> None:
+def write_audio(
+    path: str, wave: np.ndarray, rate: int = SAMPLE_RATE, *, pcm16: bool = False, out_rate: int | None = None
+) -> None:
     """Write a whole signal (see `AudioWriter`)."""
     with AudioWriter(path, rate, pcm16=pcm16, out_rate=out_rate) as w:
         w.write(wave, last=True)

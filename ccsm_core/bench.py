@@ -23,20 +23,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from .errors import UsageError
-from .tensors import TensorData, f32_to_bf16
 from .models.config import FLAVORS, CsmConfig
+from .tensors import TensorData, f32_to_bf16
 
 FRAME_S = 0.08
 # byte offsets of fp16 scales in one block, per type (the rest of a block may be random)
-_SCALES = {"Q8_0": (0,), "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q4_K": (0, 2),
-           "Q5_K": (0, 2), "Q6_K": (208,)}
+_SCALES = {
+    "Q8_0": (0,),
+    "Q4_0": (0,),
+    "Q4_1": (0, 2),
+    "Q5_0": (0,),
+    "Q5_1": (0, 2),
+    "Q4_K": (0, 2),
+    "Q5_K": (0, 2),
+    "Q6_K": (208,),
+}
 TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q4_k", "q6_k")
 
 
@@ -57,7 +66,7 @@ def random_tensor(name: str, shape: tuple[int, ...], dtype: str, rng: np.random.
     raw = rng.integers(0, 256, size=(nblocks, size), dtype=np.uint8)
     scale = np.frombuffer(np.float16(0.001).tobytes(), np.uint8)
     for off in _SCALES[dtype]:
-        raw[:, off:off + 2] = scale
+        raw[:, off : off + 2] = scale
     return TensorData(name, shape, dtype, raw.reshape(-1))
 
 
@@ -66,18 +75,25 @@ def csm_tensors(cfg: CsmConfig, dtype: str, rng: np.random.Generator) -> dict[st
 
     shapes = {**expected_shapes(cfg.backbone, "backbone"), **expected_shapes(cfg.decoder, "decoder")}
     d, dd, v, n = cfg.backbone.embed_dim, cfg.decoder.embed_dim, cfg.audio_vocab_size, cfg.audio_num_codebooks
-    shapes.update({"text_embeddings.weight": (cfg.text_vocab_size, d), "audio_embeddings.weight": (v * n, d),
-                   "projection.weight": (dd, d), "codebook0_head.weight": (v, d)})
+    shapes.update(
+        {
+            "text_embeddings.weight": (cfg.text_vocab_size, d),
+            "audio_embeddings.weight": (v * n, d),
+            "projection.weight": (dd, d),
+            "codebook0_head.weight": (v, d),
+        }
+    )
     shapes.update({f"audio_head.{i}.weight": (v, dd) for i in range(n - 1)})
-    return {name: random_tensor(name, shape, "F32" if len(shape) == 1 else dtype, rng)
-            for name, shape in shapes.items()}
+    return {
+        name: random_tensor(name, shape, "F32" if len(shape) == 1 else dtype, rng) for name, shape in shapes.items()
+    }
 
 
 def run_one(backend: str, dtype: str, frames: int, warmup: int, threads: int | None, shape: str) -> dict[str, Any]:
     """Time one (backend, type) in this process."""
     from .backends import get_backend
-    from .models.csm import CSM
     from .loading.demo import DEMO_CSM, DEMO_MIMI, random_mimi_tensors
+    from .models.csm import CSM
     from .models.mimi import Mimi
     from .sampling import build_sampler
 
@@ -126,17 +142,32 @@ def run_one(backend: str, dtype: str, frames: int, warmup: int, threads: int | N
         mask[0, :32] = True
         positions = positions[-1:] + 1
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    out = {"backend": backend, "type": dtype, "shape": shape, "threads": threads, "frames": frames,
-           "load_s": load_s, **{f"{k}_median": v for k, v in med.items()},
-           "rtf": med["frame_s"] / FRAME_S, "frames_per_s": 1.0 / med["frame_s"],
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {
+        "backend": backend,
+        "type": dtype,
+        "shape": shape,
+        "threads": threads,
+        "frames": frames,
+        "load_s": load_s,
+        **{f"{k}_median": v for k, v in med.items()},
+        "rtf": med["frame_s"] / FRAME_S,
+        "frames_per_s": 1.0 / med["frame_s"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     if "compute_s" in med:
         out["outside_share"] = max(0.0, 1.0 - med["compute_s"] / med["frame_s"])
     return out
 
 
-def run_all(backends: list[str], types: list[str], frames: int, warmup: int, threads: list[int | None], shape: str,
-            progress: Any = None) -> list[dict[str, Any]]:
+def run_all(
+    backends: list[str],
+    types: list[str],
+    frames: int,
+    warmup: int,
+    threads: list[int | None],
+    shape: str,
+    progress: Any = None,
+) -> list[dict[str, Any]]:
     """Each configuration (backend x type x thread count) in a fresh interpreter; failures are
     reported, not fatal. ``llama.cpp`` among the backends is `run_llama_cpp_speech_one`."""
     results = []
@@ -145,8 +176,17 @@ def run_all(backends: list[str], types: list[str], frames: int, warmup: int, thr
             for n in threads:
                 if progress:
                     progress(f"{backend} {dtype}" + (f", {n} threads" if n else ""))
-                cmd = [sys.executable, "-m", "ccsm_core.bench", backend, dtype, str(frames), str(warmup),
-                       str(n or 0), shape]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "ccsm_core.bench",
+                    backend,
+                    dtype,
+                    str(frames),
+                    str(warmup),
+                    str(n or 0),
+                    shape,
+                ]
                 results.append(_child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n}))
     return results
 
@@ -155,8 +195,7 @@ def run_all(backends: list[str], types: list[str], frames: int, warmup: int, thr
 def background_load(k: int) -> Iterator[list[subprocess.Popen]]:
     """``k`` busy-loop processes running beside the measurement (a user's other programs),
     stopped afterwards whatever happens."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
-             for _ in range(k)]
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL) for _ in range(k)]
     try:
         yield procs
     finally:
@@ -174,10 +213,16 @@ def run_text_one(backend: str, model: str, threads: int | None, n_prompt: int, n
     be = get_backend(backend, **({"threads": threads} if threads else {}))
     m = load_text_model(model, be).model
     cache = m.new_cache(n_prompt + n_gen + 1)
-    speeds = _text_speeds(cache.reset, lambda ids: m.next_logits(ids, cache), m.cfg.vocab_size,
-                          n_prompt, n_gen, reps)
-    return {"backend": backend, "model": str(model), "threads": threads, "n_prompt": n_prompt, "n_gen": n_gen,
-            **speeds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    speeds = _text_speeds(cache.reset, lambda ids: m.next_logits(ids, cache), m.cfg.vocab_size, n_prompt, n_gen, reps)
+    return {
+        "backend": backend,
+        "model": str(model),
+        "threads": threads,
+        "n_prompt": n_prompt,
+        "n_gen": n_gen,
+        **speeds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 LLAMA_CPP = "llama.cpp"  # the reference row of text benchmarks (llama-cpp-python, when installed)
@@ -192,16 +237,30 @@ def run_llama_cpp_one(model: str, threads: int | None, n_prompt: int, n_gen: int
         raise UsageError("llama.cpp is not installed", "pip install llama-cpp-python; ccsm does not need it") from None
     n = threads or os.cpu_count() or 1
     # flash attention on, as llama.cpp's own tools default to on CPUs (llama-cpp-python defaults off)
-    llm = Llama(model_path=model, n_ctx=n_prompt + n_gen + 1, n_batch=max(n_prompt, 1), n_threads=n,
-                n_threads_batch=n, flash_attn=True, verbose=False)
+    llm = Llama(
+        model_path=model,
+        n_ctx=n_prompt + n_gen + 1,
+        n_batch=max(n_prompt, 1),
+        n_threads=n,
+        n_threads_batch=n,
+        flash_attn=True,
+        verbose=False,
+    )
 
     def feed(ids: list[int]) -> np.ndarray:
         llm.eval(ids)
         return np.ctypeslib.as_array(llama_get_logits(llm.ctx), shape=(llm.n_vocab(),))
 
     speeds = _text_speeds(llm.reset, feed, llm.n_vocab(), n_prompt, n_gen, reps)
-    return {"backend": LLAMA_CPP, "model": str(model), "threads": threads, "n_prompt": n_prompt, "n_gen": n_gen,
-            **speeds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "backend": LLAMA_CPP,
+        "model": str(model),
+        "threads": threads,
+        "n_prompt": n_prompt,
+        "n_gen": n_gen,
+        **speeds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _text_speeds(reset: Any, feed: Any, vocab: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, float]:
@@ -222,23 +281,49 @@ def _text_speeds(reset: Any, feed: Any, vocab: int, n_prompt: int, n_gen: int, r
     return {"pp_tok_s": statistics.median(pp[1:]), "tg_tok_s": statistics.median(tg[1:])}
 
 
-def run_text_all(backends: list[str], model: str, threads: list[int | None], n_prompt: int, n_gen: int, reps: int,
-                 progress: Any = None) -> list[dict[str, Any]]:
+def run_text_all(
+    backends: list[str],
+    model: str,
+    threads: list[int | None],
+    n_prompt: int,
+    n_gen: int,
+    reps: int,
+    progress: Any = None,
+) -> list[dict[str, Any]]:
     """Each (backend, thread count) in a fresh interpreter; failures are reported, not fatal."""
     results = []
     for backend in backends:
         for n in threads:
             if progress:
                 progress(backend + (f", {n} threads" if n else ""))
-            cmd = [sys.executable, "-m", "ccsm_core.bench", "--text", backend, model, str(n or 0),
-                   str(n_prompt), str(n_gen), str(reps)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "ccsm_core.bench",
+                "--text",
+                backend,
+                model,
+                str(n or 0),
+                str(n_prompt),
+                str(n_gen),
+                str(reps),
+            ]
             results.append(_child(cmd, {"backend": backend, "model": model, "threads": n}))
     return results
 
 
 # llama.cpp's names for a llama stack's tensors, from ours (models.llama.LAYER_TENSORS' keys)
-_LLAMA_CPP_NAMES = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output", "w1": "ffn_gate",
-                    "w2": "ffn_down", "w3": "ffn_up", "sa_norm": "attn_norm", "mlp_norm": "ffn_norm"}
+_LLAMA_CPP_NAMES = {
+    "q": "attn_q",
+    "k": "attn_k",
+    "v": "attn_v",
+    "o": "attn_output",
+    "w1": "ffn_gate",
+    "w2": "ffn_down",
+    "w3": "ffn_up",
+    "sa_norm": "attn_norm",
+    "mlp_norm": "ffn_norm",
+}
 
 
 def write_llama_stack(path: Path, cfg: Any, vocab: int, dtype: str, rng: np.random.Generator) -> Path:
@@ -259,17 +344,25 @@ def write_llama_stack(path: Path, cfg: Any, vocab: int, dtype: str, rng: np.rand
         tensors[out] = random_tensor(out, shape, "F32" if len(shape) == 1 else dtype, rng)
     for name in ("token_embd.weight", "output.weight"):
         tensors[name] = random_tensor(name, (vocab, cfg.embed_dim), dtype, rng)
-    meta = {"llama.context_length": cfg.max_seq_len, "llama.embedding_length": cfg.embed_dim,
-            "llama.block_count": cfg.num_layers, "llama.feed_forward_length": cfg.intermediate_dim,
-            "llama.attention.head_count": cfg.num_heads, "llama.attention.head_count_kv": cfg.num_kv_heads,
-            "llama.rope.dimension_count": cfg.head_dim, "llama.rope.freq_base": float(cfg.rope_base),
-            "llama.attention.layer_norm_rms_epsilon": float(cfg.norm_eps), "llama.vocab_size": vocab,
-            "tokenizer.ggml.model": "none"}
+    meta = {
+        "llama.context_length": cfg.max_seq_len,
+        "llama.embedding_length": cfg.embed_dim,
+        "llama.block_count": cfg.num_layers,
+        "llama.feed_forward_length": cfg.intermediate_dim,
+        "llama.attention.head_count": cfg.num_heads,
+        "llama.attention.head_count_kv": cfg.num_kv_heads,
+        "llama.rope.dimension_count": cfg.head_dim,
+        "llama.rope.freq_base": float(cfg.rope_base),
+        "llama.attention.layer_norm_rms_epsilon": float(cfg.norm_eps),
+        "llama.vocab_size": vocab,
+        "tokenizer.ggml.model": "none",
+    }
     return write_gguf(path, meta, tensors, "llama")
 
 
-def run_llama_cpp_speech_one(dtype: str, frames: int, warmup: int, threads: int | None,
-                             prompt: int = 16) -> dict[str, Any]:
+def run_llama_cpp_speech_one(
+    dtype: str, frames: int, warmup: int, threads: int | None, prompt: int = 16
+) -> dict[str, Any]:
     """CSM-1B's transformer work per frame through llama.cpp: one backbone token (after a
     ``prompt``-token prefill, at the positions ``run_one`` uses) and 31 decoder tokens, the
     decoder's cache cleared each frame. No embedding sums, sampling or Mimi: the columns
@@ -285,8 +378,10 @@ def run_llama_cpp_speech_one(dtype: str, frames: int, warmup: int, threads: int 
     with tempfile.TemporaryDirectory(prefix="ccsm-bench-") as tmp:
         try:
             t0 = time.perf_counter()
-            for part, c, n_ctx in (("backbone", cfg.backbone, prompt + warmup + frames + 1),
-                                   ("decoder", cfg.decoder, cfg.audio_num_codebooks)):
+            for part, c, n_ctx in (
+                ("backbone", cfg.backbone, prompt + warmup + frames + 1),
+                ("decoder", cfg.decoder, cfg.audio_num_codebooks),
+            ):
                 path = write_llama_stack(Path(tmp) / f"{part}.gguf", c, cfg.audio_vocab_size, dtype.upper(), rng)
                 stacks.append(_LlamaCppStack(lc, path, n, n_ctx, extra))
             load_s = time.perf_counter() - t0
@@ -306,10 +401,19 @@ def run_llama_cpp_speech_one(dtype: str, frames: int, warmup: int, threads: int 
             for stack in stacks:
                 stack.close()
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    return {"backend": LLAMA_CPP, "type": dtype, "shape": "real", "threads": threads, "frames": frames,
-            "load_s": load_s, "extra_bufts": extra, **{f"{k}_median": v for k, v in med.items()},
-            "rtf": med["frame_s"] / FRAME_S, "frames_per_s": 1.0 / med["frame_s"],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "backend": LLAMA_CPP,
+        "type": dtype,
+        "shape": "real",
+        "threads": threads,
+        "frames": frames,
+        "load_s": load_s,
+        "extra_bufts": extra,
+        **{f"{k}_median": v for k, v in med.items()},
+        "rtf": med["frame_s"] / FRAME_S,
+        "frames_per_s": 1.0 / med["frame_s"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def llama_cpp_extra_bufts(lc: Any) -> bool:

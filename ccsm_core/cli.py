@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from .version import __version__
 from .commands.common import print_table
 from .errors import CcsmError
+from .version import __version__
 
 
 class CcsmGroup(click.Group):
@@ -63,8 +63,15 @@ def _load_defaults(ctx: click.Context, param: click.Parameter, value: str | None
 
 @click.group(cls=CcsmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ccsm")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
-              callback=_load_defaults, help="TOML file of option defaults (else $CCSM_CONFIG or ~/.config/ccsm/config.toml).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_defaults,
+    help="TOML file of option defaults (else $CCSM_CONFIG or ~/.config/ccsm/config.toml).",
+)
 def cli() -> None:
     """ccsm: Sesame's CSM speech model and Llama-family GGUF models, locally.
 
@@ -91,8 +98,11 @@ def plugins(as_json: bool, hook: str | None, check: bool, verbose: bool) -> None
     else:
         rows = [("PLUGIN", "VERSION", "STATUS", "REGISTERED")]
         for r in records:
-            what = r.error if r.status != "ok" else " · ".join(
-                f"{k}: {', '.join(v)}" for k, v in r.registered.items()) or "(nothing)"
+            what = (
+                r.error
+                if r.status != "ok"
+                else " · ".join(f"{k}: {', '.join(v)}" for k, v in r.registered.items()) or "(nothing)"
+            )
             name = f"{r.name} (built-in)" if r.builtin else r.name
             rows.append((name, r.version, r.status, what))
             if verbose and r.entry_point:
@@ -120,21 +130,38 @@ def backends(as_json: bool) -> None:
                 details = e.describe()
             except Exception as err:  # a broken description is shown, not fatal
                 details = f"({type(err).__name__}: {err})"
-        out.append({"name": e.name, "plugin": e.plugin, "priority": e.priority,
-                    "devices": list(e.devices), "available": reason is None,
-                    "reason": reason, "summary": e.summary, "details": details})
+        out.append(
+            {
+                "name": e.name,
+                "plugin": e.plugin,
+                "priority": e.priority,
+                "devices": list(e.devices),
+                "available": reason is None,
+                "reason": reason,
+                "summary": e.summary,
+                "details": details,
+            }
+        )
     out.sort(key=lambda r: -r["priority"])
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
     rows = [("BACKEND", "PLUGIN", "PRIORITY", "DEVICES", "AVAILABLE")]
     for r in out:
-        rows.append((r["name"], r["plugin"], str(r["priority"]), ",".join(r["devices"]),
-                     ("yes" + (f" — {r['details']}" if r["details"] else "")) if r["available"] else f"no: {r['reason']}"))
+        rows.append(
+            (
+                r["name"],
+                r["plugin"],
+                str(r["priority"]),
+                ",".join(r["devices"]),
+                ("yes" + (f" — {r['details']}" if r["details"] else "")) if r["available"] else f"no: {r['reason']}",
+            )
+        )
     print_table(rows)
 
 
-from .commands import codec, models, run as run_cmd, text  # noqa: E402  (light: click only)
+from .commands import codec, models, text  # noqa: E402  (light: click only)
+from .commands import run as run_cmd  # noqa: E402
 
 cli.add_command(run_cmd.run)
 cli.add_command(codec.encode)

@@ -15,8 +15,8 @@ turn is always kept) by one of these strategies:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .errors import GenerationError, UsageError
 
@@ -37,8 +37,9 @@ def importance(index: int, n: int, turn, target_speaker: int) -> float:
     return 2.0 * (turn.speaker == target_speaker) + 1.0 * has_audio + index / max(n, 1)
 
 
-def fit_context(turns: Sequence, costs: Sequence[int], budget: int, *, target_speaker: int,
-                strategy: str = "recency") -> Fitted:
+def fit_context(
+    turns: Sequence, costs: Sequence[int], budget: int, *, target_speaker: int, strategy: str = "recency"
+) -> Fitted:
     """Drop whole turns (``costs[i]`` rows each) until they fit ``budget``; the newest always stays."""
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown context strategy {strategy!r}", f"one of {', '.join(STRATEGIES)}")
@@ -64,6 +65,8 @@ def fit_context(turns: Sequence, costs: Sequence[int], budget: int, *, target_sp
             total -= costs[n - 2]
             dropped.append(n - 2)
         else:
-            raise GenerationError(f"the newest turn alone needs {costs[-1]} rows; only {budget} fit",
-                                  "shorten the text or its audio, or lower --max-audio-ms")
+            raise GenerationError(
+                f"the newest turn alone needs {costs[-1]} rows; only {budget} fit",
+                "shorten the text or its audio, or lower --max-audio-ms",
+            )
     return Fitted([t for i, t in enumerate(turns) if i not in dropped], sorted(dropped))

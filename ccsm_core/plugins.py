@@ -20,10 +20,10 @@ from typing import Any, Literal, overload
 import pluggy
 
 from . import hookspecs, specs
-from .version import __version__
 from .errors import PluginError
 from .registry import Registry
 from .specs import BackendSpec, FormatSpec, SamplerSpec, TokenizerSpec, WatermarkerSpec
+from .version import __version__
 
 GROUP = "ccsm"
 KINDS = tuple(specs.KINDS)  # backends, formats, ...: the kinds of `ccsm_core.specs.KINDS`

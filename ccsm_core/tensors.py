@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import FormatError
 
 # element types stored as plain NumPy arrays
-PLAIN_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8,
-                "I16": np.int16, "I32": np.int32, "I64": np.int64, "U8": np.uint8, "BOOL": np.bool_}
+PLAIN_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "F64": np.float64,
+    "I8": np.int8,
+    "I16": np.int16,
+    "I32": np.int32,
+    "I64": np.int64,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -59,8 +69,10 @@ class TensorData:
             qtype = gguf.GGMLQuantizationType[self.dtype]
             out = quants.dequantize(np.asarray(self.data, dtype=np.uint8), qtype)
         except (KeyError, NotImplementedError, ValueError) as e:
-            raise FormatError(f"tensor {self.name}: cannot dequantize type {self.dtype}: {e}",
-                              "convert the file to a supported type with `ccsm convert`") from e
+            raise FormatError(
+                f"tensor {self.name}: cannot dequantize type {self.dtype}: {e}",
+                "convert the file to a supported type with `ccsm convert`",
+            ) from e
         return np.asarray(out, dtype=np.float32).reshape(self.shape)
 
 
@@ -73,8 +85,9 @@ def take_rows(t: Any, start: int, stop: int) -> Any:
     """Rows ``start:stop`` of a 2-D stored weight, without dequantizing (quant blocks run along rows)."""
     if isinstance(t, TensorData):
         raw = np.asarray(t.data).reshape(t.shape[0], -1)[start:stop]
-        return TensorData(f"{t.name}[{start}:{stop}]", (stop - start, *t.shape[1:]), t.dtype,
-                          raw.reshape(-1) if t.quantized else raw)
+        return TensorData(
+            f"{t.name}[{start}:{stop}]", (stop - start, *t.shape[1:]), t.dtype, raw.reshape(-1) if t.quantized else raw
+        )
     return np.asarray(t)[start:stop]
 
 
@@ -87,8 +100,11 @@ def _span(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
         while isinstance(o, np.ndarray) and o.base is not None:
             o = o.base
         owners.append(o.obj if isinstance(o, memoryview) else o)
-    if isinstance(owners[0], np.ndarray) or any(o is not owners[0] for o in owners) \
-            or not all(a.flags.c_contiguous for a in arrays):
+    if (
+        isinstance(owners[0], np.ndarray)
+        or any(o is not owners[0] for o in owners)
+        or not all(a.flags.c_contiguous for a in arrays)
+    ):
         return None
     ptrs = [a.__array_interface__["data"][0] for a in arrays]
     if any(p + a.nbytes != q for a, p, q in zip(arrays, ptrs, ptrs[1:])):
@@ -99,7 +115,7 @@ def _span(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
         return None
     start = ptrs[0] - whole.ctypes.data
     total = sum(a.nbytes for a in arrays)
-    return whole[start:start + total] if 0 <= start and start + total <= whole.nbytes else None
+    return whole[start : start + total] if 0 <= start and start + total <= whole.nbytes else None
 
 
 def stack_rows(name: str, parts: Sequence[Any]) -> Any | None:
@@ -145,8 +161,9 @@ class WeightSource(Mapping[str, TensorData]):
         try:
             return self.tensors[name]
         except KeyError:
-            raise FormatError(f"{self.path}: tensor {name!r} is missing",
-                              "the file is incomplete or not the model it claims to be") from None
+            raise FormatError(
+                f"{self.path}: tensor {name!r} is missing", "the file is incomplete or not the model it claims to be"
+            ) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tensors)

@@ -20,8 +20,10 @@ class AppliedWatermark:
         try:
             return np.asarray(self.marker.embed(wave, sample_rate, self.payload), np.float32)
         except ValueError as e:
-            raise UsageError(f"watermark {self.name!r} cannot mark this audio: {e}",
-                             "pass --no-watermark, or another --watermark-method") from None
+            raise UsageError(
+                f"watermark {self.name!r} cannot mark this audio: {e}",
+                "pass --no-watermark, or another --watermark-method",
+            ) from None
 
 
 def pick_watermarker(key_file: str | None = None, method: str | None = None) -> AppliedWatermark | None:
@@ -39,7 +41,9 @@ def pick_watermarker(key_file: str | None = None, method: str | None = None) -> 
     if key_file:
         p = Path(key_file)
         if not p.exists():
-            raise UsageError(f"watermark key file {p} does not exist", "create one with `ccsm watermark keygen -o FILE`")
+            raise UsageError(
+                f"watermark key file {p} does not exist", "create one with `ccsm watermark keygen -o FILE`"
+            )
         key = entry.read_key(str(p)) if entry.read_key is not None else p.read_bytes()
     else:
         if entry.public_key is None:

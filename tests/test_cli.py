@@ -21,14 +21,17 @@ def test_version_and_help(cli_runner):
         assert sub.exit_code == 0 and "Usage:" in sub.output, name
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["run", "hi", "--temperature", "-1"], "temperature"),
-    (["run", "hi", "--topk", "0"], "topk"),
-    (["run", "hi", "--top-p", "0"], "top-p"),
-    (["run", "hi", "--top-p", "1.5"], "top-p"),
-    (["run", "hi", "--speaker", "-2"], "speaker"),
-    (["run", "hi", "--speaker", "one"], "speaker"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["run", "hi", "--temperature", "-1"], "temperature"),
+        (["run", "hi", "--topk", "0"], "topk"),
+        (["run", "hi", "--top-p", "0"], "top-p"),
+        (["run", "hi", "--top-p", "1.5"], "top-p"),
+        (["run", "hi", "--speaker", "-2"], "speaker"),
+        (["run", "hi", "--speaker", "one"], "speaker"),
+    ],
+)
 def test_option_validation(cli_runner, args, needle):
     res = cli_runner.invoke(cli, args)
     assert res.exit_code == 2 and needle in res.output
@@ -40,10 +43,16 @@ def test_ccsm_errors_are_one_line(cli_runner, tiny_csm_dir, tmp_path):
         (["run", "  ", "--model", str(tiny_csm_dir), "--codes-out", "x.npy"], "text is empty"),
         (["run", "hi", "--codes-out", str(tmp_path / "x.npy")], "no model given"),
         (["run", "hi", "--model", str(tmp_path / "missing"), "--codes-out", str(tmp_path / "x.npy")], "does not exist"),
-        (["run", "hi", "--model", str(tiny_csm_dir), "--backend", "nmpy", "--codes-out", "x.npy"], "did you mean 'numpy'"),
+        (
+            ["run", "hi", "--model", str(tiny_csm_dir), "--backend", "nmpy", "--codes-out", "x.npy"],
+            "did you mean 'numpy'",
+        ),
         (["run", "hi", "--model", str(tiny_csm_dir), "--sampler", "nope", "--codes-out", "x.npy"], "unknown sampler"),
         (["run", "hi", "--model", str(tiny_csm_dir), "--logit-bias", "x", "--codes-out", "x.npy"], "KEY=VALUE"),
-        (["run", "hi " * 700, "--model", str(tiny_csm_dir), "--codes-out", str(tmp_path / "x.npy")], "does not fit the context"),
+        (
+            ["run", "hi " * 700, "--model", str(tiny_csm_dir), "--codes-out", str(tmp_path / "x.npy")],
+            "does not fit the context",
+        ),
     ]
     for args, needle in cases:
         res = cli_runner.invoke(cli, args)
@@ -54,8 +63,10 @@ def test_ccsm_errors_are_one_line(cli_runner, tiny_csm_dir, tmp_path):
 
 def test_run_writes_codes(cli_runner, tiny_csm_dir, tmp_path):
     out = tmp_path / "f.npy"
-    res = cli_runner.invoke(cli, ["run", "Hello", "--model", str(tiny_csm_dir), "--seed", "1", "--max-audio-ms", "400",
-                                  "--codes-out", str(out)])
+    res = cli_runner.invoke(
+        cli,
+        ["run", "Hello", "--model", str(tiny_csm_dir), "--seed", "1", "--max-audio-ms", "400", "--codes-out", str(out)],
+    )
     assert res.exit_code == 0, res.output
     arr = np.load(out)
     assert arr.ndim == 2 and arr.shape[1] == 32 and arr.shape[0] <= 5 and arr.dtype.kind == "i"
@@ -78,18 +89,49 @@ def test_config_file_defaults(cli_runner, tiny_csm_dir, tmp_path, monkeypatch):
 
 
 def test_help_does_not_import_numpy():
-    code = ("import sys; from ccsm_core.cli import main; sys.argv=['ccsm','--help']\n"
-            "try: main()\nexcept SystemExit: pass\n"
-            "heavy = [m for m in ('numpy', 'tokenizers', 'sentencepiece', 'gguf', 'soundfile', 'mlx') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
+    code = (
+        "import sys; from ccsm_core.cli import main; sys.argv=['ccsm','--help']\n"
+        "try: main()\nexcept SystemExit: pass\n"
+        "heavy = [m for m in ('numpy', 'tokenizers', 'sentencepiece', 'gguf', 'soundfile', 'mlx')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out, out
 
 
 def test_backend_options_reach_the_backend(cli_runner, tiny_csm_dir, tmp_path):
-    res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(tiny_csm_dir), "--backend", "numpy", "--dtype", "bf16",
-                                  "--codes-out", str(tmp_path / "x.npy")])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "run",
+            "Hi",
+            "--model",
+            str(tiny_csm_dir),
+            "--backend",
+            "numpy",
+            "--dtype",
+            "bf16",
+            "--codes-out",
+            str(tmp_path / "x.npy"),
+        ],
+    )
     assert res.exit_code == 2 and "unknown backend option(s) dtype" in res.output
-    res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(tiny_csm_dir), "--backend", "numpy", "--threads", "1",
-                                  "--max-audio-ms", "160", "--codes-out", str(tmp_path / "x.npy")])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "run",
+            "Hi",
+            "--model",
+            str(tiny_csm_dir),
+            "--backend",
+            "numpy",
+            "--threads",
+            "1",
+            "--max-audio-ms",
+            "160",
+            "--codes-out",
+            str(tmp_path / "x.npy"),
+        ],
+    )
     assert res.exit_code == 0, res.output

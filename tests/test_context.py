@@ -14,8 +14,13 @@ CODES = np.ones((32, 3), np.int64)
 
 def turns():
     # speaker, has audio; costs below
-    return [Segment(0, "a", codes=CODES), Segment(1, "b"), Segment(0, "c"), Segment(1, "d", codes=CODES),
-            Segment(1, "e")]
+    return [
+        Segment(0, "a", codes=CODES),
+        Segment(1, "b"),
+        Segment(0, "c"),
+        Segment(1, "d", codes=CODES),
+        Segment(1, "e"),
+    ]
 
 
 COSTS = [10, 10, 10, 10, 10]
@@ -63,7 +68,11 @@ def test_generator_drops_turns_instead_of_failing(tiny_csm_dir):
     lm = load_csm(tiny_csm_dir, "numpy")
     gen = Generator(lm.model, lm.tokenizer)
     long_codes = np.ones((32, 700), np.int64)
-    ctx = [Segment(1, "old", codes=long_codes), Segment(0, "middle", codes=long_codes), Segment(1, "new", codes=long_codes)]
+    ctx = [
+        Segment(1, "old", codes=long_codes),
+        Segment(0, "middle", codes=long_codes),
+        Segment(1, "new", codes=long_codes),
+    ]
     frames = gen.generate("Hi", 0, ctx, GenerationSettings(max_audio_ms=160, topk=1))
     assert gen.dropped == [0]
     assert frames.shape[1] == 32

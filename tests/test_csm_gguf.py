@@ -40,8 +40,24 @@ def forced_logits(path, ref) -> np.ndarray:
 
 def test_f32_gguf_gives_the_same_speech(converted, cli_runner, tmp_path, ref):
     out, codes = tmp_path / "a.wav", tmp_path / "a.npy"
-    res = cli_runner.invoke(cli, ["run", "Hello from CSM.", "--model", str(converted["f32"]), "--topk", "1",
-                                  "--max-audio-ms", "800", "--no-watermark", "-o", str(out), "--codes-out", str(codes)])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "run",
+            "Hello from CSM.",
+            "--model",
+            str(converted["f32"]),
+            "--topk",
+            "1",
+            "--max-audio-ms",
+            "800",
+            "--no-watermark",
+            "-o",
+            str(out),
+            "--codes-out",
+            str(codes),
+        ],
+    )
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(np.load(codes), ref["text_frames"])
     assert np.max(np.abs(sf.read(out, dtype="float32")[0] - ref["text_audio"])) <= 1e-4
@@ -108,6 +124,6 @@ def test_projections_written_back_to_back(converted):
     for stack in ("backbone", "decoder"):
         p = f"{stack}.layers.0."
         i = names.index(p + "attn.q_proj.weight")
-        assert names[i:i + 3] == [p + "attn.q_proj.weight", p + "attn.k_proj.weight", p + "attn.v_proj.weight"]
+        assert names[i : i + 3] == [p + "attn.q_proj.weight", p + "attn.k_proj.weight", p + "attn.v_proj.weight"]
         j = names.index(p + "mlp.w1.weight")
         assert names[j + 1] == p + "mlp.w3.weight"

@@ -45,8 +45,11 @@ def run_case(case: str, loaded, ref):
         arr = np.array(loaded.model.be.to_numpy(x)) if not isinstance(x, np.ndarray) else np.array(x)
         (logits.append(arr) if name.startswith("logits") else traced.setdefault(name, []).append(arr))
 
-    settings = GenerationSettings(max_audio_ms=CASES["n_frames"] * 80, temperature=CASES["sampling"]["temperature"],
-                                  topk=CASES["sampling"]["topk"])
+    settings = GenerationSettings(
+        max_audio_ms=CASES["n_frames"] * 80,
+        temperature=CASES["sampling"]["temperature"],
+        topk=CASES["sampling"]["topk"],
+    )
     frames = gen.generate(spec["text"], spec["speaker"], context_for(case, ref), settings, trace=trace)
     return gen, frames, traced, np.stack(logits).reshape(len(frames), 32, -1)
 
@@ -54,7 +57,9 @@ def run_case(case: str, loaded, ref):
 @pytest.mark.parametrize("case", ["text", "ctx"])
 def test_prompt_rows(case, loaded, ref):
     spec = CASES["cases"][case]
-    tokens, mask = Generator(loaded.model, loaded.tokenizer).prompt(spec["text"], spec["speaker"], context_for(case, ref))
+    tokens, mask = Generator(loaded.model, loaded.tokenizer).prompt(
+        spec["text"], spec["speaker"], context_for(case, ref)
+    )
     np.testing.assert_array_equal(tokens, ref[f"{case}_prompt_tokens"])
     np.testing.assert_array_equal(mask, ref[f"{case}_prompt_mask"])
 
@@ -82,9 +87,29 @@ def test_parity_with_original(case, loaded, ref):
 
 def test_cli_codes_out_matches_original(tmp_path, ref, cli_runner):
     out = tmp_path / "frames.npy"
-    res = cli_runner.invoke(cli, ["run", "Hello from CSM.", "--model", str(FIXTURE), "--speaker", "0", "--topk", "1",
-                                  "--temperature", "0.9", "--seed", "7", "--max-audio-ms", "800",
-                                  "--backend", "numpy", "--codes-out", str(out)])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "run",
+            "Hello from CSM.",
+            "--model",
+            str(FIXTURE),
+            "--speaker",
+            "0",
+            "--topk",
+            "1",
+            "--temperature",
+            "0.9",
+            "--seed",
+            "7",
+            "--max-audio-ms",
+            "800",
+            "--backend",
+            "numpy",
+            "--codes-out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(np.load(out), ref["text_frames"])
 
@@ -99,6 +124,7 @@ def test_stops_on_all_zero_frame(loaded, monkeypatch):
         calls["n"] += 1
         codes = real(*a, **k)
         return np.zeros_like(codes) if calls["n"] == 3 else codes
+
     monkeypatch.setattr(loaded.model, "frame", frame)
     frames = gen.generate("Hello", 0, (), GenerationSettings(max_audio_ms=800, topk=1))
     assert frames.shape == (2, 32)

@@ -38,8 +38,13 @@ print(json.dumps(paths))
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log
     assert "WARNING" not in log, log
@@ -89,9 +94,12 @@ def test_performance_figures_are_the_readmes() -> None:
     """Every table row of measured figures on the performance page is a row of README.md."""
     readme = (ROOT / "README.md").read_text()
     perf = (DOCS / "performance.md").read_text()
-    figures = perf[perf.index("## Measured figures"):]
-    rows = [line for line in figures.splitlines()
-            if line.startswith("|") and not set(line) <= set("|- ") and re.search(r"\d", line)]
+    figures = perf[perf.index("## Measured figures") :]
+    rows = [
+        line
+        for line in figures.splitlines()
+        if line.startswith("|") and not set(line) <= set("|- ") and re.search(r"\d", line)
+    ]
     assert len(rows) >= 10
     for row in rows:
         assert row in readme, f"not in README.md: {row}"

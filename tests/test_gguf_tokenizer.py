@@ -13,8 +13,7 @@ from ccsm_core.errors import FormatError, UsageError
 from ccsm_core.formats.gguf_reader import load_gguf
 from ccsm_core.loading.sources import smollm2_path
 from ccsm_core.tokenizers.gguf_bpe import BPEModel, pre_tokenizer
-from ccsm_core.tokenizers.gguf_tokenizer import (
-    GGUFTokenizer, clean_spaces, sniff, tokenizer_from_gguf)
+from ccsm_core.tokenizers.gguf_tokenizer import GGUFTokenizer, clean_spaces, sniff, tokenizer_from_gguf
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smollm2"
 SMOLLM2 = smollm2_path()
@@ -37,6 +36,7 @@ def _cases():
 
 # ---- SmolLM2 against llama.cpp's recorded ids ----------------------------------------------
 
+
 @needs_smollm2
 @pytest.mark.parametrize("case", _cases(), ids=lambda c: c["text"][:16])
 def test_smollm2_ids_match_llama_cpp(smol, case):
@@ -58,7 +58,7 @@ def test_smollm2_greedy_prompt_and_generation(smol):
 @needs_smollm2
 def test_smollm2_special_tokens(smol, smol_md):
     assert (smol.vocab_size, smol.bos_id, smol.eos_id, smol.add_bos) == (49152, 1, 2, False)
-    assert {0, 2} <= smol.eog_ids   # <|endoftext|>, <|im_end|>
+    assert {0, 2} <= smol.eog_ids  # <|endoftext|>, <|im_end|>
     text = "<|im_start|>user\nHi<|im_end|>"
     expected = [1] + smol.encode("user\nHi") + [2]
     assert smol.encode(text) == expected
@@ -77,10 +77,10 @@ def test_smollm2_special_tokens(smol, smol_md):
 @needs_smollm2
 def test_clean_spaces_follows_the_pre_tokenizer(smol, smol_md):
     ids = smol.encode("Hello , world . It 's")
-    assert smol.decode(ids) == "Hello , world . It 's"           # smollm: no clean-up
+    assert smol.decode(ids) == "Hello , world . It 's"  # smollm: no clean-up
     starcoder = tokenizer_from_gguf(dict(smol_md, **{"tokenizer.ggml.pre": "starcoder"}))
-    assert starcoder.encode("Hello , world . It 's") == ids         # same regexes ...
-    assert starcoder.decode(ids) == "Hello, world. It's"            # ... but llama.cpp cleans
+    assert starcoder.encode("Hello , world . It 's") == ids  # same regexes ...
+    assert starcoder.decode(ids) == "Hello, world. It's"  # ... but llama.cpp cleans
 
 
 @needs_smollm2
@@ -90,8 +90,8 @@ def test_incremental_decoder_never_splits_characters(smol):
     dec = smol.incremental_decoder()
     outs = [dec.feed(i) for i in ids]
     assert "".join(outs) + dec.flush() == text
-    assert "" in outs                      # some tokens end inside a character ...
-    assert all("\ufffd" not in o for o in outs)   # ... and nothing broken is emitted
+    assert "" in outs  # some tokens end inside a character ...
+    assert all("\ufffd" not in o for o in outs)  # ... and nothing broken is emitted
     # a bare trailing partial sequence is reported at flush, not lost
     partial = smol.incremental_decoder()
     first = [i for i in ids if smol.token_to_bytes(i)[:1] == b"\xf0"][0]
@@ -132,16 +132,23 @@ def test_pre_tokenizer_splits(pre):
 
 def _tiny_bpe(pre: str, **extra) -> GGUFTokenizer:
     tokens = ["<|end|>", "a", "b", "c", "bc", "abc", "Ġ", "Ġa", "<tool>"]
-    return tokenizer_from_gguf({
-        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
-        "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": [3, 1, 1, 1, 1, 1, 1, 1, 4],
-        "tokenizer.ggml.merges": ["b c", "Ġ a"], "tokenizer.ggml.eos_token_id": 0, **extra})
+    return tokenizer_from_gguf(
+        {
+            "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.pre": pre,
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": [3, 1, 1, 1, 1, 1, 1, 1, 4],
+            "tokenizer.ggml.merges": ["b c", "Ġ a"],
+            "tokenizer.ggml.eos_token_id": 0,
+            **extra,
+        }
+    )
 
 
 def test_ignore_merges_only_for_llama3_family():
-    assert _tiny_bpe("gpt-2").encode("abc") == [1, 4]          # a + bc by the merges
+    assert _tiny_bpe("gpt-2").encode("abc") == [1, 4]  # a + bc by the merges
     llama3 = _tiny_bpe("llama-bpe", **{"tokenizer.ggml.bos_token_id": 0})
-    assert llama3.add_bos and llama3.encode("abc") == [0, 5]     # whole word in the vocab wins
+    assert llama3.add_bos and llama3.encode("abc") == [0, 5]  # whole word in the vocab wins
     assert llama3.encode("abc", add_special=False) == [5]
 
 
@@ -154,8 +161,7 @@ def test_user_defined_tokens_parse_even_without_parse_special():
 
 
 def test_clean_spaces_like_llama_cpp():
-    assert clean_spaces(b"Hello , world . I 'm here ! isn 't it ?") == \
-        b"Hello, world. I'm here! isn 't it?"
+    assert clean_spaces(b"Hello , world . I 'm here ! isn 't it ?") == b"Hello, world. I'm here! isn 't it?"
     assert clean_spaces(b"a ' b") == b"a'b"
     assert clean_spaces(b"we 're ok , you 've 'll") == b"we're ok, you've 'll"
     assert clean_spaces(b"") == b""
@@ -171,22 +177,43 @@ def test_unsupported_vocabularies():
     with pytest.raises(FormatError, match="twice"):
         tokenizer_from_gguf({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a", "a"]})
     with pytest.raises(FormatError, match="2 numbers for 3 tokens"):
-        tokenizer_from_gguf({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>"],
-                             "tokenizer.ggml.scores": [0.0, 0.0]})
+        tokenizer_from_gguf(
+            {
+                "tokenizer.ggml.model": "llama",
+                "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>"],
+                "tokenizer.ggml.scores": [0.0, 0.0],
+            }
+        )
 
 
 # ---- SentencePiece-style ("llama") vocabularies ---------------------------------------------
 
+
 def _tiny_spm(**extra) -> GGUFTokenizer:
     bytes_ = [f"<0x{b:02X}>" for b in range(256)]
-    pieces = {"▁": -1.0, "a": -1.0, "b": -1.0, "c": -1.0, "ab": -3.0, "bc": -2.0, "▁a": -4.0,
-              "▁abc": -0.5, "aa": -1.5, "<tool>": 0.0}
+    pieces = {
+        "▁": -1.0,
+        "a": -1.0,
+        "b": -1.0,
+        "c": -1.0,
+        "ab": -3.0,
+        "bc": -2.0,
+        "▁a": -4.0,
+        "▁abc": -0.5,
+        "aa": -1.5,
+        "<tool>": 0.0,
+    }
     tokens = ["<unk>", "<s>", "</s>"] + bytes_ + list(pieces)
     types = [2, 3, 3] + [6] * 256 + [1] * (len(pieces) - 1) + [4]
-    return tokenizer_from_gguf({
-        "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.scores": [0.0] * 259 + list(pieces.values()),
-        "tokenizer.ggml.token_type": types, **extra})
+    return tokenizer_from_gguf(
+        {
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": [0.0] * 259 + list(pieces.values()),
+            "tokenizer.ggml.token_type": types,
+            **extra,
+        }
+    )
 
 
 def test_tiny_spm_merge_order_and_byte_fallback():
@@ -209,8 +236,13 @@ def test_tiny_spm_merge_order_and_byte_fallback():
 
 
 def test_tiny_spm_flags():
-    tok = _tiny_spm(**{"tokenizer.ggml.add_space_prefix": False, "tokenizer.ggml.add_bos_token": False,
-                       "tokenizer.ggml.add_eos_token": True})
+    tok = _tiny_spm(
+        **{
+            "tokenizer.ggml.add_space_prefix": False,
+            "tokenizer.ggml.add_bos_token": False,
+            "tokenizer.ggml.add_eos_token": True,
+        }
+    )
     ids = {t: i for i, t in enumerate(tok.tokens)}
     assert tok.encode("ab") == [ids["ab"], 2]
     assert tok.decode(tok.encode("ab")) == "ab"
@@ -218,16 +250,29 @@ def test_tiny_spm_flags():
 
 def _trained_spm():
     spm = pytest.importorskip("sentencepiece")
-    words = ("the quick brown fox jumps over the lazy dog while some other words appear in "
-             "this small corpus with numbers 123 4567 and café naïve über").split()
+    words = (
+        "the quick brown fox jumps over the lazy dog while some other words appear in "
+        "this small corpus with numbers 123 4567 and café naïve über"
+    ).split()
     rng = random.Random(0)
     corpus = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(300)]
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus), model_writer=buf, model_type="bpe", vocab_size=400,
-        byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
-        character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2,
-        num_threads=1)
+        sentence_iterator=iter(corpus),
+        model_writer=buf,
+        model_type="bpe",
+        vocab_size=400,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        character_coverage=1.0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        minloglevel=2,
+        num_threads=1,
+    )
     return spm.SentencePieceProcessor(model_proto=buf.getvalue())
 
 
@@ -235,15 +280,29 @@ def test_spm_matches_sentencepiece():
     """llama.cpp's SPM tokenizer reproduces SentencePiece BPE; so must ours."""
     sp = _trained_spm()
     n = sp.get_piece_size()
-    types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1
-             for i in range(n)]
-    tok = tokenizer_from_gguf({
-        "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": [sp.id_to_piece(i) for i in range(n)],
-        "tokenizer.ggml.scores": [sp.get_score(i) for i in range(n)],
-        "tokenizer.ggml.token_type": types, "tokenizer.ggml.bos_token_id": 1,
-        "tokenizer.ggml.eos_token_id": 2})
-    texts = ["the quick brown fox", "  two leading", "trailing  ", "café über naïve",
-             "日本語 🙂 emoji", "a  b   c", "thequickbrownfox", "\tTab\nnew line", "123 4567", ""]
+    types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1 for i in range(n)]
+    tok = tokenizer_from_gguf(
+        {
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": [sp.id_to_piece(i) for i in range(n)],
+            "tokenizer.ggml.scores": [sp.get_score(i) for i in range(n)],
+            "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.bos_token_id": 1,
+            "tokenizer.ggml.eos_token_id": 2,
+        }
+    )
+    texts = [
+        "the quick brown fox",
+        "  two leading",
+        "trailing  ",
+        "café über naïve",
+        "日本語 🙂 emoji",
+        "a  b   c",
+        "thequickbrownfox",
+        "\tTab\nnew line",
+        "123 4567",
+        "",
+    ]
     rng = random.Random(1)
     texts += ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz  é1") for _ in range(40)) for _ in range(20)]
     for text in texts:

@@ -24,16 +24,39 @@ PACKAGE = "ccsm_core"
 
 # module (or package prefix) -> layer; the longest matching prefix wins
 LAYERS: dict[str, int] = {
-    "errors": 0, "version": 0, "tensors": 0, "backends.base": 0, "hookspecs": 0, "specs": 0, "registry": 0,
-    "config": 0, "context": 0, "audio": 0,
+    "errors": 0,
+    "version": 0,
+    "tensors": 0,
+    "backends.base": 0,
+    "hookspecs": 0,
+    "specs": 0,
+    "registry": 0,
+    "config": 0,
+    "context": 0,
+    "audio": 0,
     "plugins": 1,
-    "formats": 2, "backends.numpy_backend": 2, "tokenizers.gguf_bpe": 2, "tokenizers.gguf_spm": 2,
-    "tokenizers.gguf_tokenizer": 2, "tokenizers.hf_json": 2, "tokenizers.sentencepiece_model": 2,
+    "formats": 2,
+    "backends.numpy_backend": 2,
+    "tokenizers.gguf_bpe": 2,
+    "tokenizers.gguf_spm": 2,
+    "tokenizers.gguf_tokenizer": 2,
+    "tokenizers.hf_json": 2,
+    "tokenizers.sentencepiece_model": 2,
     "models": 3,
-    "backends": 4, "tokenizers": 4, "sampling": 4, "watermark": 4,
-    "loading": 5, "builtin": 5,
-    "generator": 6, "speech": 6, "textgen": 6, "bench": 6, "testing": 6,
-    "commands": 7, "cli": 7, "": 7,
+    "backends": 4,
+    "tokenizers": 4,
+    "sampling": 4,
+    "watermark": 4,
+    "loading": 5,
+    "builtin": 5,
+    "generator": 6,
+    "speech": 6,
+    "textgen": 6,
+    "bench": 6,
+    "testing": 6,
+    "commands": 7,
+    "cli": 7,
+    "": 7,
 }
 
 
@@ -45,7 +68,7 @@ def module_name(path: Path) -> str:
 
 
 def layer(module: str) -> int:
-    rel = module[len(PACKAGE):].lstrip(".")
+    rel = module[len(PACKAGE) :].lstrip(".")
     best = max((k for k in LAYERS if k == "" or rel == k or rel.startswith(k + ".")), key=len)
     return LAYERS[best]
 
@@ -89,7 +112,8 @@ def test_every_module_has_a_layer():
 def test_imports_point_down(module):
     up = sorted(t for t in GRAPH[module] if layer(t) > layer(module))
     assert not up, f"{module} (layer {layer(module)}) imports higher layers: " + ", ".join(
-        f"{t} (layer {layer(t)})" for t in up)
+        f"{t} (layer {layer(t)})" for t in up
+    )
 
 
 def test_no_import_cycles():

@@ -10,8 +10,8 @@ import pytest
 
 from ccsm_core.errors import FormatError, ModelError
 from ccsm_core.formats.safetensors import load_safetensors, save_safetensors
-from ccsm_core.models.config import FLAVORS, CsmConfig
 from ccsm_core.loading.csm import load_csm
+from ccsm_core.models.config import FLAVORS, CsmConfig
 from ccsm_core.testing.models import tiny_csm_tensors
 
 
@@ -81,10 +81,10 @@ def test_lying_header(tmp_path):
     save_safetensors(f, {"a": np.zeros((2, 3), np.float32)})
     raw = bytearray(f.read_bytes())
     n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     header["a"]["shape"] = [2, 4]
     blob = json.dumps(header, separators=(",", ":")).encode().ljust(n)
-    f.write_bytes(bytes(raw[:8]) + blob[:n] + bytes(raw[8 + n:]))
+    f.write_bytes(bytes(raw[:8]) + blob[:n] + bytes(raw[8 + n :]))
     with pytest.raises(FormatError, match="does not match"):
         load_safetensors(f)
     raw[:8] = (10**12).to_bytes(8, "little")

@@ -12,8 +12,8 @@ import pytest
 from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_core.errors import FormatError, UsageError
 from ccsm_core.formats.safetensors import load_safetensors
-from ccsm_core.models.mimi import DEFAULT_MIMI_CONFIG, Mimi, mimi_config
 from ccsm_core.loading.mimi import load_mimi
+from ccsm_core.models.mimi import DEFAULT_MIMI_CONFIG, Mimi, mimi_config
 from ccsm_core.models.mimi_layers import Weights
 from ccsm_core.models.mimi_transformer import MimiTransformer
 
@@ -67,7 +67,7 @@ def test_stream_decode_equals_batch(mimi, ref, chunks):
     dec = mimi.stream_decoder()
     parts, t = [], 0
     for k in chunks:
-        part = dec.step(codes[:, t:t + k])
+        part = dec.step(codes[:, t : t + k])
         assert part.shape == (k * 1920,)
         parts.append(part)
         t += k
@@ -80,7 +80,7 @@ def test_stream_decode_equals_batch(mimi, ref, chunks):
 def test_stream_encode_matches_moshi(mimi, ref, piece):
     wave = ref["enc_in"][0, 0]
     enc = mimi.stream_encoder()
-    codes = np.concatenate([enc.step(wave[i:i + piece]) for i in range(0, wave.size, piece)], 1)
+    codes = np.concatenate([enc.step(wave[i : i + piece]) for i in range(0, wave.size, piece)], 1)
     np.testing.assert_array_equal(codes, ref["enc_stream_codes"][0])  # the partial last frame is dropped
 
 
@@ -103,13 +103,16 @@ def test_constants(mimi):
 
 
 # --- errors ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("codes, words", [
-    (np.full((32, 2), 2048), "out of range"),
-    (np.full((32, 2), -1), "out of range"),
-    (np.zeros((31, 2), np.int64), "31 codebooks"),
-    (np.zeros((2, 32, 2), np.int64), "shape"),
-    (np.zeros((32, 2), np.float32), "integers"),
-])
+@pytest.mark.parametrize(
+    "codes, words",
+    [
+        (np.full((32, 2), 2048), "out of range"),
+        (np.full((32, 2), -1), "out of range"),
+        (np.zeros((31, 2), np.int64), "31 codebooks"),
+        (np.zeros((2, 32, 2), np.int64), "shape"),
+        (np.zeros((32, 2), np.float32), "integers"),
+    ],
+)
 def test_bad_codes(mimi, codes, words):
     with pytest.raises(UsageError, match=words):
         mimi.decode(codes)
@@ -117,12 +120,15 @@ def test_bad_codes(mimi, codes, words):
         mimi.stream_decoder().step(codes)
 
 
-@pytest.mark.parametrize("wave, words", [
-    (np.zeros((2, 1920), np.float32), "mono"),
-    (np.zeros((1, 2, 1920), np.float32), "mono"),
-    (np.zeros(0, np.float32), "empty"),
-    (np.array([0.0, np.nan], np.float32), "NaN"),
-])
+@pytest.mark.parametrize(
+    "wave, words",
+    [
+        (np.zeros((2, 1920), np.float32), "mono"),
+        (np.zeros((1, 2, 1920), np.float32), "mono"),
+        (np.zeros(0, np.float32), "empty"),
+        (np.array([0.0, np.nan], np.float32), "NaN"),
+    ],
+)
 def test_bad_audio(mimi, wave, words):
     with pytest.raises(UsageError, match=words):
         mimi.encode(wave)
@@ -179,25 +185,38 @@ D, H, FF, CTX = 16, 2, 32, 250
 
 def _random_transformer_weights(rng):
     p = "tr.transformer.layers.0."
-    w = {p + "norm1.weight": 1 + 0.1 * rng.standard_normal(D), p + "norm1.bias": 0.1 * rng.standard_normal(D),
-         p + "norm2.weight": 1 + 0.1 * rng.standard_normal(D), p + "norm2.bias": 0.1 * rng.standard_normal(D),
-         p + "self_attn.in_proj_weight": rng.standard_normal((3 * D, D)) / 2,
-         p + "self_attn.out_proj.weight": rng.standard_normal((D, D)) / 4,
-         p + "linear1.weight": rng.standard_normal((FF, D)) / 4,
-         p + "linear2.weight": rng.standard_normal((D, FF)) / 6,
-         p + "layer_scale_1.scale": np.full(D, 0.7), p + "layer_scale_2.scale": np.full(D, 0.5)}
+    w = {
+        p + "norm1.weight": 1 + 0.1 * rng.standard_normal(D),
+        p + "norm1.bias": 0.1 * rng.standard_normal(D),
+        p + "norm2.weight": 1 + 0.1 * rng.standard_normal(D),
+        p + "norm2.bias": 0.1 * rng.standard_normal(D),
+        p + "self_attn.in_proj_weight": rng.standard_normal((3 * D, D)) / 2,
+        p + "self_attn.out_proj.weight": rng.standard_normal((D, D)) / 4,
+        p + "linear1.weight": rng.standard_normal((FF, D)) / 4,
+        p + "linear2.weight": rng.standard_normal((D, FF)) / 6,
+        p + "layer_scale_1.scale": np.full(D, 0.7),
+        p + "layer_scale_2.scale": np.full(D, 0.5),
+    }
     return {k: np.asarray(v, np.float32) for k, v in w.items()}
 
 
 def _tc():
-    return dict(DEFAULT_MIMI_CONFIG["transformer"], d_model=D, num_heads=H, num_layers=1, dim_feedforward=FF,
-                input_dimension=D, output_dimensions=[D], context=CTX)
+    return dict(
+        DEFAULT_MIMI_CONFIG["transformer"],
+        d_model=D,
+        num_heads=H,
+        num_layers=1,
+        dim_feedforward=FF,
+        input_dimension=D,
+        output_dimensions=[D],
+        context=CTX,
+    )
 
 
 def _reference_layer(w, x, context):
     """Direct float64 NumPy transformer layer; ``context=None`` means unlimited causal attention."""
     p = "tr.transformer.layers.0."
-    w = {k[len(p):]: v.astype(np.float64) for k, v in w.items()}
+    w = {k[len(p) :]: v.astype(np.float64) for k, v in w.items()}
     erf = np.vectorize(math.erf)
 
     def ln(z, g, b):
@@ -206,7 +225,7 @@ def _reference_layer(w, x, context):
 
     t, hd = x.shape[0], D // H
     qkv = ln(x, w["norm1.weight"], w["norm1.bias"]) @ w["self_attn.in_proj_weight"].T
-    q, k, v = (qkv[:, i * D:(i + 1) * D].reshape(t, H, hd) for i in range(3))
+    q, k, v = (qkv[:, i * D : (i + 1) * D].reshape(t, H, hd) for i in range(3))
     ang = np.arange(t)[:, None] * 10000.0 ** (-2 * np.arange(hd // 2) / hd)
     c, s = np.cos(ang)[:, None], np.sin(ang)[:, None]
 
@@ -252,7 +271,7 @@ def test_attention_window_streaming_equals_batch():
     batch = be.to_numpy(tr(be, be.asarray(x)))
     st, outs, t = tr.new_state(be), [], 0
     for k in [1, 2, 260, 7, 100, 230]:  # includes a chunk longer than the ring
-        outs.append(be.to_numpy(tr.step(be, be.asarray(x[t:t + k]), st)))
+        outs.append(be.to_numpy(tr.step(be, be.asarray(x[t : t + k]), st)))
         t += k
     np.testing.assert_allclose(np.concatenate(outs), batch, atol=1e-5, rtol=0)
 
@@ -263,7 +282,7 @@ def test_long_decode_streaming_equals_batch(mimi):
     batch = mimi.decode(codes)
     dec, parts, t = mimi.stream_decoder(), [], 0
     for k in [1, 2, 128, 1, 8]:
-        parts.append(dec.step(codes[:, t:t + k]))
+        parts.append(dec.step(codes[:, t : t + k]))
         t += k
     np.testing.assert_allclose(np.concatenate(parts), batch, atol=1e-5, rtol=0)
 
@@ -273,5 +292,5 @@ def test_long_encode_streaming_equals_batch(mimi):
     rng = np.random.default_rng(3)
     wave = np.cumsum(rng.standard_normal(150 * 1920)).astype(np.float32) * 0.01
     enc = mimi.stream_encoder()
-    streamed = np.concatenate([enc.step(wave[i:i + 48000]) for i in range(0, wave.size, 48000)], 1)
+    streamed = np.concatenate([enc.step(wave[i : i + 48000]) for i in range(0, wave.size, 48000)], 1)
     np.testing.assert_array_equal(streamed, mimi.encode(wave))

@@ -33,7 +33,7 @@ def test_gelu_uses_erf():
 
 def test_gelu_tanh_approximation():
     x = np.linspace(-5, 5, 101).astype(np.float32)
-    want = np.array([0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3))) for v in x])
+    want = np.array([0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3))) for v in x])
     np.testing.assert_allclose(be.gelu(x, approximate=True), want, atol=1e-6)
 
 
@@ -71,7 +71,7 @@ def test_depthwise_conv_transpose():
     for c in range(4):
         want = np.zeros(12)
         for t in range(5):
-            want[t * 2:t * 2 + 4] += x[c, t] * w[c, 0]
+            want[t * 2 : t * 2 + 4] += x[c, t] * w[c, 0]
         np.testing.assert_allclose(out[c], want, rtol=1e-5, atol=1e-6)
 
 
@@ -102,9 +102,13 @@ def test_attention_gqa_loop():
 
 def test_norms():
     x, w, b = r(3, 16), r(16), r(16)
-    np.testing.assert_allclose(be.rms_norm(x, w, 1e-5), x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-5) * w, rtol=1e-5)
+    np.testing.assert_allclose(
+        be.rms_norm(x, w, 1e-5), x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-5) * w, rtol=1e-5
+    )
     mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-    np.testing.assert_allclose(be.layer_norm(x, w, b, 1e-5), (x - mu) / np.sqrt(var + 1e-5) * w + b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        be.layer_norm(x, w, b, 1e-5), (x - mu) / np.sqrt(var + 1e-5) * w + b, rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("mode,want", [("constant", [0, 0, 1, 2, 3, 0]), ("replicate", [1, 1, 1, 2, 3, 3])])
@@ -120,5 +124,5 @@ def test_grouped_conv_transpose_direct():
         for i in range(2):
             for t in range(5):
                 for o in range(3):
-                    want[g * 3 + o, t * 2:t * 2 + 2] += x[g * 2 + i, t] * w[g * 2 + i, o]
+                    want[g * 3 + o, t * 2 : t * 2 + 2] += x[g * 2 + i, t] * w[g * 2 + i, o]
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)

@@ -31,8 +31,22 @@ def invoke(cli_runner, *args):
 
 def test_run_text_case_audio_matches_original(cli_runner, tmp_path, ref):
     out = tmp_path / "hello.wav"
-    invoke(cli_runner, "run", "Hello from CSM.", "--model", FIXTURE, "--speaker", 0, "--topk", 1,
-           "--max-audio-ms", 800, "--no-watermark", "-o", out)
+    invoke(
+        cli_runner,
+        "run",
+        "Hello from CSM.",
+        "--model",
+        FIXTURE,
+        "--speaker",
+        0,
+        "--topk",
+        1,
+        "--max-audio-ms",
+        800,
+        "--no-watermark",
+        "-o",
+        out,
+    )
     wave, sr = sf.read(out, dtype="float32")
     assert sr == 24000 and wave.shape == ref["text_audio"].shape
     assert np.max(np.abs(wave - ref["text_audio"])) <= 1e-4
@@ -40,9 +54,28 @@ def test_run_text_case_audio_matches_original(cli_runner, tmp_path, ref):
 
 def test_run_ctx_case_audio_matches_original(cli_runner, tmp_path, ref):
     out = tmp_path / "reply.wav"
-    invoke(cli_runner, "run", "Second turn, same voice.", "--model", FIXTURE, "--speaker", 0, "--topk", 1,
-           "--max-audio-ms", 800, "--no-watermark", "--context", 1, "A voice prompt.", FIXTURE / "context.wav",
-           "-o", out, "--codes-out", tmp_path / "f.npy")
+    invoke(
+        cli_runner,
+        "run",
+        "Second turn, same voice.",
+        "--model",
+        FIXTURE,
+        "--speaker",
+        0,
+        "--topk",
+        1,
+        "--max-audio-ms",
+        800,
+        "--no-watermark",
+        "--context",
+        1,
+        "A voice prompt.",
+        FIXTURE / "context.wav",
+        "-o",
+        out,
+        "--codes-out",
+        tmp_path / "f.npy",
+    )
     wave, _ = sf.read(out, dtype="float32")
     np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), ref["ctx_frames"])
     assert np.max(np.abs(wave - ref["ctx_audio"])) <= 1e-4
@@ -59,8 +92,9 @@ def test_stream_equals_one_shot(cli_runner, tmp_path):
 
 
 def test_stream_to_stdout_is_raw_float32(cli_runner, tmp_path):
-    res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(FIXTURE), "--topk", "1", "--max-audio-ms", "400",
-                                  "--no-watermark", "-o", "-"])
+    res = cli_runner.invoke(
+        cli, ["run", "Hi", "--model", str(FIXTURE), "--topk", "1", "--max-audio-ms", "400", "--no-watermark", "-o", "-"]
+    )
     assert res.exit_code == 0
     raw = np.frombuffer(res.stdout_bytes, "<f4")
     assert raw.size == 5 * 1920
@@ -87,8 +121,23 @@ def test_context_codes_file(cli_runner, tmp_path, ref):
     mimi_ref = np.load(FIXTURE / "mimi_reference.npz")
     codes = tmp_path / "ctx.npy"
     np.save(codes, mimi_ref["enc_codes"][0].T)
-    invoke(cli_runner, "run", "Second turn, same voice.", "--model", FIXTURE, "--topk", 1, "--max-audio-ms", 800,
-           "--context", 1, "A voice prompt.", codes, "--codes-out", tmp_path / "f.npy")
+    invoke(
+        cli_runner,
+        "run",
+        "Second turn, same voice.",
+        "--model",
+        FIXTURE,
+        "--topk",
+        1,
+        "--max-audio-ms",
+        800,
+        "--context",
+        1,
+        "A voice prompt.",
+        codes,
+        "--codes-out",
+        tmp_path / "f.npy",
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), ref["ctx_frames"])
 
 
@@ -113,7 +162,9 @@ def test_model_sources(cli_runner, tmp_path, monkeypatch):
         resolve_model(None)
     assert "ccsm download" in e.value.hint and "demo" in e.value.hint
     monkeypatch.setenv("CCSM_MODEL", str(FIXTURE))
-    res = cli_runner.invoke(cli, ["run", "Hi", "--topk", "1", "--max-audio-ms", "160", "--codes-out", str(tmp_path / "x.npy")])
+    res = cli_runner.invoke(
+        cli, ["run", "Hi", "--topk", "1", "--max-audio-ms", "160", "--codes-out", str(tmp_path / "x.npy")]
+    )
     assert res.exit_code == 0, res.output
 
 
@@ -149,7 +200,7 @@ def test_streaming_writer_chunks_equal_whole(tmp_path):
     x = np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1
     with AudioWriter(str(tmp_path / "c.wav"), out_rate=16000) as w:
         for i in range(0, 24000, 1920):
-            w.write(x[i:i + 1920])
+            w.write(x[i : i + 1920])
     write_audio(str(tmp_path / "w.wav"), x, out_rate=16000)
     a, b = sf.read(tmp_path / "c.wav")[0], sf.read(tmp_path / "w.wav")[0]
     assert a.shape == b.shape == (16000,)
@@ -169,6 +220,17 @@ def test_repo_id_resolves_offline_from_the_cache(cli_runner, tmp_path, monkeypat
     (cache / "models--acme--csm-tiny" / "refs" / "main").write_text("a" * 40)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     out = tmp_path / "f.npy"
-    invoke(cli_runner, "run", "Hello from CSM.", "--model", "acme/csm-tiny", "--topk", 1, "--max-audio-ms", 800,
-           "--codes-out", out)
+    invoke(
+        cli_runner,
+        "run",
+        "Hello from CSM.",
+        "--model",
+        "acme/csm-tiny",
+        "--topk",
+        1,
+        "--max-audio-ms",
+        800,
+        "--codes-out",
+        out,
+    )
     np.testing.assert_array_equal(np.load(out), ref["text_frames"])

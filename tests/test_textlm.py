@@ -11,8 +11,8 @@ import pytest
 
 from ccsm_core.cli import cli
 from ccsm_core.errors import UsageError
-from ccsm_core.loading.sources import smollm2_path
 from ccsm_core.formats.gguf_writer import write_gguf
+from ccsm_core.loading.sources import smollm2_path
 from ccsm_core.loading.text import load_text_model
 from ccsm_core.textgen import TextSession, TextSettings
 
@@ -25,12 +25,22 @@ def tiny(arch: str, seed: int = 0) -> tuple[dict, dict]:
     """Metadata and f32 tensors of a tiny random model with the real GGUF names."""
     rng = np.random.default_rng(seed)
     hd = 32 if arch == "gemma" else D // H  # gemma: head size from key_length
-    md = {f"{arch}.block_count": L, f"{arch}.embedding_length": D, f"{arch}.feed_forward_length": FF,
-          f"{arch}.attention.head_count": H, f"{arch}.attention.head_count_kv": KV, f"{arch}.context_length": 64,
-          f"{arch}.attention.layer_norm_rms_epsilon": 1e-6, f"{arch}.rope.freq_base": 10000.0,
-          "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.tokens": VOCAB,
-          "tokenizer.ggml.token_type": [3] + [1] * (len(VOCAB) - 1), "tokenizer.ggml.merges": ["a b", "c d"],
-          "tokenizer.ggml.eos_token_id": 0}
+    md = {
+        f"{arch}.block_count": L,
+        f"{arch}.embedding_length": D,
+        f"{arch}.feed_forward_length": FF,
+        f"{arch}.attention.head_count": H,
+        f"{arch}.attention.head_count_kv": KV,
+        f"{arch}.context_length": 64,
+        f"{arch}.attention.layer_norm_rms_epsilon": 1e-6,
+        f"{arch}.rope.freq_base": 10000.0,
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "gpt-2",
+        "tokenizer.ggml.tokens": VOCAB,
+        "tokenizer.ggml.token_type": [3] + [1] * (len(VOCAB) - 1),
+        "tokenizer.ggml.merges": ["a b", "c d"],
+        "tokenizer.ggml.eos_token_id": 0,
+    }
     if arch == "gemma":
         md[f"{arch}.attention.key_length"] = hd
         md[f"{arch}.attention.value_length"] = hd
@@ -46,7 +56,11 @@ def tiny(arch: str, seed: int = 0) -> tuple[dict, dict]:
             t[p + "attn_qkv.weight"] = r((H + 2 * KV) * hd, D)
             t[p + "ffn_up.weight"] = r(2 * FF, D)
         else:
-            t[p + "attn_q.weight"], t[p + "attn_k.weight"], t[p + "attn_v.weight"] = r(H * hd, D), r(KV * hd, D), r(KV * hd, D)
+            t[p + "attn_q.weight"], t[p + "attn_k.weight"], t[p + "attn_v.weight"] = (
+                r(H * hd, D),
+                r(KV * hd, D),
+                r(KV * hd, D),
+            )
             t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"] = r(FF, D), r(FF, D)
         if arch == "qwen2":
             t[p + "attn_q.bias"], t[p + "attn_k.bias"], t[p + "attn_v.bias"] = r(H * hd), r(KV * hd), r(KV * hd)
@@ -70,7 +84,7 @@ def reference_logits(arch: str, md: dict, t: dict, ids: list[int]) -> np.ndarray
             out = np.empty_like(v)
             out[..., 0::2], out[..., 1::2] = z.real, z.imag
             return out
-        z = (v[..., : hd // 2] + 1j * v[..., hd // 2:]) * rot[:, None, :]
+        z = (v[..., : hd // 2] + 1j * v[..., hd // 2 :]) * rot[:, None, :]
         return np.concatenate([z.real, z.imag], -1)
 
     rms = lambda v, w: v / np.sqrt((v * v).mean(-1, keepdims=True) + eps) * w  # noqa: E731
@@ -96,7 +110,7 @@ def reference_logits(arch: str, md: dict, t: dict, ids: list[int]) -> np.ndarray
         else:
             gate, up = h @ g[p + "ffn_gate.weight"].T, h @ g[p + "ffn_up.weight"].T
         if arch == "gemma":
-            act = 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate ** 3)))
+            act = 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3)))
         else:
             act = gate / (1 + np.exp(-gate))
         x = x + (act * up) @ g[p + "ffn_down.weight"].T
@@ -127,8 +141,11 @@ def test_half_precision_cache_is_the_default(tmp_path, reference_backend):
     ids, pos = np.array([1, 2, 3, 9]), np.arange(4)
     out = {}
     for dtype in ("float16", "float32"):
-        m = load_text_model(path, reference_backend, kv_dtype=dtype).model if dtype == "float32" \
+        m = (
+            load_text_model(path, reference_backend, kv_dtype=dtype).model
+            if dtype == "float32"
             else load_text_model(path, reference_backend).model
+        )
         cache = m.new_cache(16)
         assert cache.dtype == dtype
         out[dtype] = reference_backend.to_numpy(m.forward(ids, pos, cache, all_logits=True))
@@ -235,8 +252,8 @@ def test_cli_quantize(tmp_path, cli_runner, reference_backend):
 
 def test_projection_fusion_only_for_one_type():
     """q/k/v (and gate/up) run as one product only when they share a type; biases follow."""
-    from ccsm_core.tensors import TensorData, stack_rows
     from ccsm_core.models.llama import fuse_projections
+    from ccsm_core.tensors import TensorData, stack_rows
 
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((n, 32)).astype(np.float32) for n in (64, 32, 32))

@@ -25,8 +25,17 @@ def test_sentencepiece(tmp_path):
 
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(["hello world", "the quick brown fox", "jumps over the lazy dog"] * 50))
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=40,
-                                   model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(tmp_path / "m"),
+        vocab_size=40,
+        model_type="bpe",
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        minloglevel=2,
+    )
     tok = load_tokenizer(tmp_path / "m.model")
     ids = tok.encode("hello world")
     assert ids[0] == 1 and ids[-1] == 2

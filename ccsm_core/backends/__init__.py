@@ -41,6 +41,8 @@ def get_backend(name: str | None = None, **options: Any) -> Backend:
     entry = registry("backends").get(name or default_backend_name())
     reason = backend_status(entry)
     if reason is not None:
-        raise BackendUnavailable(f"backend {entry.name!r} is not available here: {reason}",
-                                 "run `ccsm backends` to see which backends can run")
+        raise BackendUnavailable(
+            f"backend {entry.name!r} is not available here: {reason}",
+            "run `ccsm backends` to see which backends can run",
+        )
     return entry.factory(**options)

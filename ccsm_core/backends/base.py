@@ -30,7 +30,8 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -45,58 +46,103 @@ class Backend(Protocol):
     name: str
 
     # data in and out
-    def asarray(self, a: np.ndarray) -> Tensor: """Host array (float32 or int32) -> tensor."""
-    def weight(self, t: Any) -> Tensor: """A stored tensor (`TensorData` or ndarray) -> weight."""
+    def asarray(self, a: np.ndarray) -> Tensor:
+        """Host array (float32 or int32) -> tensor."""
+
+    def weight(self, t: Any) -> Tensor:
+        """A stored tensor (`TensorData` or ndarray) -> weight."""
+
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> Tensor:
         """A persistent buffer of zeros, ``float32`` or ``float16``."""
+
     def write(self, buf: Tensor, x: Tensor, start: int | Tensor, axis: int = 0) -> Tensor:
         """Store ``x`` into ``buf`` at ``start`` along ``axis`` in place; returns ``buf``'s new handle."""
-    def to_numpy(self, x: Tensor) -> np.ndarray: """Evaluation point: compute ``x`` and copy to host."""
-    def shape(self, x: Tensor) -> tuple[int, ...]: """Logical shape, without computing."""
+
+    def to_numpy(self, x: Tensor) -> np.ndarray:
+        """Evaluation point: compute ``x`` and copy to host."""
+
+    def shape(self, x: Tensor) -> tuple[int, ...]:
+        """Logical shape, without computing."""
 
     # elementwise and reductions
-    def add(self, a: Tensor, b: Tensor) -> Tensor: """Broadcasting add."""
-    def mul(self, a: Tensor, b: Tensor) -> Tensor: """Broadcasting multiply."""
-    def scale(self, x: Tensor, s: float) -> Tensor: """``x * s``."""
-    def sum(self, x: Tensor, axis: int) -> Tensor: """Sum over one axis (removed)."""
-    def silu(self, x: Tensor) -> Tensor: """``x * sigmoid(x)``."""
-    def swiglu(self, gate: Tensor, up: Tensor) -> Tensor: """``silu(gate) * up`` (one fused op where possible)."""
+    def add(self, a: Tensor, b: Tensor) -> Tensor:
+        """Broadcasting add."""
+
+    def mul(self, a: Tensor, b: Tensor) -> Tensor:
+        """Broadcasting multiply."""
+
+    def scale(self, x: Tensor, s: float) -> Tensor:
+        """``x * s``."""
+
+    def sum(self, x: Tensor, axis: int) -> Tensor:
+        """Sum over one axis (removed)."""
+
+    def silu(self, x: Tensor) -> Tensor:
+        """``x * sigmoid(x)``."""
+
+    def swiglu(self, gate: Tensor, up: Tensor) -> Tensor:
+        """``silu(gate) * up`` (one fused op where possible)."""
+
     def gelu(self, x: Tensor, approximate: bool = False) -> Tensor:
         """GELU: exact (erf), or the tanh approximation with ``approximate=True``."""
-    def elu(self, x: Tensor, alpha: float = 1.0) -> Tensor: """ELU."""
-    def softmax(self, x: Tensor) -> Tensor: """Softmax over the last axis."""
+
+    def elu(self, x: Tensor, alpha: float = 1.0) -> Tensor:
+        """ELU."""
+
+    def softmax(self, x: Tensor) -> Tensor:
+        """Softmax over the last axis."""
 
     # layers
-    def embedding(self, table: Tensor, ids: Tensor) -> Tensor: """Rows ``table[ids]``: ``[N] -> [N, d]``."""
-    def matmul(self, x: Tensor, w: Tensor) -> Tensor: """``[..., K] x [N, K] -> [..., N]``."""
-    def rms_norm(self, x: Tensor, w: Tensor, eps: float) -> Tensor: """RMSNorm over the last axis, then ``* w``."""
-    def layer_norm(self, x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor: """LayerNorm over the last axis."""
-    def rope(self, x: Tensor, positions: Tensor, freqs: np.ndarray, interleaved: bool = True,
-             base: float | None = None) -> Tensor:
+    def embedding(self, table: Tensor, ids: Tensor) -> Tensor:
+        """Rows ``table[ids]``: ``[N] -> [N, d]``."""
+
+    def matmul(self, x: Tensor, w: Tensor) -> Tensor:
+        """``[..., K] x [N, K] -> [..., N]``."""
+
+    def rms_norm(self, x: Tensor, w: Tensor, eps: float) -> Tensor:
+        """RMSNorm over the last axis, then ``* w``."""
+
+    def layer_norm(self, x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
+        """LayerNorm over the last axis."""
+
+    def rope(
+        self, x: Tensor, positions: Tensor, freqs: np.ndarray, interleaved: bool = True, base: float | None = None
+    ) -> Tensor:
         """Rotary embedding of ``x [S, H, D]`` at int ``positions [S]`` with angle ``pos * freqs[i]``.
 
         ``interleaved`` rotates adjacent pairs ``(x[2i], x[2i+1])`` (original Llama / moshi);
         otherwise halves ``(x[i], x[i + D/2])`` (NEOX / Hugging Face). ``base``, when given, says
         ``freqs[i] = base ** (-2i / D)``; a backend may derive the angles from it itself (GGML's
         kernel does, exactly as llama.cpp)."""
+
     def attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
         """``q [S, H, D]``, ``k, v [T, KV, D]``, additive ``mask [S, T]`` -> ``[S, H, D]``.
 
         Query head ``h`` uses KV head ``h // (H // KV)``."""
-    def conv1d(self, x: Tensor, w: Tensor, b: Tensor | None, stride: int = 1, dilation: int = 1,
-               groups: int = 1) -> Tensor:
+
+    def conv1d(
+        self, x: Tensor, w: Tensor, b: Tensor | None, stride: int = 1, dilation: int = 1, groups: int = 1
+    ) -> Tensor:
         """``x [Cin, T]``, ``w [Cout, Cin/groups, K]`` -> ``[Cout, Tout]``, no padding."""
-    def conv_transpose1d(self, x: Tensor, w: Tensor, b: Tensor | None, stride: int = 1,
-                         groups: int = 1) -> Tensor:
+
+    def conv_transpose1d(self, x: Tensor, w: Tensor, b: Tensor | None, stride: int = 1, groups: int = 1) -> Tensor:
         """``x [Cin, T]``, ``w [Cin, Cout/groups, K]`` -> ``[Cout, (T-1)*stride + K]``, untrimmed."""
 
     # shape ops
     def pad(self, x: Tensor, axis: int, left: int, right: int, mode: str = "constant") -> Tensor:
         """Pad one axis with zeros (``constant``) or the edge values (``replicate``)."""
-    def concat(self, xs: Sequence[Tensor], axis: int) -> Tensor: """Join along ``axis``."""
-    def reshape(self, x: Tensor, shape: Sequence[int]) -> Tensor: """Row-major reshape."""
-    def transpose(self, x: Tensor, perm: Sequence[int]) -> Tensor: """Permute axes."""
-    def slice(self, x: Tensor, axis: int, start: int, stop: int) -> Tensor: """``x[start:stop]`` on ``axis``."""
+
+    def concat(self, xs: Sequence[Tensor], axis: int) -> Tensor:
+        """Join along ``axis``."""
+
+    def reshape(self, x: Tensor, shape: Sequence[int]) -> Tensor:
+        """Row-major reshape."""
+
+    def transpose(self, x: Tensor, perm: Sequence[int]) -> Tensor:
+        """Permute axes."""
+
+    def slice(self, x: Tensor, axis: int, start: int, stop: int) -> Tensor:
+        """``x[start:stop]`` on ``axis``."""
 
 
 OPS = tuple(n for n in Backend.__dict__ if not n.startswith("_") and callable(Backend.__dict__[n]))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +20,9 @@ def _erf(x: np.ndarray) -> np.ndarray:
     s = np.sign(x64)
     a = np.abs(x64)
     t = 1.0 / (1.0 + 0.3275911 * a)
-    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
-               + 0.254829592) * t * np.exp(-a * a)
+    y = 1.0 - (
+        ((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592
+    ) * t * np.exp(-a * a)
     return (s * y).astype(x.dtype)
 
 
@@ -32,8 +34,10 @@ class NumpyBackend:
     def __init__(self, threads: int | None = None, **options: Any) -> None:
         """``threads`` is accepted and left to NumPy's BLAS; other options are errors."""
         if options:
-            raise UsageError(f"numpy: unknown backend option(s) {', '.join(sorted(options))}",
-                             "the NumPy backend takes only threads (left to its BLAS)")
+            raise UsageError(
+                f"numpy: unknown backend option(s) {', '.join(sorted(options))}",
+                "the NumPy backend takes only threads (left to its BLAS)",
+            )
         self.threads = threads
 
     # data in and out
@@ -146,12 +150,12 @@ class NumpyBackend:
         out = np.empty((cout, max(tout, 0)), _F32)
         cout_g = cout // groups
         for g in range(groups):
-            xg = x[g * cin_g:(g + 1) * cin_g]
+            xg = x[g * cin_g : (g + 1) * cin_g]
             # columns [cin_g * k, tout]
             idx = np.arange(tout)[None, :] * stride + np.arange(k)[:, None] * dilation  # [k, tout]
             cols = xg[:, idx].reshape(cin_g * k, tout)
-            wg = w[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * k)
-            out[g * cout_g:(g + 1) * cout_g] = wg @ cols
+            wg = w[g * cout_g : (g + 1) * cout_g].reshape(cout_g, cin_g * k)
+            out[g * cout_g : (g + 1) * cout_g] = wg @ cols
         if b is not None:
             out += b[:, None]
         return out
@@ -166,12 +170,17 @@ class NumpyBackend:
         elif cin_g == 1 and cout_g == 1:  # depthwise
             contrib = w[:, 0, :, None] * x[:, None, :]
         else:
-            contrib = np.concatenate([
-                (w[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * k).T @ x[g * cin_g:(g + 1) * cin_g])
-                .reshape(cout_g, k, t) for g in range(groups)])
+            contrib = np.concatenate(
+                [
+                    (
+                        w[g * cin_g : (g + 1) * cin_g].reshape(cin_g, cout_g * k).T @ x[g * cin_g : (g + 1) * cin_g]
+                    ).reshape(cout_g, k, t)
+                    for g in range(groups)
+                ]
+            )
         out = np.zeros((cout, (t - 1) * stride + k), _F32)
         for j in range(k):  # overlap-add of each kernel tap
-            out[:, j:j + (t - 1) * stride + 1:stride] += contrib[:, j, :]
+            out[:, j : j + (t - 1) * stride + 1 : stride] += contrib[:, j, :]
         if b is not None:
             out += b[:, None]
         return out

@@ -27,6 +27,11 @@ def _gguf(path: Path, *, validate: bool = True) -> WeightSource:
 def register_formats(register):
     from ..formats import gguf_reader, safetensors  # light: their readers import gguf lazily
 
-    register("safetensors", _safetensors, suffixes=(".safetensors",), sniff=safetensors.sniff,
-             summary="safetensors (validated, mmapped)")
+    register(
+        "safetensors",
+        _safetensors,
+        suffixes=(".safetensors",),
+        sniff=safetensors.sniff,
+        summary="safetensors (validated, mmapped)",
+    )
     register("gguf", _gguf, suffixes=(".gguf",), sniff=gguf_reader.sniff, summary="GGUF (validated, mmapped)")

@@ -13,5 +13,11 @@ def _factory(**options):
 
 @hookimpl
 def register_backends(register):
-    register("numpy", _factory, priority=0, available=None, devices=("cpu",),
-             summary="NumPy reference backend (float32, eager)")
+    register(
+        "numpy",
+        _factory,
+        priority=0,
+        available=None,
+        devices=("cpu",),
+        summary="NumPy reference backend (float32, eager)",
+    )

@@ -24,8 +24,11 @@ def read_codes(path: str, num_codebooks: int = 32):
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or num_codebooks not in arr.shape or arr.dtype.kind not in "iu":
-        raise FormatError(f"{p}: expected integer codes of shape [T, {num_codebooks}] or [{num_codebooks}, T], "
-                          f"got {arr.dtype} {list(arr.shape)}", "use a file written by ccsm encode or --codes-out")
+        raise FormatError(
+            f"{p}: expected integer codes of shape [T, {num_codebooks}] or [{num_codebooks}, T], "
+            f"got {arr.dtype} {list(arr.shape)}",
+            "use a file written by ccsm encode or --codes-out",
+        )
     codes = arr.T if arr.shape[1] == num_codebooks else arr
     return codes.astype(np.int64)
 
@@ -47,8 +50,18 @@ def _codec(model, mimi, backend, threads, backend_option, dtype=None, quantize=N
 @click.argument("audio", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Codes file (.npy, frames x 32).")
 @model_options
-def encode(audio: str, output: str, model: str | None, tokenizer: str | None, mimi: str | None, backend: str | None,
-           threads: int | None, backend_option: tuple[str, ...], dtype: str | None, quantize: str | None) -> None:
+def encode(
+    audio: str,
+    output: str,
+    model: str | None,
+    tokenizer: str | None,
+    mimi: str | None,
+    backend: str | None,
+    threads: int | None,
+    backend_option: tuple[str, ...],
+    dtype: str | None,
+    quantize: str | None,
+) -> None:
     """Encode an AUDIO file (any rate, mixed to mono, resampled to 24 kHz) into Mimi codes.
 
     \b
@@ -71,9 +84,20 @@ def encode(audio: str, output: str, model: str | None, tokenizer: str | None, mi
 @click.option("--pcm16", is_flag=True, help="16-bit PCM WAV instead of 32-bit float.")
 @click.option("--sample-rate", type=click.IntRange(min=8000, max=192000), default=None, help="Resample the output.")
 @model_options
-def decode(codes: str, output: str, pcm16: bool, sample_rate: int | None, model: str | None, tokenizer: str | None,
-           mimi: str | None, backend: str | None, threads: int | None, backend_option: tuple[str, ...],
-           dtype: str | None, quantize: str | None) -> None:
+def decode(
+    codes: str,
+    output: str,
+    pcm16: bool,
+    sample_rate: int | None,
+    model: str | None,
+    tokenizer: str | None,
+    mimi: str | None,
+    backend: str | None,
+    threads: int | None,
+    backend_option: tuple[str, ...],
+    dtype: str | None,
+    quantize: str | None,
+) -> None:
     """Decode Mimi CODES (.npy, frames x 32 or 32 x frames) into audio.
 
     \b

@@ -12,13 +12,15 @@ from .common import print_table
 
 @click.command()
 @click.argument("repo", default="sesame/csm-1b")
-@click.option("--mimi/--no-mimi", default=True, show_default=True, help="Also fetch the Mimi codec (kyutai/moshiko-pytorch-bf16).")
+@click.option(
+    "--mimi/--no-mimi", default=True, show_default=True, help="Also fetch the Mimi codec (kyutai/moshiko-pytorch-bf16)."
+)
 def download(repo: str, mimi: bool) -> None:
     """Download REPO (default sesame/csm-1b) and the Mimi codec into the Hugging Face cache.
 
     Afterwards `--model REPO` works offline. Gated repos need `huggingface-cli login` first.
     """
-    from ..sources import CSM_FILES, MIMI_FILE, MIMI_REPO, hf_snapshot
+    from ..loading.sources import CSM_FILES, MIMI_FILE, MIMI_REPO, hf_snapshot
 
     path = hf_snapshot(repo, CSM_FILES, download=True)
     click.echo(f"{repo} -> {path}", err=True)
@@ -30,8 +32,14 @@ def download(repo: str, mimi: bool) -> None:
 @click.command()
 @click.argument("model")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The .gguf file to write.")
-@click.option("--type", "qtype", type=click.Choice(["f32", "f16", "bf16", "q8_0", "q4_0"]), default="f32",
-              show_default=True, help="Storage of the matrix weights (norms and Mimi stay f32).")
+@click.option(
+    "--type",
+    "qtype",
+    type=click.Choice(["f32", "f16", "bf16", "q8_0", "q4_0"]),
+    default="f32",
+    show_default=True,
+    help="Storage of the matrix weights (norms and Mimi stay f32).",
+)
 def convert(model: str, output: str, qtype: str) -> None:
     """Convert a CSM checkpoint folder (with its Mimi and tokenizer) into one GGUF file.
 
@@ -41,8 +49,8 @@ def convert(model: str, output: str, qtype: str) -> None:
     """
     from tqdm import tqdm
 
-    from ..formats.csm_gguf import convert_csm
-    from ..sources import resolve_model
+    from ..loading.csm_gguf import convert_csm
+    from ..loading.sources import resolve_model
 
     src = resolve_model(model)
     with tqdm(desc="converting", unit="tensor", leave=False, disable=None) as bar:
@@ -60,7 +68,7 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 
     import numpy as np
 
-    from ..formats.gguf import read_header
+    from ..formats.gguf_reader import read_header
 
     header = read_header(path)
 
@@ -74,11 +82,18 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
     meta = {k: short(v) for k, v in header.metadata.items()}
     rows = [{"name": t.name, "type": t.type_name, "shape": list(t.shape), "bytes": t.nbytes} for t in header.tensors]
     if as_json:
-        click.echo(json.dumps({"version": header.version, "metadata": meta, "tensors": rows if tensors else None},
-                              indent=1, default=str))
+        click.echo(
+            json.dumps(
+                {"version": header.version, "metadata": meta, "tensors": rows if tensors else None},
+                indent=1,
+                default=str,
+            )
+        )
         return
-    click.echo(f"GGUF v{header.version}: {len(header.metadata)} metadata keys, {len(rows)} tensors, "
-               f"{sum(r['bytes'] for r in rows) / 1e6:.1f} MB of tensor data")
+    click.echo(
+        f"GGUF v{header.version}: {len(header.metadata)} metadata keys, {len(rows)} tensors, "
+        f"{sum(r['bytes'] for r in rows) / 1e6:.1f} MB of tensor data"
+    )
     width = max(len(k) for k in meta) if meta else 0
     for k, v in meta.items():
         click.echo(f"  {k.ljust(width)}  {v}")
@@ -90,29 +105,73 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 
 
 @click.command()
-@click.option("--backend", "-b", "backends", multiple=True,
-              help="Backend(s) to measure (default: the available ones of priority >= 0; 'all': every "
-                   "available one); also 'llama.cpp' (needs llama-cpp-python) as the yardstick measured in "
-                   "the same run: the same GGUF with --model, CSM-1B's backbone and decoder shapes for speech.")
-@click.option("--type", "types", multiple=True, help="Weight type(s): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k (default: q8_0 q4_0).")
-@click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames timed (after warm-up).")
+@click.option(
+    "--backend",
+    "-b",
+    "backends",
+    multiple=True,
+    help="Backend(s) to measure (default: the available ones of priority >= 0; 'all': every "
+    "available one); also 'llama.cpp' (needs llama-cpp-python) as the yardstick measured in "
+    "the same run: the same GGUF with --model, CSM-1B's backbone and decoder shapes for speech.",
+)
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    help="Weight type(s): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k (default: q8_0 q4_0).",
+)
+@click.option(
+    "--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames timed (after warm-up)."
+)
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Frames run before timing.")
-@click.option("--threads", "threads", multiple=True, callback=lambda _c, _p, v: [_thread_count(t) for t in v],
-              help="Threads for backends that use them: a number, or 'auto' for the backend's own choice "
-                   "(the default); repeat to measure several in one run, e.g. --threads auto --threads 1.")
-@click.option("--background-load", type=click.IntRange(min=0, max=64), default=0, show_default=True,
-              help="Run this many busy-loop processes beside the measurement (a loaded machine), "
-                   "stopped afterwards.")
-@click.option("--shape", type=click.Choice(["real", "demo"]), default="real", show_default=True,
-              help="real: CSM-1B and Mimi; demo: the tiny demo shapes (a quick check).")
-@click.option("--model", "-m", "text_model", default=None, type=click.Path(dir_okay=False),
-              help="Measure this GGUF text model instead (prompt and generation tokens/s); 'smollm2' for the bundled one.")
-@click.option("--prompt-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="Text: prompt length.")
+@click.option(
+    "--threads",
+    "threads",
+    multiple=True,
+    callback=lambda _c, _p, v: [_thread_count(t) for t in v],
+    help="Threads for backends that use them: a number, or 'auto' for the backend's own choice "
+    "(the default); repeat to measure several in one run, e.g. --threads auto --threads 1.",
+)
+@click.option(
+    "--background-load",
+    type=click.IntRange(min=0, max=64),
+    default=0,
+    show_default=True,
+    help="Run this many busy-loop processes beside the measurement (a loaded machine), stopped afterwards.",
+)
+@click.option(
+    "--shape",
+    type=click.Choice(["real", "demo"]),
+    default="real",
+    show_default=True,
+    help="real: CSM-1B and Mimi; demo: the tiny demo shapes (a quick check).",
+)
+@click.option(
+    "--model",
+    "-m",
+    "text_model",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Measure this GGUF text model instead (prompt and generation tokens/s); 'smollm2' for the bundled one.",
+)
+@click.option(
+    "--prompt-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="Text: prompt length."
+)
 @click.option("--gen-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Text: tokens generated.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
-def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup: int, threads: list[int | None],
-          background_load: int, shape: str, text_model: str | None, prompt_tokens: int, gen_tokens: int,
-          as_json: bool) -> None:
+def bench(
+    backends: tuple[str, ...],
+    types: tuple[str, ...],
+    frames: int,
+    warmup: int,
+    threads: list[int | None],
+    background_load: int,
+    shape: str,
+    text_model: str | None,
+    prompt_tokens: int,
+    gen_tokens: int,
+    as_json: bool,
+) -> None:
     """Measure speed: CSM speech (default) or a GGUF text model (--model).
 
     Speech: random weights of the real CSM-1B and Mimi shapes (speed does not depend on the
@@ -137,8 +196,9 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
             results = b.run_text_all(names, str(path), thread_counts, prompt_tokens, gen_tokens, 3, progress=progress)
     else:
         with b.background_load(background_load):
-            results = b.run_all(names, list(types) or ["q8_0", "q4_0"], frames, warmup, thread_counts, shape,
-                                progress=progress)
+            results = b.run_all(
+                names, list(types) or ["q8_0", "q4_0"], frames, warmup, thread_counts, shape, progress=progress
+            )
     for r in results:
         r["background_load"] = background_load
     if as_json:
@@ -146,20 +206,25 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
         return
     load = f"; {background_load} busy processes beside it" if background_load else ""
     if text_model is not None:
-        click.echo(f"{path.name}: {prompt_tokens}-token prompt, {gen_tokens} generated tokens, median of 3 after a "
-                   f"warm-up{load}")
+        click.echo(
+            f"{path.name}: {prompt_tokens}-token prompt, {gen_tokens} generated tokens, median of 3 after a "
+            f"warm-up{load}"
+        )
         rows = [("BACKEND", "THREADS", "PROMPT TOK/S", "GEN TOK/S", "PEAK RSS")]
         for r in results:
             n = str(r.get("threads") or "auto")
             if "error" in r:
                 rows.append((r["backend"], n, "error: " + r["error"], "", ""))
             else:
-                rows.append((r["backend"], n, f"{r['pp_tok_s']:.1f}", f"{r['tg_tok_s']:.1f}",
-                             f"{r['peak_rss_mb']:.0f} MB"))
+                rows.append(
+                    (r["backend"], n, f"{r['pp_tok_s']:.1f}", f"{r['tg_tok_s']:.1f}", f"{r['peak_rss_mb']:.0f} MB")
+                )
         print_table(rows)
         return
-    click.echo(f"CSM-1B speech ({shape} shape), median of {frames} frames after {warmup} warm-up; one frame = 80 ms "
-               f"of audio{load}")
+    click.echo(
+        f"CSM-1B speech ({shape} shape), median of {frames} frames after {warmup} warm-up; one frame = 80 ms "
+        f"of audio{load}"
+    )
     rows = [("BACKEND", "TYPE", "THREADS", "S/FRAME", "RTF", "BACKBONE", "DECODER", "MIMI", "OUTSIDE", "PEAK RSS")]
     for r in results:
         n = str(r.get("threads") or "auto")
@@ -167,14 +232,26 @@ def bench(backends: tuple[str, ...], types: tuple[str, ...], frames: int, warmup
             rows.append((r["backend"], r["type"], n, "error: " + r["error"], "", "", "", "", "", ""))
             continue
         mimi = f"{r['mimi_s_median'] * 1e3:.0f} ms" if "mimi_s_median" in r else "-"
-        rows.append((r["backend"], r["type"], n, f"{r['frame_s_median']:.3f}", f"{r['rtf']:.2f}",
-                     f"{r['backbone_s_median'] * 1e3:.0f} ms", f"{r['decoder_s_median'] * 1e3:.0f} ms", mimi,
-                     f"{r['outside_share'] * 100:.0f} %" if "outside_share" in r else "-",
-                     f"{r['peak_rss_mb']:.0f} MB"))
+        rows.append(
+            (
+                r["backend"],
+                r["type"],
+                n,
+                f"{r['frame_s_median']:.3f}",
+                f"{r['rtf']:.2f}",
+                f"{r['backbone_s_median'] * 1e3:.0f} ms",
+                f"{r['decoder_s_median'] * 1e3:.0f} ms",
+                mimi,
+                f"{r['outside_share'] * 100:.0f} %" if "outside_share" in r else "-",
+                f"{r['peak_rss_mb']:.0f} MB",
+            )
+        )
     print_table(rows)
     if any(r["backend"] == b.LLAMA_CPP and "error" not in r for r in results):
-        click.echo("llama.cpp: backbone and decoder stacks only (no embeddings, sampling or Mimi); "
-                   "compare its BACKBONE and DECODER columns.")
+        click.echo(
+            "llama.cpp: backbone and decoder stacks only (no embeddings, sampling or Mimi); "
+            "compare its BACKBONE and DECODER columns."
+        )
 
 
 def _thread_count(value: str) -> int | None:
@@ -200,8 +277,7 @@ def _bench_backends(backends: tuple[str, ...]) -> list[str]:
 
     if not backends or backends == ("all",):
         everything = bool(backends)
-        return [e.name for e in registry("backends")
-                if backend_status(e) is None and (everything or e.priority >= 0)]
+        return [e.name for e in registry("backends") if backend_status(e) is None and (everything or e.priority >= 0)]
     for name in backends:
         if name != LLAMA_CPP:
             registry("backends").get(name)
@@ -209,7 +285,7 @@ def _bench_backends(backends: tuple[str, ...]) -> list[str]:
 
 
 def _text_model_path(model: str) -> Path:
-    from ..formats.gguf import smollm2_path
+    from ..loading.sources import smollm2_path
 
     path = smollm2_path() if model == "smollm2" else Path(model)
     if path is None or not Path(path).exists():

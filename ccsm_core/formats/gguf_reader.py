@@ -27,22 +27,41 @@ from ..tensors import PLAIN_DTYPES, TensorData, WeightSource
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
-MAX_DIMS = 4                  # GGML_MAX_DIMS
-MAX_ARRAY_NESTING = 4         # arrays of arrays (rare); deeper is refused
-BIG_ARRAY = 64                # numeric arrays longer than this stay NumPy arrays
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_ARRAY_NESTING = 4  # arrays of arrays (rare); deeper is refused
+BIG_ARRAY = 64  # numeric arrays longer than this stay NumPy arrays
 _HEADER_SIZE = 24
-_MIN_KV_SIZE = 8 + 4 + 1      # key length, value type, smallest value
-_MIN_TENSOR_INFO_SIZE = 8 + 4 + 4 + 8   # name length, n_dims, type, offset
+_MIN_KV_SIZE = 8 + 4 + 1  # key length, value type, smallest value
+_MIN_TENSOR_INFO_SIZE = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 
 # GGUF value type ids -> (name, struct code or None for string/array, element size)
 _SCALARS: dict[int, tuple[str, str, int]] = {
-    0: ("UINT8", "B", 1), 1: ("INT8", "b", 1), 2: ("UINT16", "H", 2), 3: ("INT16", "h", 2),
-    4: ("UINT32", "I", 4), 5: ("INT32", "i", 4), 6: ("FLOAT32", "f", 4), 7: ("BOOL", "B", 1),
-    10: ("UINT64", "Q", 8), 11: ("INT64", "q", 8), 12: ("FLOAT64", "d", 8),
+    0: ("UINT8", "B", 1),
+    1: ("INT8", "b", 1),
+    2: ("UINT16", "H", 2),
+    3: ("INT16", "h", 2),
+    4: ("UINT32", "I", 4),
+    5: ("INT32", "i", 4),
+    6: ("FLOAT32", "f", 4),
+    7: ("BOOL", "B", 1),
+    10: ("UINT64", "Q", 8),
+    11: ("INT64", "q", 8),
+    12: ("FLOAT64", "d", 8),
 }
 _STRING, _ARRAY = 8, 9
-NP_SCALARS = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32,
-              6: np.float32, 10: np.uint64, 11: np.int64, 12: np.float64}
+NP_SCALARS = {
+    0: np.uint8,
+    1: np.int8,
+    2: np.uint16,
+    3: np.int16,
+    4: np.uint32,
+    5: np.int32,
+    6: np.float32,
+    10: np.uint64,
+    11: np.int64,
+    12: np.float64,
+}
+
 
 def sniff(first_bytes: bytes) -> bool:
     """True if ``first_bytes`` (the start of a file) look like GGUF: the one magic check."""
@@ -73,10 +92,10 @@ class GGUFTensorInfo:
     """One tensor as the header describes it (validated)."""
 
     name: str
-    ne: tuple[int, ...]       # GGML order: ne[0] is the contiguous (fastest) dimension
+    ne: tuple[int, ...]  # GGML order: ne[0] is the contiguous (fastest) dimension
     type_id: int
-    type_name: str            # GGML type name: "F32", "Q4_1", ...
-    offset: int               # absolute byte offset in the file
+    type_name: str  # GGML type name: "F32", "Q4_1", ...
+    offset: int  # absolute byte offset in the file
     nbytes: int
 
     @property
@@ -96,7 +115,7 @@ class GGUFHeader:
     alignment: int
     data_offset: int
     file_size: int
-    value_types: dict[str, int] = field(default_factory=dict)   # key -> GGUF value type id
+    value_types: dict[str, int] = field(default_factory=dict)  # key -> GGUF value type id
 
 
 class _Cursor:
@@ -106,13 +125,14 @@ class _Cursor:
         self.buf, self.size, self.path, self.pos = buf, size, path, 0
 
     def fail(self, what: str) -> FormatError:
-        return FormatError(f"{self.path}: not a valid GGUF file: {what}",
-                           "the file is truncated or corrupt; download or convert it again")
+        return FormatError(
+            f"{self.path}: not a valid GGUF file: {what}",
+            "the file is truncated or corrupt; download or convert it again",
+        )
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
-            raise self.fail(f"{what} at byte {self.pos} needs {n} bytes but the file has "
-                            f"{self.size - self.pos} left")
+            raise self.fail(f"{what} at byte {self.pos} needs {n} bytes but the file has {self.size - self.pos} left")
 
     def unpack(self, code: str, what: str) -> Any:
         n = struct.calcsize("<" + code)
@@ -125,7 +145,7 @@ class _Cursor:
         n = self.unpack("Q", f"{what} length")
         if n > self.size - self.pos:
             raise self.fail(f"{what} claims {n} bytes but only {self.size - self.pos} remain")
-        raw = bytes(self.buf[self.pos:self.pos + n])
+        raw = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         try:
             return raw.decode("utf-8", errors)
@@ -194,17 +214,24 @@ def _parse_header(mm: Any, size: int, path: Path, validate: bool) -> GGUFHeader:
     version = cur.unpack("I", "version")
     if version not in SUPPORTED_VERSIONS:
         if version & 0xFFFF == 0:
-            raise FormatError(f"{path}: big-endian GGUF files are not supported",
-                              "convert the model again on a little-endian machine")
-        raise FormatError(f"{path}: GGUF version {version} is not supported (only 2 and 3)",
-                          "convert the model again with a current llama.cpp or `ccsm convert`")
+            raise FormatError(
+                f"{path}: big-endian GGUF files are not supported", "convert the model again on a little-endian machine"
+            )
+        raise FormatError(
+            f"{path}: GGUF version {version} is not supported (only 2 and 3)",
+            "convert the model again with a current llama.cpp or `ccsm convert`",
+        )
     n_tensors = cur.unpack("Q", "tensor count")
     n_kv = cur.unpack("Q", "metadata count")
     room = size - cur.pos
-    if n_kv > room // _MIN_KV_SIZE or n_tensors > room // _MIN_TENSOR_INFO_SIZE or \
-            n_kv * _MIN_KV_SIZE + n_tensors * _MIN_TENSOR_INFO_SIZE > room:
-        raise cur.fail(f"header claims {n_tensors} tensors and {n_kv} metadata entries, "
-                       f"more than {size} bytes can hold")
+    if (
+        n_kv > room // _MIN_KV_SIZE
+        or n_tensors > room // _MIN_TENSOR_INFO_SIZE
+        or n_kv * _MIN_KV_SIZE + n_tensors * _MIN_TENSOR_INFO_SIZE > room
+    ):
+        raise cur.fail(
+            f"header claims {n_tensors} tensors and {n_kv} metadata entries, more than {size} bytes can hold"
+        )
 
     metadata: dict[str, Any] = {}
     vtypes: dict[str, int] = {}
@@ -240,10 +267,10 @@ def _parse_header(mm: Any, size: int, path: Path, validate: bool) -> GGUFHeader:
         offset = cur.unpack("Q", f"offset of tensor {name!r}")
         if type_id not in names:
             raise FormatError(
-                f"{path}: tensor {name!r} has unknown GGML type id {type_id} "
-                f"(gguf {gguf_version()} does not know it)",
+                f"{path}: tensor {name!r} has unknown GGML type id {type_id} (gguf {gguf_version()} does not know it)",
                 "upgrade the gguf package (pip install -U gguf) or requantize the file to a "
-                "common type (Q8_0, Q4_0, Q4_K, F16)")
+                "common type (Q8_0, Q4_0, Q4_K, F16)",
+            )
         infos.append((name, ne, type_id, offset))
 
     data_offset = -(-cur.pos // alignment) * alignment
@@ -252,16 +279,19 @@ def _parse_header(mm: Any, size: int, path: Path, validate: bool) -> GGUFHeader:
         block, type_size = sizes[type_id]
         ne0 = ne[0] if ne else 1
         if ne0 % block:
-            raise cur.fail(f"tensor {name!r} ({names[type_id]}) has a row of {ne0} values, "
-                           f"not a multiple of its block size {block}")
+            raise cur.fail(
+                f"tensor {name!r} ({names[type_id]}) has a row of {ne0} values, "
+                f"not a multiple of its block size {block}"
+            )
         n_elems = 1
         for d in ne:
             n_elems *= d
         nbytes = n_elems // block * type_size
         start = data_offset + offset
         if start + nbytes > size:
-            raise cur.fail(f"tensor {name!r} ({nbytes} bytes at offset {offset}) ends past the "
-                           f"end of the file ({size} bytes)")
+            raise cur.fail(
+                f"tensor {name!r} ({nbytes} bytes at offset {offset}) ends past the end of the file ({size} bytes)"
+            )
         if validate and offset % alignment:
             raise cur.fail(f"tensor {name!r} offset {offset} is not aligned to {alignment}")
         tensors.append(GGUFTensorInfo(name, ne, type_id, names[type_id], start, nbytes))
@@ -278,8 +308,7 @@ def _check_overlaps(cur: _Cursor, tensors: list[GGUFTensorInfo]) -> None:
 
 
 def _not_gguf(path: Path, head: bytes) -> FormatError:
-    return FormatError(f"{path}: not a GGUF file (starts with {head!r}, expected {MAGIC!r})",
-                       "pass a .gguf model file")
+    return FormatError(f"{path}: not a GGUF file (starts with {head!r}, expected {MAGIC!r})", "pass a .gguf model file")
 
 
 def _open_mmap(path: Path) -> tuple[Any, int]:
@@ -292,11 +321,9 @@ def _open_mmap(path: Path) -> tuple[Any, int]:
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file", "check the model path") from None
     except IsADirectoryError:
-        raise FormatError(f"{path}: is a directory, not a GGUF file",
-                          "pass the .gguf file inside it") from None
+        raise FormatError(f"{path}: is a directory, not a GGUF file", "pass the .gguf file inside it") from None
     except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror or e})",
-                          "check the path and its permissions") from None
+        raise FormatError(f"{path}: cannot read ({e.strerror or e})", "check the path and its permissions") from None
 
 
 def _tensor_view(buf: Any, info: GGUFTensorInfo) -> np.ndarray:
@@ -323,14 +350,12 @@ def load_gguf(path: str | os.PathLike[str], *, validate: bool = True) -> WeightS
     path = Path(path)
     mm, size = _open_mmap(path)
     header = _parse_header(mm, size, path, validate)
-    tensors = {t.name: TensorData(t.name, t.shape, t.type_name, _tensor_view(mm, t))
-               for t in header.tensors}
+    tensors = {t.name: TensorData(t.name, t.shape, t.type_name, _tensor_view(mm, t)) for t in header.tensors}
     return WeightSource(path=path, tensors=tensors, metadata=header.metadata, format="gguf")
 
 
 # ---------------------------------------------------------------------------------------------
 # writing
-
 
 
 __all__ = ["MAGIC", "GGUFHeader", "GGUFTensorInfo", "gguf_version", "load_gguf", "read_header", "sniff"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from ..errors import UsageError
 from ..tensors import PLAIN_DTYPES, TensorData, f32_to_bf16
 from .gguf_reader import NP_SCALARS
 
-TensorInput = Union[np.ndarray, TensorData, tuple]  # values, TensorData, or (raw, shape, ggml type)
+TensorInput = np.ndarray | TensorData | tuple  # values, TensorData, or (raw, shape, ggml type)
 
 _PLAIN_GGML = ("F32", "F16", "F64", "I8", "I16", "I32", "I64")
 _QUANTIZABLE = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
@@ -36,13 +37,14 @@ def encode_tensor(values: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "BF16":
         return f32_to_bf16(x)
     if dtype not in _QUANTIZABLE:
-        raise UsageError(f"cannot quantize to {dtype}",
-                         f"choose one of {', '.join(_QUANTIZABLE)}")
+        raise UsageError(f"cannot quantize to {dtype}", f"choose one of {', '.join(_QUANTIZABLE)}")
     qtype = gguf.GGMLQuantizationType[dtype]
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     if x.ndim == 0 or x.shape[-1] % block:
-        raise UsageError(f"cannot quantize a tensor of shape {x.shape} to {dtype}: rows must be "
-                         f"a multiple of {block} values", "keep this tensor in F16 or F32")
+        raise UsageError(
+            f"cannot quantize a tensor of shape {x.shape} to {dtype}: rows must be a multiple of {block} values",
+            "keep this tensor in F16 or F32",
+        )
     return quants.quantize(x, qtype)
 
 
@@ -55,12 +57,15 @@ def _tensor_for_writer(name: str, value: TensorInput) -> tuple[np.ndarray, Any]:
         value = (value.data, value.dtype, value.shape)
     if isinstance(value, np.ndarray):
         if value.dtype not in {np.dtype(PLAIN_DTYPES[t]) for t in _PLAIN_GGML}:
-            raise UsageError(f"tensor {name!r}: NumPy dtype {value.dtype} has no GGUF type",
-                             "pass (array, 'F32') or another GGML type name")
+            raise UsageError(
+                f"tensor {name!r}: NumPy dtype {value.dtype} has no GGUF type",
+                "pass (array, 'F32') or another GGML type name",
+            )
         return np.ascontiguousarray(value), None
     if not isinstance(value, tuple) or len(value) not in (2, 3):
-        raise UsageError(f"tensor {name!r}: expected an array, (array, dtype) or "
-                         "(raw, dtype, shape)", "see write_gguf's docstring")
+        raise UsageError(
+            f"tensor {name!r}: expected an array, (array, dtype) or (raw, dtype, shape)", "see write_gguf's docstring"
+        )
     if len(value) == 2:
         arr, dtype = value
         raw, shape = encode_tensor(np.asarray(arr), dtype), tuple(np.shape(arr))
@@ -71,19 +76,25 @@ def _tensor_for_writer(name: str, value: TensorInput) -> tuple[np.ndarray, Any]:
     if dtype in _PLAIN_GGML:
         arr = np.ascontiguousarray(raw).reshape(-1).view(PLAIN_DTYPES[dtype])
         if arr.size != int(np.prod(shape)):
-            raise UsageError(f"tensor {name!r}: {arr.size} values of {dtype} do not match "
-                             f"shape {shape}", "pass raw data of exactly that shape")
+            raise UsageError(
+                f"tensor {name!r}: {arr.size} values of {dtype} do not match shape {shape}",
+                "pass raw data of exactly that shape",
+            )
         return arr.reshape(shape), None
     try:
         qtype = gguf.GGMLQuantizationType[dtype]
         byte_shape = quant_shape_to_byte_shape(shape or (1,), qtype)
     except (KeyError, ValueError) as e:
-        raise UsageError(f"tensor {name!r}: cannot store shape {shape} as {dtype} ({e})",
-                         "use a GGML type name such as F16, Q8_0 or Q4_0") from None
+        raise UsageError(
+            f"tensor {name!r}: cannot store shape {shape} as {dtype} ({e})",
+            "use a GGML type name such as F16, Q8_0 or Q4_0",
+        ) from None
     data = np.ascontiguousarray(raw).view(np.uint8)
     if data.size != int(np.prod(byte_shape)):
-        raise UsageError(f"tensor {name!r}: {data.size} bytes of {dtype} data do not match "
-                         f"shape {shape}", "pass the raw blocks of exactly that shape")
+        raise UsageError(
+            f"tensor {name!r}: {data.size} bytes of {dtype} data do not match shape {shape}",
+            "pass the raw blocks of exactly that shape",
+        )
     return data.reshape(byte_shape), qtype
 
 
@@ -98,12 +109,15 @@ def _value_type(key: str, value: Any) -> tuple[Any, Any, Any]:
     if isinstance(value, np.generic) and not isinstance(value, np.str_):
         return value.item(), _np_vt(key, np.dtype(value.dtype)), None
     if isinstance(value, int):
-        for vt, lo, hi in ((T.UINT32, 0, 2**32), (T.INT32, -2**31, 2**31),
-                           (T.UINT64, 0, 2**64), (T.INT64, -2**63, 2**63)):
+        for vt, lo, hi in (
+            (T.UINT32, 0, 2**32),
+            (T.INT32, -(2**31), 2**31),
+            (T.UINT64, 0, 2**64),
+            (T.INT64, -(2**63), 2**63),
+        ):
             if lo <= value < hi:
                 return value, vt, None
-        raise UsageError(f"metadata {key!r}: integer {value} does not fit 64 bits",
-                         "store it as a string")
+        raise UsageError(f"metadata {key!r}: integer {value} does not fit 64 bits", "store it as a string")
     if isinstance(value, float):
         return value, T.FLOAT32, None
     if isinstance(value, str):
@@ -117,27 +131,44 @@ def _value_type(key: str, value: Any) -> tuple[Any, Any, Any]:
         if all(isinstance(v, (bool, np.bool_)) for v in items):
             return items, T.ARRAY, T.BOOL
         if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
-            sub = T.INT32 if all(-2**31 <= v < 2**31 for v in items) else T.INT64
+            sub = T.INT32 if all(-(2**31) <= v < 2**31 for v in items) else T.INT64
             return items, T.ARRAY, sub
         if all(isinstance(v, (int, float, np.number)) for v in items):
             return items, T.ARRAY, T.FLOAT32
         if all(isinstance(v, (list, tuple, np.ndarray)) for v in items) and items:
             return items, T.ARRAY, T.ARRAY
-    raise UsageError(f"metadata {key!r}: cannot store a {type(value).__name__} in GGUF",
-                     "use str, int, float, bool, lists of those, or a NumPy array")
+    raise UsageError(
+        f"metadata {key!r}: cannot store a {type(value).__name__} in GGUF",
+        "use str, int, float, bool, lists of those, or a NumPy array",
+    )
 
 
 # NumPy dtype.char -> GGUF value type id
-_NP_VT_IDS = {"B": 0, "b": 1, "H": 2, "h": 3, "I": 4, "i": 5, "f": 6, "?": 7,
-              "L": 10, "Q": 10, "l": 11, "q": 11, "d": 12}
+_NP_VT_IDS = {
+    "B": 0,
+    "b": 1,
+    "H": 2,
+    "h": 3,
+    "I": 4,
+    "i": 5,
+    "f": 6,
+    "?": 7,
+    "L": 10,
+    "Q": 10,
+    "l": 11,
+    "q": 11,
+    "d": 12,
+}
 
 
 def _np_vt(key: str, dt: np.dtype) -> Any:
     from gguf import GGUFValueType
 
     if dt.char not in _NP_VT_IDS:
-        raise UsageError(f"metadata {key!r}: NumPy dtype {dt} has no GGUF type",
-                         "convert it to int32, float32 or another fixed-size type")
+        raise UsageError(
+            f"metadata {key!r}: NumPy dtype {dt} has no GGUF type",
+            "convert it to int32, float32 or another fixed-size type",
+        )
     return GGUFValueType(_NP_VT_IDS[dt.char])
 
 
@@ -159,17 +190,21 @@ def _writer_class() -> type:
                 out += np.asarray(val, dtype=np_t).astype(np.dtype(np_t).newbyteorder("<")).tobytes()
             else:
                 for item in val:
-                    v, vt, st = _value_type("array element", item) if sub_type == T.ARRAY \
-                        else (item, sub_type, None)
+                    v, vt, st = _value_type("array element", item) if sub_type == T.ARRAY else (item, sub_type, None)
                     out += self._pack_val(v, vt, add_vtype=False, sub_type=st)
             return bytes(out)
 
     return _Writer
 
 
-def write_gguf(path: str | os.PathLike[str], metadata: Mapping[str, Any],
-               tensors: Mapping[str, TensorInput], arch: str, *,
-               alignment: int | None = None) -> Path:
+def write_gguf(
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any],
+    tensors: Mapping[str, TensorInput],
+    arch: str,
+    *,
+    alignment: int | None = None,
+) -> Path:
     """Write a GGUF v3 file (atomically: a temporary file renamed into place).
 
     ``metadata`` values: ``str``, ``bool``, ``int`` (stored as u32 when it fits, else i32/u64/i64),
@@ -184,8 +219,9 @@ def write_gguf(path: str | os.PathLike[str], metadata: Mapping[str, Any],
     path = Path(path)
     md = dict(metadata)
     if md.get("general.architecture", arch) != arch:
-        raise UsageError(f"metadata says architecture {md['general.architecture']!r} "
-                         f"but arch={arch!r}", "pass one architecture")
+        raise UsageError(
+            f"metadata says architecture {md['general.architecture']!r} but arch={arch!r}", "pass one architecture"
+        )
     md.pop("general.architecture", None)
     tmp = path.with_name(path.name + ".tmp")
     writer = _writer_class()(tmp, arch)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from ..errors import FormatError
 from ..tensors import PLAIN_DTYPES, TensorData, WeightSource
 
-_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "I16": 2, "I32": 4, "I64": 8,
-             "U8": 1, "BOOL": 1}
+_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "I16": 2, "I32": 4, "I64": 8, "U8": 1, "BOOL": 1}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -45,8 +44,11 @@ def load_safetensors(path: str | Path, *, validate: bool = True) -> WeightSource
     metadata = header.pop("__metadata__", {}) or {}
     base = 8 + n
     data_size = size - base
-    mm = np.memmap(path, dtype=np.uint8, mode="r", offset=base, shape=(data_size,)) if data_size else \
-        np.zeros(0, np.uint8)
+    mm = (
+        np.memmap(path, dtype=np.uint8, mode="r", offset=base, shape=(data_size,))
+        if data_size
+        else np.zeros(0, np.uint8)
+    )
     tensors: dict[str, TensorData] = {}
     for name, info in header.items():
         try:
@@ -54,23 +56,27 @@ def load_safetensors(path: str | Path, *, validate: bool = True) -> WeightSource
         except (KeyError, TypeError, ValueError):
             raise FormatError(f"{path}: tensor {name!r} has a malformed header entry", hint) from None
         if dtype not in _ITEMSIZE:
-            raise FormatError(f"{path}: tensor {name!r} has unsupported dtype {dtype}",
-                              "supported: " + ", ".join(_ITEMSIZE))
+            raise FormatError(
+                f"{path}: tensor {name!r} has unsupported dtype {dtype}", "supported: " + ", ".join(_ITEMSIZE)
+            )
         if any(d < 0 for d in shape) or not (0 <= start <= end <= data_size):
-            raise FormatError(f"{path}: tensor {name!r} lies outside the file (bytes {start}..{end} "
-                              f"of {data_size})", hint)
+            raise FormatError(
+                f"{path}: tensor {name!r} lies outside the file (bytes {start}..{end} of {data_size})", hint
+            )
         count = int(np.prod(shape, dtype=np.int64))
         if count * _ITEMSIZE[dtype] != end - start:
-            raise FormatError(f"{path}: tensor {name!r} shape {list(shape)} does not match its "
-                              f"{end - start} bytes", hint)
+            raise FormatError(
+                f"{path}: tensor {name!r} shape {list(shape)} does not match its {end - start} bytes", hint
+            )
         raw = mm[start:end]
         data = raw.view(np.uint16) if dtype == "BF16" else raw.view(PLAIN_DTYPES[dtype])
         tensors[name] = TensorData(name, shape, dtype, data)
     return WeightSource(path, tensors, dict(metadata), "safetensors")
 
 
-def save_safetensors(path: str | Path, tensors: Mapping[str, np.ndarray],
-                     metadata: Mapping[str, str] | None = None) -> None:
+def save_safetensors(
+    path: str | Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write float32/float16/int arrays as a safetensors file (sorted names, packed)."""
     rev = {np.dtype(v): k for k, v in PLAIN_DTYPES.items()}
     header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
@@ -78,8 +84,7 @@ def save_safetensors(path: str | Path, tensors: Mapping[str, np.ndarray],
     for name in sorted(tensors):
         arr = np.ascontiguousarray(tensors[name])
         blob = arr.tobytes()
-        header[name] = {"dtype": rev[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {"dtype": rev[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
         offset += len(blob)
     raw = json.dumps(header, separators=(",", ":")).encode()

@@ -17,17 +17,22 @@ __all__ = ["load_csm", "load_mimi", "load_text_model", "open_weights", "resolve_
 def __getattr__(name: str) -> Any:  # keep `import ccsm_core.loading` cheap
     if name == "load_csm":
         from .csm import load_csm
+
         return load_csm
     if name == "load_mimi":
         from .mimi import load_mimi
+
         return load_mimi
     if name == "load_text_model":
         from .text import load_text_model
+
         return load_text_model
     if name == "open_weights":
         from .weights import open_weights
+
         return open_weights
     if name == "resolve_model":
         from .sources import resolve_model
+
         return resolve_model
     raise AttributeError(name)

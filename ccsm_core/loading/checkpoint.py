@@ -45,7 +45,9 @@ def find_model_files(path: str | Path) -> ModelFiles:
         weights = found[0]
     config = folder / "config.json"
     if not config.exists():
-        raise ModelError(f"{folder} has no config.json", "the original checkpoint folder has one; copy it beside the weights")
+        raise ModelError(
+            f"{folder} has no config.json", "the original checkpoint folder has one; copy it beside the weights"
+        )
     tokenizer = next((folder / n for n in TOKENIZER_NAMES if (folder / n).exists()), None)
     return ModelFiles(config, weights, tokenizer)
 

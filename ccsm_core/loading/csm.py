@@ -3,9 +3,10 @@ format), its weights file, or a CSM GGUF."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..backends import get_backend
 from ..backends.base import Backend
@@ -49,8 +50,9 @@ def _load_gguf(path: Path, be: Backend, tokenizer: str | Path | None) -> LoadedC
     return LoadedCsm(model, tok, g.config, None, g.mimi_tensors or None, g.mimi_config)
 
 
-def load_csm(path: str | Path, backend: Backend | str | None = None, *,
-             tokenizer: str | Path | None = None) -> LoadedCsm:
+def load_csm(
+    path: str | Path, backend: Backend | str | None = None, *, tokenizer: str | Path | None = None
+) -> LoadedCsm:
     """Load a CSM checkpoint (folder, weights file or our ``.gguf``) onto ``backend``."""
     from ..tokenizers import load_tokenizer
 
@@ -63,10 +65,13 @@ def load_csm(path: str | Path, backend: Backend | str | None = None, *,
     model = CSM(be, cfg, weights)
     tok_path = tokenizer or files.tokenizer
     if tok_path is None:
-        raise ModelError(f"{files.config.parent} has no tokenizer.json or tokenizer.model",
-                         "pass --tokenizer PATH (the Llama-3.2-1B tokenizer.json)")
+        raise ModelError(
+            f"{files.config.parent} has no tokenizer.json or tokenizer.model",
+            "pass --tokenizer PATH (the Llama-3.2-1B tokenizer.json)",
+        )
     tok = load_tokenizer(tok_path)
     if tok.bos_id is None or tok.eos_id is None:
-        raise ModelError(f"tokenizer {tok_path} has no begin/end-of-text tokens",
-                         "use the Llama-3 tokenizer CSM was trained with")
+        raise ModelError(
+            f"tokenizer {tok_path} has no begin/end-of-text tokens", "use the Llama-3 tokenizer CSM was trained with"
+        )
     return LoadedCsm(model, tok, cfg, files)

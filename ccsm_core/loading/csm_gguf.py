@@ -17,8 +17,9 @@ type's blocks; norms stay F32 and Mimi stays F32 (convolutions and the codec are
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -29,10 +30,14 @@ from .weights import open_weights
 ARCH = "csm"
 TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 MAX_NAME = 63
-MIMI_SHORT = (("encoder_transformer.transformer.layers.", "enc_tr."),
-              ("decoder_transformer.transformer.layers.", "dec_tr."),
-              ("quantizer.rvq_first.", "q1."), ("quantizer.rvq_rest.", "qr."),
-              ("vq.layers.", "vq."), ("_codebook.", "cb."))
+MIMI_SHORT = (
+    ("encoder_transformer.transformer.layers.", "enc_tr."),
+    ("decoder_transformer.transformer.layers.", "dec_tr."),
+    ("quantizer.rvq_first.", "q1."),
+    ("quantizer.rvq_rest.", "qr."),
+    ("vq.layers.", "vq."),
+    ("_codebook.", "cb."),
+)
 
 
 def mimi_gguf_name(name: str) -> str:
@@ -43,10 +48,10 @@ def mimi_gguf_name(name: str) -> str:
 
 def mimi_original_name(name: str) -> str:
     """Inverse of `mimi_gguf_name` (every short form is a whole dotted segment)."""
-    name = name[len("mimi."):]
+    name = name[len("mimi.") :]
     for long, short in reversed(MIMI_SHORT):
         if name.startswith(short):
-            name = long + name[len(short):]
+            name = long + name[len(short) :]
         name = name.replace("." + short, "." + long)
     return name
 
@@ -64,8 +69,7 @@ def _store_type(name: str, arr: np.ndarray, qtype: str) -> str:
 def _fusable_order(tensors: dict[str, Any]) -> dict[str, Any]:
     """Each layer's q/k/v projections, and its w1/w3, back to back: loaders then fuse them into
     one product over a view of the mapped file, without a copy (`stack_rows`)."""
-    groups = (("attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight"),
-              ("mlp.w1.weight", "mlp.w3.weight"))
+    groups = (("attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight"), ("mlp.w1.weight", "mlp.w3.weight"))
     out: dict[str, Any] = {}
     for name in tensors:
         if name in out:
@@ -83,8 +87,9 @@ def _fusable_order(tensors: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def convert_csm(folder: str | Path, out: str | Path, qtype: str = "f32", *,
-                progress: Callable[[str], None] | None = None) -> Path:
+def convert_csm(
+    folder: str | Path, out: str | Path, qtype: str = "f32", *, progress: Callable[[str], None] | None = None
+) -> Path:
     """Write the CSM checkpoint ``folder`` (+ its Mimi and tokenizer) into one GGUF file."""
     from ..backends.numpy_backend import NumpyBackend
     from ..formats.gguf_writer import write_gguf
@@ -106,8 +111,11 @@ def convert_csm(folder: str | Path, out: str | Path, qtype: str = "f32", *,
     CSM(_ShapesOnly(), cfg, weights)
     full = {**cfg.as_dict()}
     full["flavors"] = {cfg.backbone_flavor: _flavor(cfg.backbone), cfg.decoder_flavor: _flavor(cfg.decoder)}
-    metadata: dict[str, Any] = {"csm.config": json.dumps(full), "general.name": Path(folder).name,
-                                "general.file_type": qtype}
+    metadata: dict[str, Any] = {
+        "csm.config": json.dumps(full),
+        "general.name": Path(folder).name,
+        "general.file_type": qtype,
+    }
     tensors: dict[str, Any] = {}
     for name, t in weights.items():
         if progress:
@@ -123,8 +131,10 @@ def convert_csm(folder: str | Path, out: str | Path, qtype: str = "f32", *,
     if files.tokenizer is not None and files.tokenizer.suffix == ".json":
         metadata["tokenizer.huggingface.json"] = files.tokenizer.read_text()
     elif files.tokenizer is not None:
-        raise ModelError(f"{files.tokenizer}: only tokenizer.json can be embedded in a CSM GGUF",
-                         "convert with a tokenizer.json beside the model")
+        raise ModelError(
+            f"{files.tokenizer}: only tokenizer.json can be embedded in a CSM GGUF",
+            "convert with a tokenizer.json beside the model",
+        )
     mimi = find_mimi(files.weights)
     if mimi is not None:
         from ..models.mimi import mimi_config
@@ -160,14 +170,17 @@ class GGUFCsm:
         src = open_weights(self.path)
         md = src.metadata
         if md.get("general.architecture") != ARCH:
-            raise ModelError(f"{self.path} is a {md.get('general.architecture')!r} model, not CSM",
-                             "use `ccsm generate` for text models")
+            raise ModelError(
+                f"{self.path} is a {md.get('general.architecture')!r} model, not CSM",
+                "use `ccsm generate` for text models",
+            )
         try:
             self.config = CsmConfig.from_dict(json.loads(md["csm.config"]), f"{self.path}: csm.config")
             self.mimi_config = json.loads(md["csm.mimi_config"]) if "csm.mimi_config" in md else None
         except (KeyError, json.JSONDecodeError) as e:
-            raise FormatError(f"{self.path}: CSM metadata is missing or broken ({e})",
-                              "convert the model again with `ccsm convert`") from None
+            raise FormatError(
+                f"{self.path}: CSM metadata is missing or broken ({e})", "convert the model again with `ccsm convert`"
+            ) from None
         self.tokenizer_json = md.get("tokenizer.huggingface.json")
         self.csm_tensors: dict[str, TensorData] = {}
         self.mimi_tensors: dict[str, TensorData] = {}

@@ -10,8 +10,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,11 +24,20 @@ DEMO_SEED = 20240226
 DEMO_CSM = CsmConfig(
     backbone=LlamaConfig(num_layers=4, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=256),
     decoder=LlamaConfig(num_layers=2, num_heads=4, num_kv_heads=1, embed_dim=32, intermediate_dim=128),
-    text_vocab_size=128, backbone_flavor="demo-backbone", decoder_flavor="demo-decoder")
+    text_vocab_size=128,
+    backbone_flavor="demo-backbone",
+    decoder_flavor="demo-decoder",
+)
 DEMO_MIMI = {
     "seanet": {"dimension": 64, "n_filters": 8},
-    "transformer": {"d_model": 64, "num_heads": 4, "num_layers": 2, "dim_feedforward": 256,
-                    "input_dimension": 64, "output_dimensions": [64]},
+    "transformer": {
+        "d_model": 64,
+        "num_heads": 4,
+        "num_layers": 2,
+        "dim_feedforward": 256,
+        "input_dimension": 64,
+        "output_dimensions": [64],
+    },
     "quantizer": {"dimension": 32, "input_dimension": 64, "output_dimension": 64},
 }
 NOTICE = "the demo model has random weights: its audio is noise, not speech"
@@ -35,16 +45,30 @@ NOTICE = "the demo model has random weights: its audio is noise, not speech"
 
 # a character-level tokenizer.json: ids 1/2 are begin/end of text, 3.. the ASCII characters
 TOKENIZER_JSON = {
-    "version": "1.0", "truncation": None, "padding": None,
-    "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
-                      "normalized": False, "special": True}
-                     for i, c in ((0, "<|pad|>"), (1, "<|begin_of_text|>"), (2, "<|end_of_text|>"))],
+    "version": "1.0",
+    "truncation": None,
+    "padding": None,
+    "added_tokens": [
+        {
+            "id": i,
+            "content": c,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for i, c in ((0, "<|pad|>"), (1, "<|begin_of_text|>"), (2, "<|end_of_text|>"))
+    ],
     "normalizer": None,
     "pre_tokenizer": {"type": "Split", "pattern": {"String": ""}, "behavior": "Isolated", "invert": False},
-    "post_processor": None, "decoder": {"type": "Fuse"},
-    "model": {"type": "WordLevel", "unk_token": "<|pad|>",
-              "vocab": {"<|pad|>": 0, "<|begin_of_text|>": 1, "<|end_of_text|>": 2,
-                        **{chr(c): c for c in range(32, 127)}}},
+    "post_processor": None,
+    "decoder": {"type": "Fuse"},
+    "model": {
+        "type": "WordLevel",
+        "unk_token": "<|pad|>",
+        "vocab": {"<|pad|>": 0, "<|begin_of_text|>": 1, "<|end_of_text|>": 2, **{chr(c): c for c in range(32, 127)}},
+    },
 }
 
 
@@ -53,8 +77,15 @@ def random_csm_tensors(cfg: CsmConfig, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     shapes = {**expected_shapes(cfg.backbone, "backbone"), **expected_shapes(cfg.decoder, "decoder")}
     d, dd, v, n = cfg.backbone.embed_dim, cfg.decoder.embed_dim, cfg.audio_vocab_size, cfg.audio_num_codebooks
-    shapes.update({"text_embeddings.weight": (cfg.text_vocab_size, d), "audio_embeddings.weight": (v * n, d),
-                   "projection.weight": (dd, d), "codebook0_head.weight": (v, d), "audio_head": (n - 1, dd, v)})
+    shapes.update(
+        {
+            "text_embeddings.weight": (cfg.text_vocab_size, d),
+            "audio_embeddings.weight": (v * n, d),
+            "projection.weight": (dd, d),
+            "codebook0_head.weight": (v, d),
+            "audio_head": (n - 1, dd, v),
+        }
+    )
     out = {}
     for name, shape in shapes.items():
         if name.endswith(".scale"):

@@ -22,6 +22,8 @@ def load_mimi(path: str | Path, config_path: str | Path | None = None, backend: 
         try:
             config = json.loads(Path(config_path).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ModelError(f"{config_path}: cannot read the Mimi config ({e})",
-                             "pass moshi's mimi_config.json, or none for the released Mimi") from None
+            raise ModelError(
+                f"{config_path}: cannot read the Mimi config ({e})",
+                "pass moshi's mimi_config.json, or none for the released Mimi",
+            ) from None
     return Mimi.from_tensors(backend, open_weights(path), config)

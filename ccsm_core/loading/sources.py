@@ -12,9 +12,11 @@ CSM_REPO = "sesame/csm-1b"
 MIMI_REPO = "kyutai/moshiko-pytorch-bf16"
 MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
 CSM_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer.model"]
-NO_MODEL_HINT = (f"pass --model DIR|FILE.gguf|REPO, set CCSM_MODEL, or set `model` in the config file; "
-                 f"to get CSM-1B run `ccsm download {CSM_REPO}` where a network exists "
-                 f"(accept its license on huggingface.co first), or try `--model demo`")
+NO_MODEL_HINT = (
+    f"pass --model DIR|FILE.gguf|REPO, set CCSM_MODEL, or set `model` in the config file; "
+    f"to get CSM-1B run `ccsm download {CSM_REPO}` where a network exists "
+    f"(accept its license on huggingface.co first), or try `--model demo`"
+)
 
 
 def looks_like_repo(spec: str) -> bool:
@@ -49,14 +51,19 @@ def hf_snapshot(repo: str, patterns: list[str], *, download: bool) -> Path:
         folder = snapshot_download(repo, allow_patterns=patterns, local_files_only=not download)
     except LocalEntryNotFoundError:
         if download:
-            raise ModelError(f"cannot download {repo}: the Hugging Face Hub is not reachable",
-                             "check the network (and that HF_HUB_OFFLINE is not set)") from None
-        raise ModelError(f"{repo} is not in the Hugging Face cache",
-                         f"run `ccsm download {repo}` where a network exists") from None
+            raise ModelError(
+                f"cannot download {repo}: the Hugging Face Hub is not reachable",
+                "check the network (and that HF_HUB_OFFLINE is not set)",
+            ) from None
+        raise ModelError(
+            f"{repo} is not in the Hugging Face cache", f"run `ccsm download {repo}` where a network exists"
+        ) from None
     except (HfHubHTTPError, OSError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(f"cannot fetch {repo}: {first}",
-                         "check the repo id, your network, and `huggingface-cli login` for gated models") from None
+        raise ModelError(
+            f"cannot fetch {repo}: {first}",
+            "check the repo id, your network, and `huggingface-cli login` for gated models",
+        ) from None
     return Path(folder)
 
 

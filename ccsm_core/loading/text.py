@@ -24,8 +24,7 @@ class LoadedText:
     path: Path
 
 
-def load_text_model(path: str | Path, backend: Backend | str | None = None, *,
-                    kv_dtype: str = "float16") -> LoadedText:
+def load_text_model(path: str | Path, backend: Backend | str | None = None, *, kv_dtype: str = "float16") -> LoadedText:
     """A GGUF text model with its tokenizer (from the file's metadata). ``kv_dtype``: the KV
     cache's storage, ``float16`` (llama.cpp's default, and what its logits are recorded with) or
     ``float32``."""

@@ -15,9 +15,11 @@ from ..tensors import WeightSource
 
 SNIFF_BYTES = 64  # what a format's ``sniff`` sees
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
-PICKLE_HINT = ("ccsm never unpickles checkpoints; use the model.safetensors of the same model "
-               "(sesame/csm-1b ships one), or on a trusted machine with torch run "
-               "safetensors.torch.save_file(torch.load('ckpt.pt'), 'model.safetensors')")
+PICKLE_HINT = (
+    "ccsm never unpickles checkpoints; use the model.safetensors of the same model "
+    "(sesame/csm-1b ships one), or on a trusted machine with torch run "
+    "safetensors.torch.save_file(torch.load('ckpt.pt'), 'model.safetensors')"
+)
 
 
 def weight_suffixes() -> list[str]:
@@ -35,8 +37,10 @@ def format_of(path: str | Path) -> Any:
     if p.suffix.lower() in PICKLE_SUFFIXES:
         raise FormatError(f"{p} is a pickled PyTorch checkpoint", PICKLE_HINT)
     if not p.is_file():
-        raise ModelError(f"weights {p} do not exist" if not p.exists() else f"{p} is not a file",
-                         "pass a weights file (or the folder that holds one)")
+        raise ModelError(
+            f"weights {p} do not exist" if not p.exists() else f"{p} is not a file",
+            "pass a weights file (or the folder that holds one)",
+        )
     try:
         with open(p, "rb") as f:
             head = f.read(SNIFF_BYTES)
@@ -50,8 +54,10 @@ def format_of(path: str | Path) -> Any:
         if p.suffix.lower() in entry.suffixes:
             return entry
     known = ", ".join(f"{e.name} ({' '.join(e.suffixes) or 'no suffix'})" for e in formats)
-    raise FormatError(f"{p}: no installed weight format recognises this file",
-                      f"known formats: {known}; a format plugin can add others")
+    raise FormatError(
+        f"{p}: no installed weight format recognises this file",
+        f"known formats: {known}; a format plugin can add others",
+    )
 
 
 def _sniffs(entry: Any, head: bytes) -> bool:
@@ -67,8 +73,10 @@ def open_weights(path: str | Path, *, validate: bool = True) -> WeightSource:
     entry = format_of(p)
     source = entry.factory(p, validate=validate)
     if not isinstance(source, WeightSource):
-        raise FormatError(f"format {entry.name!r} (plugin {entry.plugin}) returned {type(source).__name__} for {p}",
-                          "its factory must return a ccsm_core.tensors.WeightSource")
+        raise FormatError(
+            f"format {entry.name!r} (plugin {entry.plugin}) returned {type(source).__name__} for {p}",
+            "its factory must return a ccsm_core.tensors.WeightSource",
+        )
     return source
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -35,19 +36,22 @@ class LlamaConfig:
         return self.head_size or self.embed_dim // self.num_heads
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "config") -> "LlamaConfig":
+    def from_dict(cls, d: Mapping[str, Any], where: str = "config") -> LlamaConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ModelError(f"{where}: unknown flavour keys {unknown}",
-                             f"use torchtune llama3_2 names: {', '.join(sorted(known))}")
+            raise ModelError(
+                f"{where}: unknown flavour keys {unknown}", f"use torchtune llama3_2 names: {', '.join(sorted(known))}"
+            )
         try:
             cfg = cls(**d)
         except TypeError as e:
             raise ModelError(f"{where}: incomplete flavour ({e})", "give every dimension") from None
         if (cfg.head_size is None and cfg.embed_dim % cfg.num_heads) or cfg.num_heads % cfg.num_kv_heads:
-            raise ModelError(f"{where}: heads do not divide the dimensions "
-                             f"(dim {cfg.embed_dim}, heads {cfg.num_heads}, kv heads {cfg.num_kv_heads})")
+            raise ModelError(
+                f"{where}: heads do not divide the dimensions "
+                f"(dim {cfg.embed_dim}, heads {cfg.num_heads}, kv heads {cfg.num_kv_heads})"
+            )
         return cfg
 
     def rope_freqs(self) -> np.ndarray:
@@ -68,19 +72,27 @@ class LlamaConfig:
                 out[i] = f / self.scale_factor
             else:
                 smooth = (self.old_context_len / wavelen - self.low_freq_factor) / (
-                    self.high_freq_factor - self.low_freq_factor)
+                    self.high_freq_factor - self.low_freq_factor
+                )
                 out[i] = (1 - smooth) * f / self.scale_factor + smooth * f
         return out.astype(np.float32)
 
 
-TORCHTUNE_KEYS = ("num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len",
-                  "norm_eps", "rope_base", "scale_factor")
+TORCHTUNE_KEYS = (
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "embed_dim",
+    "intermediate_dim",
+    "max_seq_len",
+    "norm_eps",
+    "rope_base",
+    "scale_factor",
+)
 
 FLAVORS: dict[str, LlamaConfig] = {
-    "llama-1B": LlamaConfig(num_layers=16, num_heads=32, num_kv_heads=8, embed_dim=2048,
-                            intermediate_dim=8192),
-    "llama-100M": LlamaConfig(num_layers=4, num_heads=8, num_kv_heads=2, embed_dim=1024,
-                              intermediate_dim=8192),
+    "llama-1B": LlamaConfig(num_layers=16, num_heads=32, num_kv_heads=8, embed_dim=2048, intermediate_dim=8192),
+    "llama-100M": LlamaConfig(num_layers=4, num_heads=8, num_kv_heads=2, embed_dim=1024, intermediate_dim=8192),
 }
 
 DECODER_CACHE = 32  # the original decoder's KV cache length: one frame of 32 codebooks
@@ -99,7 +111,7 @@ class CsmConfig:
     decoder_flavor: str = "llama-100M"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "config.json") -> "CsmConfig":
+    def from_dict(cls, d: Mapping[str, Any], where: str = "config.json") -> CsmConfig:
         """Read the original ``config.json`` (plus an optional ``flavors`` map)."""
         custom = d.get("flavors") or {}
 
@@ -109,17 +121,22 @@ class CsmConfig:
                 return name, LlamaConfig.from_dict(custom[name], f"{where}: flavour {name!r}")
             if name in FLAVORS:
                 return name, FLAVORS[name]
-            raise ModelError(f"{where}: unknown {key} {name!r}",
-                             f"known: {', '.join(FLAVORS)}; or describe it in a 'flavors' map")
+            raise ModelError(
+                f"{where}: unknown {key} {name!r}", f"known: {', '.join(FLAVORS)}; or describe it in a 'flavors' map"
+            )
 
         bname, backbone = flavor("backbone_flavor", "llama-1B")
         dname, decoder = flavor("decoder_flavor", "llama-100M")
         try:
-            return cls(backbone=backbone, decoder=decoder,
-                       text_vocab_size=int(d.get("text_vocab_size", 128_256)),
-                       audio_vocab_size=int(d.get("audio_vocab_size", 2051)),
-                       audio_num_codebooks=int(d.get("audio_num_codebooks", 32)),
-                       backbone_flavor=bname, decoder_flavor=dname)
+            return cls(
+                backbone=backbone,
+                decoder=decoder,
+                text_vocab_size=int(d.get("text_vocab_size", 128_256)),
+                audio_vocab_size=int(d.get("audio_vocab_size", 2051)),
+                audio_num_codebooks=int(d.get("audio_num_codebooks", 32)),
+                backbone_flavor=bname,
+                decoder_flavor=dname,
+            )
         except (TypeError, ValueError) as e:
             raise ModelError(f"{where}: bad value ({e})") from None
 
@@ -128,12 +145,18 @@ class CsmConfig:
         defaults = LlamaConfig(1, 1, 1, 1, 1)
         for name, cfg in ((self.backbone_flavor, self.backbone), (self.decoder_flavor, self.decoder)):
             if name not in FLAVORS or FLAVORS[name] != cfg:
-                flav[name] = {f.name: getattr(cfg, f.name) for f in fields(cfg)
-                              if f.name in TORCHTUNE_KEYS or getattr(cfg, f.name) != getattr(defaults, f.name)}
-        out: dict[str, Any] = {"backbone_flavor": self.backbone_flavor, "decoder_flavor": self.decoder_flavor,
-                               "text_vocab_size": self.text_vocab_size,
-                               "audio_vocab_size": self.audio_vocab_size,
-                               "audio_num_codebooks": self.audio_num_codebooks}
+                flav[name] = {
+                    f.name: getattr(cfg, f.name)
+                    for f in fields(cfg)
+                    if f.name in TORCHTUNE_KEYS or getattr(cfg, f.name) != getattr(defaults, f.name)
+                }
+        out: dict[str, Any] = {
+            "backbone_flavor": self.backbone_flavor,
+            "decoder_flavor": self.decoder_flavor,
+            "text_vocab_size": self.text_vocab_size,
+            "audio_vocab_size": self.audio_vocab_size,
+            "audio_num_codebooks": self.audio_num_codebooks,
+        }
         if flav:
             out["flavors"] = flav
         return out

@@ -8,8 +8,9 @@ yields codebooks 1..31 through ``audio_head[i-1]`` from projected embeddings.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,12 @@ SampleFn = Callable[[int, np.ndarray], int]
 
 def top_level_shapes(cfg: CsmConfig) -> dict[str, tuple[int, ...]]:
     d, dd, v, n = cfg.backbone.embed_dim, cfg.decoder.embed_dim, cfg.audio_vocab_size, cfg.audio_num_codebooks
-    return {"text_embeddings.weight": (cfg.text_vocab_size, d), "audio_embeddings.weight": (v * n, d),
-            "projection.weight": (dd, d), "codebook0_head.weight": (v, d)}
+    return {
+        "text_embeddings.weight": (cfg.text_vocab_size, d),
+        "audio_embeddings.weight": (v * n, d),
+        "projection.weight": (dd, d),
+        "codebook0_head.weight": (v, d),
+    }
 
 
 class CSM:
@@ -72,8 +77,12 @@ class CSM:
         """Host arrays `_embed` takes: audio ids with codebook offsets, their mask, text ids, theirs."""
         n = self.cfg.audio_num_codebooks
         ids = (tokens[:, :n].astype(np.int64) + self._offsets).reshape(-1).astype(np.int32)
-        return (ids, mask[:, :n, None].astype(np.float32), tokens[:, n].astype(np.int32),
-                mask[:, n:].astype(np.float32))
+        return (
+            ids,
+            mask[:, :n, None].astype(np.float32),
+            tokens[:, n].astype(np.int32),
+            mask[:, n:].astype(np.float32),
+        )
 
     def _embed(self, audio_ids: Tensor, audio_mask: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         be, n = self.be, self.cfg.audio_num_codebooks
@@ -84,11 +93,16 @@ class CSM:
         return be.add(audio, text)
 
     def new_caches(self) -> tuple[KVCache, KVCache]:
-        return (self.backbone.new_cache(window_multiple=BACKBONE_WINDOW),
-                self.decoder.new_cache(DECODER_CACHE))
+        return (self.backbone.new_cache(window_multiple=BACKBONE_WINDOW), self.decoder.new_cache(DECODER_CACHE))
 
-    def backbone_step(self, tokens: np.ndarray, mask: np.ndarray, positions: np.ndarray, cache: KVCache,
-                      trace: Callable[[str, Tensor], None] | None = None) -> Tensor:
+    def backbone_step(
+        self,
+        tokens: np.ndarray,
+        mask: np.ndarray,
+        positions: np.ndarray,
+        cache: KVCache,
+        trace: Callable[[str, Tensor], None] | None = None,
+    ) -> Tensor:
         """Prefill or extend the backbone; returns the hidden state of the last row ``[1, d]``."""
         x = self.embed(tokens, mask)
         if trace is not None:
@@ -118,14 +132,30 @@ class CSM:
         cache.length = pos + 1
         return h, c0[0]
 
-    def _row(self, audio_ids: Tensor, audio_mask: Tensor, text_ids: Tensor, text_mask: Tensor, pos: Tensor,
-             attn_mask: Tensor, *, cache: KVCache, window: int) -> list[Tensor]:
+    def _row(
+        self,
+        audio_ids: Tensor,
+        audio_mask: Tensor,
+        text_ids: Tensor,
+        text_mask: Tensor,
+        pos: Tensor,
+        attn_mask: Tensor,
+        *,
+        cache: KVCache,
+        window: int,
+    ) -> list[Tensor]:
         x = self._embed(audio_ids, audio_mask, text_ids, text_mask)
         h = self.backbone.step(x, pos, attn_mask, cache, window)
         return [h, self.be.matmul(h, self.codebook0_head)]
 
-    def frame(self, last_h: Tensor | np.ndarray, sample: SampleFn, cache: KVCache,
-              trace: Callable[[str, Tensor], None] | None = None, c0_logits: np.ndarray | None = None) -> np.ndarray:
+    def frame(
+        self,
+        last_h: Tensor | np.ndarray,
+        sample: SampleFn,
+        cache: KVCache,
+        trace: Callable[[str, Tensor], None] | None = None,
+        c0_logits: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Sample the 32 codes of one frame from the backbone's last hidden state (a tensor, or
         a host array with its codebook-0 logits from `backbone_row`)."""
         be, n, v = self.be, self.cfg.audio_num_codebooks, self.cfg.audio_vocab_size
@@ -162,8 +192,9 @@ class CSM:
             codes[i] = sample(i, logits)
         return codes
 
-    def _decoder_first(self, h: Tensor, e0_id: Tensor, *, cache: KVCache,
-                       trace: Callable[[str, Tensor], None] | None) -> Tensor:
+    def _decoder_first(
+        self, h: Tensor, e0_id: Tensor, *, cache: KVCache, trace: Callable[[str, Tensor], None] | None
+    ) -> Tensor:
         """Decoder positions 0 and 1 (the backbone state, codebook 0's embedding) -> codebook-1 logits."""
         be = self.be
         e0 = be.embedding(self.audio_embeddings, e0_id)
@@ -173,8 +204,9 @@ class CSM:
             trace("decoder_h", hd)
         return be.matmul(hd, self.audio_heads[0])
 
-    def _decoder_step(self, i: int, cache: KVCache, trace: Callable[[str, Tensor], None] | None
-                      ) -> Callable[[Tensor], Tensor]:
+    def _decoder_step(
+        self, i: int, cache: KVCache, trace: Callable[[str, Tensor], None] | None
+    ) -> Callable[[Tensor], Tensor]:
         """Decoder step ``i`` (>= 2): the previous code's embedding -> codebook ``i`` logits."""
         be = self.be
 
@@ -184,4 +216,5 @@ class CSM:
             if trace is not None:
                 trace("decoder_h", h)
             return be.matmul(h, self.audio_heads[i - 1])
+
         return step

@@ -7,7 +7,8 @@ and a final RMSNorm. The KV cache is written sequentially from slot 0, as torcht
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -17,18 +18,32 @@ from ..tensors import float32_values, stack_rows
 from .config import LlamaConfig
 
 LAYER_TENSORS = {
-    "q": "attn.q_proj.weight", "k": "attn.k_proj.weight", "v": "attn.v_proj.weight",
-    "o": "attn.output_proj.weight", "w1": "mlp.w1.weight", "w2": "mlp.w2.weight",
-    "w3": "mlp.w3.weight", "sa_norm": "sa_norm.scale", "mlp_norm": "mlp_norm.scale",
+    "q": "attn.q_proj.weight",
+    "k": "attn.k_proj.weight",
+    "v": "attn.v_proj.weight",
+    "o": "attn.output_proj.weight",
+    "w1": "mlp.w1.weight",
+    "w2": "mlp.w2.weight",
+    "w3": "mlp.w3.weight",
+    "sa_norm": "sa_norm.scale",
+    "mlp_norm": "mlp_norm.scale",
 }
 
 
 def expected_shapes(cfg: LlamaConfig, prefix: str) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor of a stack saved under ``prefix`` (``backbone``...)."""
     d, hd = cfg.embed_dim, cfg.head_dim
-    per = {"q": (cfg.num_heads * hd, d), "k": (cfg.num_kv_heads * hd, d), "v": (cfg.num_kv_heads * hd, d),
-           "o": (d, cfg.num_heads * hd), "w1": (cfg.intermediate_dim, d), "w2": (d, cfg.intermediate_dim),
-           "w3": (cfg.intermediate_dim, d), "sa_norm": (d,), "mlp_norm": (d,)}
+    per = {
+        "q": (cfg.num_heads * hd, d),
+        "k": (cfg.num_kv_heads * hd, d),
+        "v": (cfg.num_kv_heads * hd, d),
+        "o": (d, cfg.num_heads * hd),
+        "w1": (cfg.intermediate_dim, d),
+        "w2": (d, cfg.intermediate_dim),
+        "w3": (cfg.intermediate_dim, d),
+        "sa_norm": (d,),
+        "mlp_norm": (d,),
+    }
     out = {f"{prefix}.layers.{i}.{LAYER_TENSORS[k]}": s for i in range(cfg.num_layers) for k, s in per.items()}
     out[f"{prefix}.norm.scale"] = (d,)
     return out
@@ -60,12 +75,15 @@ def check_shapes(tensors: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...
     """Every expected tensor exists with the expected shape (before anything is computed)."""
     for name, shape in shapes.items():
         if name not in tensors:
-            raise FormatError(f"{where}: tensor {name!r} is missing",
-                              "the checkpoint is incomplete or for a different model flavour")
+            raise FormatError(
+                f"{where}: tensor {name!r} is missing", "the checkpoint is incomplete or for a different model flavour"
+            )
         got = tuple(tensors[name].shape)
         if got != tuple(shape):
-            raise FormatError(f"{where}: tensor {name!r} has shape {list(got)}, expected {list(shape)}",
-                              "the config.json flavour does not match the weights")
+            raise FormatError(
+                f"{where}: tensor {name!r} has shape {list(got)}, expected {list(shape)}",
+                "the config.json flavour does not match the weights",
+            )
 
 
 def causal_mask(positions: np.ndarray, window: int) -> np.ndarray:
@@ -78,8 +96,9 @@ class KVCache:
     """Preallocated per-layer K/V buffers ``[capacity, kv_heads, head_dim]`` in the backend,
     stored as ``dtype`` (``float32``, or ``float16`` as llama.cpp keeps text-model caches)."""
 
-    def __init__(self, be: Backend, cfg: LlamaConfig, capacity: int, dtype: str = "float32",
-                 window_multiple: int = 1) -> None:
+    def __init__(
+        self, be: Backend, cfg: LlamaConfig, capacity: int, dtype: str = "float32", window_multiple: int = 1
+    ) -> None:
         shape = (capacity, cfg.num_kv_heads, cfg.head_dim)
         self.window_multiple = window_multiple  # attention reads whole multiples of this many rows
         self.full_hint = "shorten the text or context, or lower --max-audio-ms"  # said when it overflows
@@ -97,8 +116,7 @@ class KVCache:
     def check_room(self, end: int) -> None:
         """`GenerationError` unless the cache can hold ``end`` positions."""
         if end > self.capacity:
-            raise GenerationError(f"sequence of {end} positions exceeds the context of {self.capacity}",
-                                  self.full_hint)
+            raise GenerationError(f"sequence of {end} positions exceeds the context of {self.capacity}", self.full_hint)
 
     def window(self, end: int) -> int:
         """Rows attention reads when the cache holds ``end``: ``end`` rounded up to a multiple of
@@ -115,8 +133,14 @@ class Llama:
     ``bq``, ``bk``, ``bv``; ``freqs`` overrides the RoPE frequencies (e.g. from a GGUF's
     ``rope_freqs`` factors)."""
 
-    def __init__(self, be: Backend, cfg: LlamaConfig, layers: list[dict[str, Tensor]], norm: Tensor,
-                 freqs: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        be: Backend,
+        cfg: LlamaConfig,
+        layers: list[dict[str, Tensor]],
+        norm: Tensor,
+        freqs: np.ndarray | None = None,
+    ) -> None:
         self.be, self.cfg, self.layers, self.norm = be, cfg, layers, norm
         self.freqs = cfg.rope_freqs() if freqs is None else np.asarray(freqs, np.float32)
         # plain RoPE (no scaling, no per-pair factors): backends with a fused kernel derive the
@@ -125,19 +149,26 @@ class Llama:
         self.scale = 1.0 / float(np.sqrt(cfg.head_dim))
 
     @classmethod
-    def from_torchtune(cls, be: Backend, cfg: LlamaConfig, tensors: Mapping[str, Any], prefix: str) -> "Llama":
+    def from_torchtune(cls, be: Backend, cfg: LlamaConfig, tensors: Mapping[str, Any], prefix: str) -> Llama:
         """The stack saved under ``prefix`` with torchtune's names (CSM's checkpoint)."""
         check_shapes(tensors, expected_shapes(cfg, prefix), prefix)
-        layers = [{k: be.weight(t) for k, t in fuse_projections(
-                      {k: tensors[f"{prefix}.layers.{i}.{n}"] for k, n in LAYER_TENSORS.items()}, f"{prefix}.{i}.").items()}
-                  for i in range(cfg.num_layers)]
+        layers = [
+            {
+                k: be.weight(t)
+                for k, t in fuse_projections(
+                    {k: tensors[f"{prefix}.layers.{i}.{n}"] for k, n in LAYER_TENSORS.items()}, f"{prefix}.{i}."
+                ).items()
+            }
+            for i in range(cfg.num_layers)
+        ]
         return cls(be, cfg, layers, be.weight(tensors[f"{prefix}.norm.scale"]))
 
     def new_cache(self, capacity: int | None = None, dtype: str = "float32", window_multiple: int = 1) -> KVCache:
         return KVCache(self.be, self.cfg, capacity or self.cfg.max_seq_len, dtype, window_multiple)
 
-    def forward(self, x: Tensor, positions: np.ndarray, cache: KVCache,
-                trace: Callable[[str, Tensor], None] | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, positions: np.ndarray, cache: KVCache, trace: Callable[[str, Tensor], None] | None = None
+    ) -> Tensor:
         """Run ``x [S, d]`` at ``positions [S]``, appending to ``cache``; returns the final-norm output."""
         be = self.be
         s = len(positions)
@@ -157,8 +188,16 @@ class Llama:
         ``cache.length``)."""
         return self._layers(x, pos, pos, mask, window, cache, None)
 
-    def _layers(self, x: Tensor, pos: Tensor, rows: int | Tensor, mask: Tensor, window: int, cache: KVCache,
-                trace: Callable[[str, Tensor], None] | None) -> Tensor:
+    def _layers(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        rows: int | Tensor,
+        mask: Tensor,
+        window: int,
+        cache: KVCache,
+        trace: Callable[[str, Tensor], None] | None,
+    ) -> Tensor:
         be, cfg = self.be, self.cfg
         s = be.shape(x)[0]
         hd, h, kvh = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads

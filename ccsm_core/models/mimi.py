@@ -9,10 +9,10 @@ causal layer's state so streamed results equal one-shot results.
 
 from __future__ import annotations
 
-from functools import partial
-
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -23,25 +23,58 @@ from .mimi_transformer import MimiTransformer
 Tensor = Any
 
 DEFAULT_MIMI_CONFIG: dict = {
-    "seanet": {"channels": 1, "dimension": 512, "causal": True, "n_filters": 64,
-               "n_residual_layers": 1, "activation": "ELU", "compress": 2, "dilation_base": 2,
-               "disable_norm_outer_blocks": 0, "kernel_size": 7, "residual_kernel_size": 3,
-               "last_kernel_size": 3, "norm": "none", "pad_mode": "constant",
-               "ratios": [8, 6, 5, 4], "true_skip": True},
-    "transformer": {"d_model": 512, "num_heads": 8, "num_layers": 8, "causal": True,
-                    "layer_scale": 0.01, "context": 250, "conv_layout": True, "max_period": 10000,
-                    "gating": "none", "norm": "layer_norm", "positional_embedding": "rope",
-                    "dim_feedforward": 2048, "input_dimension": 512, "output_dimensions": [512]},
-    "quantizer": {"dimension": 256, "n_q": 32, "bins": 2048, "input_dimension": 512,
-                  "output_dimension": 512},
-    "sample_rate": 24000, "frame_rate": 12.5, "encoder_frame_rate": 25.0, "num_codebooks": 32,
+    "seanet": {
+        "channels": 1,
+        "dimension": 512,
+        "causal": True,
+        "n_filters": 64,
+        "n_residual_layers": 1,
+        "activation": "ELU",
+        "compress": 2,
+        "dilation_base": 2,
+        "disable_norm_outer_blocks": 0,
+        "kernel_size": 7,
+        "residual_kernel_size": 3,
+        "last_kernel_size": 3,
+        "norm": "none",
+        "pad_mode": "constant",
+        "ratios": [8, 6, 5, 4],
+        "true_skip": True,
+    },
+    "transformer": {
+        "d_model": 512,
+        "num_heads": 8,
+        "num_layers": 8,
+        "causal": True,
+        "layer_scale": 0.01,
+        "context": 250,
+        "conv_layout": True,
+        "max_period": 10000,
+        "gating": "none",
+        "norm": "layer_norm",
+        "positional_embedding": "rope",
+        "dim_feedforward": 2048,
+        "input_dimension": 512,
+        "output_dimensions": [512],
+    },
+    "quantizer": {"dimension": 256, "n_q": 32, "bins": 2048, "input_dimension": 512, "output_dimension": 512},
+    "sample_rate": 24000,
+    "frame_rate": 12.5,
+    "encoder_frame_rate": 25.0,
+    "num_codebooks": 32,
 }
 """moshi's constructor arguments for the released Mimi (its checkpoint carries no config)."""
 
-_REQUIRED = {("seanet", "causal"): True, ("seanet", "norm"): "none", ("seanet", "true_skip"): True,
-             ("seanet", "activation"): "ELU", ("transformer", "causal"): True,
-             ("transformer", "norm"): "layer_norm", ("transformer", "gating"): "none",
-             ("transformer", "positional_embedding"): "rope"}
+_REQUIRED = {
+    ("seanet", "causal"): True,
+    ("seanet", "norm"): "none",
+    ("seanet", "true_skip"): True,
+    ("seanet", "activation"): "ELU",
+    ("transformer", "causal"): True,
+    ("transformer", "norm"): "layer_norm",
+    ("transformer", "gating"): "none",
+    ("transformer", "positional_embedding"): "rope",
+}
 
 
 def mimi_config(config: Mapping | None = None) -> dict:
@@ -54,13 +87,17 @@ def mimi_config(config: Mapping | None = None) -> dict:
             cfg[key] = val
     for (sec, key), want in _REQUIRED.items():
         if cfg[sec].get(key) != want:
-            raise ModelError(f"Mimi config: {sec}.{key} = {cfg[sec].get(key)!r} is not supported "
-                             f"(only {want!r})", "use a moshi Mimi config")
+            raise ModelError(
+                f"Mimi config: {sec}.{key} = {cfg[sec].get(key)!r} is not supported (only {want!r})",
+                "use a moshi Mimi config",
+            )
     if cfg["seanet"].get("lstm", 0) or cfg["seanet"]["pad_mode"] not in ("constant", "replicate"):
         raise ModelError("Mimi config: SEANet LSTM / pad mode not supported", "use a moshi Mimi config")
     if not 1 <= cfg["num_codebooks"] <= cfg["quantizer"]["n_q"]:
-        raise ModelError(f"Mimi config: num_codebooks {cfg['num_codebooks']} is not in 1.."
-                         f"{cfg['quantizer']['n_q']}", "use a moshi Mimi config")
+        raise ModelError(
+            f"Mimi config: num_codebooks {cfg['num_codebooks']} is not in 1..{cfg['quantizer']['n_q']}",
+            "use a moshi Mimi config",
+        )
     return cfg
 
 
@@ -149,16 +186,21 @@ class Mimi:
         hop = int(np.prod(sc["ratios"]))
         stride = int(cfg["encoder_frame_rate"] / self.frame_rate)
         if hop * stride != self.samples_per_frame or self.sample_rate / hop != cfg["encoder_frame_rate"]:
-            raise ModelError(f"Mimi config: SEANet hop {hop} x resample stride {stride} does not "
-                             f"give {self.samples_per_frame} samples per frame", "use a moshi Mimi config")
+            raise ModelError(
+                f"Mimi config: SEANet hop {hop} x resample stride {stride} does not "
+                f"give {self.samples_per_frame} samples per frame",
+                "use a moshi Mimi config",
+            )
         dim = sc["dimension"]
         self.encoder = seanet_encoder(ws, "encoder", sc)
         self.encoder_transformer = MimiTransformer(ws, "encoder_transformer", tc)
-        self.downsample = CausalConv1d.load(ws, "downsample.conv.conv.conv", dim, dim, 2 * stride,
-                                            stride=stride, bias=False, pad_mode="replicate")
+        self.downsample = CausalConv1d.load(
+            ws, "downsample.conv.conv.conv", dim, dim, 2 * stride, stride=stride, bias=False, pad_mode="replicate"
+        )
         self.quantizer = SplitRVQ(ws, "quantizer", qc, self.num_codebooks)
-        self.upsample = CausalConvTranspose1d.load(ws, "upsample.convtr.convtr.convtr", dim, dim,
-                                                   2 * stride, stride, groups=dim, bias=False)
+        self.upsample = CausalConvTranspose1d.load(
+            ws, "upsample.convtr.convtr.convtr", dim, dim, 2 * stride, stride, groups=dim, bias=False
+        )
         self.decoder_transformer = MimiTransformer(ws, "decoder_transformer", tc)
         self.decoder = seanet_decoder(ws, "decoder", sc)
 
@@ -173,8 +215,10 @@ class Mimi:
         if a.ndim == 3 and a.shape[:2] == (1, 1):
             a = a[0, 0]
         if a.ndim != 1:
-            raise UsageError(f"Mimi expects mono audio of shape [N] or [1, 1, N], got shape "
-                             f"{list(a.shape)}", "pass one channel of 24 kHz samples")
+            raise UsageError(
+                f"Mimi expects mono audio of shape [N] or [1, 1, N], got shape {list(a.shape)}",
+                "pass one channel of 24 kHz samples",
+            )
         if a.dtype.kind not in "fiu":
             raise UsageError(f"Mimi expects numeric audio samples, got dtype {a.dtype}")
         a = a.astype(np.float32)
@@ -188,11 +232,13 @@ class Mimi:
             c = c[0]
         hint = f"pass integer codes of shape [{self.num_codebooks}, T] in 0..{self.cardinality - 1}"
         if c.ndim != 2:
-            raise UsageError(f"Mimi codes must have shape [{self.num_codebooks}, T] or "
-                             f"[1, {self.num_codebooks}, T], got {list(c.shape)}", hint)
+            raise UsageError(
+                f"Mimi codes must have shape [{self.num_codebooks}, T] or "
+                f"[1, {self.num_codebooks}, T], got {list(c.shape)}",
+                hint,
+            )
         if c.shape[0] != self.num_codebooks:
-            raise UsageError(f"Mimi codes have {c.shape[0]} codebooks, expected {self.num_codebooks}",
-                             hint)
+            raise UsageError(f"Mimi codes have {c.shape[0]} codebooks, expected {self.num_codebooks}", hint)
         if c.dtype.kind not in "iu":
             raise UsageError(f"Mimi codes must be integers, got dtype {c.dtype}", hint)
         if c.size and (c.min() < 0 or c.max() >= self.cardinality):
@@ -271,8 +317,7 @@ class MimiStreamDecoder:
         be = mimi.be
         self.mimi = mimi
         self.frames = 0
-        self._state = (mimi.upsample.new_state(be), mimi.decoder_transformer.new_state(be),
-                       mimi.decoder.new_state(be))
+        self._state = (mimi.upsample.new_state(be), mimi.decoder_transformer.new_state(be), mimi.decoder.new_state(be))
         self._steps: dict[int, Any] = {}  # captured graphs by chunk length
 
     def step(self, codes: Any) -> np.ndarray:
@@ -316,16 +361,19 @@ class MimiStreamEncoder:
         be = mimi.be
         self.mimi = mimi
         self._pending = np.zeros(0, np.float32)
-        self._state = (mimi.encoder.new_state(be), mimi.encoder_transformer.new_state(be),
-                       mimi.downsample.new_state(be))
+        self._state = (
+            mimi.encoder.new_state(be),
+            mimi.encoder_transformer.new_state(be),
+            mimi.downsample.new_state(be),
+        )
 
     def step(self, wave: Any) -> np.ndarray:
         """Samples ``[N]`` -> codes ``int64 [n, k]`` for the ``k`` frames completed so far."""
         a = np.concatenate([self._pending, self.mimi._check_wave(wave)])
         spf = self.mimi.samples_per_frame
         k = a.size // spf
-        self._pending = a[k * spf:]
+        self._pending = a[k * spf :]
         if k == 0:
             return np.zeros((self.mimi.num_codebooks, 0), np.int64)
-        lat = self.mimi._latent(self.mimi.be.asarray(a[None, :k * spf]), self._state)
+        lat = self.mimi._latent(self.mimi.be.asarray(a[None, : k * spf]), self._state)
         return self.mimi._codes_from_latent(lat)

@@ -8,8 +8,9 @@ before it is rewritten, in op-creation order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +30,15 @@ class Weights:
         try:
             t = self.tensors[name]
         except KeyError:
-            raise FormatError(f"{self.where}: tensor {name!r} is missing",
-                              "the file is not a complete moshi Mimi checkpoint") from None
+            raise FormatError(
+                f"{self.where}: tensor {name!r} is missing", "the file is not a complete moshi Mimi checkpoint"
+            ) from None
         got = tuple(int(d) for d in t.shape)
         if got != tuple(shape):
-            raise FormatError(f"{self.where}: tensor {name!r} has shape {list(got)}, expected "
-                              f"{list(shape)}", "the weights do not match the Mimi config")
+            raise FormatError(
+                f"{self.where}: tensor {name!r} has shape {list(got)}, expected {list(shape)}",
+                "the weights do not match the Mimi config",
+            )
         return t
 
     def host(self, name: str, shape: Sequence[int]) -> np.ndarray:
@@ -62,16 +66,34 @@ class _ConvState:
 class CausalConv1d:
     """moshi ``StreamingConv1d`` (causal): left pad ``k_eff - stride``, right pad to a full window."""
 
-    def __init__(self, w: Tensor, b: Tensor | None, cin: int, k: int, stride: int = 1,
-                 dilation: int = 1, pad_mode: str = "constant") -> None:
+    def __init__(
+        self,
+        w: Tensor,
+        b: Tensor | None,
+        cin: int,
+        k: int,
+        stride: int = 1,
+        dilation: int = 1,
+        pad_mode: str = "constant",
+    ) -> None:
         self.w, self.b, self.cin, self.k = w, b, cin, k
         self.stride, self.dilation, self.pad_mode = stride, dilation, pad_mode
         self.k_eff = (k - 1) * dilation + 1
         self.pad_total = self.k_eff - stride
 
     @classmethod
-    def load(cls, ws: Weights, prefix: str, cin: int, cout: int, k: int, stride: int = 1,
-             dilation: int = 1, bias: bool = True, pad_mode: str = "constant") -> CausalConv1d:
+    def load(
+        cls,
+        ws: Weights,
+        prefix: str,
+        cin: int,
+        cout: int,
+        k: int,
+        stride: int = 1,
+        dilation: int = 1,
+        bias: bool = True,
+        pad_mode: str = "constant",
+    ) -> CausalConv1d:
         w = ws.get(prefix + ".weight", (cout, cin, k))
         b = ws.get(prefix + ".bias", (cout,)) if bias else None
         return cls(w, b, cin, k, stride, dilation, pad_mode)
@@ -108,15 +130,17 @@ class _ConvTrState:
 class CausalConvTranspose1d:
     """moshi ``StreamingConvTranspose1d`` (causal): trim all ``k - stride`` samples on the right."""
 
-    def __init__(self, w: Tensor, b: Tensor | None, neg_b: Tensor | None, cout: int, k: int,
-                 stride: int, groups: int = 1) -> None:
+    def __init__(
+        self, w: Tensor, b: Tensor | None, neg_b: Tensor | None, cout: int, k: int, stride: int, groups: int = 1
+    ) -> None:
         self.w, self.b, self.neg_b, self.cout, self.k = w, b, neg_b, cout, k
         self.stride, self.groups = stride, groups
         self.pad_total = k - stride
 
     @classmethod
-    def load(cls, ws: Weights, prefix: str, cin: int, cout: int, k: int, stride: int,
-             groups: int = 1, bias: bool = True) -> CausalConvTranspose1d:
+    def load(
+        cls, ws: Weights, prefix: str, cin: int, cout: int, k: int, stride: int, groups: int = 1, bias: bool = True
+    ) -> CausalConvTranspose1d:
         w = ws.get(prefix + ".weight", (cin, cout // groups, k))
         b = neg_b = None
         if bias:
@@ -193,13 +217,16 @@ class ResBlock(Sequential):
 def _resblock(ws: Weights, prefix: str, dim: int, sc: dict, dilation: int) -> ResBlock:
     hidden = dim // sc["compress"]
     k = sc["residual_kernel_size"]
-    return ResBlock([
-        Elu(),
-        CausalConv1d.load(ws, f"{prefix}.block.1.conv.conv", dim, hidden, k, dilation=dilation,
-                          pad_mode=sc["pad_mode"]),
-        Elu(),
-        CausalConv1d.load(ws, f"{prefix}.block.3.conv.conv", hidden, dim, 1, pad_mode=sc["pad_mode"]),
-    ])
+    return ResBlock(
+        [
+            Elu(),
+            CausalConv1d.load(
+                ws, f"{prefix}.block.1.conv.conv", dim, hidden, k, dilation=dilation, pad_mode=sc["pad_mode"]
+            ),
+            Elu(),
+            CausalConv1d.load(ws, f"{prefix}.block.3.conv.conv", hidden, dim, 1, pad_mode=sc["pad_mode"]),
+        ]
+    )
 
 
 def seanet_encoder(ws: Weights, prefix: str, sc: dict) -> Sequential:
@@ -210,19 +237,20 @@ def seanet_encoder(ws: Weights, prefix: str, sc: dict) -> Sequential:
     def name() -> str:
         return f"{prefix}.model.{len(layers)}"
 
-    layers.append(CausalConv1d.load(ws, name() + ".conv.conv", sc["channels"], nf, sc["kernel_size"],
-                                    pad_mode=pm))
+    layers.append(CausalConv1d.load(ws, name() + ".conv.conv", sc["channels"], nf, sc["kernel_size"], pad_mode=pm))
     mult = 1
     for ratio in reversed(sc["ratios"]):
         for j in range(sc["n_residual_layers"]):
             layers.append(_resblock(ws, name(), mult * nf, sc, sc["dilation_base"] ** j))
         layers.append(Elu())
-        layers.append(CausalConv1d.load(ws, name() + ".conv.conv", mult * nf, 2 * mult * nf,
-                                        2 * ratio, stride=ratio, pad_mode=pm))
+        layers.append(
+            CausalConv1d.load(ws, name() + ".conv.conv", mult * nf, 2 * mult * nf, 2 * ratio, stride=ratio, pad_mode=pm)
+        )
         mult *= 2
     layers.append(Elu())
-    layers.append(CausalConv1d.load(ws, name() + ".conv.conv", mult * nf, sc["dimension"],
-                                    sc["last_kernel_size"], pad_mode=pm))
+    layers.append(
+        CausalConv1d.load(ws, name() + ".conv.conv", mult * nf, sc["dimension"], sc["last_kernel_size"], pad_mode=pm)
+    )
     return Sequential(layers)
 
 
@@ -235,16 +263,17 @@ def seanet_decoder(ws: Weights, prefix: str, sc: dict) -> Sequential:
         return f"{prefix}.model.{len(layers)}"
 
     mult = 2 ** len(sc["ratios"])
-    layers.append(CausalConv1d.load(ws, name() + ".conv.conv", sc["dimension"], mult * nf,
-                                    sc["kernel_size"], pad_mode=pm))
+    layers.append(
+        CausalConv1d.load(ws, name() + ".conv.conv", sc["dimension"], mult * nf, sc["kernel_size"], pad_mode=pm)
+    )
     for ratio in sc["ratios"]:
         layers.append(Elu())
-        layers.append(CausalConvTranspose1d.load(ws, name() + ".convtr.convtr", mult * nf,
-                                                 mult * nf // 2, 2 * ratio, ratio))
+        layers.append(
+            CausalConvTranspose1d.load(ws, name() + ".convtr.convtr", mult * nf, mult * nf // 2, 2 * ratio, ratio)
+        )
         for j in range(sc["n_residual_layers"]):
             layers.append(_resblock(ws, name(), mult * nf // 2, sc, sc["dilation_base"] ** j))
         mult //= 2
     layers.append(Elu())
-    layers.append(CausalConv1d.load(ws, name() + ".conv.conv", nf, sc["channels"],
-                                    sc["last_kernel_size"], pad_mode=pm))
+    layers.append(CausalConv1d.load(ws, name() + ".conv.conv", nf, sc["channels"], sc["last_kernel_size"], pad_mode=pm))
     return Sequential(layers)

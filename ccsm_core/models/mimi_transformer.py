@@ -70,20 +70,28 @@ class MimiTransformer:
         self.context = int(tc["context"])
         self.scale = 1.0 / math.sqrt(self.head_dim)
         half = self.head_dim // 2
-        self.freqs = np.exp(np.arange(half, dtype=np.float32)
-                            * np.float32(-math.log(tc["max_period"]) * 2 / self.head_dim)).astype(np.float32)
+        self.freqs = np.exp(
+            np.arange(half, dtype=np.float32) * np.float32(-math.log(tc["max_period"]) * 2 / self.head_dim)
+        ).astype(np.float32)
         self.in_proj = ws.get(f"{prefix}.input_proj.weight", (d, din)) if din != d else None
         self.out_proj = ws.get(f"{prefix}.output_projs.0.weight", (douts[0], d)) if douts[0] != d else None
         self.layers = []
         for i in range(tc["num_layers"]):
             p = f"{prefix}.transformer.layers.{i}."
-            self.layers.append(_Layer(
-                n1w=ws.get(p + "norm1.weight", (d,)), n1b=ws.get(p + "norm1.bias", (d,)),
-                in_proj=ws.get(p + "self_attn.in_proj_weight", (3 * d, d)),
-                out_proj=ws.get(p + "self_attn.out_proj.weight", (d, d)),
-                n2w=ws.get(p + "norm2.weight", (d,)), n2b=ws.get(p + "norm2.bias", (d,)),
-                lin1=ws.get(p + "linear1.weight", (ff, d)), lin2=ws.get(p + "linear2.weight", (d, ff)),
-                ls1=ws.get(p + "layer_scale_1.scale", (d,)), ls2=ws.get(p + "layer_scale_2.scale", (d,))))
+            self.layers.append(
+                _Layer(
+                    n1w=ws.get(p + "norm1.weight", (d,)),
+                    n1b=ws.get(p + "norm1.bias", (d,)),
+                    in_proj=ws.get(p + "self_attn.in_proj_weight", (3 * d, d)),
+                    out_proj=ws.get(p + "self_attn.out_proj.weight", (d, d)),
+                    n2w=ws.get(p + "norm2.weight", (d,)),
+                    n2b=ws.get(p + "norm2.bias", (d,)),
+                    lin1=ws.get(p + "linear1.weight", (ff, d)),
+                    lin2=ws.get(p + "linear2.weight", (d, ff)),
+                    ls1=ws.get(p + "layer_scale_1.scale", (d,)),
+                    ls2=ws.get(p + "layer_scale_2.scale", (d,)),
+                )
+            )
 
     # --- shared pieces ---------------------------------------------------------------------
     def _qkv(self, be: Any, lay: _Layer, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -123,8 +131,9 @@ class MimiTransformer:
             q, k, v = self._qkv(be, lay, x, pos)
             outs = []
             for (s, e), (ks, mask) in zip(blocks, masks):
-                outs.append(be.attention(be.slice(q, 0, s, e), be.slice(k, 0, ks, e),
-                                         be.slice(v, 0, ks, e), mask, self.scale))
+                outs.append(
+                    be.attention(be.slice(q, 0, s, e), be.slice(k, 0, ks, e), be.slice(v, 0, ks, e), mask, self.scale)
+                )
             x = self._finish(be, lay, x, outs[0] if len(outs) == 1 else be.concat(outs, 0))
         return self._project_out(be, x)
 
@@ -132,8 +141,7 @@ class MimiTransformer:
     def new_state(self, be: Any) -> TransformerState:
         slots = self.context + RING_SLACK
         shape = (slots, self.heads, self.head_dim)
-        rings = [_Ring(be.zeros(shape), be.zeros(shape), np.full(slots, -1, np.int64))
-                 for _ in self.layers]
+        rings = [_Ring(be.zeros(shape), be.zeros(shape), np.full(slots, -1, np.int64)) for _ in self.layers]
         return TransformerState(0, rings)
 
     def ring_inputs(self, st: TransformerState, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -150,8 +158,9 @@ class MimiTransformer:
         after[rows] = new_pos
         return new_pos.astype(np.int32), rows.astype(np.int32), window_mask(new_pos, after, self.context)
 
-    def step_in_place(self, be: Any, x: Tensor, pos: Tensor, rows: Tensor, mask: Tensor,
-                      st: TransformerState) -> Tensor:
+    def step_in_place(
+        self, be: Any, x: Tensor, pos: Tensor, rows: Tensor, mask: Tensor, st: TransformerState
+    ) -> Tensor:
         """A step on tensors from `ring_inputs` (the caller then calls `advance`): writes each
         layer's keys at ``rows`` and attends over the ring; ``x [T, Din] -> [T, Dout]``."""
         x = self._project_in(be, x)
@@ -200,6 +209,6 @@ class MimiTransformer:
             x = self._finish(be, lay, x, be.attention(q, keys, vals, mask, self.scale))
         for ring in st.rings:
             for src, slot, n in runs:
-                ring.pos[slot:slot + n] = new_pos[src:src + n]
+                ring.pos[slot : slot + n] = new_pos[src : src + n]
         st.offset += t
         return self._project_out(be, x)

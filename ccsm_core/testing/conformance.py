@@ -226,7 +226,9 @@ class BackendConformance:
         got = be.attention(be.asarray(q), be.asarray(k), be.asarray(v), None, 0.25)
         self.check(be.to_numpy(got), ref.attention(q, k, v, None, 0.25))
 
-    @pytest.mark.parametrize("stride,dilation,groups", [(1, 1, 1), (2, 1, 1), (1, 3, 1), (4, 1, 1), (1, 1, 4), (2, 1, 8)])
+    @pytest.mark.parametrize(
+        "stride,dilation,groups", [(1, 1, 1), (2, 1, 1), (1, 3, 1), (4, 1, 1), (1, 1, 4), (2, 1, 8)]
+    )
     def test_conv1d(self, be, ref, rng, stride, dilation, groups):
         cin, cout, k = 8, 8, 5
         x, w, b = _rand(rng, cin, 40), _rand(rng, cout, cin // groups, k), _rand(rng, cout)
@@ -259,8 +261,12 @@ class BackendConformance:
         self.check(be.to_numpy(t), ref.transpose(a, (2, 0, 1)), 0, 0)
         s = be.slice(be.asarray(b), 1, 1, 4)
         self.check(be.to_numpy(s), ref.slice(b, 1, 1, 4), 0, 0)
-        self.check(be.to_numpy(be.add(be.transpose(be.asarray(a), (0, 2, 1)), be.asarray(np.ones((2, 4, 3), np.float32)))),
-                   a.transpose(0, 2, 1) + 1, 1e-6, 1e-6)
+        self.check(
+            be.to_numpy(be.add(be.transpose(be.asarray(a), (0, 2, 1)), be.asarray(np.ones((2, 4, 3), np.float32)))),
+            a.transpose(0, 2, 1) + 1,
+            1e-6,
+            1e-6,
+        )
 
     def test_capture_replays_like_eager(self, be, ref, rng):
         """Optional ``capture``: replays equal eager runs, buffer writes included."""
@@ -300,8 +306,13 @@ class BackendConformance:
         for backend in (ref, be):
             logits: list[np.ndarray] = []
             gen = Generator(CSM(backend, TINY_CONFIG, tensors), Tok())
-            frames = gen.generate("Hi there", 0, (), GenerationSettings(max_audio_ms=400, topk=1, temperature=1.0),
-                                  trace=lambda n, x: logits.append(np.array(x)) if n.startswith("logits") else None)
+            frames = gen.generate(
+                "Hi there",
+                0,
+                (),
+                GenerationSettings(max_audio_ms=400, topk=1, temperature=1.0),
+                trace=lambda n, x, logits=logits: logits.append(np.array(x)) if n.startswith("logits") else None,
+            )
             runs.append((frames, np.stack(logits)))
         (f_ref, l_ref), (f_be, l_be) = runs
         np.testing.assert_array_equal(f_be, f_ref)

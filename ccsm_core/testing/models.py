@@ -7,13 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.config import CsmConfig, LlamaConfig
 from ..loading.demo import TOKENIZER_JSON, random_csm_tensors
+from ..models.config import CsmConfig, LlamaConfig
 
 TINY_CONFIG = CsmConfig(
     backbone=LlamaConfig(num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, intermediate_dim=64),
     decoder=LlamaConfig(num_layers=1, num_heads=2, num_kv_heads=1, embed_dim=16, intermediate_dim=32),
-    text_vocab_size=128, backbone_flavor="test-backbone", decoder_flavor="test-decoder")
+    text_vocab_size=128,
+    backbone_flavor="test-backbone",
+    decoder_flavor="test-decoder",
+)
+
 
 def tiny_csm_tensors(cfg: CsmConfig = TINY_CONFIG, seed: int = 0) -> dict[str, np.ndarray]:
     """Random weights with the original parameter names and shapes (the tiny test shape by default)."""

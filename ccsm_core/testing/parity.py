@@ -81,8 +81,12 @@ class FixtureParity:
         logits: list[np.ndarray] = []
         settings = GenerationSettings(max_audio_ms=cases["n_frames"] * 80, topk=1, temperature=1.0)
         frames = Generator(lm.model, lm.tokenizer).generate(
-            spec["text"], spec["speaker"], fixture_context(ref, case, spec), settings,
-            trace=lambda n, x: logits.append(np.array(x)) if n.startswith("logits") else None)
+            spec["text"],
+            spec["speaker"],
+            fixture_context(ref, case, spec),
+            settings,
+            trace=lambda n, x: logits.append(np.array(x)) if n.startswith("logits") else None,
+        )
         np.testing.assert_array_equal(frames, ref[f"{case}_frames"])
         got = np.stack(logits).reshape(ref[f"{case}_logits"].shape)
         assert np.max(np.abs(got - ref[f"{case}_logits"])) <= 1e-3
@@ -97,7 +101,7 @@ class FixtureParity:
         assert np.max(np.abs(wave - mref["dec_out"][0, 0])) <= 1e-4
         dec = mimi.stream_decoder()
         codes = mref["dec_codes"][0]
-        streamed = np.concatenate([dec.step(codes[:, t:t + 1]) for t in range(codes.shape[1])])
+        streamed = np.concatenate([dec.step(codes[:, t : t + 1]) for t in range(codes.shape[1])])
         assert np.max(np.abs(streamed - wave)) <= 1e-5
         uneven = mimi.stream_decoder()
         cuts = [0, 3, 4, codes.shape[1]]

@@ -31,5 +31,6 @@ def load_tokenizer(source: Any, name: str | None = None) -> Tokenizer:
     for entry in reg:
         if entry.sniff is not None and entry.sniff(source):
             return entry.factory(source)
-    raise FormatError(f"no tokenizer understands {source}",
-                      "use a tokenizer.json (Hugging Face) or a SentencePiece .model file")
+    raise FormatError(
+        f"no tokenizer understands {source}", "use a tokenizer.json (Hugging Face) or a SentencePiece .model file"
+    )

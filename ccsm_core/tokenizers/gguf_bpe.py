@@ -7,20 +7,26 @@ matches and the text between them ("isolated"). The merges run in the ``tokenize
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 from ..errors import FormatError
 
 _CONTRACTIONS = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
-_LLAMA3 = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-           r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN2 = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-          r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN35 = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
-           r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3 = (
+    _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2 = (
+    _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN35 = (
+    _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 REGEXES: dict[str, tuple[str, ...]] = {
     "default": (r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"),
@@ -40,10 +46,10 @@ class PreTokenizer:
     """How llama.cpp pre-tokenizes one ``tokenizer.ggml.pre`` family."""
 
     regexes: tuple[str, ...]
-    ignore_merges: bool = False   # a whole pre-token found in the vocab is used as is
-    add_bos: bool = False         # default when tokenizer.ggml.add_bos_token is absent
-    clean_spaces: bool = True     # llama.cpp's clean-up of " ," " ." " 's" ... when decoding
-    bos_null: bool = False        # the family has no BOS token
+    ignore_merges: bool = False  # a whole pre-token found in the vocab is used as is
+    add_bos: bool = False  # default when tokenizer.ggml.add_bos_token is absent
+    clean_spaces: bool = True  # llama.cpp's clean-up of " ," " ." " 's" ... when decoding
+    bos_null: bool = False  # the family has no BOS token
 
 
 def _family(regex: str, names: str, **flags: bool) -> dict[str, PreTokenizer]:
@@ -53,18 +59,23 @@ def _family(regex: str, names: str, **flags: bool) -> dict[str, PreTokenizer]:
 
 PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     **_family("default", "default"),
-    **_family("llama3", "llama3 llama-v3 llama-bpe falcon3 falcon-h1 pixtral midm-2.0 lfm2 "
-              "jina-v5-nano", ignore_merges=True, add_bos=True),
+    **_family(
+        "llama3",
+        "llama3 llama-v3 llama-bpe falcon3 falcon-h1 pixtral midm-2.0 lfm2 jina-v5-nano",
+        ignore_merges=True,
+        add_bos=True,
+    ),
     **_family("llama3", "dbrx smaug-bpe"),
     **_family("llama3", "glm4 chatglm-bpe", bos_null=True),
-    **_family("gpt2", "gpt-2 phi-2 jina-es jina-de gigachat jina-v2-es jina-v2-de a.x-4.0 mellum "
-              "modern-bert mpt olmo jais exaone4"),
+    **_family(
+        "gpt2",
+        "gpt-2 phi-2 jina-es jina-de gigachat jina-v2-es jina-v2-de a.x-4.0 mellum modern-bert mpt olmo jais exaone4",
+    ),
     **_family("gpt2", "trillion granite-docling", clean_spaces=False),
     **_family("starcoder", "starcoder refact codeshell exaone minerva-7b mellum2"),
     **_family("starcoder", "smollm command-r", clean_spaces=False),
     **_family("qwen2", "stablelm2 megrez"),
-    **_family("qwen2", "qwen2 deepseek-r1-qwen kormo f2llmv2 hunyuan solar-open",
-              clean_spaces=False),
+    **_family("qwen2", "qwen2 deepseek-r1-qwen kormo f2llmv2 hunyuan solar-open", clean_spaces=False),
     **_family("qwen35", "qwen35", clean_spaces=False),
     **_family("falcon", "falcon"),
     **_family("poro", "bloom gpt3-finnish"),
@@ -77,16 +88,17 @@ def pre_tokenizer(name: str | None) -> PreTokenizer:
     """The pre-tokenizer for a ``tokenizer.ggml.pre`` value (missing -> llama.cpp's default)."""
     key = name or "default"
     if key not in PRE_TOKENIZERS:
-        raise FormatError(f"unsupported GGUF pre-tokenizer {key!r} (tokenizer.ggml.pre)",
-                          "supported: " + ", ".join(sorted(PRE_TOKENIZERS)))
+        raise FormatError(
+            f"unsupported GGUF pre-tokenizer {key!r} (tokenizer.ggml.pre)",
+            "supported: " + ", ".join(sorted(PRE_TOKENIZERS)),
+        )
     return PRE_TOKENIZERS[key]
 
 
 @lru_cache(maxsize=1)
 def byte_decoder() -> dict[str, int]:
     """GPT-2's printable stand-in character -> byte value (inverse of ``bytes_to_unicode``)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = list(bs)
     n = 0
     for b in range(256):
@@ -128,10 +140,10 @@ class BPEModel:
         pairs: list[tuple[str, str]] = []
         seen: set[tuple[str, str]] = set()
         for m in merges:
-            pos = m.find(" ", 1)   # llama.cpp splits at the first space after position 0
+            pos = m.find(" ", 1)  # llama.cpp splits at the first space after position 0
             if pos < 0:
                 continue
-            a, b = m[:pos], m[pos + 1:]
+            a, b = m[:pos], m[pos + 1 :]
             # llama.cpp keeps the first rank of a repeated pair; the tokenizers library needs
             # both halves and their concatenation in the vocab
             if (a, b) in seen or a not in vocab or b not in vocab or a + b not in vocab:
@@ -143,10 +155,13 @@ class BPEModel:
             tok = Tokenizer(model)
             tok.pre_tokenizer = pre_tokenizers.Sequence(
                 [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]
-                + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+                + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+            )
         except Exception as e:  # the library raises plain Exceptions
-            raise FormatError(f"cannot build the BPE tokenizer from GGUF metadata: {e}",
-                              "the file's tokenizer.ggml.* entries are inconsistent") from None
+            raise FormatError(
+                f"cannot build the BPE tokenizer from GGUF metadata: {e}",
+                "the file's tokenizer.ggml.* entries are inconsistent",
+            ) from None
         self._tok = tok
 
     def encode(self, text: str) -> list[int]:

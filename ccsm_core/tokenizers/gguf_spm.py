@@ -8,7 +8,7 @@ leftmost); a final symbol that is not a token is emitted as its UTF-8 bytes (``<
 from __future__ import annotations
 
 import heapq
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
 def byte_token_ids(token_to_id: Mapping[str, int], unk_id: int | None) -> list[int | None]:
@@ -22,8 +22,9 @@ def byte_token_ids(token_to_id: Mapping[str, int], unk_id: int | None) -> list[i
     return out
 
 
-def spm_encode(text: str, token_to_id: Mapping[str, int], scores: Sequence[float],
-               byte_ids: Sequence[int | None]) -> list[int]:
+def spm_encode(
+    text: str, token_to_id: Mapping[str, int], scores: Sequence[float], byte_ids: Sequence[int | None]
+) -> list[int]:
     """Ids of ``text`` by llama.cpp's SPM merge (``llm_tokenizer_spm_session``)."""
     n = len(text)
     if n == 0:
@@ -38,7 +39,7 @@ def spm_encode(text: str, token_to_id: Mapping[str, int], scores: Sequence[float
         if left < 0 or right < 0:
             return
         size = length[left] + length[right]
-        tid = token_to_id.get(text[left:left + size])
+        tid = token_to_id.get(text[left : left + size])
         if tid is not None:
             heapq.heappush(heap, (-scores[tid], left, right, size))
 
@@ -47,7 +48,7 @@ def spm_encode(text: str, token_to_id: Mapping[str, int], scores: Sequence[float
     while heap:
         _, left, right, size = heapq.heappop(heap)
         if length[left] == 0 or length[right] == 0 or length[left] + length[right] != size:
-            continue   # stale: one side has merged since
+            continue  # stale: one side has merged since
         length[left] = size
         length[right] = 0
         nxt[left] = nxt[right]
@@ -59,7 +60,7 @@ def spm_encode(text: str, token_to_id: Mapping[str, int], scores: Sequence[float
     out: list[int] = []
     i = 0
     while i != -1:
-        piece = text[i:i + length[i]]
+        piece = text[i : i + length[i]]
         tid = token_to_id.get(piece)
         if tid is not None:
             out.append(tid)

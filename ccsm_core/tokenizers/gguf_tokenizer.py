@@ -12,9 +12,10 @@ from __future__ import annotations
 import codecs
 import operator
 import os
+from collections.abc import Iterable, Mapping
 from enum import IntFlag
 from pathlib import Path, PurePath
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..errors import FormatError, UsageError
 
@@ -33,26 +34,80 @@ class Attr(IntFlag):
 
 
 # tokenizer.ggml.token_type values (llama_token_type) -> attributes
-_TYPE_ATTR = {1: Attr.NORMAL, 2: Attr.UNKNOWN, 3: Attr.CONTROL, 4: Attr.USER_DEFINED,
-              5: Attr.UNUSED, 6: Attr.BYTE}
+_TYPE_ATTR = {1: Attr.NORMAL, 2: Attr.UNKNOWN, 3: Attr.CONTROL, 4: Attr.USER_DEFINED, 5: Attr.UNUSED, 6: Attr.BYTE}
 # token texts llama.cpp treats as end-of-generation (and therefore control)
-EOG_TEXTS = frozenset([
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
-    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
-    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
-    "<｜end▁of▁sentence｜>", "[e~["])
+EOG_TEXTS = frozenset(
+    [
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<|return|>",
+        "<|call|>",
+        "<|flush|>",
+        "<|calls|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "</s>",
+        "<|eom_id|>",
+        "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "[EOS]",
+        "<|end_of_text|>",
+        "<end_of_utterance>",
+        "<eos>",
+        "<turn|>",
+        "<|tool_response>",
+        "<｜end▁of▁sentence｜>",
+        "[e~[",
+    ]
+)
 # texts llama.cpp takes as the end-of-turn token when tokenizer.ggml.eot_token_id is unset
-_EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-              "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>",
-              "<end_of_utterance>")
+_EOT_TEXTS = (
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "<｜end▁of▁sentence｜>",
+    "<end_of_utterance>",
+)
 # fill-in-the-middle tokens llama.cpp finds by text (and marks control) when their id is unset
 _FIM_TEXTS = {
-    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>",
-                "▁<PRE>", "<|code_prefix|>", "<|prefix|>"),
-    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>",
-                "▁<SUF>", "<|code_suffix|>", "<|suffix|>"),
-    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
-                "▁<MID>", "<|code_middle|>", "<|middle|>"),
+    "fim_pre": (
+        "<|fim_prefix|>",
+        "<fim-prefix>",
+        "<fim_prefix>",
+        "<｜fim▁begin｜>",
+        "<PRE>",
+        "▁<PRE>",
+        "<|code_prefix|>",
+        "<|prefix|>",
+    ),
+    "fim_suf": (
+        "<|fim_suffix|>",
+        "<fim-suffix>",
+        "<fim_suffix>",
+        "<｜fim▁hole｜>",
+        "<SUF>",
+        "▁<SUF>",
+        "<|code_suffix|>",
+        "<|suffix|>",
+    ),
+    "fim_mid": (
+        "<|fim_middle|>",
+        "<fim-middle>",
+        "<fim_middle>",
+        "<｜fim▁end｜>",
+        "<MID>",
+        "▁<MID>",
+        "<|code_middle|>",
+        "<|middle|>",
+    ),
     "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
     "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
     "fim_sep": ("<|file_sep|>",),
@@ -81,24 +136,29 @@ class GGUFTokenizer:
         md = metadata
         self.model = str(md.get(_K + "model", ""))
         if self.model not in ("gpt2", "llama"):
-            raise FormatError(f"GGUF tokenizer model {self.model!r} is not supported "
-                              "(supported: gpt2, llama)",
-                              "use a model with a BPE (gpt2) or SentencePiece (llama) vocabulary")
+            raise FormatError(
+                f"GGUF tokenizer model {self.model!r} is not supported (supported: gpt2, llama)",
+                "use a model with a BPE (gpt2) or SentencePiece (llama) vocabulary",
+            )
         tokens = md.get(_K + "tokens")
         if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-            raise FormatError("GGUF metadata has no tokenizer.ggml.tokens string list",
-                              "the file carries no vocabulary; pass a tokenizer file instead")
+            raise FormatError(
+                "GGUF metadata has no tokenizer.ggml.tokens string list",
+                "the file carries no vocabulary; pass a tokenizer file instead",
+            )
         n = len(tokens)
         self.tokens: list[str] = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         self.token_to_id: dict[str, int] = {}
         for i, t in enumerate(self.tokens):
             if self.token_to_id.setdefault(t, i) != i:
-                raise FormatError(f"GGUF vocabulary has token {t!r} twice "
-                                  f"(ids {self.token_to_id[t]} and {i})", "the file is corrupt")
+                raise FormatError(
+                    f"GGUF vocabulary has token {t!r} twice (ids {self.token_to_id[t]} and {i})", "the file is corrupt"
+                )
         self.scores = self._numbers(md, "scores", n, float)
         types = self._numbers(md, "token_type", n, int)
-        self.attrs: list[Attr] = [_TYPE_ATTR.get(t, Attr.UNDEFINED) for t in types] \
-            if types is not None else [Attr.NORMAL] * n
+        self.attrs: list[Attr] = (
+            [_TYPE_ATTR.get(t, Attr.UNDEFINED) for t in types] if types is not None else [Attr.NORMAL] * n
+        )
         self.vocab_size = n
 
         bpe = self.model == "gpt2"
@@ -118,11 +178,15 @@ class GGUFTokenizer:
         self.add_space_prefix = bool(md.get(_K + "add_space_prefix", not bpe))
         self.clean_spaces = pre.clean_spaces if pre else False
         if self.add_bos and self.bos_id is None:
-            raise FormatError("GGUF metadata asks to add a BOS token but defines none",
-                              "the file's tokenizer.ggml.bos_token_id is missing")
+            raise FormatError(
+                "GGUF metadata asks to add a BOS token but defines none",
+                "the file's tokenizer.ggml.bos_token_id is missing",
+            )
         if self.add_eos and self.eos_id is None:
-            raise FormatError("GGUF metadata asks to add an EOS token but defines none",
-                              "the file's tokenizer.ggml.eos_token_id is missing")
+            raise FormatError(
+                "GGUF metadata asks to add an EOS token but defines none",
+                "the file's tokenizer.ggml.eos_token_id is missing",
+            )
         self.eog_ids = self._mark_special_texts(md)
         self._special = self._special_cache(str(md.get("general.name", "")))
         self._pieces: list[bytes] | None = None
@@ -132,8 +196,10 @@ class GGUFTokenizer:
 
             merges = md.get(_K + "merges")
             if not isinstance(merges, list):
-                raise FormatError("GGUF BPE vocabulary has no tokenizer.ggml.merges list",
-                                  "the file is incomplete; convert the model again")
+                raise FormatError(
+                    "GGUF BPE vocabulary has no tokenizer.ggml.merges list",
+                    "the file is incomplete; convert the model again",
+                )
             self._bpe = BPEModel(self.tokens, merges, pre)  # type: ignore[arg-type]
         else:
             from .gguf_spm import byte_token_ids
@@ -152,8 +218,10 @@ class GGUFTokenizer:
         except (TypeError, ValueError):
             vals = []
         if len(vals) < n:
-            raise FormatError(f"GGUF tokenizer.ggml.{key} has {len(vals)} numbers for {n} tokens",
-                              "the file is corrupt; convert the model again")
+            raise FormatError(
+                f"GGUF tokenizer.ggml.{key} has {len(vals)} numbers for {n} tokens",
+                "the file is corrupt; convert the model again",
+            )
         return vals
 
     def _mark_special_texts(self, md: Mapping[str, Any]) -> frozenset[int]:
@@ -174,8 +242,7 @@ class GGUFTokenizer:
                 eog.add(tid)
                 self.attrs[tid] |= Attr.CONTROL
         if self.eot_id is None:
-            self.eot_id = next((self.token_to_id[t] for t in _EOT_TEXTS
-                                if t in self.token_to_id), None)
+            self.eot_id = next((self.token_to_id[t] for t in _EOT_TEXTS if t in self.token_to_id), None)
         for text in _ALWAYS_USER_DEFINED:
             if text in self.token_to_id:
                 self.attrs[self.token_to_id[text]] = Attr.USER_DEFINED
@@ -184,11 +251,10 @@ class GGUFTokenizer:
 
     def _special_cache(self, model_name: str) -> list[int]:
         """Ids split out of raw text before tokenizing, longest text (in bytes) first."""
-        ids = [i for i, a in enumerate(self.attrs)
-               if a & (Attr.CONTROL | Attr.USER_DEFINED | Attr.UNKNOWN)]
+        ids = [i for i, a in enumerate(self.attrs) if a & (Attr.CONTROL | Attr.USER_DEFINED | Attr.UNKNOWN)]
         ids.sort(key=lambda i: (-len(self.tokens[i].encode("utf-8", "surrogateescape")), i))
         name = model_name.lower()
-        if "phi-3" in name or "phi3" in name:   # llama.cpp: phi-3 special tokens eat spaces after
+        if "phi-3" in name or "phi3" in name:  # llama.cpp: phi-3 special tokens eat spaces after
             for i in ids + [self.token_to_id.get("</s>", -1)]:
                 if i >= 0:
                     self.attrs[i] |= Attr.RSTRIP
@@ -224,7 +290,7 @@ class GGUFTokenizer:
                     if pos > 0:
                         out.append(rest[:pos])
                     out.append(tid)
-                    rest = rest[pos + len(tok):]
+                    rest = rest[pos + len(tok) :]
                     if attr & Attr.RSTRIP:
                         rest = rest.lstrip(_C_SPACE)
             frags = out
@@ -237,13 +303,14 @@ class GGUFTokenizer:
         ``parse_special`` turns control-token texts such as ``<|im_start|>`` into their ids.
         """
         if not isinstance(text, str):
-            raise UsageError(f"text to tokenize must be a str, not {type(text).__name__}",
-                             "decode bytes to str first")
+            raise UsageError(f"text to tokenize must be a str, not {type(text).__name__}", "decode bytes to str first")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise UsageError(f"text to tokenize is not valid Unicode ({e.reason} at {e.start})",
-                             "remove or replace the broken characters") from None
+            raise UsageError(
+                f"text to tokenize is not valid Unicode ({e.reason} at {e.start})",
+                "remove or replace the broken characters",
+            ) from None
         out: list[int] = []
         if add_special and self.add_bos:
             out.append(self.bos_id)  # type: ignore[arg-type]
@@ -259,8 +326,7 @@ class GGUFTokenizer:
 
                 if self.add_space_prefix and prev_special:
                     frag = " " + frag
-                out.extend(spm_encode(frag.replace(" ", "▁"), self.token_to_id,
-                                      self.scores, self._byte_ids))  # type: ignore[arg-type]
+                out.extend(spm_encode(frag.replace(" ", "▁"), self.token_to_id, self.scores, self._byte_ids))  # type: ignore[arg-type]
                 prev_special = False
         if add_special and self.add_eos:
             out.append(self.eos_id)  # type: ignore[arg-type]
@@ -291,8 +357,10 @@ class GGUFTokenizer:
         Control and unknown tokens give their text only when ``special`` is true.
         """
         if not 0 <= token_id < self.vocab_size:
-            raise UsageError(f"token id {token_id} is outside the vocabulary "
-                             f"(0..{self.vocab_size - 1})", "the ids come from another model")
+            raise UsageError(
+                f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})",
+                "the ids come from another model",
+            )
         if not special and self.attrs[token_id] & (Attr.UNKNOWN | Attr.CONTROL):
             return b""
         if self._pieces is None:
@@ -323,7 +391,7 @@ class GGUFTokenizer:
             data = clean_spaces(data)
         return data.decode("utf-8", "replace")
 
-    def incremental_decoder(self, *, special: bool = False) -> "IncrementalDecoder":
+    def incremental_decoder(self, *, special: bool = False) -> IncrementalDecoder:
         """A streaming decoder: feed ids one at a time, get only complete characters back."""
         return IncrementalDecoder(self, special=special)
 
@@ -379,7 +447,7 @@ def clean_spaces(text: bytes) -> bytes:
             x1 = t[i + 1]
             if x1 in b"sm":
                 total -= 1
-            elif x1 not in b"td" and i + 2 < n and bytes(t[i + 1:i + 3]) in (b"re", b"ve"):
+            elif x1 not in b"td" and i + 2 < n and bytes(t[i + 1 : i + 3]) in (b"re", b"ve"):
                 total -= 1
         t[total] = x
         total += 1
@@ -409,10 +477,11 @@ def tokenizer_from_gguf(source: Mapping[str, Any] | Any) -> GGUFTokenizer:
         source = read_header(Path(source)).metadata
     md = _metadata_of(source)
     if md is None:
-        raise FormatError(f"cannot read a GGUF vocabulary from a {type(source).__name__}",
-                          "pass GGUF metadata, a loaded GGUF file, or its path")
+        raise FormatError(
+            f"cannot read a GGUF vocabulary from a {type(source).__name__}",
+            "pass GGUF metadata, a loaded GGUF file, or its path",
+        )
     return GGUFTokenizer(md)
 
 
-__all__ = ["Attr", "GGUFTokenizer", "IncrementalDecoder", "clean_spaces", "sniff",
-           "tokenizer_from_gguf"]
+__all__ = ["Attr", "GGUFTokenizer", "IncrementalDecoder", "clean_spaces", "sniff", "tokenizer_from_gguf"]

@@ -21,8 +21,10 @@ class HFJsonTokenizer:
         try:
             self.tok = Tokenizer.from_str(text) if text is not None else Tokenizer.from_file(str(self.path))
         except Exception as e:  # the library raises plain Exceptions on bad JSON
-            raise FormatError(f"{self.path}: not a readable tokenizer.json ({str(e).splitlines()[0]})",
-                              "use the tokenizer.json that came with the model") from None
+            raise FormatError(
+                f"{self.path}: not a readable tokenizer.json ({str(e).splitlines()[0]})",
+                "use the tokenizer.json that came with the model",
+            ) from None
         self.bos_id = self._first(BOS_NAMES)
         self.eos_id = self._first(EOS_NAMES)
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
@@ -37,10 +39,12 @@ class HFJsonTokenizer:
     def encode(self, text: str, *, add_special: bool = True) -> list[int]:
         ids = list(self.tok.encode(text, add_special_tokens=False).ids)
         if add_special:
-            ids = ([self.bos_id] if self.bos_id is not None else []) + ids + (
-                [self.eos_id] if self.eos_id is not None else [])
+            ids = (
+                ([self.bos_id] if self.bos_id is not None else [])
+                + ids
+                + ([self.eos_id] if self.eos_id is not None else [])
+            )
         return ids
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True)
-

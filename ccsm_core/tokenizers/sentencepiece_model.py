@@ -18,8 +18,9 @@ class SentencePieceTokenizer:
         try:
             self.sp.Load(str(self.path))
         except (OSError, RuntimeError) as e:
-            raise FormatError(f"{self.path}: not a SentencePiece model ({e})",
-                              "use the tokenizer.model that came with the model") from None
+            raise FormatError(
+                f"{self.path}: not a SentencePiece model ({e})", "use the tokenizer.model that came with the model"
+            ) from None
         self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 else None
         self.eos_id = self.sp.eos_id() if self.sp.eos_id() >= 0 else None
         self.vocab_size = self.sp.get_piece_size()
@@ -27,10 +28,12 @@ class SentencePieceTokenizer:
     def encode(self, text: str, *, add_special: bool = True) -> list[int]:
         ids = list(self.sp.encode(text))
         if add_special:
-            ids = ([self.bos_id] if self.bos_id is not None else []) + ids + (
-                [self.eos_id] if self.eos_id is not None else [])
+            ids = (
+                ([self.bos_id] if self.bos_id is not None else [])
+                + ids
+                + ([self.eos_id] if self.eos_id is not None else [])
+            )
         return ids
 
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode(list(ids))
-

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ...errors import FormatError, ModelError
 from ...tensors import take_rows
@@ -32,17 +33,19 @@ class TextArch:
     """One architecture's differences from Llama (the defaults are Llama's)."""
 
     name: str
-    neox_rope: bool = False          # RoPE on halves (NEOX) rather than on adjacent pairs
-    activation: str = "silu"         # of the gated MLP: "silu" (SwiGLU) or "gelu_tanh" (GeGLU)
+    neox_rope: bool = False  # RoPE on halves (NEOX) rather than on adjacent pairs
+    activation: str = "silu"  # of the gated MLP: "silu" (SwiGLU) or "gelu_tanh" (GeGLU)
     scaled_embeddings: bool = False  # embeddings multiplied by sqrt(dim)
 
     def layer_weights(self, tensors: Mapping[str, Any], prefix: str, stack: LlamaConfig) -> dict[str, Any]:
         """Layer ``prefix`` (``blk.{i}.``) as the Llama stack's names: norms, q/k/v (+ biases
         where the file has them), o, and the gated MLP's w1 (gate), w3 (up), w2 (down)."""
-        w: dict[str, Any] = {"sa_norm": need_tensor(tensors, prefix + "attn_norm.weight"),
-                             "mlp_norm": need_tensor(tensors, prefix + "ffn_norm.weight"),
-                             "o": need_tensor(tensors, prefix + "attn_output.weight"),
-                             "w2": need_tensor(tensors, prefix + "ffn_down.weight")}
+        w: dict[str, Any] = {
+            "sa_norm": need_tensor(tensors, prefix + "attn_norm.weight"),
+            "mlp_norm": need_tensor(tensors, prefix + "ffn_norm.weight"),
+            "o": need_tensor(tensors, prefix + "attn_output.weight"),
+            "w2": need_tensor(tensors, prefix + "ffn_down.weight"),
+        }
         w.update(self.attention_weights(tensors, prefix, stack))
         for key in "qkv":
             if f"{prefix}attn_{key}.bias" in tensors:
@@ -66,7 +69,9 @@ class FusedArch(TextArch):
             return super().attention_weights(tensors, prefix, stack)
         qkv = need_tensor(tensors, prefix + "attn_qkv.weight")
         nq, nk = stack.num_heads * stack.head_dim, stack.num_kv_heads * stack.head_dim
-        return {key: take_rows(qkv, a, b) for key, a, b in (("q", 0, nq), ("k", nq, nq + nk), ("v", nq + nk, nq + 2 * nk))}
+        return {
+            key: take_rows(qkv, a, b) for key, a, b in (("q", 0, nq), ("k", nq, nq + nk), ("v", nq + nk, nq + 2 * nk))
+        }
 
     def mlp_weights(self, tensors: Mapping[str, Any], prefix: str, stack: LlamaConfig) -> tuple[Any, Any]:
         if prefix + "ffn_gate.weight" in tensors:
@@ -77,8 +82,9 @@ class FusedArch(TextArch):
 
 def arch_names() -> list[str]:
     """The supported architectures: the modules of this package that define ``ARCH``."""
-    return sorted(m.name for m in pkgutil.iter_modules(_package_path())
-                  if m.name not in _NOT_ARCHS and not m.name.startswith("_"))
+    return sorted(
+        m.name for m in pkgutil.iter_modules(_package_path()) if m.name not in _NOT_ARCHS and not m.name.startswith("_")
+    )
 
 
 def _package_path() -> list[str]:

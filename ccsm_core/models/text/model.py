@@ -7,9 +7,10 @@ Norm weights are used as stored (GGUF's Gemma norms already include the +1).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,6 @@ from ..llama import KVCache, Llama, causal_mask, fuse_projections
 from .arch import TextArch, get_arch, need_tensor
 
 WINDOW = 256  # attention windows grow in steps of this many cache rows (as llama.cpp pads its KV view)
-
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,19 @@ class TextConfig:
         dim = int(get("embedding_length"))
         head_size = md.get(f"{arch.name}.attention.key_length")
         stack = LlamaConfig(
-            num_layers=int(get("block_count")), num_heads=heads,
-            num_kv_heads=int(get("attention.head_count_kv", heads)), embed_dim=dim,
-            intermediate_dim=int(get("feed_forward_length")), max_seq_len=int(get("context_length", 4096)),
-            norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)), rope_base=float(get("rope.freq_base", 10000.0)),
-            scale_factor=None, rope_interleaved=not arch.neox_rope,
+            num_layers=int(get("block_count")),
+            num_heads=heads,
+            num_kv_heads=int(get("attention.head_count_kv", heads)),
+            embed_dim=dim,
+            intermediate_dim=int(get("feed_forward_length")),
+            max_seq_len=int(get("context_length", 4096)),
+            norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+            rope_base=float(get("rope.freq_base", 10000.0)),
+            scale_factor=None,
+            rope_interleaved=not arch.neox_rope,
             head_size=int(head_size) if head_size is not None and int(head_size) != dim // heads else None,
-            activation=arch.activation)
+            activation=arch.activation,
+        )
         return cls(arch.name, stack, vocab_size, float(np.sqrt(dim)) if arch.scaled_embeddings else None)
 
 
@@ -81,13 +87,18 @@ class TextLM:
 
     def _check(self, tensors: Mapping[str, Any]) -> None:
         st, v = self.cfg.stack, self.cfg.vocab_size
-        want = {"token_embd.weight": (v, st.embed_dim), "blk.0.attn_output.weight": (st.embed_dim, st.num_heads * st.head_dim),
-                "blk.0.ffn_down.weight": (st.embed_dim, st.intermediate_dim)}
+        want = {
+            "token_embd.weight": (v, st.embed_dim),
+            "blk.0.attn_output.weight": (st.embed_dim, st.num_heads * st.head_dim),
+            "blk.0.ffn_down.weight": (st.embed_dim, st.intermediate_dim),
+        }
         for name, shape in want.items():
             got = tuple(tensors[name].shape)
             if got != shape:
-                raise FormatError(f"tensor {name!r} has shape {list(got)}, expected {list(shape)}",
-                                  "the metadata does not match the weights")
+                raise FormatError(
+                    f"tensor {name!r} has shape {list(got)}, expected {list(shape)}",
+                    "the metadata does not match the weights",
+                )
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
         cache = self.stack.new_cache(capacity, self.kv_dtype, WINDOW)

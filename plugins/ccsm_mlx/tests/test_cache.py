@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from ccsm_core.loading.csm import load_csm
 from ccsm_mlx.backend import MlxBackend
 from ccsm_mlx.cache import ARRAYS, MANIFEST, WeightCache, tensor_key
 from ccsm_mlx.weights import Precision, QWeight
+
+from ccsm_core.loading.csm import load_csm
 
 FIXTURE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "csm-tiny"
 
@@ -108,19 +108,40 @@ def test_put_is_atomic_and_first_writer_wins(tmp_path):
 def test_convert_command_fills_the_cache_for_run(tmp_path, cli_runner):
     from ccsm_core.cli import cli
 
-    res = cli_runner.invoke(cli, ["mlx", "convert", str(FIXTURE), "--quantize", "4", "--cache-dir", str(tmp_path),
-                                  "--no-progress"])
+    res = cli_runner.invoke(
+        cli, ["mlx", "convert", str(FIXTURE), "--quantize", "4", "--cache-dir", str(tmp_path), "--no-progress"]
+    )
     assert res.exit_code == 0, res.output
     assert "0 found" in res.output and "--backend-option quantize=4" in res.output
     n, size = WeightCache(tmp_path).size()
     assert n > 40 and size > 0
-    res = cli_runner.invoke(cli, ["mlx", "convert", str(FIXTURE), "--quantize", "4", "--cache-dir", str(tmp_path),
-                                  "--no-progress"])
+    res = cli_runner.invoke(
+        cli, ["mlx", "convert", str(FIXTURE), "--quantize", "4", "--cache-dir", str(tmp_path), "--no-progress"]
+    )
     assert f"{n} found, 0 written" in res.output
     out = tmp_path / "hi.wav"
-    res = cli_runner.invoke(cli, ["run", "Hello from CSM.", "--model", str(FIXTURE), "--backend", "mlx",
-                                  "--backend-option", "quantize=4", "--backend-option", f"cache_dir={tmp_path}",
-                                  "--max-audio-ms", "240", "--seed", "1", "--no-watermark", "-o", str(out)])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "run",
+            "Hello from CSM.",
+            "--model",
+            str(FIXTURE),
+            "--backend",
+            "mlx",
+            "--backend-option",
+            "quantize=4",
+            "--backend-option",
+            f"cache_dir={tmp_path}",
+            "--max-audio-ms",
+            "240",
+            "--seed",
+            "1",
+            "--no-watermark",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert out.stat().st_size > 1000
     res = cli_runner.invoke(cli, ["mlx", "cache", "--cache-dir", str(tmp_path)])
@@ -132,6 +153,7 @@ def test_convert_command_fills_the_cache_for_run(tmp_path, cli_runner):
 def test_bad_backend_option_from_the_cli(cli_runner):
     from ccsm_core.cli import cli
 
-    res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(FIXTURE), "--backend", "mlx",
-                                  "--backend-option", "dtype=fp8", "-o", "x.wav"])
+    res = cli_runner.invoke(
+        cli, ["run", "Hi", "--model", str(FIXTURE), "--backend", "mlx", "--backend-option", "dtype=fp8", "-o", "x.wav"]
+    )
     assert res.exit_code == 2 and "dtype 'fp8'" in res.output

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ccsm_mlx.backend import MlxBackend
+from ccsm_mlx.weights import QWeight
 
 from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_core.errors import UsageError
 from ccsm_core.tensors import TensorData
 from ccsm_core.testing.conformance import quantized
-from ccsm_mlx.backend import MlxBackend
-from ccsm_mlx.weights import QWeight
 
 
 @pytest.fixture
@@ -40,8 +40,9 @@ def test_rope_one_position_fused_kernel(be, interleaved, pos):
 def test_rope_any_positions(be):
     x, pos = R(4, 2, 64), np.array([9, 3, 3, 700])  # not contiguous: the general path
     want = NumpyBackend().rope(x, pos, FREQS, True)
-    np.testing.assert_allclose(be.to_numpy(be.rope(be.asarray(x), be.asarray(pos), FREQS, True)), want,
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        be.to_numpy(be.rope(be.asarray(x), be.asarray(pos), FREQS, True)), want, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_kv_cache_decode_loop(be):
@@ -163,7 +164,10 @@ BAD = [
     ("conv_short", lambda b: b.conv1d(b.asarray(R(2, 3)), b.weight(R(2, 2, 5)), None)),
     ("conv_groups", lambda b: b.conv1d(b.asarray(R(4, 9)), b.weight(R(3, 2, 3)), None, groups=2)),
     ("conv_stride0", lambda b: b.conv1d(b.asarray(R(2, 9)), b.weight(R(2, 2, 3)), None, stride=0)),
-    ("attention_heads", lambda b: b.attention(b.asarray(R(1, 3, 4)), b.asarray(R(2, 2, 4)), b.asarray(R(2, 2, 4)), None, 1.0)),
+    (
+        "attention_heads",
+        lambda b: b.attention(b.asarray(R(1, 3, 4)), b.asarray(R(2, 2, 4)), b.asarray(R(2, 2, 4)), None, 1.0),
+    ),
 ]
 
 

@@ -19,7 +19,9 @@ def test_distribution_installed_with_entry_point():
     assert [(ep.name, ep.value) for ep in eps] == [("ccsm_mlx", "ccsm_mlx.plugin")]
     from packaging.requirements import Requirement
 
-    reqs = {(r.name, tuple(sorted(r.extras)), str(r.marker)): r.specifier for r in map(Requirement, dist.requires or [])}
+    reqs = {
+        (r.name, tuple(sorted(r.extras)), str(r.marker)): r.specifier for r in map(Requirement, dist.requires or [])
+    }
     assert "0.1.5" in reqs[("ccsm", (), "None")] and "0.2.0" not in reqs[("ccsm", (), "None")]
     darwin = reqs[("mlx", (), 'sys_platform == "darwin"')]
     linux = reqs[("mlx", ("cpu",), 'sys_platform == "linux"')]
@@ -53,11 +55,18 @@ def test_register_probe(register_probe):
     assert factory().precision.key() == "stored"
 
 
-@pytest.mark.parametrize("options,match", [
-    ({"dtype": "fp8"}, "dtype"), ({"quantize": 7}, "quantize"), ({"quantize": "four"}, "quantize"),
-    ({"group_size": 48}, "group_size"), ({"device": "tpu"}, "device"), ({"cache": "sometimes"}, "cache"),
-    ({"colour": "red"}, "unknown option"),
-])
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"dtype": "fp8"}, "dtype"),
+        ({"quantize": 7}, "quantize"),
+        ({"quantize": "four"}, "quantize"),
+        ({"group_size": 48}, "group_size"),
+        ({"device": "tpu"}, "device"),
+        ({"cache": "sometimes"}, "cache"),
+        ({"colour": "red"}, "unknown option"),
+    ],
+)
 def test_bad_options_are_usage_errors(options, match):
     from ccsm_mlx.plugin import factory
 
@@ -67,7 +76,6 @@ def test_bad_options_are_usage_errors(options, match):
 
 def test_missing_gpu_is_unavailable():
     import mlx.core as mx
-
     from ccsm_mlx.plugin import factory
 
     if mx.is_available(mx.gpu):
@@ -87,14 +95,19 @@ def test_plugin_module_import_is_light():
     assert "ccsm_mlx.plugin" in imported
     heavy = {m for m in imported if m.split(".")[0] in ("mlx", "numpy")}
     assert not heavy, f"plugin import pulled in {sorted(heavy)}"
-    cumulative = [int(ln.split("|")[1]) for ln in r.stderr.splitlines()
-                  if ln.startswith("import time:") and ln.split("|")[2].strip() == "ccsm_mlx.plugin"]
+    cumulative = [
+        int(ln.split("|")[1])
+        for ln in r.stderr.splitlines()
+        if ln.startswith("import time:") and ln.split("|")[2].strip() == "ccsm_mlx.plugin"
+    ]
     assert cumulative and cumulative[0] < 200_000, f"import ccsm_mlx.plugin took {cumulative} us (budget 0.2 s)"
 
 
 def test_cli_help_does_not_import_mlx():
-    code = ("import sys; from ccsm_core.cli import main; sys.argv = ['ccsm', 'mlx', '--help']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass")
+    code = (
+        "import sys; from ccsm_core.cli import main; sys.argv = ['ccsm', 'mlx', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
     r, imported = _importtime(code)
     assert "convert" in r.stdout
     assert not {m for m in imported if m.split(".")[0] == "mlx"}
@@ -131,8 +144,10 @@ def test_available_refuses_an_untested_mlx(no_mlx):
 
 
 def test_ccsm_backends_reports_the_reason():
-    code = ("import sys; sys.modules['mlx'] = None\n"
-            "from ccsm_core.cli import main; sys.argv = ['ccsm', 'backends', '--json']; main()")
+    code = (
+        "import sys; sys.modules['mlx'] = None\n"
+        "from ccsm_core.cli import main; sys.argv = ['ccsm', 'backends', '--json']; main()"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     row = {b["name"]: b for b in json.loads(r.stdout)}["mlx"]
@@ -157,9 +172,29 @@ def test_run_with_dtype_and_quantize_flags(cli_runner, tmp_path):
 
     fixture = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "csm-tiny"
     out = tmp_path / "f.npy"
-    res = cli_runner.invoke(cli, ["run", "Hello from CSM.", "--model", str(fixture), "--backend", "mlx", "--dtype",
-                                  "bf16", "--quantize", "4", "--topk", "1", "--max-audio-ms", "240",
-                                  "--seed", "1", "--codes-out", str(out)])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "run",
+            "Hello from CSM.",
+            "--model",
+            str(fixture),
+            "--backend",
+            "mlx",
+            "--dtype",
+            "bf16",
+            "--quantize",
+            "4",
+            "--topk",
+            "1",
+            "--max-audio-ms",
+            "240",
+            "--seed",
+            "1",
+            "--codes-out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     frames = np.load(out)
     assert frames.shape[1] == 32 and 0 < len(frames) <= 3

@@ -12,24 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ccsm_mlx.backend import MlxBackend
 
 from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_core.loading.csm import load_csm
 from ccsm_core.testing.parity import forced_logits as teacher_forced
-from ccsm_mlx.backend import MlxBackend
 
 FIXTURE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "csm-tiny"
 
 # options -> (max |logit difference| against NumPy on the same rounded weights, share of the
 # 320 teacher-forced greedy choices that must agree); measured values in the comments
 TOLERANCES = [
-    ({"dtype": "f32"}, 1e-4, 1.0),                  # 2.2e-6, all
-    ({"dtype": "f16"}, 1e-2, 1.0),                  # 2.9e-3, all
-    ({"dtype": "bf16"}, 0.1, 0.95),                 # 2.5e-2, 97.5 %
-    ({"quantize": 8}, 1e-4, 1.0),                   # 1.9e-6, all (f32 scales, f32 activations)
-    ({"quantize": 4}, 1e-4, 1.0),                   # 1.9e-6, all
+    ({"dtype": "f32"}, 1e-4, 1.0),  # 2.2e-6, all
+    ({"dtype": "f16"}, 1e-2, 1.0),  # 2.9e-3, all
+    ({"dtype": "bf16"}, 0.1, 0.95),  # 2.5e-2, 97.5 %
+    ({"quantize": 8}, 1e-4, 1.0),  # 1.9e-6, all (f32 scales, f32 activations)
+    ({"quantize": 4}, 1e-4, 1.0),  # 1.9e-6, all
     ({"dtype": "bf16", "quantize": 4}, 0.1, 0.95),  # 3.5e-2, 99.1 %
-    ({"dtype": "f16", "quantize": 8}, 2e-2, 1.0),   # 5.0e-3, all
+    ({"dtype": "f16", "quantize": 8}, 2e-2, 1.0),  # 5.0e-3, all
 ]
 
 

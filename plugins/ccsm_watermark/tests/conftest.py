@@ -26,7 +26,7 @@ def speechlike(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
             sig = np.zeros(m)
             for h in range(1, int(min(7000, rate / 2 - 100) / f0.max())):
                 f = h * f0.mean()
-                amp = (sum(np.exp(-((f - fc) / 250.0) ** 2) for fc in formants) + 0.3) / np.sqrt(h)
+                amp = (sum(np.exp(-(((f - fc) / 250.0) ** 2)) for fc in formants) + 0.3) / np.sqrt(h)
                 sig += amp * np.sin(h * phase + rng.uniform(0, 2 * np.pi))
             sig += np.diff(rng.normal(0, 0.4, m), prepend=0.0)  # aspiration noise
         else:  # fricative

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ccsm_watermark import METHODS, create, ecc
 from conftest import speechlike
 

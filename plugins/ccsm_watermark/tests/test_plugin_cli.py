@@ -9,11 +9,11 @@ import click
 import numpy as np
 import pytest
 import soundfile as sf
+from ccsm_watermark import METHODS, PUBLIC_DEFAULT_KEY, plugin
 from click.testing import CliRunner
+from conftest import speechlike
 
 from ccsm_core.errors import CcsmError
-from ccsm_watermark import METHODS, PUBLIC_DEFAULT_KEY, plugin
-from conftest import speechlike
 
 
 def test_registered_through_entry_point() -> None:
@@ -108,7 +108,9 @@ def test_bad_input_gives_one_line_errors(cli: click.Group, wav: str, tmp_path) -
     assert "not found" in str(_error(cli, ["watermark", "detect", str(tmp_path / "missing.wav")]))
     assert "not hex" in str(_error(cli, ["watermark", "detect", wav, "--key-file", str(bad_key)]))
     assert "16 to 64" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--key-file", str(short_key)]))
-    assert "not found" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--key-file", str(tmp_path / "nokey")]))
+    assert "not found" in str(
+        _error(cli, ["watermark", "embed", wav, "-o", out, "--key-file", str(tmp_path / "nokey")])
+    )
     assert "32 bits" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--payload", "0x100000000"]))
     assert "32 bits" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--payload", "-1"]))
     assert "not an integer" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--payload", "abc"]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ccsm_watermark import DEFAULT_METHOD, METHODS, PUBLIC_DEFAULT_KEY, create
 from conftest import speechlike
 
@@ -17,7 +16,7 @@ def test_round_trip_24k_mono(method: str, speech24: np.ndarray) -> None:
     wm = create(method, KEY)
     marked = wm.embed(speech24, 24000, PAYLOAD)
     assert marked.shape == speech24.shape and marked.dtype == np.float32
-    snr = 10 * np.log10(np.sum(speech24 ** 2) / np.sum((marked - speech24) ** 2))
+    snr = 10 * np.log10(np.sum(speech24**2) / np.sum((marked - speech24) ** 2))
     assert 10 < snr < 60  # changed, but not much (loud frames get up to 3x the mean strength)
     r = wm.detect(marked, 24000)
     assert r.present is True and r.payload == PAYLOAD and r.p_value < 1e-6
@@ -42,8 +41,8 @@ def test_round_trip_rates_and_channels(method: str, rate: int, channels: int) ->
 def test_crop_and_offset(method: str, speech24: np.ndarray) -> None:
     wm = create(method, KEY)
     marked = wm.embed(speech24, 24000, PAYLOAD)
-    cropped = marked[int(1.37 * 24000):]  # a cut that is no multiple of anything
-    padded = np.concatenate([np.zeros(5000, np.float32), marked[:int(6 * 24000)]])
+    cropped = marked[int(1.37 * 24000) :]  # a cut that is no multiple of anything
+    padded = np.concatenate([np.zeros(5000, np.float32), marked[: int(6 * 24000)]])
     for y in (cropped, padded):
         r = wm.detect(y, 24000)
         assert r.present is True and r.payload == PAYLOAD
@@ -66,7 +65,7 @@ def test_silence_short_and_near_silent_cannot_tell(method: str, speech24: np.nda
     wm = create(method, KEY)
     silent = np.zeros(24000 * 3, np.float32)
     assert wm.embed(silent, 24000, 1).shape == silent.shape
-    for y in (silent, 1e-6 * speech24, wm.embed(speech24, 24000, PAYLOAD)[:int(0.8 * 24000)]):
+    for y in (silent, 1e-6 * speech24, wm.embed(speech24, 24000, PAYLOAD)[: int(0.8 * 24000)]):
         r = wm.detect(y, 24000)
         assert r.present is None and r.payload is None and r.reason
 

@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import numpy as np
 import soundfile as sf
+from ccsm_watermark import DEFAULT_METHOD, PUBLIC_DEFAULT_KEY, create
 
 from ccsm_core.cli import cli
-from ccsm_watermark import DEFAULT_METHOD, PUBLIC_DEFAULT_KEY, create
 
 
 def _run(cli_runner, tmp_path, monkeypatch, *extra):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "out.wav"
-    res = cli_runner.invoke(cli, ["run", "Hi", "--model", "demo", "--seed", "2", "--min-frames", "30",
-                                  "--max-audio-ms", "2400", "-o", str(out), *extra])
+    res = cli_runner.invoke(
+        cli,
+        [
+            "run",
+            "Hi",
+            "--model",
+            "demo",
+            "--seed",
+            "2",
+            "--min-frames",
+            "30",
+            "--max-audio-ms",
+            "2400",
+            "-o",
+            str(out),
+            *extra,
+        ],
+    )
     assert res.exit_code == 0, res.output
     return sf.read(out, dtype="float32")[0]
 

@@ -20,7 +20,7 @@ def sniff(first_bytes: bytes) -> bool:
     (name_len,) = struct.unpack_from("<H", first_bytes, 26)
     if 30 + name_len > len(first_bytes):  # a name longer than the sniffed bytes: any zip may be ours
         return True
-    return first_bytes[30:30 + name_len].endswith(b".npy")
+    return first_bytes[30 : 30 + name_len].endswith(b".npy")
 
 
 def load_npz(path, *, validate=True):
@@ -33,8 +33,14 @@ def load_npz(path, *, validate=True):
     from ccsm_core.errors import FormatError
     from ccsm_core.tensors import TensorData, WeightSource
 
-    dtypes = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64",
-              np.dtype(np.int32): "I32", np.dtype(np.int64): "I64", np.dtype(np.int8): "I8"}
+    dtypes = {
+        np.dtype(np.float32): "F32",
+        np.dtype(np.float16): "F16",
+        np.dtype(np.float64): "F64",
+        np.dtype(np.int32): "I32",
+        np.dtype(np.int64): "I64",
+        np.dtype(np.int8): "I8",
+    }
     path = Path(path)
     tensors = {}
     try:
@@ -43,8 +49,10 @@ def load_npz(path, *, validate=True):
                 arr = archive[name]
                 kind = dtypes.get(arr.dtype)
                 if kind is None:
-                    raise FormatError(f"{path}: array {name!r} has dtype {arr.dtype}, not a tensor type",
-                                      "store float32/float16 arrays")
+                    raise FormatError(
+                        f"{path}: array {name!r} has dtype {arr.dtype}, not a tensor type",
+                        "store float32/float16 arrays",
+                    )
                 tensors[name] = TensorData(name, tuple(int(d) for d in arr.shape), kind, arr.reshape(-1))
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise FormatError(f"{path}: not a readable .npz archive ({e})", "write it with numpy.savez") from None

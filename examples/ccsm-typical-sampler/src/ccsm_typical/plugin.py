@@ -23,6 +23,7 @@ def typical_p(p: float = 0.9):
         out = np.full_like(logits, -np.inf)
         out[order[keep]] = logits[order[keep]]
         return out
+
     return apply
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 import time
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -42,16 +43,28 @@ class MlxBackend:
 
     name = "mlx"
 
-    def __init__(self, *, dtype: Any = None, quantize: Any = None, group_size: Any = 64, device: str | None = None,
-                 cache: Any = "auto", cache_dir: str | None = None, progress: Any = None, threads: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        dtype: Any = None,
+        quantize: Any = None,
+        group_size: Any = 64,
+        device: str | None = None,
+        cache: Any = "auto",
+        cache_dir: str | None = None,
+        progress: Any = None,
+        threads: Any = None,
+    ) -> None:
         self.precision = Precision.parse(dtype, quantize, group_size)
         if device is not None:
             if device not in ("cpu", "gpu"):
                 raise UsageError(f"mlx backend: device {device!r} is not cpu or gpu", "pass device=cpu or device=gpu")
             dev = mx.gpu if device == "gpu" else mx.cpu
             if not mx.is_available(dev):
-                raise BackendUnavailable(f"mlx has no {device} device here (mlx {mx.__version__})",
-                                         "use device=cpu, or install mlx with Metal (macOS) or CUDA")
+                raise BackendUnavailable(
+                    f"mlx has no {device} device here (mlx {mx.__version__})",
+                    "use device=cpu, or install mlx with Metal (macOS) or CUDA",
+                )
             mx.set_default_device(dev)  # process-wide, as MLX defines it
         self.device = mx.default_device()
         self._on_gpu = self.device.type == mx.gpu
@@ -96,8 +109,16 @@ class MlxBackend:
             mx.eval(value.arrays() if isinstance(value, QWeight) else value)
             if use_cache:
                 stored, shape, _ = source_info(t)
-                self.cache.put(key, value, {"name": getattr(t, "name", None), "dtype": stored, "shape": list(shape),
-                                            "options": self.precision.key()})
+                self.cache.put(
+                    key,
+                    value,
+                    {
+                        "name": getattr(t, "name", None),
+                        "dtype": stored,
+                        "shape": list(shape),
+                        "options": self.precision.key(),
+                    },
+                )
         nbytes = int(np.asarray(source_info(t)[2]).nbytes)
         self.load_stats["tensors"] += 1
         self.load_stats["source_bytes"] += nbytes
@@ -112,8 +133,13 @@ class MlxBackend:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(unit="B", unit_scale=True, desc=f"mlx: loading weights ({self.precision.key()})",
-                             leave=False, file=sys.stderr)
+            self._bar = tqdm(
+                unit="B",
+                unit_scale=True,
+                desc=f"mlx: loading weights ({self.precision.key()})",
+                leave=False,
+                file=sys.stderr,
+            )
         self._bar.update(nbytes)
 
     def end_progress(self) -> None:
@@ -148,8 +174,11 @@ class MlxBackend:
             return buf
         ax = _axis(buf, axis)
         n = x.shape[ax] if x.ndim == buf.ndim else -1
-        if x.ndim != buf.ndim or any(x.shape[i] != buf.shape[i] for i in range(buf.ndim) if i != ax) \
-                or not 0 <= start <= buf.shape[ax] - n:
+        if (
+            x.ndim != buf.ndim
+            or any(x.shape[i] != buf.shape[i] for i in range(buf.ndim) if i != ax)
+            or not 0 <= start <= buf.shape[ax] - n
+        ):
             raise UsageError(f"write: {list(x.shape)} does not fit {list(buf.shape)} at {start} on axis {ax}")
         idx = [slice(None)] * buf.ndim
         idx[ax] = slice(start, start + n)
@@ -237,8 +266,9 @@ class MlxBackend:
         bounds = self._int_bounds.get(id(ids))
         rows = table.shape[0]
         if ids.dtype != mx.int32 or (bounds is not None and (bounds[0] < 0 or bounds[1] >= rows)):
-            raise UsageError(f"embedding: ids must be int32 in 0..{rows - 1}"
-                             + (f", got {bounds[0]}..{bounds[1]}" if bounds else ""))
+            raise UsageError(
+                f"embedding: ids must be int32 in 0..{rows - 1}" + (f", got {bounds[0]}..{bounds[1]}" if bounds else "")
+            )
         if isinstance(table, QWeight):
             return table.rows(ids)
         out = mx.take(table, ids, axis=0)
@@ -248,14 +278,24 @@ class MlxBackend:
         x = self._dense(x)
         k = x.shape[-1]
         if len(w.shape) != 2 or w.shape[1] != k:
-            raise UsageError(f"matmul: {list(x.shape)} x weight {list(w.shape)}: inner sizes differ or weight is not 2-D")
+            raise UsageError(
+                f"matmul: {list(x.shape)} x weight {list(w.shape)}: inner sizes differ or weight is not 2-D"
+            )
         if isinstance(w, QWeight):
             if self._on_gpu and w.scales.dtype != _F32:  # Metal's fast path: activations in the scale type
-                y = mx.quantized_matmul(x.astype(w.scales.dtype), w.wq, w.scales, w.biases, transpose=True,
-                                        group_size=w.group_size, bits=w.bits)
+                y = mx.quantized_matmul(
+                    x.astype(w.scales.dtype),
+                    w.wq,
+                    w.scales,
+                    w.biases,
+                    transpose=True,
+                    group_size=w.group_size,
+                    bits=w.bits,
+                )
                 return y.astype(_F32)
-            return mx.quantized_matmul(x, w.wq, w.scales, w.biases, transpose=True, group_size=w.group_size,
-                                       bits=w.bits)
+            return mx.quantized_matmul(
+                x, w.wq, w.scales, w.biases, transpose=True, group_size=w.group_size, bits=w.bits
+            )
         if w.dtype in (_F32, mx.int32):
             return mx.matmul(x, w.T) if w.dtype == _F32 else mx.matmul(x, w.astype(_F32).T)
         # 16-bit weight: multiply in its type (no per-call upcast of the whole matrix)
@@ -273,8 +313,15 @@ class MlxBackend:
         f = np.asarray(freqs, np.float32)
         if s == 1:  # decode step: one position, MLX's fused kernel with an array offset
             periods = self._derive_freqs(f)
-            y = mx.fast.rope(mx.transpose(x, (1, 0, 2))[None], d, traditional=interleaved, base=None, scale=1.0,
-                             offset=positions, freqs=periods)
+            y = mx.fast.rope(
+                mx.transpose(x, (1, 0, 2))[None],
+                d,
+                traditional=interleaved,
+                base=None,
+                scale=1.0,
+                offset=positions,
+                freqs=periods,
+            )
             return mx.transpose(y[0], (1, 0, 2))
         ang = positions.astype(_F32)[:, None] * mx.array(f)[None, :]  # [S, D/2], as NumPy
         cos, sin = mx.cos(ang)[:, None, :], mx.sin(ang)[:, None, :]
@@ -282,7 +329,7 @@ class MlxBackend:
             pair = x.reshape(s, h, d // 2, 2)
             a, b = pair[..., 0], pair[..., 1]
             return mx.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(s, h, d)
-        a, b = x[..., : d // 2], x[..., d // 2:]
+        a, b = x[..., : d // 2], x[..., d // 2 :]
         return mx.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
 
     def _derive_freqs(self, f: np.ndarray) -> mx.array:
@@ -327,8 +374,9 @@ class MlxBackend:
     @staticmethod
     def _check_conv(x: mx.array, cin: int, span: int, stride: int, groups: int, cout: int) -> None:
         if x.ndim != 2 or x.shape[0] != cin or stride < 1 or groups < 1 or cin % groups or cout % groups:
-            raise UsageError(f"conv: input {list(x.shape)} does not match {cin} channels in {groups} groups, "
-                             f"stride {stride}")
+            raise UsageError(
+                f"conv: input {list(x.shape)} does not match {cin} channels in {groups} groups, stride {stride}"
+            )
         if x.shape[1] < span:
             raise UsageError(f"conv: input of {x.shape[1]} steps is shorter than the kernel span {span}")
 

@@ -39,7 +39,7 @@ def digest(data: Any, head: bytes = b"") -> str:
     """SHA-1 of ``head`` and the chunk digests of ``data``'s bytes (16 MiB chunks, hashed on
     several threads: hashlib releases the GIL, so this scales with the cores)."""
     buf = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
-    chunks = [buf[i:i + _CHUNK] for i in range(0, len(buf), _CHUNK)] or [buf]
+    chunks = [buf[i : i + _CHUNK] for i in range(0, len(buf), _CHUNK)] or [buf]
     if len(chunks) == 1:
         parts = [hashlib.sha1(chunks[0]).digest()]
     else:
@@ -114,8 +114,14 @@ class WeightCache:
             if tuple(value.shape) != shape:
                 raise ValueError("shape mismatch")
             return value
-        q = QWeight(data["wq"], data["scales"], data["biases"], int(man["group_size"]), int(man["bits"]),
-                    (int(shape[0]), int(shape[1])))
+        q = QWeight(
+            data["wq"],
+            data["scales"],
+            data["biases"],
+            int(man["group_size"]),
+            int(man["bits"]),
+            (int(shape[0]), int(shape[1])),
+        )
         if q.scales.shape != (shape[0], shape[1] // q.group_size) or q.wq.shape != (shape[0], shape[1] * q.bits // 32):
             raise ValueError("shape mismatch")
         return q
@@ -126,8 +132,15 @@ class WeightCache:
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=self.root))
         try:
             if isinstance(value, QWeight):
-                arrays, man = value.arrays(), {"kind": "quantized", "group_size": value.group_size,
-                                               "bits": value.bits, "shape": list(value.shape)}
+                arrays, man = (
+                    value.arrays(),
+                    {
+                        "kind": "quantized",
+                        "group_size": value.group_size,
+                        "bits": value.bits,
+                        "shape": list(value.shape),
+                    },
+                )
             else:
                 arrays, man = {"w": value}, {"kind": "dense", "shape": list(value.shape)}
             mx.save_safetensors(str(tmp / ARRAYS), arrays)

@@ -19,17 +19,38 @@ def mlx_group() -> None:
 
 @mlx_group.command("convert")
 @click.argument("model")
-@click.option("--dtype", type=click.Choice(_DTYPES), default=None, help="Float type of the weights [default: as stored].")
+@click.option(
+    "--dtype", type=click.Choice(_DTYPES), default=None, help="Float type of the weights [default: as stored]."
+)
 @click.option("--quantize", type=click.Choice(_BITS), default=None, help="Quantize 2-D weights to this many bits.")
-@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True,
-              help="Weights sharing one scale and bias.")
-@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False), help="tokenizer.json, if not with the model.")
+@click.option(
+    "--group-size",
+    type=click.Choice(["32", "64", "128"]),
+    default="64",
+    show_default=True,
+    help="Weights sharing one scale and bias.",
+)
+@click.option(
+    "--tokenizer", type=click.Path(exists=True, dir_okay=False), help="tokenizer.json, if not with the model."
+)
 @click.option("--mimi", type=click.Path(dir_okay=False), help="Mimi weights, if not with the model.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Cache folder [default: $CCSM_MLX_CACHE or ~/.cache/ccsm/mlx].")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Cache folder [default: $CCSM_MLX_CACHE or ~/.cache/ccsm/mlx].",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
-def convert(model: str, dtype: str | None, quantize: str | None, group_size: str, tokenizer: str | None,
-            mimi: str | None, cache_dir: str | None, progress: bool | None) -> None:
+def convert(
+    model: str,
+    dtype: str | None,
+    quantize: str | None,
+    group_size: str,
+    tokenizer: str | None,
+    mimi: str | None,
+    cache_dir: str | None,
+    progress: bool | None,
+) -> None:
     """Convert MODEL's CSM and Mimi weights for MLX and cache the result on disk.
 
     Loads MODEL (a CSM folder, .gguf, repo id or 'demo') exactly as `ccsm run --backend mlx`
@@ -42,20 +63,26 @@ def convert(model: str, dtype: str | None, quantize: str | None, group_size: str
 
     from .backend import MlxBackend
 
-    be = MlxBackend(dtype=dtype, quantize=quantize, group_size=int(group_size), cache="auto", cache_dir=cache_dir,
-                    progress=progress)
+    be = MlxBackend(
+        dtype=dtype, quantize=quantize, group_size=int(group_size), cache="auto", cache_dir=cache_dir, progress=progress
+    )
     t0 = time.perf_counter()
     load_speech(model, be, tokenizer=tokenizer, mimi=mimi)
     seconds = time.perf_counter() - t0
     be.end_progress()
     ls, st = be.load_stats, be.cache.stats
-    click.echo(f"{ls['tensors']} tensors ({ls['source_bytes'] / 1e6:.1f} MB stored) as {be.precision.key()} "
-               f"in {seconds:.1f} s")
-    click.echo(f"cache {be.cache.root}: {st['hits']} found, {st['written']} written "
-               f"({st['bytes_written'] / 1e6:.1f} MB), {st['rebuilt']} damaged and rebuilt")
+    click.echo(
+        f"{ls['tensors']} tensors ({ls['source_bytes'] / 1e6:.1f} MB stored) as {be.precision.key()} in {seconds:.1f} s"
+    )
+    click.echo(
+        f"cache {be.cache.root}: {st['hits']} found, {st['written']} written "
+        f"({st['bytes_written'] / 1e6:.1f} MB), {st['rebuilt']} damaged and rebuilt"
+    )
     if st["hits"] + st["written"] == 0:
-        click.echo("nothing to cache: with these options every tensor is a plain copy or cast, which loading "
-                   "does as fast as reading a cache entry")
+        click.echo(
+            "nothing to cache: with these options every tensor is a plain copy or cast, which loading "
+            "does as fast as reading a cache entry"
+        )
     opts = "".join(f" --backend-option {k}={v}" for k, v in (("dtype", dtype), ("quantize", quantize)) if v)
     if group_size != "64":
         opts += f" --backend-option group_size={group_size}"

@@ -45,15 +45,20 @@ def factory(**options: Any) -> Any:
 
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise UsageError(f"mlx backend: unknown option(s) {', '.join(unknown)}",
-                         "known: " + ", ".join(OPTIONS))
+        raise UsageError(f"mlx backend: unknown option(s) {', '.join(unknown)}", "known: " + ", ".join(OPTIONS))
     return MlxBackend(**options)
 
 
 @hookimpl
 def register_backends(register: Any) -> None:
-    register("mlx", factory, priority=PRIORITY, available=_available, devices=("cpu", "gpu"),
-             summary="MLX lazy arrays (Metal on Apple Silicon, CPU elsewhere); f32/f16/bf16, 4/8-bit")
+    register(
+        "mlx",
+        factory,
+        priority=PRIORITY,
+        available=_available,
+        devices=("cpu", "gpu"),
+        summary="MLX lazy arrays (Metal on Apple Silicon, CPU elsewhere); f32/f16/bf16, 4/8-bit",
+    )
 
 
 @hookimpl

@@ -21,8 +21,15 @@ import numpy as np
 
 from ccsm_core.errors import UsageError
 
-DTYPES: dict[str, Any] = {"f32": mx.float32, "float32": mx.float32, "f16": mx.float16, "float16": mx.float16,
-                          "half": mx.float16, "bf16": mx.bfloat16, "bfloat16": mx.bfloat16}
+DTYPES: dict[str, Any] = {
+    "f32": mx.float32,
+    "float32": mx.float32,
+    "f16": mx.float16,
+    "float16": mx.float16,
+    "half": mx.float16,
+    "bf16": mx.bfloat16,
+    "bfloat16": mx.bfloat16,
+}
 DTYPE_NAMES = {mx.float32: "f32", mx.float16: "f16", mx.bfloat16: "bf16"}
 BITS = (2, 3, 4, 5, 6, 8)
 GROUP_SIZES = (32, 64, 128)
@@ -48,8 +55,9 @@ class QWeight:
 
     def rows(self, ids: mx.array) -> mx.array:
         """Rows ``ids`` dequantized to float32 (embedding lookup on a quantized table)."""
-        return mx.dequantize(self.wq[ids], self.scales[ids], self.biases[ids], self.group_size,
-                             self.bits).astype(mx.float32)
+        return mx.dequantize(self.wq[ids], self.scales[ids], self.biases[ids], self.group_size, self.bits).astype(
+            mx.float32
+        )
 
     def arrays(self) -> dict[str, mx.array]:
         return {"wq": self.wq, "scales": self.scales, "biases": self.biases}
@@ -75,8 +83,10 @@ class Precision:
         elif isinstance(dtype, str) and dtype.lower() in DTYPES:
             dt = DTYPES[dtype.lower()]
         else:
-            raise UsageError(f"mlx backend: dtype {dtype!r} is not one of f32, f16, bf16",
-                             "pass --backend-option dtype=bf16 (or f16, f32)")
+            raise UsageError(
+                f"mlx backend: dtype {dtype!r} is not one of f32, f16, bf16",
+                "pass --backend-option dtype=bf16 (or f16, f32)",
+            )
         if quantize in (None, 0, False, "", "none", "0"):
             bits = None
         else:
@@ -85,15 +95,18 @@ class Precision:
             except (TypeError, ValueError):
                 bits = -1
             if bits not in BITS or isinstance(quantize, bool):
-                raise UsageError(f"mlx backend: quantize={quantize!r} is not a bit width MLX supports",
-                                 "pass --backend-option quantize=4 (or 8; also 2, 3, 5, 6)")
+                raise UsageError(
+                    f"mlx backend: quantize={quantize!r} is not a bit width MLX supports",
+                    "pass --backend-option quantize=4 (or 8; also 2, 3, 5, 6)",
+                )
         try:
             gs = int(group_size)
         except (TypeError, ValueError):
             gs = -1
         if gs not in GROUP_SIZES:
-            raise UsageError(f"mlx backend: group_size={group_size!r} is not 32, 64 or 128",
-                             "pass --backend-option group_size=64")
+            raise UsageError(
+                f"mlx backend: group_size={group_size!r} is not 32, 64 or 128", "pass --backend-option group_size=64"
+            )
         return cls(dt, bits, gs)
 
     def key(self) -> str:
@@ -111,7 +124,7 @@ def _group(k: int, preferred: int) -> int | None:
 
 def source_info(t: Any) -> tuple[str, tuple[int, ...], np.ndarray]:
     """``(stored type, logical shape, raw storage)`` of a `TensorData` or an ndarray."""
-    if hasattr(t, "dtype") and isinstance(getattr(t, "dtype"), str):
+    if hasattr(t, "dtype") and isinstance(t.dtype, str):
         return t.dtype, tuple(int(d) for d in t.shape), np.asarray(t.data)
     a = np.asarray(t)
     return _NP_TYPES.get(a.dtype, a.dtype.name.upper()), tuple(a.shape), a
@@ -155,7 +168,7 @@ def repack_gguf(stored: str, shape: tuple[int, ...], raw: np.ndarray, scale_dtyp
         packed = q.reshape(n, -1)
     else:
         off = 2 if stored == "Q4_0" else 4
-        nib = blocks[..., off:off + 16]
+        nib = blocks[..., off : off + 16]
         q = np.concatenate([nib & 0x0F, nib >> 4], axis=-1)  # element j, then j + 16 (GGML order)
         bits = 4
         bias = -8.0 * d if stored == "Q4_0" else blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)

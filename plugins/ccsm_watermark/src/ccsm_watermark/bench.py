@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -47,8 +47,7 @@ TEXTS = [
     "History teaches us that great changes often begin with small steps, taken by ordinary "
     "people who simply refuse to accept that things cannot be different.",
 ]
-VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-scotland", "en-029+f2", "en-gb-x-rp+m3",
-          "en-us+f4", "en-gb+m5"]
+VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-scotland", "en-029+f2", "en-gb-x-rp+m3", "en-us+f4", "en-gb+m5"]
 
 
 def _run(cmd: list[str]) -> None:
@@ -100,7 +99,7 @@ def music_clip(seed: int = 3) -> np.ndarray:
             s = start + k * 2 * hat
             m = min(hat, n - s)
             if m > 0:
-                y[s:s + m] += rng.normal(0, 0.05, m) * np.exp(-np.arange(m) / SR * 40)
+                y[s : s + m] += rng.normal(0, 0.05, m) * np.exp(-np.arange(m) / SR * 40)
     y += 0.02 * np.sin(2 * np.pi * 0.5 * t) * np.sin(2 * np.pi * 880 * t)
     return (y / np.abs(y).max() * 10 ** (-1 / 20)).astype(np.float32)
 
@@ -154,7 +153,7 @@ def attacks(work: str, seed: int = 0) -> dict[str, Callable[[np.ndarray], np.nda
         "lowpass 4k": lambda x: _lowpass(x, 4000),
         "gain -6dB": lambda x: (x * 0.5).astype(np.float32),
         "gain +6dB clip": lambda x: np.clip(x * 2.0, -1, 1).astype(np.float32),
-        "cut 10% start": lambda x: x[len(x) // 10:],
+        "cut 10% start": lambda x: x[len(x) // 10 :],
         "tempo 0.95": lambda x: _ffmpeg_roundtrip(x, ["-filter:a", "atempo=0.95"], "wav", work),
         "echo 100ms": lambda x: _echo(x, 0.1, 0.5),
     }
@@ -186,8 +185,10 @@ def run(methods: list[str], work: str, n_fp_keys: int = 3, log: Callable[[str], 
     for name in methods:
         wm = create(name, b"benchmark key " + name.encode())
         wrong = [create(name, os.urandom(32)) for _ in range(n_fp_keys)]
-        rows: dict = {a: {"bits": [], "exact": [], "det": [], "fp": 0, "fp_n": 0,
-                          "music_exact": None, "music_det": None} for a in atk}
+        rows: dict = {
+            a: {"bits": [], "exact": [], "det": [], "fp": 0, "fp_n": 0, "music_exact": None, "music_det": None}
+            for a in atk
+        }
         qual = []
         t0 = time.time()
         for label, clip in clips:
@@ -223,18 +224,24 @@ def table(results: dict) -> str:
     for name, res in results.items():
         q = res["quality"]
         sp = [r for r in q if r[0].startswith("speech")]
-        lines.append(f"\n**{name}** - speech: SNR {np.mean([r[1] for r in sp]):.1f} dB, "
-                     f"PESQ mean {np.mean([r[2] for r in sp]):.2f} (min {min(r[2] for r in sp):.2f}); "
-                     + "; ".join(f"{r[0]}: SNR {r[1]:.1f} dB, PESQ {r[2]:.2f}" for r in q
-                                 if not r[0].startswith("speech")) + "\n")
-        lines.append("| attack | bit acc. (speech, raw decode) | payload exact (speech) | detected p<1e-6 (speech) "
-                     "| music: payload / detected | false positives (unmarked) |")
+        lines.append(
+            f"\n**{name}** - speech: SNR {np.mean([r[1] for r in sp]):.1f} dB, "
+            f"PESQ mean {np.mean([r[2] for r in sp]):.2f} (min {min(r[2] for r in sp):.2f}); "
+            + "; ".join(f"{r[0]}: SNR {r[1]:.1f} dB, PESQ {r[2]:.2f}" for r in q if not r[0].startswith("speech"))
+            + "\n"
+        )
+        lines.append(
+            "| attack | bit acc. (speech, raw decode) | payload exact (speech) | detected p<1e-6 (speech) "
+            "| music: payload / detected | false positives (unmarked) |"
+        )
         lines.append("|---|---|---|---|---|---|")
         for a, r in res["rows"].items():
             n = len(r["exact"])
-            lines.append(f"| {a} | {100 * np.mean(r['bits']):.1f} % | {sum(r['exact'])}/{n} | {sum(r['det'])}/{n} "
-                         f"| {'yes' if r['music_exact'] else 'no'} / {'yes' if r['music_det'] else 'no'} "
-                         f"| {r['fp']}/{r['fp_n']} |")
+            lines.append(
+                f"| {a} | {100 * np.mean(r['bits']):.1f} % | {sum(r['exact'])}/{n} | {sum(r['det'])}/{n} "
+                f"| {'yes' if r['music_exact'] else 'no'} / {'yes' if r['music_det'] else 'no'} "
+                f"| {r['fp']}/{r['fp_n']} |"
+            )
         tot = sum(r["fp_n"] for r in res["rows"].values())
         fps = sum(r["fp"] for r in res["rows"].values())
         lines.append(f"\nFalse positives over all unmarked trials: {fps}/{tot}.")
@@ -256,8 +263,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     work = args.work or tempfile.mkdtemp(prefix="ccsm-wm-bench-")
     os.makedirs(work, exist_ok=True)
-    res = run([m.strip() for m in args.methods.split(",") if m.strip()], work, args.fp_keys,
-              log=lambda s: print(s, file=sys.stderr, flush=True))
+    res = run(
+        [m.strip() for m in args.methods.split(",") if m.strip()],
+        work,
+        args.fp_keys,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
     print(table(res))
     if args.json:
         with open(args.json, "w") as f:

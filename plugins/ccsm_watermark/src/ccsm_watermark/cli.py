@@ -20,8 +20,7 @@ def parse_payload(text: str) -> int:
     except ValueError:
         raise UsageError(f"payload {text!r} is not an integer", "give e.g. 0xC0FFEE42 or 12345") from None
     if not 0 <= value < 1 << PAYLOAD_BITS:
-        raise UsageError(f"payload {text} does not fit in {PAYLOAD_BITS} bits",
-                         "use a value from 0 to 0xFFFFFFFF")
+        raise UsageError(f"payload {text} does not fit in {PAYLOAD_BITS} bits", "use a value from 0 to 0xFFFFFFFF")
     return value
 
 
@@ -29,8 +28,7 @@ def _key(key_file: str | None) -> bytes:
     from . import keys
 
     if key_file is None:
-        click.echo("warning: no --key-file, using the public default key: the mark proves nothing",
-                   err=True)
+        click.echo("warning: no --key-file, using the public default key: the mark proves nothing", err=True)
         return PUBLIC_DEFAULT_KEY
     return keys.load(key_file)
 
@@ -52,17 +50,37 @@ def read_audio(path: str) -> tuple[Any, int, Any]:
     import subprocess
 
     if shutil.which("ffmpeg"):
-        proc = subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-f", "f32le", "-c:a", "pcm_f32le", "-"],
-                              capture_output=True)
-        probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-                                "stream=sample_rate,channels", "-of", "csv=p=0", path],
-                               capture_output=True, text=True) if shutil.which("ffprobe") else None
+        proc = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", path, "-f", "f32le", "-c:a", "pcm_f32le", "-"], capture_output=True
+        )
+        probe = (
+            subprocess.run(
+                [
+                    "ffprobe",
+                    "-v",
+                    "error",
+                    "-select_streams",
+                    "a:0",
+                    "-show_entries",
+                    "stream=sample_rate,channels",
+                    "-of",
+                    "csv=p=0",
+                    path,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if shutil.which("ffprobe")
+            else None
+        )
         if proc.returncode == 0 and probe is not None and probe.returncode == 0 and probe.stdout.strip():
             rate_s, ch_s = probe.stdout.strip().splitlines()[0].split(",")[:2]
             data = np.frombuffer(proc.stdout, dtype=np.float32).reshape(-1, int(ch_s))
             return (data[:, 0] if int(ch_s) == 1 else data), int(rate_s), None
-    raise FormatError(f"cannot read audio file {path!r}: {' '.join(str(err).split())}",
-                      "use WAV, FLAC, OGG or MP3 (or install ffmpeg for other formats)")
+    raise FormatError(
+        f"cannot read audio file {path!r}: {' '.join(str(err).split())}",
+        "use WAV, FLAC, OGG or MP3 (or install ffmpeg for other formats)",
+    )
 
 
 def _watermarker(method: str, key: bytes, **params: Any) -> Any:
@@ -86,8 +104,9 @@ def watermark() -> None:
 @click.option("--payload", default="0", show_default=True, help="32-bit payload, e.g. 0xC0FFEE42")
 @click.option("--method", type=click.Choice(list(METHODS)), default=DEFAULT_METHOD, show_default=True)
 @click.option("--strength", type=float, default=None, help="modulation depth in dB (default: the method's)")
-def embed_cmd(input_path: str, output: str, key_file: str | None, payload: str, method: str,
-              strength: float | None) -> None:
+def embed_cmd(
+    input_path: str, output: str, key_file: str | None, payload: str, method: str, strength: float | None
+) -> None:
     """Write OUT: IN carrying a keyed mark with PAYLOAD."""
     import numpy as np
     import soundfile as sf
@@ -110,18 +129,29 @@ def embed_cmd(input_path: str, output: str, key_file: str | None, payload: str, 
     try:
         sf.write(output, marked, rate, subtype=subtype)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise FormatError(f"cannot write {output!r}: {' '.join(str(e).split())}",
-                          "use a .wav or .flac output name") from None
+        raise FormatError(
+            f"cannot write {output!r}: {' '.join(str(e).split())}", "use a .wav or .flac output name"
+        ) from None
     click.echo(f"marked {input_path} -> {output} ({method}, payload 0x{value:08X})", err=True)
 
 
 @watermark.command("detect")
 @click.argument("input_path", metavar="FILE", type=click.Path(dir_okay=False))
 @click.option("--key-file", default=None, help="private key; default: the public key")
-@click.option("--method", type=click.Choice(["auto", *METHODS]), default="auto", show_default=True,
-              help="auto tries every method (the p-value accounts for it)")
-@click.option("--threshold", type=float, default=1e-6, show_default=True,
-              help="report present when the false-positive p-value is below this")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", *METHODS]),
+    default="auto",
+    show_default=True,
+    help="auto tries every method (the p-value accounts for it)",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=1e-6,
+    show_default=True,
+    help="report present when the false-positive p-value is below this",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def detect_cmd(input_path: str, key_file: str | None, method: str, threshold: float, as_json: bool) -> None:
     """Say whether FILE carries a mark for the key, its payload and a p-value."""
@@ -157,8 +187,9 @@ def detect_cmd(input_path: str, key_file: str | None, method: str, threshold: fl
 
 
 @watermark.command("keygen")
-@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
-              help="key file to write (default: print to stdout)")
+@click.option(
+    "-o", "--output", default=None, type=click.Path(dir_okay=False), help="key file to write (default: print to stdout)"
+)
 @click.option("--force", is_flag=True, help="overwrite an existing key file")
 def keygen_cmd(output: str | None, force: bool) -> None:
     """Make a random private key (keep it secret: whoever has it can find and remove marks)."""

@@ -50,10 +50,10 @@ def istft(spec: np.ndarray, hop: int, window: np.ndarray, length: int) -> np.nda
     out = np.zeros(pad + hop * len(frames) + N_FFT)
     norm = np.zeros_like(out)
     for k, fr in enumerate(frames):
-        out[k * hop:k * hop + N_FFT] += fr
-        norm[k * hop:k * hop + N_FFT] += window ** 2
+        out[k * hop : k * hop + N_FFT] += fr
+        norm[k * hop : k * hop + N_FFT] += window**2
     norm[norm < 1e-8] = 1.0
-    return (out / norm)[pad:pad + length]
+    return (out / norm)[pad : pad + length]
 
 
 def sqrt_hann() -> np.ndarray:

@@ -74,8 +74,7 @@ class Method:
     snr_weighting = True  # detector weights cells by their estimated signal share (see _snr_weights)
     adaptive_strength = True  # embedding raises the strength on hosts that hide the mark poorly
 
-    def __init__(self, key: bytes, layout: Layout, strength_db: float,
-                 threshold: float = DEFAULT_THRESHOLD) -> None:
+    def __init__(self, key: bytes, layout: Layout, strength_db: float, threshold: float = DEFAULT_THRESHOLD) -> None:
         if not isinstance(key, (bytes, bytearray)) or len(key) < 1:
             raise ValueError("key must be non-empty bytes")
         if not 0 < float(strength_db) <= 6:
@@ -97,8 +96,9 @@ class Method:
 
     # -- keyed pattern -------------------------------------------------------------------
     def _rng(self, purpose: str) -> np.random.Generator:
-        digest = hashlib.blake2b(self.key, digest_size=32,
-                                 person=b"ccsm-wm-v1", salt=(self.name + purpose).encode()[:16].ljust(16, b"\0"))
+        digest = hashlib.blake2b(
+            self.key, digest_size=32, person=b"ccsm-wm-v1", salt=(self.name + purpose).encode()[:16].ljust(16, b"\0")
+        )
         return np.random.default_rng(int.from_bytes(digest.digest(), "little"))
 
     def _pattern(self) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +160,7 @@ class Method:
         if not SHAPE_GAMMA:
             return None
         from .methods import moving_mean
+
         power = np.abs(spec) ** 2
         energy = np.stack([power[:, lo:hi].sum(axis=1) for lo, hi in self.layout.bands], axis=1)
         level = moving_mean(energy, 3, 0).mean(axis=1)
@@ -180,8 +181,9 @@ class Method:
         M = self._fold(got[0], 1.0)
         return M[SUB * np.arange(self.layout.period)]
 
-    def _informed_strength(self, mono_spec: np.ndarray, n: int, sign: np.ndarray,
-                           shape: np.ndarray | None = None) -> np.ndarray:
+    def _informed_strength(
+        self, mono_spec: np.ndarray, n: int, sign: np.ndarray, shape: np.ndarray | None = None
+    ) -> np.ndarray:
         """Strength per group (sync, then each code bit), set from the host (informed embedding).
 
         Each group's detector sum is ``gain * strength + host``; we measure both on the mono
@@ -202,10 +204,12 @@ class Method:
         if host is None:
             return base
         idx = self.roles + 1
+
         def sums(R: np.ndarray) -> np.ndarray:
             out = np.zeros(ecc.CODE_BITS + 1)
             np.add.at(out, idx, (self.chips * sign * R))
             return out
+
         h = sums(host)
         strength = base
         for _ in range(INFORMED):
@@ -217,7 +221,7 @@ class Method:
             target = np.full_like(k, np.mean(k[1:]) * self.strength_db)  # an average bit's margin
             target[0] = k[0] * self.strength_db  # sync: just take the host's share out
             strength = np.clip((target - h) / k, 0.25 * self.strength_db, MAX_BOOST * self.strength_db)
-        rate = m.sum() / math.sqrt(max((R ** 2).sum(), 1e-20)) / math.sqrt(max(active_s[0], 1e-3))
+        rate = m.sum() / math.sqrt(max((R**2).sum(), 1e-20)) / math.sqrt(max(active_s[0], 1e-3))
         if self.adaptive_strength and ADAPT_REF and rate < ADAPT_REF:
             strength = strength * min(ADAPT_MAX, math.sqrt(ADAPT_REF / max(rate, 1e-6)))
         return strength
@@ -232,7 +236,7 @@ class Method:
         energy = np.stack([power[:, lo:hi].sum(axis=1) for lo, hi in self.layout.bands], axis=1)
         frame_e = energy.sum(axis=1)
         # dBFS of a frame: a full-scale sine gives about 0 dB
-        ref = (np.hanning(dsp.N_FFT + 1)[:dsp.N_FFT].sum() / 2) ** 2 / 2
+        ref = (np.hanning(dsp.N_FFT + 1)[: dsp.N_FFT].sum() / 2) ** 2 / 2
         frame_db = 10 * np.log10(frame_e / ref + 1e-30)
         active = (frame_db > SILENCE_DBFS) & (frame_db > frame_db.max() - 50.0)
         if active.sum() * DET_HOP / dsp.RATE < MIN_ACTIVE_S:
@@ -258,6 +262,7 @@ class Method:
         if WEIGHT_PCT is None or not self.snr_weighting:
             return None
         from .methods import moving_mean
+
         sm = moving_mean(energy, WEIGHT_SMOOTH, 0) if WEIGHT_SMOOTH > 1 else energy
         floor = np.percentile(sm[active], WEIGHT_PCT, axis=0)
         w = np.clip(1.0 - floor / np.maximum(sm, 1e-30), 0.0, 1.0)
@@ -269,8 +274,13 @@ class Method:
         """Presence, payload and a false-positive p-value for ``audio``."""
         got = self.analyse(audio, sample_rate)
         if got is None:
-            return WatermarkResult(present=None, score=0.0, payload=None, p_value=1.0,
-                                   reason="too little audible signal (need at least 1 s)")
+            return WatermarkResult(
+                present=None,
+                score=0.0,
+                payload=None,
+                p_value=1.0,
+                reason="too little audible signal (need at least 1 s)",
+            )
         feats, active = got
         return self._search(feats)
 
@@ -289,9 +299,9 @@ class Method:
         q = np.floor(t / scale / (self.layout.slot_s / SUB)).astype(np.int64) % L
         Q = np.zeros((L, feats.shape[1]))
         np.add.at(Q, q, feats)
-        csum = np.concatenate([Q, Q[:SUB - 1]], axis=0).cumsum(axis=0)
+        csum = np.concatenate([Q, Q[: SUB - 1]], axis=0).cumsum(axis=0)
         csum = np.vstack([np.zeros((1, Q.shape[1])), csum])
-        return csum[SUB:SUB + L] - csum[:L]  # M[k] = sum Q[k .. k+SUB-1]
+        return csum[SUB : SUB + L] - csum[:L]  # M[k] = sum Q[k .. k+SUB-1]
 
     def _search(self, feats: np.ndarray) -> WatermarkResult:
         P, L = self.layout.period, self.layout.period * SUB
@@ -307,15 +317,17 @@ class Method:
         # payload-aided statistics get SYNC_WEIGHT and 1 - SYNC_WEIGHT. A hypothesis of mass w
         # whose tail bound is t is reported as t / w, so the p-value stays a union bound.
         n_other = len(scales) - 1
+
         def n_eff(s: float) -> float:  # hypotheses "paid" per offset at scale s: 1 / (its mass)
             if s == 1.0:
                 return L / (NOMINAL_WEIGHT if n_other else 1.0)
             return n_other * L / (1.0 - NOMINAL_WEIGHT)
+
         cands, nominal = [], []
         for s in scales:
             M = self._fold(feats, s)
             S = np.fft.irfft(fa * np.fft.rfft(M, axis=0), n=L, axis=0).sum(axis=1)
-            V = np.fft.irfft(fm * np.fft.rfft(M ** 2, axis=0), n=L, axis=0).sum(axis=1)
+            V = np.fft.irfft(fm * np.fft.rfft(M**2, axis=0), n=L, axis=0).sum(axis=1)
             z = S / np.sqrt(np.maximum(V, 1e-20))
             order = np.argsort(z)[::-1]
             cands += [(float(z[k]), float(s), int(k)) for k in order[:OFFSETS_PER_SCALE]]
@@ -338,9 +350,9 @@ class Method:
                 continue
             code = ecc.encode(payload).astype(np.float64) * 2 - 1
             sign = np.where(self.roles < 0, 1.0, code[np.maximum(self.roles, 0)])
-            z_full = float((self.chips * sign * R).sum() / math.sqrt(max((R ** 2).sum(), 1e-20)))
+            z_full = float((self.chips * sign * R).sum() / math.sqrt(max((R**2).sum(), 1e-20)))
             # union bound over every hypothesis and every payload the decoder could have chosen
-            p_full = _p_value(z_full, n_eff(s) * 2.0 ** ecc.PAYLOAD_BITS) / (1.0 - SYNC_WEIGHT)
+            p_full = _p_value(z_full, n_eff(s) * 2.0**ecc.PAYLOAD_BITS) / (1.0 - SYNC_WEIGHT)
             if best[2] is None or p_full < best[4]:
                 best = (min(p_full, p_sync), max(z_full, z_sync), payload, (z0, s, k), p_full)
         p = min(1.0, best[0])
@@ -353,9 +365,16 @@ class Method:
             soft = np.zeros(ecc.CODE_BITS)
             np.add.at(soft, self.roles[data], (self.chips * R)[data])
             raw = ecc.decode(soft, check=False)
-        return WatermarkResult(present=present, score=best[1], payload=best[2] if present else None,
-                               p_value=p, scale=s, offset_s=k * self.layout.slot_s / SUB,
-                               reason="" if present else "no mark for this key", raw_payload=raw)
+        return WatermarkResult(
+            present=present,
+            score=best[1],
+            payload=best[2] if present else None,
+            p_value=p,
+            scale=s,
+            offset_s=k * self.layout.slot_s / SUB,
+            reason="" if present else "no mark for this key",
+            raw_payload=raw,
+        )
 
 
 def _p_value(z: float, n_hyp: float) -> float:
@@ -367,5 +386,5 @@ def _p_value(z: float, n_hyp: float) -> float:
     """
     if z <= 0:
         return 1.0
-    tail = min(math.exp(-0.5 * z * z), 2 * math.e ** 3 / 9 * 0.5 * math.erfc(z / math.sqrt(2)))
+    tail = min(math.exp(-0.5 * z * z), 2 * math.e**3 / 9 * 0.5 * math.erfc(z / math.sqrt(2)))
     return float(min(1.0, n_hyp * tail))

@@ -36,8 +36,16 @@ def _read_key(path: str) -> bytes:
 def register_watermarkers(register: Any) -> None:
     for name in METHODS:
         summary = SUMMARIES.get(name, "") + (" (default)" if name == DEFAULT_METHOD else "")
-        register(name, _factory(name), payload_bits=PAYLOAD_BITS, sample_rates=None, summary=summary,
-                 default=name == DEFAULT_METHOD, public_key=PUBLIC_DEFAULT_KEY, read_key=_read_key)
+        register(
+            name,
+            _factory(name),
+            payload_bits=PAYLOAD_BITS,
+            sample_rates=None,
+            summary=summary,
+            default=name == DEFAULT_METHOD,
+            public_key=PUBLIC_DEFAULT_KEY,
+            read_key=_read_key,
+        )
 
 
 @hookimpl
