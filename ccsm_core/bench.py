@@ -133,7 +133,7 @@ def run_one(backend: str, dtype: str, frames: int, warmup: int, threads: int | N
         s1 = stats() if stats else None
         if f >= warmup:
             row = {"backbone_s": t[1] - t[0], "decoder_s": t[2] - t[1], "mimi_s": t[3] - t[2], "frame_s": t[3] - t[0]}
-            if s0 is not None:
+            if s0 is not None and s1 is not None:
                 row["compute_s"] = s1["compute_s"] - s0["compute_s"]
             rows.append(row)
         tokens = np.zeros((1, 33), np.int64)

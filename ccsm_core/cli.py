@@ -96,10 +96,10 @@ def plugins(as_json: bool, hook: str | None, check: bool, verbose: bool) -> None
     if as_json:
         click.echo(json.dumps([r.as_json() for r in records], indent=2))
     else:
-        rows = [("PLUGIN", "VERSION", "STATUS", "REGISTERED")]
+        rows: list[tuple[str, ...]] = [("PLUGIN", "VERSION", "STATUS", "REGISTERED")]
         for r in records:
             what = (
-                r.error
+                (r.error or "")  # a disabled plugin has no error
                 if r.status != "ok"
                 else " · ".join(f"{k}: {', '.join(v)}" for k, v in r.registered.items()) or "(nothing)"
             )
@@ -146,7 +146,7 @@ def backends(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    rows = [("BACKEND", "PLUGIN", "PRIORITY", "DEVICES", "AVAILABLE")]
+    rows: list[tuple[str, ...]] = [("BACKEND", "PLUGIN", "PRIORITY", "DEVICES", "AVAILABLE")]
     for r in out:
         rows.append(
             (

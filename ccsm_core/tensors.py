@@ -94,7 +94,7 @@ def take_rows(t: Any, start: int, stop: int) -> Any:
 def _span(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
     """Arrays that lie back to back in one buffer (a memory-mapped file) as one uint8 view of
     that buffer, else None."""
-    owners = []
+    owners: list[Any] = []
     for a in arrays:
         o: Any = a
         while isinstance(o, np.ndarray) and o.base is not None:

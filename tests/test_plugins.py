@@ -147,10 +147,13 @@ def test_load_plugins_empty_loads_none(with_eps, monkeypatch):
     assert "shout" not in pm.registry("samplers")
 
 
-def test_disable_plugin(with_eps, monkeypatch):
+def test_disable_plugin(with_eps, monkeypatch, cli_runner):
     monkeypatch.setenv("CCSM_DISABLE_PLUGINS", "acme")
     pm = with_eps(FakeEP("acme", sampler_plugin(), "acme-sampler"))
     assert pm.records["acme"].status == "disabled"
+    res = cli_runner.invoke(cli, ["plugins"])  # a disabled plugin has no error to show
+    assert res.exit_code == 0, res.output
+    assert "disabled" in res.output
 
 
 def test_strict_mode_raises(with_eps, monkeypatch):

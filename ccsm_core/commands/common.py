@@ -165,7 +165,7 @@ def progress_bar(items: Iterable[T], total: int, show: bool | None, desc: str) -
     return tqdm(items, total=total, unit="frame", disable=not show, desc=desc, leave=False)
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: Sequence[Sequence[str]]) -> None:
     """Aligned columns (the last one unpadded), the first row being the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:

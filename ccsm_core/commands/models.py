@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -80,7 +81,9 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
         return value.tolist() if isinstance(value, np.ndarray) else value
 
     meta = {k: short(v) for k, v in header.metadata.items()}
-    rows = [{"name": t.name, "type": t.type_name, "shape": list(t.shape), "bytes": t.nbytes} for t in header.tensors]
+    rows: list[dict[str, Any]] = [
+        {"name": t.name, "type": t.type_name, "shape": list(t.shape), "bytes": t.nbytes} for t in header.tensors
+    ]
     if as_json:
         click.echo(
             json.dumps(
@@ -210,7 +213,7 @@ def bench(
             f"{path.name}: {prompt_tokens}-token prompt, {gen_tokens} generated tokens, median of 3 after a "
             f"warm-up{load}"
         )
-        rows = [("BACKEND", "THREADS", "PROMPT TOK/S", "GEN TOK/S", "PEAK RSS")]
+        rows: list[tuple[str, ...]] = [("BACKEND", "THREADS", "PROMPT TOK/S", "GEN TOK/S", "PEAK RSS")]
         for r in results:
             n = str(r.get("threads") or "auto")
             if "error" in r:

@@ -329,6 +329,7 @@ def _open_mmap(path: Path) -> tuple[Any, int]:
 def _tensor_view(buf: Any, info: GGUFTensorInfo) -> np.ndarray:
     """A zero-copy NumPy view of one tensor's bytes (typed for plain types, uint8 blocks else)."""
     shape = info.shape
+    dt: np.dtype[Any]
     if info.type_name in PLAIN_DTYPES:
         dt = np.dtype(PLAIN_DTYPES[info.type_name])
     elif info.type_name == "BF16":

@@ -333,7 +333,7 @@ class MimiStreamDecoder:
         tr, st = m.decoder_transformer, self._state[1]
         ring = tr.ring_inputs(st, c.shape[1] * m.upsample.stride) if capture is not None and self.frames else None
         self.frames += c.shape[1]
-        if ring is None:
+        if ring is None or capture is None:  # ring is only computed when the backend can capture
             return m.be.to_numpy(m._wave(c, self._state))[0].astype(np.float32, copy=False)
         ids = m.quantizer.ids(c)
         step = self._steps.get(c.shape[1])
@@ -347,7 +347,8 @@ class MimiStreamDecoder:
         m, be, (up, _, dec) = self.mimi, self.mimi.be, self._state
         h = be.transpose(m.quantizer.decode_ids(be, *inputs[:n_ids]), (1, 0))  # [D, T]
         h = m.upsample.step(be, h, up)
-        x = m.decoder_transformer.step_in_place(be, be.transpose(h, (1, 0)), *inputs[n_ids:], self._state[1])
+        pos, rows, mask = inputs[n_ids:]  # the ring inputs: positions, ring rows, mask
+        x = m.decoder_transformer.step_in_place(be, be.transpose(h, (1, 0)), pos, rows, mask, self._state[1])
         return m.decoder.step(be, be.transpose(x, (1, 0)), dec)
 
 

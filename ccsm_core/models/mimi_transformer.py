@@ -182,8 +182,9 @@ class MimiTransformer:
         t, ctx, p0 = be.shape(x)[0], self.context, st.offset
         ring_in = self.ring_inputs(st, t)
         if ring_in is not None:  # keys written into the ring first, attention over the ring alone
-            out = self.step_in_place(be, x, *(be.asarray(a) for a in ring_in), st)
-            self.advance(st, ring_in[0], ring_in[1])
+            new_pos, rows, mask = ring_in
+            out = self.step_in_place(be, x, be.asarray(new_pos), be.asarray(rows), be.asarray(mask), st)
+            self.advance(st, new_pos, rows)
             return out
         x = self._project_in(be, x)
         new_pos = np.arange(p0, p0 + t, dtype=np.int64)

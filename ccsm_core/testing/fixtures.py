@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ def register_probe() -> RegisterProbe:
 
 
 @pytest.fixture
-def plugin_manager(monkeypatch: pytest.MonkeyPatch) -> Callable[..., PluginManager]:
+def plugin_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., PluginManager]]:
     """``plugin_manager(plugins=[module, ...], entrypoints=False)`` -> an isolated manager.
 
     It also becomes the process-wide manager (``get_plugin_manager()``) for the test."""
@@ -69,7 +69,7 @@ def tiny_csm_dir(tmp_path: Path) -> Path:
     return write_tiny_csm(tmp_path / "tiny-csm")
 
 
-MACHINE_CHECKS = pytest.StashKey[list]()
+MACHINE_CHECKS = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture
@@ -80,5 +80,6 @@ def report_check(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    for line in dict.fromkeys(config.stash.get(MACHINE_CHECKS, [])):
+    lines: list[str] = config.stash.get(MACHINE_CHECKS, [])
+    for line in dict.fromkeys(lines):
         terminalreporter.write_line(line)

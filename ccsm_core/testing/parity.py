@@ -42,7 +42,12 @@ def forced_logits(model: Any, tokenizer: Any, text: str, speaker: int, frames: n
     positions, out = np.arange(len(tokens)), []
     for frame in frames:
         h = model.backbone_step(tokens, mask, positions, bb)
-        model.frame(h, lambda i, logits, frame=frame: (out.append(logits), int(frame[i]))[1], dec)
+
+        def forced(i: int, logits: np.ndarray, frame: np.ndarray = frame) -> int:
+            out.append(logits)
+            return int(frame[i])
+
+        model.frame(h, forced, dec)
         tokens = np.zeros((1, 33), np.int64)
         tokens[0, :32] = frame
         mask = np.zeros_like(tokens, bool)

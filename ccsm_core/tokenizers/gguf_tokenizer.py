@@ -121,7 +121,7 @@ def _opt_id(md: Mapping[str, Any], key: str, default: int | None, n: int) -> int
     """A special-token id from metadata, falling back to ``default``; out-of-range ids are ignored."""
     if default is not None and default >= n:
         default = None
-    v = md.get(_K + key)
+    v: Any = md.get(_K + key)  # any metadata type; operator.index refuses non-integers
     try:
         v = None if isinstance(v, bool) else operator.index(v)
     except TypeError:
