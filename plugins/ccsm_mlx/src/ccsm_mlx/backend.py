@@ -61,8 +61,9 @@ class MlxBackend:
                 raise UsageError(f"mlx backend: device {device!r} is not cpu or gpu", "pass device=cpu or device=gpu")
             dev = mx.gpu if device == "gpu" else mx.cpu
             if not mx.is_available(dev):
+                version = mx.__version__  # type: ignore[attr-defined]  # mlx's stubs lack __version__
                 raise BackendUnavailable(
-                    f"mlx has no {device} device here (mlx {mx.__version__})",
+                    f"mlx has no {device} device here (mlx {version})",
                     "use device=cpu, or install mlx with Metal (macOS) or CUDA",
                 )
             mx.set_default_device(dev)  # process-wide, as MLX defines it
@@ -100,16 +101,17 @@ class MlxBackend:
         """Convert one stored tensor, through the disk cache when that pays (``cache=auto``)."""
         t0 = time.perf_counter()
         use_cache = self.cache is not None and (self.cache_mode == "always" or needs_work(t, self.precision))
+        cache = self.cache if use_cache else None
         value = None
-        if use_cache:
+        if cache is not None:
             key = tensor_key(t, self.precision)
-            value = self.cache.get(key)
+            value = cache.get(key)
         if value is None:
             value = convert(t, self.precision)
             mx.eval(value.arrays() if isinstance(value, QWeight) else value)
-            if use_cache:
+            if cache is not None:
                 stored, shape, _ = source_info(t)
-                self.cache.put(
+                cache.put(
                     key,
                     value,
                     {

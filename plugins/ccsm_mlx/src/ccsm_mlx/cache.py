@@ -38,7 +38,7 @@ def default_root() -> Path:
 def digest(data: Any, head: bytes = b"") -> str:
     """SHA-1 of ``head`` and the chunk digests of ``data``'s bytes (16 MiB chunks, hashed on
     several threads: hashlib releases the GIL, so this scales with the cores)."""
-    buf = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    buf = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data  # a memoryview of the bytes
     chunks = [buf[i : i + _CHUNK] for i in range(0, len(buf), _CHUNK)] or [buf]
     if len(chunks) == 1:
         parts = [hashlib.sha1(chunks[0]).digest()]
@@ -70,7 +70,8 @@ def _file_sha1(path: Path) -> str:
 def tensor_key(t: Any, prec: Precision) -> str:
     """SHA-1 of the stored bytes plus type, shape, options and cache format (not the name)."""
     stored, shape, raw = source_info(t)
-    return digest(raw, json.dumps([FORMAT, mx.__version__.rsplit(".", 1)[0], stored, shape, prec.key()]).encode())
+    minor = mx.__version__.rsplit(".", 1)[0]  # type: ignore[attr-defined]  # mlx's stubs lack __version__
+    return digest(raw, json.dumps([FORMAT, minor, stored, shape, prec.key()]).encode())
 
 
 class WeightCache:
@@ -107,6 +108,8 @@ class WeightCache:
         if arrays.stat().st_size != man["bytes"] or _file_sha1(arrays) != man["sha1"]:
             raise ValueError("checksum mismatch")
         data = mx.load(str(arrays))
+        if not isinstance(data, dict):
+            raise ValueError("arrays file holds no named arrays")
         mx.eval(data)  # materialize now: the file may be replaced later
         shape = tuple(man["shape"])
         if man["kind"] == "dense":

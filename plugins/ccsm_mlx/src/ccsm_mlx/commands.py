@@ -70,6 +70,8 @@ def convert(
     load_speech(model, be, tokenizer=tokenizer, mimi=mimi)
     seconds = time.perf_counter() - t0
     be.end_progress()
+    if be.cache is None:  # cache="auto" above always makes one
+        raise RuntimeError("mlx backend made no weight cache")
     ls, st = be.load_stats, be.cache.stats
     click.echo(
         f"{ls['tensors']} tensors ({ls['source_bytes'] / 1e6:.1f} MB stored) as {be.precision.key()} in {seconds:.1f} s"

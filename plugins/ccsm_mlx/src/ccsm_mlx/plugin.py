@@ -24,9 +24,10 @@ def _available() -> str | None:
     try:
         import mlx.core as mx
 
-        major_minor = tuple(int(p) for p in mx.__version__.split(".")[:2])
+        version: str = mx.__version__  # type: ignore[attr-defined]  # mlx's stubs lack __version__
+        major_minor = tuple(int(p) for p in version.split(".")[:2])
         if major_minor != (0, 32):
-            reason = f"mlx {mx.__version__} is outside the tested range ({PIN})"
+            reason = f"mlx {version} is outside the tested range ({PIN})"
         else:
             mx.eval(mx.array([1.0]) + 1.0)
     except ImportError as e:

@@ -54,7 +54,7 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _read(path: str) -> np.ndarray:
+def _read(path: str) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     x, sr = sf.read(path, dtype="float32", always_2d=False)

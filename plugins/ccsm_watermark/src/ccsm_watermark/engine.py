@@ -215,7 +215,10 @@ class Method:
         for _ in range(INFORMED):
             unit_db = strength[idx] * self.chips * sign
             marked = dsp.istft(mono_spec * self._gains(unit_db, len(mono_spec), shape), HOP, win, n)
-            R = self._cells(marked)
+            cells = self._cells(marked)
+            if cells is None:  # the host had enough signal, and marking it only adds some
+                raise RuntimeError("watermark: the marked mix has too little signal to measure")
+            R = cells
             m = sums(R)
             k = np.maximum((m - h) / strength, 1e-9)  # detector gain per dB, per group
             target = np.full_like(k, np.mean(k[1:]) * self.strength_db)  # an average bit's margin
