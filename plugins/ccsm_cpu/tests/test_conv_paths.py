@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_cpu import _conv
 from ccsm_cpu.backend import GgmlBackend
+
+from ccsm_core.backends.numpy_backend import NumpyBackend
 
 REF = NumpyBackend()
 

@@ -55,8 +55,9 @@ def test_captured_decoder_steps_give_the_original_frames():
 def test_captured_mimi_stream_past_the_ring_equals_batch():
     """Frame-by-frame streaming replays one captured graph after the first frame; 140 frames are
     280 transformer positions, so the ring (265 slots) wraps."""
-    from ccsm_core.loading.mimi import load_mimi
     from ccsm_cpu.backend import GgmlBackend
+
+    from ccsm_core.loading.mimi import load_mimi
 
     mimi = load_mimi(FIXTURE / "mimi.safetensors", FIXTURE / "mimi_config.json", GgmlBackend(threads=2))
     codes = np.random.default_rng(3).integers(0, 2048, (32, 140))

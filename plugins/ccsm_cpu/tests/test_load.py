@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import pytest
+from ccsm_cpu import _load
 
 from ccsm_core.tensors import TensorData
-from ccsm_cpu import _load
 
 
 class Machine:

@@ -9,7 +9,8 @@ rounding of about ``pos * 6e-8``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def W(a: np.ndarray) -> tuple[str, np.ndarray]:
     return ("w", a)
 
 
-def I(a: Any) -> tuple[str, np.ndarray]:
+def I(a: Any) -> tuple[str, np.ndarray]:  # noqa: E743 (I: integer input, beside W and R)
     return ("i", np.asarray(a, np.int32))
 
 
@@ -273,7 +274,7 @@ def test_handles_survive_evaluations(be, ref):
 def test_many_ops_span_several_contexts(be, ref):
     x = R(1, 8)
     y, yr = be.asarray(x), x
-    for i in range(3000):  # more tensor objects than one epoch context holds
+    for _ in range(3000):  # more tensor objects than one epoch context holds
         y, yr = be.scale(y, 1.0001), ref.scale(yr, 1.0001)
     np.testing.assert_allclose(be.to_numpy(y), yr, rtol=1e-4)
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
+from ccsm_cpu.lib import load  # noqa: E402
 from gguf import quants  # noqa: E402
 
 from ccsm_core.tensors import TensorData, f32_to_bf16  # noqa: E402
-from ccsm_cpu.lib import load  # noqa: E402
 
 LEGACY = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 # K-quants: (block bytes, byte offsets of the fp16 fields)

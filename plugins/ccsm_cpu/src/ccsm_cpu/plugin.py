@@ -21,11 +21,17 @@ def _describe() -> str:
 
     g = load()
     repack = "yes (Q4_0, Q4_K)" if g.repack_buffer_type() is not None else "no"
-    half = ("; F16 products sum in half precision (llama.cpp's do not: rebuild ggml-python with "
-            "CMAKE_ARGS='-DCMAKE_C_FLAGS=-mno-avx512fp16 -DCMAKE_CXX_FLAGS=-mno-avx512fp16')"
-            if g.f16_accumulates_in_half() else "")
-    return (f"ggml {g.version}; threads up to {usable_cores()}, fewer while other processes keep cores busy; kernels {g.kernel_family()} "
-            f"(SIMD {' '.join(g.features()) or 'none'}); repack {repack}{half}")
+    half = (
+        "; F16 products sum in half precision (llama.cpp's do not: rebuild ggml-python with "
+        "CMAKE_ARGS='-DCMAKE_C_FLAGS=-mno-avx512fp16 -DCMAKE_CXX_FLAGS=-mno-avx512fp16')"
+        if g.f16_accumulates_in_half()
+        else ""
+    )
+    return (
+        f"ggml {g.version}; threads up to {usable_cores()}, fewer while other processes keep cores busy; "
+        f"kernels {g.kernel_family()} "
+        f"(SIMD {' '.join(g.features()) or 'none'}); repack {repack}{half}"
+    )
 
 
 def factory(**options: Any) -> Any:
@@ -37,5 +43,12 @@ def factory(**options: Any) -> Any:
 
 @hookimpl
 def register_backends(register: Any) -> None:
-    register("ggml-cpu", factory, priority=10, available=_available, devices=("cpu",), describe=_describe,
-             summary="GGML on the CPU (quantized weights, threads); from ggml-python 0.0.45")
+    register(
+        "ggml-cpu",
+        factory,
+        priority=10,
+        available=_available,
+        devices=("cpu",),
+        describe=_describe,
+        summary="GGML on the CPU (quantized weights, threads); from ggml-python 0.0.45",
+    )
