@@ -71,19 +71,9 @@ def random_tensor(name: str, shape: tuple[int, ...], dtype: str, rng: np.random.
 
 
 def csm_tensors(cfg: CsmConfig, dtype: str, rng: np.random.Generator) -> dict[str, TensorData]:
-    from .models.llama import expected_shapes
+    from .models.csm import csm_shapes
 
-    shapes = {**expected_shapes(cfg.backbone, "backbone"), **expected_shapes(cfg.decoder, "decoder")}
-    d, dd, v, n = cfg.backbone.embed_dim, cfg.decoder.embed_dim, cfg.audio_vocab_size, cfg.audio_num_codebooks
-    shapes.update(
-        {
-            "text_embeddings.weight": (cfg.text_vocab_size, d),
-            "audio_embeddings.weight": (v * n, d),
-            "projection.weight": (dd, d),
-            "codebook0_head.weight": (v, d),
-        }
-    )
-    shapes.update({f"audio_head.{i}.weight": (v, dd) for i in range(n - 1)})
+    shapes = csm_shapes(cfg, split_heads=True)
     return {
         name: random_tensor(name, shape, "F32" if len(shape) == 1 else dtype, rng) for name, shape in shapes.items()
     }

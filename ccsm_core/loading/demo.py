@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..models.config import CsmConfig, LlamaConfig
-from ..models.llama import expected_shapes
+from ..models.csm import csm_shapes
 
 DEMO_VERSION = 1
 DEMO_SEED = 20240226
@@ -75,17 +75,7 @@ TOKENIZER_JSON = {
 def random_csm_tensors(cfg: CsmConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """Random weights with the original parameter names and shapes."""
     rng = np.random.default_rng(seed)
-    shapes = {**expected_shapes(cfg.backbone, "backbone"), **expected_shapes(cfg.decoder, "decoder")}
-    d, dd, v, n = cfg.backbone.embed_dim, cfg.decoder.embed_dim, cfg.audio_vocab_size, cfg.audio_num_codebooks
-    shapes.update(
-        {
-            "text_embeddings.weight": (cfg.text_vocab_size, d),
-            "audio_embeddings.weight": (v * n, d),
-            "projection.weight": (dd, d),
-            "codebook0_head.weight": (v, d),
-            "audio_head": (n - 1, dd, v),
-        }
-    )
+    shapes = csm_shapes(cfg)
     out = {}
     for name, shape in shapes.items():
         if name.endswith(".scale"):

@@ -17,7 +17,7 @@ import numpy as np
 from ..backends.base import Backend, Tensor
 from ..tensors import float32_values
 from .config import DECODER_CACHE, CsmConfig
-from .llama import KVCache, Llama, causal_mask, check_shapes
+from .llama import KVCache, Llama, causal_mask, check_shapes, expected_shapes
 
 BACKBONE_WINDOW = 64  # backbone attention reads whole multiples of this many cache rows
 
@@ -33,6 +33,19 @@ def top_level_shapes(cfg: CsmConfig) -> dict[str, tuple[int, ...]]:
         "projection.weight": (dd, d),
         "codebook0_head.weight": (v, d),
     }
+
+
+def csm_shapes(cfg: CsmConfig, *, split_heads: bool = False) -> dict[str, tuple[int, ...]]:
+    """Every CSM tensor's name and shape: the original ``audio_head [n-1, decoder_dim, vocab]``, or
+    with ``split_heads`` one ``audio_head.{i}.weight [vocab, decoder_dim]`` per codebook (our GGUF)."""
+    dd, v, n = cfg.decoder.embed_dim, cfg.audio_vocab_size, cfg.audio_num_codebooks
+    shapes = {**expected_shapes(cfg.backbone, "backbone"), **expected_shapes(cfg.decoder, "decoder")}
+    shapes.update(top_level_shapes(cfg))
+    if split_heads:
+        shapes.update({f"audio_head.{i}.weight": (v, dd) for i in range(n - 1)})
+    else:
+        shapes["audio_head"] = (n - 1, dd, v)
+    return shapes
 
 
 class CSM:
