@@ -284,3 +284,14 @@ def test_mixed_types_run_unfused(tmp_path, reference_backend):
     got = reference_backend.to_numpy(m.forward(np.array(ids), np.arange(4), m.new_cache(16), all_logits=True))
     want = reference_logits("llama", md, {k: np.asarray(v, np.float32) for k, v in t.items()}, ids)
     np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
+
+
+def test_architectures_are_one_file_each_found_by_name():
+    from ccsm_core.errors import ModelError
+    from ccsm_core.models.text import arch_names, get_arch
+
+    assert arch_names() == ["gemma", "llama", "mistral", "phi3", "qwen2"]
+    assert get_arch("phi3").name == "phi3" and get_arch("gemma").scaled_embeddings
+    for bad in ("arch", "model", "../llama", "Llama", ""):
+        with pytest.raises(ModelError, match="not supported"):
+            get_arch(bad)
