@@ -197,9 +197,6 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return out
 
 
-FusedDraw = Callable[[np.ndarray, np.random.Generator], "int | None"]  # None: not drawn
-
-
 @dataclass
 class SamplerChain:
     """Processors in order, then one sampler; call with ``(tokens, logits, rng) -> id``."""
@@ -207,16 +204,8 @@ class SamplerChain:
     processors: list[Processor] = field(default_factory=list)
     sampler: SamplerFn = field(default_factory=greedy)
     names: list[str] = field(default_factory=list)
-    # (processors, sampler, draw): one draw doing what they do in fewer NumPy calls; used while
-    # the chain still holds exactly those (see `build_sampler`)
-    fused: tuple[tuple[Processor, ...], SamplerFn, FusedDraw] | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, tokens: np.ndarray, logits: np.ndarray, rng: np.random.Generator) -> int:
-        fused = self.fused
-        if fused is not None and fused[1] is self.sampler and fused[0] == tuple(self.processors):
-            picked = fused[2](logits, rng)
-            if picked is not None:
-                return picked
         x = np.asarray(logits, dtype=np.float32)
         for proc in self.processors:
             x = proc(tokens, x)
@@ -269,67 +258,19 @@ def build_sampler(
         steps.append(("min-p", {"p": min_p}))
     steps.extend((n, dict(p)) for n, p in extra)
     chain = SamplerChain()
-    plugins: set[str] = set()
     for name, params in steps:
         entry = reg.get(name)
         if entry.kind != "processor":
             raise UsageError(f"{name!r} is a sampler, not a logit processor", "pass it as --sampler")
         chain.processors.append(entry.factory(**params))
         chain.names.append(name)
-        plugins.add(entry.plugin)
     sname = sampler or ("categorical" if t > 0 else "greedy")
     entry = reg.get(sname)
     if entry.kind != "sampler":
         raise UsageError(f"{sname!r} is a logit processor, not a sampler")
     chain.sampler = entry.factory()
     chain.names.append(sname)
-    plugins.add(entry.plugin)
-    if plugins == {BUILTIN_PLUGIN} and chain.names in _FUSED_NAMES:
-        draw = _fused_draw(logit_bias, t, int(topk)) if topk is not None else None
-        if draw is not None:
-            chain.fused = (tuple(chain.processors), chain.sampler, draw)
     return chain
-
-
-BUILTIN_PLUGIN = "ccsm.samplers"  # the plugin name of ccsm_core.builtin.samplers
-_FUSED_NAMES = (["temperature", "top-k", "categorical"], ["logit-bias", "temperature", "top-k", "categorical"])
-
-
-def _fused_draw(bias: Mapping[int, float] | None, t: float, k: int) -> FusedDraw | None:
-    """Logit bias, temperature, top-k and the categorical draw in one function, giving the ids the
-    chain gives for the same ``rng`` (the same float32/float64 arithmetic, the same exponential
-    draws) in half the NumPy calls. ``None`` (nothing drawn) hands unusual logits to the chain:
-    not a vector, k not below the vocabulary, a bias id outside it, a non-finite k-th value or top.
-    """
-    items = [(int(i), float(v)) for i, v in (bias or {}).items()]
-    ids = np.array([i for i, _ in items], np.intp)
-    if len(set(ids.tolist())) != len(ids):
-        return None  # ids equal as integers: the chain adds both, a fancy-index add one
-    vals = np.array([v for _, v in items], np.float32)
-    need = int(ids.max()) + 1 if items else 0
-    t32 = np.float32(t)
-
-    def draw(logits: np.ndarray, rng: np.random.Generator) -> int | None:
-        x = np.asarray(logits, dtype=np.float32)
-        if x.ndim != 1 or x.shape[0] <= k or x.shape[0] < need:
-            return None
-        if items:
-            x = x.copy()
-            x[ids] += vals
-        x = x / t32
-        kth = _kth_largest(x, k)
-        if not -np.inf < kth < np.inf:
-            return None
-        live = np.flatnonzero(x >= kth)  # what top-k leaves and log_softmax keeps (NaN never passes)
-        xs = x[live].astype(np.float64)
-        m = xs.max()
-        if m == np.inf:
-            return None
-        d = xs - m
-        logprobs = d - np.log(np.sum(np.exp(d)))
-        return int(live[np.argmax(np.exp(logprobs) / rng.exponential(1.0, size=live.shape))])
-
-    return draw
 
 
 _KEEP_TOP = ("top-k", "top-p", "min-p")  # filters that always keep the most likely id
