@@ -131,22 +131,23 @@ def run_one(backend: str, dtype: str, frames: int, warmup: int, threads: int | N
         mask = np.zeros_like(tokens, bool)
         mask[0, :32] = True
         positions = positions[-1:] + 1
+    out = _speech_row(rows, backend=backend, type=dtype, shape=shape, threads=threads, frames=frames, load_s=load_s)
+    if "compute_s_median" in out:
+        out["outside_share"] = max(0.0, 1.0 - out["compute_s_median"] / out["frame_s_median"])
+    return out
+
+
+def _speech_row(rows: list[dict[str, float]], **ident: Any) -> dict[str, Any]:
+    """One configuration's result: who it is, each timing's median over ``rows``, the real-time
+    factor, frames per second and this process's peak memory."""
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    out = {
-        "backend": backend,
-        "type": dtype,
-        "shape": shape,
-        "threads": threads,
-        "frames": frames,
-        "load_s": load_s,
+    return {
+        **ident,
         **{f"{k}_median": v for k, v in med.items()},
         "rtf": med["frame_s"] / FRAME_S,
         "frames_per_s": 1.0 / med["frame_s"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    if "compute_s" in med:
-        out["outside_share"] = max(0.0, 1.0 - med["compute_s"] / med["frame_s"])
-    return out
 
 
 def run_all(
@@ -390,20 +391,16 @@ def run_llama_cpp_speech_one(
         finally:
             for stack in stacks:
                 stack.close()
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    return {
-        "backend": LLAMA_CPP,
-        "type": dtype,
-        "shape": "real",
-        "threads": threads,
-        "frames": frames,
-        "load_s": load_s,
-        "extra_bufts": extra,
-        **{f"{k}_median": v for k, v in med.items()},
-        "rtf": med["frame_s"] / FRAME_S,
-        "frames_per_s": 1.0 / med["frame_s"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return _speech_row(
+        rows,
+        backend=LLAMA_CPP,
+        type=dtype,
+        shape="real",
+        threads=threads,
+        frames=frames,
+        load_s=load_s,
+        extra_bufts=extra,
+    )
 
 
 def llama_cpp_extra_bufts(lc: Any) -> bool:

@@ -11,10 +11,6 @@ from .specs import Spec
 
 S = TypeVar("S", bound=Spec)
 
-#: The former name of `Spec` (one registered thing), kept for imports.
-Entry = Spec
-
-
 class Registry(Generic[S]):
     """The specs of one kind, by name. Two plugins registering one name make that name a conflict."""
 
