@@ -94,32 +94,16 @@ def load_speech(
 ) -> Speech:
     """Load CSM (+ Mimi if found) from a folder, a ``.gguf`` file, ``demo`` or a cached repo id."""
     from .loading.csm import load_csm
+    from .loading.mimi import load_codec
     from .loading.sources import resolve_model
+    from .models.mimi import Mimi
 
     path = resolve_model(spec)
     be = get_backend(backend, **backend_options) if backend is None or isinstance(backend, str) else backend
     loaded = load_csm(path, be, tokenizer=tokenizer)
+    codec: Mimi | None
     if loaded.mimi_tensors is not None and not mimi:
-        from .models.mimi import Mimi
-
         codec = Mimi.from_tensors(be, loaded.mimi_tensors, loaded.mimi_config)
-    else:
-        codec = load_codec(path, mimi, be)
+    else:  # a CSM GGUF was read already (files is None): its Mimi, if any, was taken above
+        codec = load_codec(path, mimi, be, inside_gguf=loaded.files is not None)
     return Speech(Generator(loaded.model, loaded.tokenizer, codec), codec, path, demo=spec == "demo")
-
-
-def load_codec(path: Path, mimi: str | None, be: Backend) -> Any:
-    """The Mimi codec for a model: ``--mimi``, inside a CSM GGUF, beside the model, or cached."""
-    from .loading.csm import is_gguf
-    from .loading.mimi import load_mimi
-    from .loading.sources import find_mimi
-    from .models.mimi import Mimi
-
-    if not mimi and is_gguf(path):
-        from .loading.csm_gguf import GGUFCsm
-
-        g = GGUFCsm(path)
-        if g.mimi_tensors:
-            return Mimi.from_tensors(be, g.mimi_tensors, g.mimi_config)
-    found = find_mimi(path, mimi)
-    return load_mimi(found[0], found[1], be) if found is not None else None

@@ -36,8 +36,8 @@ def read_codes(path: str, num_codebooks: int = 32):
 def _codec(model, mimi, backend, threads, backend_option, dtype=None, quantize=None):
     from ..backends import get_backend
     from ..errors import ModelError
+    from ..loading.mimi import load_codec
     from ..loading.sources import resolve_model
-    from ..speech import load_codec
 
     be = get_backend(backend, **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None))
     codec = load_codec(Path(".") if mimi else resolve_model(model), mimi, be)
