@@ -115,10 +115,10 @@ def test_kernel_family_follows_the_features():
     if "NEON" in feats:
         assert family == "neon"
     elif "AVX512" in feats:
-        assert family == ("avx512fp16" if g.f16_accumulates_in_half() else "avx512")
+        assert family == ("avx512fp16" if g.f16_accumulates_in_half else "avx512")
     elif "AVX2" in feats:
-        assert family == "avx2" and not g.f16_accumulates_in_half()
-    assert ("AVX512_FP16" in feats) == g.f16_accumulates_in_half()
+        assert family == "avx2" and not g.f16_accumulates_in_half
+    assert ("AVX512_FP16" in feats) == g.f16_accumulates_in_half
 
 
 def test_cli_lists_backend_ok():

@@ -122,7 +122,7 @@ def test_matmul_matches_dequantized(be, dtype, rows):
     # (measured <= 1e-6), except Q8_1's block sums, which GGML stores in fp16 (measured 1.2e-3)
     emulated = activation_as_ggml_sees_it(x, ACT_TYPE[dtype]) @ w.T
     tol = 3e-3 if ACT_TYPE[dtype] == "Q8_1" else 1e-5
-    if dtype == "F16" and load().f16_accumulates_in_half():
+    if dtype == "F16" and load().f16_accumulates_in_half:
         tol = 1e-2
     assert np.max(np.abs(got - emulated)) <= tol * scale
 

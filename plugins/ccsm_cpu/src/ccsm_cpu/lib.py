@@ -41,13 +41,15 @@ class Ggml:
     path: Path
     version: str
     tensor_overhead: int
-    f16_half_sums: bool  # see `f16_accumulates_in_half`
+    # True where ggml's half-precision dot products keep their partial sums in half precision
+    # (x86 builds with AVX512-FP16, e.g. ``-march=native`` on Sapphire Rapids), found by a probe
+    f16_accumulates_in_half: bool
 
     def features(self) -> tuple[str, ...]:
         """The SIMD features this build of ggml compiled in (``ggml_cpu_has_<name>``), upper case,
         plus ``AVX512_FP16`` where its half-precision products accumulate in half precision."""
         feats = [f.upper() for f in _ffi.FEATURES if getattr(self.lib, f"ggml_cpu_has_{f}")()]
-        if self.f16_accumulates_in_half():
+        if self.f16_accumulates_in_half:
             feats.append("AVX512_FP16")
         return tuple(feats)
 
@@ -59,13 +61,8 @@ class Ggml:
         if "NEON" in feats:
             return "neon"
         if "AVX512" in feats:
-            return "avx512fp16" if self.f16_accumulates_in_half() else "avx512"
+            return "avx512fp16" if self.f16_accumulates_in_half else "avx512"
         return next((f.lower().rstrip("3") for f in ("AVX2", "AVX", "SSE3") if f in feats), "generic")
-
-    def f16_accumulates_in_half(self) -> bool:
-        """True where ggml's half-precision dot products keep their partial sums in half
-        precision (x86 builds with AVX512-FP16, e.g. ``-march=native`` on Sapphire Rapids)."""
-        return self.f16_half_sums
 
     def repack_buffer_type(self) -> Any:
         """GGML's ``CPU_REPACK`` buffer type where it applies here (x86 with AVX2), else None."""

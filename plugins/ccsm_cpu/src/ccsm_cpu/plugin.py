@@ -24,7 +24,7 @@ def _describe() -> str:
     half = (
         "; F16 products sum in half precision (llama.cpp's do not: rebuild ggml-python with "
         "CMAKE_ARGS='-DCMAKE_C_FLAGS=-mno-avx512fp16 -DCMAKE_CXX_FLAGS=-mno-avx512fp16')"
-        if g.f16_accumulates_in_half()
+        if g.f16_accumulates_in_half
         else ""
     )
     return (
