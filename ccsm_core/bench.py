@@ -433,6 +433,7 @@ class _LlamaCppStack:
         cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.ctx = lc.llama_init_from_model(self.model, cparams)
         if not self.ctx:
+            lc.llama_model_free(self.model)
             raise UsageError(f"llama.cpp could not make a context for {path.name}", "update llama-cpp-python")
 
     def decode(self, tokens: list[int], pos: int) -> None:
