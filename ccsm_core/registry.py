@@ -11,6 +11,7 @@ from .specs import Spec
 
 S = TypeVar("S", bound=Spec)
 
+
 class Registry(Generic[S]):
     """The specs of one kind, by name. Two plugins registering one name make that name a conflict."""
 
