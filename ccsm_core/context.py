@@ -11,6 +11,8 @@ turn is always kept) by one of these strategies:
   ``+ 1.0 * (its position / number of turns)`` (newer turns matter more),
   ties broken by dropping the older turn.
 - ``hybrid``: the newest two turns are kept like the newest one; the rest go by importance.
+
+The first ``keep`` turns (a voice's) are never dropped.
 """
 
 from __future__ import annotations
@@ -38,16 +40,28 @@ def importance(index: int, n: int, turn, target_speaker: int) -> float:
 
 
 def fit_context(
-    turns: Sequence, costs: Sequence[int], budget: int, *, target_speaker: int, strategy: str = "recency"
+    turns: Sequence,
+    costs: Sequence[int],
+    budget: int,
+    *,
+    target_speaker: int,
+    strategy: str = "recency",
+    keep: int = 0,
 ) -> Fitted:
-    """Drop whole turns (``costs[i]`` rows each) until they fit ``budget``; the newest always stays."""
+    """Drop whole turns (``costs[i]`` rows each) until they fit ``budget``; the newest and the
+    first ``keep`` always stay."""
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown context strategy {strategy!r}", f"one of {', '.join(STRATEGIES)}")
     n = len(turns)
     total = sum(costs)
     if total <= budget:
         return Fitted(list(turns), [])
-    protect = {n - 1} if strategy != "hybrid" else {n - 1, n - 2}
+    protect = ({n - 1} if strategy != "hybrid" else {n - 1, n - 2}) | set(range(min(keep, n)))
+    if sum(costs[i] for i in range(min(keep, n))) > budget:
+        raise GenerationError(
+            f"the voice's turns need {sum(costs[:keep])} rows; only {budget} fit",
+            "use a shorter voice, or lower --max-audio-ms",
+        )
     candidates = [i for i in range(n) if i not in protect]
     if strategy == "recency":
         order = candidates
@@ -61,7 +75,7 @@ def fit_context(
         dropped.append(i)
     if total > budget:
         # hybrid may still fit by giving up the second-newest turn
-        if strategy == "hybrid" and n >= 2 and total - costs[n - 2] <= budget:
+        if strategy == "hybrid" and n - 2 >= keep and total - costs[n - 2] <= budget:
             total -= costs[n - 2]
             dropped.append(n - 2)
         else:

@@ -12,6 +12,8 @@ from .builtin.samplers import SPEECH_DEFAULTS
 from .context import fit_context
 from .errors import GenerationError, UsageError
 from .models.csm import CSM
+from .models.llama import KVCache
+from .models.prompt_cache import Chunk, PromptCache
 from .sampling import SamplerChain, SamplingSettings, sampling_with
 
 FRAME_MS = 80  # one Mimi frame at 12.5 Hz
@@ -91,6 +93,8 @@ class Generator:
         self.model, self.tokenizer, self.mimi = model, tokenizer, mimi
         self.ncb = model.cfg.audio_num_codebooks
         self.dropped: list[int] = []  # context turns the last prompt left out (indices)
+        self.prompt_cache = PromptCache()  # backbone rows kept for prompts that start the same
+        self._caches: tuple[KVCache, KVCache] | None = None
 
     # -- prompt ------------------------------------------------------------------------------
     def text_rows(self, speaker: int, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -143,22 +147,24 @@ class Generator:
             parts.append(self.audio_rows(codes))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def prompt(
+    def prompt_chunks(
         self,
         text: str,
         speaker: int,
         context: Sequence[Segment] = (),
         *,
+        voice: Sequence[Segment] = (),
         budget: int | None = None,
         strategy: str = "recency",
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The prefill rows: every context turn (text, audio, end row), then the new text.
+    ) -> list[Chunk]:
+        """The prefill rows as chunks: one per context turn (text, audio, end row), then the new text.
 
-        With ``budget`` (rows), context turns that do not fit are dropped by ``strategy``; their
-        indices are left in ``self.dropped``."""
+        ``voice`` turns come first and are never dropped. With ``budget`` (rows), other turns that
+        do not fit are dropped by ``strategy``; their indices in ``context`` are left in
+        ``self.dropped``."""
         check_turn(speaker, text)
         target = self.text_rows(speaker, text)
-        turns = [(seg, self.turn_rows(seg)) for seg in context]
+        turns = [(seg, self.turn_rows(seg)) for seg in (*voice, *context)]
         self.dropped = []
         if budget is not None and turns:
             fitted = fit_context(
@@ -167,11 +173,31 @@ class Generator:
                 budget - len(target[0]),
                 target_speaker=speaker,
                 strategy=strategy,
+                keep=len(voice),
             )
-            self.dropped = fitted.dropped
+            self.dropped = [i - len(voice) for i in fitted.dropped]
             turns = [t for i, t in enumerate(turns) if i not in set(fitted.dropped)]
-        parts = [r for _, r in turns] + [target]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return [r for _, r in turns] + [target]
+
+    def prompt(
+        self,
+        text: str,
+        speaker: int,
+        context: Sequence[Segment] = (),
+        *,
+        voice: Sequence[Segment] = (),
+        budget: int | None = None,
+        strategy: str = "recency",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`prompt_chunks` joined: the prompt's ``tokens, mask`` ``[S, 33]``."""
+        chunks = self.prompt_chunks(text, speaker, context, voice=voice, budget=budget, strategy=strategy)
+        return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+    def caches(self) -> tuple[KVCache, KVCache]:
+        """The backbone and decoder caches, made once and kept (with the steps captured on them)."""
+        if self._caches is None:
+            self._caches = self.model.new_caches()
+        return self._caches
 
     # -- generation --------------------------------------------------------------------------
     def frames(
@@ -182,16 +208,25 @@ class Generator:
         settings: GenerationSettings | None = None,
         progress: Callable[[int, int], None] | None = None,
         trace: Callable[[str, Any], None] | None = None,
+        *,
+        voice: Sequence[Segment] = (),
     ) -> Iterator[np.ndarray]:
-        """Yield frames (32 codes each) until the all-zero frame or the length limit."""
+        """Yield frames (32 codes each) until the all-zero frame or the length limit.
+
+        The prompt is prefilled chunk by chunk (`prompt_chunks`); rows of leading chunks the
+        backbone cache already holds are reused, and the ``voice`` turns' rows are saved for
+        later prompts (`PromptCache`): the frames are the same either way."""
         s = settings or GenerationSettings()
         max_frames = s.max_frames
         chain = make_sampler(s, self.model.cfg.audio_vocab_size)
         limit = self.model.cfg.backbone.max_seq_len
-        tokens, mask = self.prompt(text, speaker, context, budget=limit - max_frames - 1, strategy=s.context_strategy)
-        if len(tokens) >= limit - max_frames:
+        chunks = self.prompt_chunks(
+            text, speaker, context, voice=voice, budget=limit - max_frames - 1, strategy=s.context_strategy
+        )
+        rows = sum(len(c[0]) for c in chunks)
+        if rows >= limit - max_frames:
             raise GenerationError(
-                f"prompt of {len(tokens)} rows plus {max_frames} frames does not fit the context of {limit}",
+                f"prompt of {rows} rows plus {max_frames} frames does not fit the context of {limit}",
                 "shorten the text or context, or lower --max-audio-ms",
             )
         rng = s.sampling.rng()
@@ -208,25 +243,33 @@ class Generator:
             history[i].append(code)
             return code
 
-        bb_cache, dec_cache = self.model.new_caches()
-        positions = np.arange(len(tokens))
+        model = self.model
+        bb_cache, dec_cache = self.caches()
+        if trace is not None:  # traced runs compute every row, and leave nothing to reuse
+            self.prompt_cache.live = []
+
+        def step(tokens: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> Any:
+            return model.backbone_step(tokens, mask, positions, bb_cache, trace)
+
+        last_h = self.prompt_cache.prefill(step, model.be.to_numpy, bb_cache, chunks, pin=len(voice))
+        if trace is not None:
+            self.prompt_cache.live = []
+        row = np.zeros((1, self.ncb + 1), np.int64)  # a frame's backbone row: its codes, text column off
+        row_mask = np.zeros_like(row, dtype=bool)
+        row_mask[0, :-1] = True
         for frame_no in range(max_frames):
-            if frame_no == 0:  # the prompt, in one batch
-                last_h = self.model.backbone_step(tokens, mask, positions, bb_cache, trace)
-                codes = self.model.frame(last_h, sample, dec_cache, trace)
+            if frame_no == 0:
+                codes = model.frame(last_h, sample, dec_cache, trace)
             else:  # one row per frame
-                h, c0 = self.model.backbone_row(tokens, mask, bb_cache)
-                codes = self.model.frame(h, sample, dec_cache, c0_logits=c0)
+                h, c0 = model.backbone_row(row, row_mask, bb_cache)
+                codes = model.frame(h, sample, dec_cache, c0_logits=c0)
             if not codes.any():
                 break
             if progress is not None:
                 progress(frame_no + 1, max_frames)
             yield codes
-            tokens = np.zeros((1, self.ncb + 1), np.int64)
-            tokens[0, :-1] = codes
-            mask = np.zeros_like(tokens, dtype=bool)
-            mask[0, :-1] = True
-            positions = positions[-1:] + 1
+            row = row.copy()
+            row[0, :-1] = codes
 
     def generate(
         self,

@@ -100,6 +100,7 @@ class KVCache:
         self, be: Backend, cfg: LlamaConfig, capacity: int, dtype: str = "float32", window_multiple: int = 1
     ) -> None:
         shape = (capacity, cfg.num_kv_heads, cfg.head_dim)
+        self.be = be
         self.window_multiple = window_multiple  # attention reads whole multiples of this many rows
         self.full_hint = "shorten the text or context, or lower --max-audio-ms"  # said when it overflows
         self.k = [be.zeros(shape, dtype) for _ in range(cfg.num_layers)]
@@ -117,6 +118,24 @@ class KVCache:
         """`GenerationError` unless the cache can hold ``end`` positions."""
         if end > self.capacity:
             raise GenerationError(f"sequence of {end} positions exceeds the context of {self.capacity}", self.full_hint)
+
+    def read_rows(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Host copies of the first ``n`` rows of every layer's K and V (as float32 values)."""
+        be = self.be
+        return (
+            [be.to_numpy(be.slice(k, 0, 0, n)).copy() for k in self.k],
+            [be.to_numpy(be.slice(v, 0, 0, n)).copy() for v in self.v],
+        )
+
+    def write_rows(self, k: list[np.ndarray], v: list[np.ndarray]) -> None:
+        """Store rows taken by `read_rows` back at row 0 and set ``length`` to their count. A
+        graph backend may apply the writes with its next computation over these buffers."""
+        be, n = self.be, len(k[0])
+        self.check_room(n)
+        for i, (ki, vi) in enumerate(zip(k, v)):
+            self.k[i] = be.write(self.k[i], be.asarray(np.ascontiguousarray(ki, np.float32)), 0)
+            self.v[i] = be.write(self.v[i], be.asarray(np.ascontiguousarray(vi, np.float32)), 0)
+        self.length = n
 
     def window(self, end: int) -> int:
         """Rows attention reads when the cache holds ``end``: ``end`` rounded up to a multiple of
