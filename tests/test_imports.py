@@ -56,6 +56,7 @@ LAYERS: dict[str, int] = {
     "speech": 6,
     "textgen": 6,
     "bench": 6,
+    "voices": 6,
     "testing": 6,
     "commands": 7,
     "cli": 7,
