@@ -12,7 +12,8 @@ turn is always kept) by one of these strategies:
   ties broken by dropping the older turn.
 - ``hybrid``: the newest two turns are kept like the newest one; the rest go by importance.
 
-The first ``keep`` turns (a voice's) are never dropped.
+The first ``keep`` turns (a voice's) are never dropped; with ``keep_newest`` off (earlier
+sentences of a long text) neither is the newest turn kept.
 """
 
 from __future__ import annotations
@@ -47,16 +48,18 @@ def fit_context(
     target_speaker: int,
     strategy: str = "recency",
     keep: int = 0,
+    keep_newest: bool = True,
 ) -> Fitted:
-    """Drop whole turns (``costs[i]`` rows each) until they fit ``budget``; the newest and the
-    first ``keep`` always stay."""
+    """Drop whole turns (``costs[i]`` rows each) until they fit ``budget``; the first ``keep``
+    always stay, and the newest unless ``keep_newest`` is off."""
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown context strategy {strategy!r}", f"one of {', '.join(STRATEGIES)}")
     n = len(turns)
     total = sum(costs)
     if total <= budget:
         return Fitted(list(turns), [])
-    protect = ({n - 1} if strategy != "hybrid" else {n - 1, n - 2}) | set(range(min(keep, n)))
+    newest = ({n - 1} if strategy != "hybrid" else {n - 1, n - 2}) if keep_newest else set()
+    protect = newest | set(range(min(keep, n)))
     if sum(costs[i] for i in range(min(keep, n))) > budget:
         raise GenerationError(
             f"the voice's turns need {sum(costs[:keep])} rows; only {budget} fit",

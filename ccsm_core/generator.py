@@ -156,12 +156,13 @@ class Generator:
         voice: Sequence[Segment] = (),
         budget: int | None = None,
         strategy: str = "recency",
+        keep_newest: bool = True,
     ) -> list[Chunk]:
         """The prefill rows as chunks: one per context turn (text, audio, end row), then the new text.
 
         ``voice`` turns come first and are never dropped. With ``budget`` (rows), other turns that
         do not fit are dropped by ``strategy``; their indices in ``context`` are left in
-        ``self.dropped``."""
+        ``self.dropped``; the newest turn stays unless ``keep_newest`` is off."""
         check_turn(speaker, text)
         target = self.text_rows(speaker, text)
         turns = [(seg, self.turn_rows(seg)) for seg in (*voice, *context)]
@@ -174,6 +175,7 @@ class Generator:
                 target_speaker=speaker,
                 strategy=strategy,
                 keep=len(voice),
+                keep_newest=keep_newest,
             )
             self.dropped = [i - len(voice) for i in fitted.dropped]
             turns = [t for i, t in enumerate(turns) if i not in set(fitted.dropped)]
@@ -210,6 +212,7 @@ class Generator:
         trace: Callable[[str, Any], None] | None = None,
         *,
         voice: Sequence[Segment] = (),
+        keep_newest: bool = True,
     ) -> Iterator[np.ndarray]:
         """Yield frames (32 codes each) until the all-zero frame or the length limit.
 
@@ -221,7 +224,13 @@ class Generator:
         chain = make_sampler(s, self.model.cfg.audio_vocab_size)
         limit = self.model.cfg.backbone.max_seq_len
         chunks = self.prompt_chunks(
-            text, speaker, context, voice=voice, budget=limit - max_frames - 1, strategy=s.context_strategy
+            text,
+            speaker,
+            context,
+            voice=voice,
+            budget=limit - max_frames - 1,
+            strategy=s.context_strategy,
+            keep_newest=keep_newest,
         )
         rows = sum(len(c[0]) for c in chunks)
         if rows >= limit - max_frames:

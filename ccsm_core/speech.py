@@ -13,6 +13,7 @@ from .backends import get_backend
 from .backends.base import Backend
 from .errors import GenerationError, ModelError
 from .generator import GenerationSettings, Generator, Segment
+from .pipeline import Event, Line, SpeakOptions, speak
 
 
 @dataclass
@@ -41,11 +42,17 @@ class Speech:
         context: Sequence[Segment] = (),
         settings: GenerationSettings | None = None,
         progress: Callable[[int, int], None] | None = None,
+        *,
+        voice: Sequence[Segment] = (),
+        keep_newest: bool = True,
     ) -> Iterator[np.ndarray]:
-        """Frames of 32 codes as they are generated (the demo never samples special ids)."""
+        """Frames of 32 codes as they are generated (the demo never samples special ids);
+        ``voice`` turns come before ``context`` and are never pruned (see `Generator.frames`)."""
         if self.demo:
             settings = replace(settings or GenerationSettings(), guard_special=True)
-        for frame in self.generator.frames(text, speaker, context, settings, progress):
+        for frame in self.generator.frames(
+            text, speaker, context, settings, progress, voice=voice, keep_newest=keep_newest
+        ):
             if self.mimi is not None and frame.max() >= self.mimi.cardinality:
                 raise GenerationError(
                     f"the model sampled audio id {int(frame.max())}, which Mimi cannot decode "
@@ -57,12 +64,42 @@ class Speech:
     def say(
         self,
         text: str,
+        *,
+        voice: Any = None,
+        speaker: int | None = None,
+        context: Sequence[Segment] = (),
+        settings: GenerationSettings | None = None,
+        options: SpeakOptions | None = None,
+        marker: Any = None,
+    ) -> Iterator[Event]:
+        """Speak ``text`` of any length (split into sentences) in ``voice`` (a saved `Voice`),
+        after ``context``: `SentenceStarted`, `Audio`, `SentenceDone` events, then `Finished`
+        with the whole audio, frames and timestamps (see `ccsm_core.pipeline`)."""
+        return speak(
+            self, [Line(text, speaker, voice)], context=context, settings=settings, options=options, marker=marker
+        )
+
+    def dialogue(
+        self,
+        lines: Sequence[Line],
+        *,
+        context: Sequence[Segment] = (),
+        settings: GenerationSettings | None = None,
+        options: SpeakOptions | None = None,
+        marker: Any = None,
+    ) -> Iterator[Event]:
+        """Speak ``lines`` (`Line`: text, speaker, voice) in turn, each after the ones before."""
+        return speak(self, lines, context=context, settings=settings, options=options, marker=marker)
+
+    def utterance(
+        self,
+        text: str,
         speaker: int = 0,
         context: Sequence[Segment] = (),
         settings: GenerationSettings | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Frames ``[T, 32]`` and their one-shot Mimi decode (24 kHz float32), as the original."""
+        """One generation as the original: frames ``[T, 32]`` and their one-shot Mimi decode."""
         mimi = self.need_mimi()
         frames = list(self.frames(text, speaker, context, settings, progress))
         if not frames:

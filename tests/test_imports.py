@@ -54,6 +54,7 @@ LAYERS: dict[str, int] = {
     "builtin": 5,
     "generator": 6,
     "speech": 6,
+    "pipeline": 6,
     "textgen": 6,
     "bench": 6,
     "voices": 6,

@@ -1,0 +1,331 @@
+"""What `ccsm run` and `ccsm dialogue` share: generation and output options, and writing a
+`ccsm_core.pipeline` run's events to files (audio, codes, subtitles, JSON), each atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..builtin.samplers import SPEECH_DEFAULTS
+from ..errors import UsageError
+from .common import sampling_from, sampling_options
+
+T = TypeVar("T")
+
+
+def speaking_options(f: Callable[..., T]) -> Callable[..., T]:
+    """Output files, sentence handling, limits, sampling, watermark and progress options."""
+    options: list[Callable[[Any], Any]] = [
+        click.option(
+            "--output",
+            "-o",
+            type=str,
+            default=None,
+            help="Audio file (.wav/.flac/.ogg) or '-' for raw float32 on stdout. [default: output.wav]",
+        ),
+        click.option("--stream", is_flag=True, help="Write audio frame by frame while generating (not watermarked)."),
+        click.option("--pcm16", is_flag=True, help="16-bit PCM WAV instead of 32-bit float."),
+        click.option(
+            "--sample-rate", type=click.IntRange(min=8000, max=192000), default=None, help="Resample (default 24000)."
+        ),
+        click.option(
+            "--codes-out",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Also save every frame (pauses included) as an int .npy array (frames x 32).",
+        ),
+        click.option("--srt", type=click.Path(dir_okay=False), default=None, help="Subtitles with each cue's times."),
+        click.option("--vtt", type=click.Path(dir_okay=False), default=None, help="WebVTT subtitles."),
+        click.option(
+            "--json", "as_json", is_flag=True, help="Print a JSON summary with each cue's start and end on stdout."
+        ),
+        click.option(
+            "--pause-ms",
+            type=click.FloatRange(min=0, max=10_000),
+            default=320,
+            show_default=True,
+            help="Silence between sentences (whole 80-ms frames).",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0, max=10),
+            default=2,
+            show_default=True,
+            help="New tries (next seed) for a sentence that runs past its length budget without ending.",
+        ),
+        click.option(
+            "--history",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Earlier sentences kept as context at most. [default: as many as fit]",
+        ),
+        click.option("--split/--no-split", default=True, show_default=True, help="Speak sentence by sentence."),
+        click.option("--language", default="en", show_default=True, help="Language of the text, for splitting."),
+        click.option(
+            "--max-audio-ms",
+            type=click.FloatRange(min=80),
+            default=90_000,
+            show_default=True,
+            help="Longest audio of one sentence.",
+        ),
+        click.option(
+            "--context-strategy",
+            type=click.Choice(["recency", "importance", "hybrid"]),
+            default="recency",
+            show_default=True,
+            help="Which turns to drop when the context does not fit.",
+        ),
+        sampling_options(
+            SPEECH_DEFAULTS,
+            topk_flags=("--topk", "--top-k"),
+            sampler=True,
+            helps={
+                "topk": "Keep the k most likely codes.",
+                "top_p": "Nucleus sampling mass (0, 1].",
+                "min_p": "Drop codes below p x the top probability.",
+                "logit_bias": "Add BIAS to code ID (repeatable; -inf bans).",
+                "sampler": "Final sampler by name (default: categorical, or greedy at temperature 0).",
+                "seed": "Random seed for reproducible output (each sentence or retry takes the next).",
+            },
+            extra=[
+                click.option(
+                    "--min-frames",
+                    type=click.IntRange(min=0),
+                    default=0,
+                    show_default=True,
+                    help="No end of audio before this many frames.",
+                ),
+                click.option(
+                    "--guard-special-codes", is_flag=True, help="Never sample audio ids 2048-2050 (the original may)."
+                ),
+            ],
+        ),
+        click.option(
+            "--watermark/--no-watermark",
+            default=True,
+            show_default=True,
+            help="Mark the audio (needs a watermark plugin).",
+        ),
+        click.option(
+            "--watermark-key",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Key file for the watermark (default: the plugin's public key, which proves nothing).",
+        ),
+        click.option("--watermark-method", default=None, help="Watermark method by name (default: the plugin's)."),
+        click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def settings_from(kw: dict[str, Any]) -> Any:
+    """The `GenerationSettings` of the options (validated before any model loads)."""
+    from ..generator import GenerationSettings, make_sampler
+
+    s = GenerationSettings(
+        max_audio_ms=kw["max_audio_ms"],
+        min_frames=kw["min_frames"],
+        guard_special=kw["guard_special_codes"],
+        context_strategy=kw["context_strategy"],
+        sampling=sampling_from(kw),
+    )
+    make_sampler(s)
+    return s
+
+
+def options_from(kw: dict[str, Any]) -> Any:
+    from ..pipeline import SpeakOptions
+
+    return SpeakOptions(
+        pause_ms=kw["pause_ms"],
+        retries=kw["retries"],
+        history=kw["history"],
+        split=kw["split"],
+        language=kw["language"],
+        stream=kw["stream"],
+    )
+
+
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary name beside ``path`` to write to; renamed to ``path`` only on success."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: folder {folder} does not exist", "create it or pick another path")
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=Path(path).suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def check_outputs(kw: dict[str, Any], *paths: str | None) -> None:
+    """Refuse conflicting outputs before any work."""
+    if kw["output"] == "-" and kw["as_json"]:
+        raise UsageError("--json and -o - both write to stdout", "write the audio to a file, or drop --json")
+    named = [p for p in (kw["output"], kw["codes_out"], kw["srt"], kw["vtt"], *paths) if p and p != "-"]
+    same = {p for p in named if named.count(p) > 1}
+    if same:
+        raise UsageError(f"{sorted(same)[0]} is given for two outputs", "give each output its own file")
+
+
+def deliver(
+    speech: Any,
+    run: Callable[[Callable[[int, int, int], None]], Iterator[Any]],
+    kw: dict[str, Any],
+    *,
+    cues: str = "sentences",
+    split_dir: str | None = None,
+) -> None:
+    """Consume the events of ``run(progress)`` (a pipeline run): a progress bar per sentence,
+    notes, then every output file, each written atomically."""
+    from ..audio import AudioWriter
+    from ..pipeline import Audio, Finished, SentenceDone, SentenceStarted
+
+    output, stream = kw["output"], kw["stream"]
+    show = sys.stderr.isatty() if kw["progress"] is None else kw["progress"]
+    bars: list[Any] = []
+    done: Finished | None = None
+    notes: list[str] = []
+
+    def progress(_sentence: int, frame: int, _budget: int) -> None:
+        if bars:
+            bars[-1].update(frame - bars[-1].n)
+
+    with _stream_target(output if stream else None) as target:
+        writer = None
+        if target is not None:
+            writer = AudioWriter(target, speech.sample_rate, pcm16=kw["pcm16"], out_rate=kw["sample_rate"])
+        try:
+            for ev in run(progress):
+                if isinstance(ev, SentenceStarted):
+                    bars.append(_bar(ev, show))
+                elif isinstance(ev, Audio) and writer is not None:
+                    writer.write(ev.samples)
+                elif isinstance(ev, SentenceDone):
+                    bars[-1].close()
+                    notes += _notes(ev, kw)
+                elif isinstance(ev, Finished):
+                    done = ev
+        finally:
+            for b in bars:
+                b.close()
+            if writer is not None:
+                writer.close()
+    assert done is not None
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if output is not None and not stream and done.audio is not None:
+        _write_audio(output, done.audio, speech.sample_rate, kw)
+    if kw["codes_out"]:
+        import numpy as np
+
+        with atomic_path(kw["codes_out"]) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, done.frames)
+    chosen = done.turns if cues == "turns" else done.sentences
+    _write_cues(chosen, kw)
+    if split_dir and done.audio is not None:
+        _split(done, split_dir, speech.sample_rate, kw)
+    where = " and ".join(x for x in (output if output != "-" else None, kw["codes_out"]) if x)
+    seconds = len(done.frames) * 0.08
+    click.echo(
+        f"{len(done.frames)} frames ({seconds:.2f} s of audio, {len(done.sentences)} sentence"
+        f"{'s' if len(done.sentences) != 1 else ''})" + (f" -> {where}" if where else ""),
+        err=True,
+    )
+    if kw["as_json"]:
+        from ..timestamps import to_json
+
+        click.echo(
+            json.dumps(
+                {
+                    "output": output,
+                    "frames": int(len(done.frames)),
+                    "seconds": round(seconds, 3),
+                    "seed": done.seed,
+                    "watermarked": done.watermarked,
+                    "cues": to_json(chosen),
+                },
+                indent=2,
+            )
+        )
+
+
+@contextmanager
+def _stream_target(output: str | None) -> Iterator[str | None]:
+    if output is None or output == "-":
+        yield output
+        return
+    from ..audio import _format_for
+
+    _format_for(output)
+    with atomic_path(output) as tmp:
+        yield tmp
+
+
+def _bar(ev: Any, show: bool) -> Any:
+    from tqdm import tqdm
+
+    s = ev.sentence
+    return tqdm(total=ev.budget, unit="frame", disable=not show, desc=f"sentence {s.index + 1}", leave=False)
+
+
+def _notes(ev: Any, kw: dict[str, Any]) -> list[str]:
+    s, out = ev.sentence, []
+    if ev.dropped:
+        out.append(
+            f"sentence {s.index + 1}: dropped context turn(s) {', '.join(str(i + 1) for i in ev.dropped)} "
+            f"({kw['context_strategy']}) to fit the model's context"
+        )
+    if not ev.ended and not ev.capped:
+        tries = f" after {ev.attempts} tries" if ev.attempts > 1 else ""
+        out.append(f"sentence {s.index + 1} reached its {len(ev.frames)}-frame budget without ending{tries}")
+    elif ev.attempts > 1:
+        out.append(f"sentence {s.index + 1} ran past its budget; try {ev.attempts} (seed {ev.seed}) ended it")
+    return out
+
+
+def _write_audio(path: str, wave: Any, rate: int, kw: dict[str, Any]) -> None:
+    from ..audio import AudioWriter, _format_for
+
+    if path == "-":
+        with AudioWriter(path, rate, pcm16=kw["pcm16"], out_rate=kw["sample_rate"]) as w:
+            w.write(wave, last=True)
+        return
+    _format_for(path)
+    with atomic_path(path) as tmp:
+        with AudioWriter(tmp, rate, pcm16=kw["pcm16"], out_rate=kw["sample_rate"]) as w:
+            w.write(wave, last=True)
+
+
+def _write_cues(cues: list[Any], kw: dict[str, Any]) -> None:
+    from ..timestamps import to_srt, to_vtt, write_text_atomic
+
+    if kw["srt"]:
+        write_text_atomic(kw["srt"], to_srt(cues))
+    if kw["vtt"]:
+        write_text_atomic(kw["vtt"], to_vtt(cues))
+
+
+def _split(done: Any, folder: str, rate: int, kw: dict[str, Any]) -> None:
+    """One file per turn (``turn-001.wav``, ...), cut from the whole output at the cue times."""
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    suffix = Path(kw["output"]).suffix if kw["output"] and kw["output"] != "-" else ".wav"
+    for cue in done.turns:
+        a, b = round(cue.start * rate), round(cue.end * rate)
+        _write_audio(str(d / f"turn-{cue.index:03d}{suffix}"), done.audio[a:b], rate, kw)

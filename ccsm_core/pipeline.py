@@ -1,0 +1,300 @@
+"""Speaking a text or a dialogue: one path from words to (watermarked) audio and timestamps.
+
+`speak` splits each line into sentences and generates them one after another. Sentence ``k``
+sees the voices' turns (always kept), the caller's context turns and the sentences before it
+(text and generated frames) as context, as many as the 2048-row budget allows, pruned by the
+settings' context strategy. Its frame budget follows its length (`sentence_budget`); a sentence
+that reaches that budget without ending is generated again with the next seed (``retries``).
+All frames, with short pauses between sentences (Mimi's codes for silence), are decoded by one
+Mimi stream, so sentence joins have no resets. Events report each sentence as it goes; the
+last, `Finished`, holds the whole audio (watermarked when a marker is given), every frame and
+the timestamps. `ccsm run`, `ccsm dialogue` and `Speech.say` are thin callers.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .errors import GenerationError
+from .generator import FRAME_MS, GenerationSettings, Segment
+from .sentences import split_sentences
+from .timestamps import Cue
+
+BUDGET_BASE_MS = 2000  # a sentence's frame budget: this plus BUDGET_MS_PER_CHAR per character
+BUDGET_MS_PER_CHAR = 120  # about twice a calm speaking pace (~14 characters a second)
+DECODE_CHUNK = 8  # frames per Mimi stream step (at most 16 transformer positions: attended in place)
+
+
+def sentence_budget(text: str) -> int:
+    """Frames a sentence may take before it counts as runaway (about twice its spoken length)."""
+    return math.ceil((BUDGET_BASE_MS + BUDGET_MS_PER_CHAR * len(text)) / FRAME_MS)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One turn to speak: ``text`` by ``speaker`` (default: the voice's speaker, else 0), in ``voice``."""
+
+    text: str
+    speaker: int | None = None
+    voice: Any = None  # a ccsm_core.voices.Voice
+
+
+@dataclass(frozen=True)
+class SpeakOptions:
+    """How lines become sentences and audio.
+
+    ``pause_ms`` of silence between sentences (whole 80-ms frames); ``retries`` per runaway
+    sentence (sampled runs only); ``history`` caps the earlier sentences kept as context (None:
+    as many as fit); ``split`` off speaks each line as one utterance; ``stream`` yields audio
+    frame by frame (then a runaway sentence is kept, not retried: its audio is already out).
+    """
+
+    pause_ms: float = 320
+    retries: int = 2
+    history: int | None = None
+    split: bool = True
+    language: str = "en"
+    stream: bool = False
+
+    @property
+    def pause_frames(self) -> int:
+        return max(0, round(self.pause_ms / FRAME_MS))
+
+
+@dataclass(frozen=True)
+class Sentence:
+    index: int  # in the whole output
+    turn: int  # index of its line
+    text: str
+    speaker: int
+    voice: str | None  # the voice's name
+
+
+@dataclass(frozen=True)
+class SentenceStarted:
+    sentence: Sentence
+    start: float  # seconds into the output
+    budget: int  # frames
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded samples (24 kHz float32, not watermarked), in output order."""
+
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class SentenceDone:
+    sentence: Sentence
+    start: float
+    end: float
+    frames: np.ndarray  # [T, 32]
+    attempts: int  # 1 + retries used
+    seed: int | None  # of the kept attempt
+    ended: bool  # the model ended it (False: it reached its budget)
+    capped: bool  # it reached the caller's max_audio_ms (not its own budget)
+    dropped: list[int]  # indices of context turns left out to fit (caller's turns first, then sentences)
+    reused_rows: int  # prompt rows taken from the prompt cache (not computed)
+
+
+@dataclass(frozen=True)
+class Finished:
+    audio: np.ndarray | None  # the whole output (watermarked if a marker was given, unless streamed)
+    frames: np.ndarray  # every frame of the output, pauses included: [T, 32]
+    sentences: list[Cue]
+    turns: list[Cue]
+    seed: int | None  # the first sentence's seed
+    watermarked: bool
+
+
+Event = SentenceStarted | Audio | SentenceDone | Finished
+
+
+@dataclass
+class _Decoder:
+    """One Mimi stream over the whole output (None: frames only)."""
+
+    mimi: Any
+    stream: Any = None
+    frames: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mimi is not None:
+            self.stream = self.mimi.stream_decoder()
+
+    def push(self, frames: np.ndarray) -> np.ndarray | None:
+        """Decode ``frames [k, 32]`` after everything pushed before."""
+        self.frames.extend(frames)
+        if self.stream is None or len(frames) == 0:
+            return None
+        parts = [self.stream.step(frames[i : i + DECODE_CHUNK].T) for i in range(0, len(frames), DECODE_CHUNK)]
+        return np.concatenate(parts)
+
+
+def speak(
+    speech: Any,
+    lines: Sequence[Line],
+    *,
+    context: Sequence[Segment] = (),
+    settings: GenerationSettings | None = None,
+    options: SpeakOptions | None = None,
+    marker: Any = None,
+    audio: bool = True,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> Iterator[Event]:
+    """Speak ``lines`` after ``context``; yields events, `Finished` last.
+
+    ``speech`` is a `ccsm_core.speech.Speech`; ``marker`` an applied watermark (see
+    `ccsm_core.watermark`); ``audio`` False skips Mimi (frames only); ``progress(sentence,
+    frame, budget)`` is called after each frame."""
+    s = settings or GenerationSettings()
+    o = options or SpeakOptions()
+    gen = speech.generator
+    mimi = speech.need_mimi() if audio else None
+    voices = _voice_turns(lines, speech.mimi)
+    sentences = _sentences(lines, o)
+    context = [_encoded(gen, seg) for seg in context]
+    pause = _silence(mimi, o.pause_frames) if mimi is not None else np.zeros((o.pause_frames, gen.ncb), np.int64)
+    base_seed = s.sampling.seed if s.sampling.seed is not None else secrets.randbelow(2**31)
+    next_seed = base_seed
+    cap = s.max_frames
+    greedy = s.sampling.temperature == 0 or s.sampling.sampler == "greedy"
+    decoder = _Decoder(mimi)
+    history: list[Segment] = []
+    cues: list[Cue] = []
+    wave: list[np.ndarray] = []
+    for sent in sentences:
+        if sent.index and len(pause):
+            chunk = decoder.push(pause)
+            if chunk is not None:
+                wave.append(chunk)
+                yield Audio(chunk)
+        start = len(decoder.frames) * FRAME_MS / 1000
+        own = sentence_budget(sent.text)
+        budget = min(own, cap)
+        yield SentenceStarted(sent, start, budget)
+        earlier = history[-o.history :] if o.history is not None else history
+        if o.history == 0:
+            earlier = []
+        attempts = 0
+        while True:
+            attempts += 1
+            seed = next_seed
+            next_seed += 1
+            ss = replace(s, max_audio_ms=budget * FRAME_MS, sampling=replace(s.sampling, seed=seed))
+            frames: list[np.ndarray] = []
+            tick = (lambda n, _t, i=sent.index, b=budget: progress(i, n, b)) if progress is not None else None
+            for frame in _frames(speech, sent, context, earlier, ss, tick, voices):
+                frames.append(frame)
+                if o.stream:
+                    chunk = decoder.push(frame[None])
+                    if chunk is not None:
+                        wave.append(chunk)
+                        yield Audio(chunk)
+            runaway = len(frames) == budget and own <= cap
+            if not runaway or o.stream or greedy or attempts > o.retries:
+                break
+        got = np.stack(frames) if frames else np.zeros((0, gen.ncb), np.int64)
+        if not o.stream:
+            chunk = decoder.push(got)
+            if chunk is not None and len(chunk):
+                wave.append(chunk)
+                yield Audio(chunk)
+        end = len(decoder.frames) * FRAME_MS / 1000
+        cues.append(Cue(len(cues) + 1, start, end, sent.text, sent.speaker, sent.voice))
+        history.append(Segment(sent.speaker, sent.text, codes=got.T))
+        yield SentenceDone(
+            sent,
+            start,
+            end,
+            got,
+            attempts,
+            seed,
+            ended=len(frames) < budget,
+            capped=len(frames) == budget and own > cap,
+            dropped=list(gen.dropped),
+            reused_rows=gen.prompt_cache.last.reused + gen.prompt_cache.last.restored,
+        )
+    full = np.concatenate(wave) if wave else (np.zeros(0, np.float32) if mimi is not None else None)
+    marked = False
+    if full is not None and marker is not None and not o.stream and full.size:
+        full = marker.embed(full, speech.sample_rate)
+        marked = True
+    all_frames = np.stack(decoder.frames) if decoder.frames else np.zeros((0, gen.ncb), np.int64)
+    yield Finished(full, all_frames, cues, _turn_cues(cues, sentences), base_seed, marked)
+
+
+def _frames(
+    speech: Any,
+    sent: Sentence,
+    context: list[Segment],
+    earlier: list[Segment],
+    settings: GenerationSettings,
+    tick: Callable[[int, int], None] | None,
+    voices: dict[str | None, list[Segment]],
+) -> Iterator[np.ndarray]:
+    """Frames of one sentence after the voices' turns, the caller's turns and earlier sentences
+    (any of which may be dropped to fit; the caller's newest turn stays if there are none)."""
+    voice = [seg for segs in voices.values() for seg in segs]
+    return speech.frames(
+        sent.text, sent.speaker, [*context, *earlier], settings, tick, voice=voice, keep_newest=not earlier
+    )
+
+
+def _voice_turns(lines: Sequence[Line], mimi: Any) -> dict[str | None, list[Segment]]:
+    """Each voice's turns (by name, in order of first use), as context segments of its speaker."""
+    out: dict[str | None, list[Segment]] = {}
+    for line in lines:
+        v = line.voice
+        if v is None or v.name in out:
+            continue
+        v.check_codec(mimi)
+        speaker = line.speaker if line.speaker is not None else v.speaker
+        out[v.name] = v.segments(speaker)
+    return out
+
+
+def _sentences(lines: Sequence[Line], o: SpeakOptions) -> list[Sentence]:
+    out: list[Sentence] = []
+    for t, line in enumerate(lines):
+        speaker = line.speaker if line.speaker is not None else (line.voice.speaker if line.voice is not None else 0)
+        pieces = split_sentences(line.text, o.language) if o.split else [" ".join(line.text.split())]
+        name = line.voice.name if line.voice is not None else None
+        out.extend(Sentence(len(out) + i, t, p, speaker, name) for i, p in enumerate(pieces))
+    if not out:
+        raise GenerationError("nothing to say", "give some text")
+    return out
+
+
+def _encoded(gen: Any, seg: Segment) -> Segment:
+    """A context turn with its audio encoded once (it is part of every sentence's prompt)."""
+    if seg.codes is not None or seg.audio is None:
+        return seg
+    return Segment(seg.speaker, seg.text, codes=gen.segment_codes(seg))
+
+
+def _silence(mimi: Any, frames: int) -> np.ndarray:
+    """Mimi's codes for ``frames`` frames of silence ``[frames, 32]`` (decoded, they fade out)."""
+    if frames == 0:
+        return np.zeros((0, mimi.num_codebooks), np.int64)
+    return mimi.encode(np.zeros(frames * mimi.samples_per_frame, np.float32)).T
+
+
+def _turn_cues(cues: list[Cue], sentences: list[Sentence]) -> list[Cue]:
+    """One cue per line: from its first sentence's start to its last one's end."""
+    out: list[Cue] = []
+    last_turn = -1
+    for cue, sent in zip(cues, sentences):
+        if out and sent.turn == last_turn:
+            out[-1] = replace(out[-1], end=cue.end, text=f"{out[-1].text} {cue.text}")
+        else:
+            out.append(replace(cue, index=len(out) + 1))
+        last_turn = sent.turn
+    return out
