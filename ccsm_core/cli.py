@@ -162,7 +162,7 @@ def backends(as_json: bool) -> None:
 
 from .commands import codec, models, text  # noqa: E402  (light: click only)
 from .commands import run as run_cmd  # noqa: E402
-from .commands import voice  # noqa: E402
+from .commands import voice as voice_cmd  # noqa: E402
 
 cli.add_command(run_cmd.run)
 cli.add_command(codec.encode)
@@ -171,7 +171,7 @@ cli.add_command(models.download)
 cli.add_command(models.convert)
 cli.add_command(models.inspect)
 cli.add_command(models.bench)
-cli.add_command(voice.voice)
+cli.add_command(voice_cmd.voice)
 for _cmd in (text.generate, text.chat, text.tokenize, text.quantize):
     cli.add_command(_cmd)
 
