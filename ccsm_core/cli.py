@@ -160,11 +160,12 @@ def backends(as_json: bool) -> None:
     print_table(rows)
 
 
-from .commands import codec, models, text  # noqa: E402  (light: click only)
+from .commands import codec, dialogue, models, text  # noqa: E402  (light: click only)
 from .commands import run as run_cmd  # noqa: E402
 from .commands import voice as voice_cmd  # noqa: E402
 
 cli.add_command(run_cmd.run)
+cli.add_command(dialogue.dialogue)
 cli.add_command(codec.encode)
 cli.add_command(codec.decode)
 cli.add_command(models.download)
