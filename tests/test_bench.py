@@ -26,6 +26,19 @@ def test_speech_bench_json(cli_runner):
         assert 0 < row[stage] <= row["frame_s_median"]
 
 
+def test_ttfa_bench_reuses_the_voice_rows(cli_runner):
+    args = ["bench", "--ttfa", "--shape", "demo", "--backend", "numpy", "--type", "f32", "--frames", "1", "--json"]
+    res = cli_runner.invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.output)
+    for case in ("none", "voice", "cached", "restored"):
+        assert row[f"ttfa_{case}_s"] > 0
+    assert row["voice_rows"] > 125  # the voice's text rows, 125 frames and the end row
+    assert row["reused_rows_none"] == row["reused_rows_voice"] == 0
+    assert row["reused_rows_cached"] == row["reused_rows_restored"] == row["voice_rows"]
+    assert row["cached_vs_none"] == pytest.approx(row["ttfa_cached_s"] / row["ttfa_none_s"])
+
+
 def test_text_bench_and_missing_llama_cpp(cli_runner):
     res = cli_runner.invoke(
         cli,

@@ -57,6 +57,7 @@ LAYERS: dict[str, int] = {
     "pipeline": 6,
     "textgen": 6,
     "bench": 6,
+    "bench_ttfa": 6,
     "voices": 6,
     "testing": 6,
     "commands": 7,

@@ -161,6 +161,11 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
     "--prompt-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="Text: prompt length."
 )
 @click.option("--gen-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Text: tokens generated.")
+@click.option(
+    "--ttfa",
+    is_flag=True,
+    help="Speech: time to first audio (no context; a 10-s voice computed, cached, restored), not per-frame speed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
 def bench(
     backends: tuple[str, ...],
@@ -173,9 +178,11 @@ def bench(
     text_model: str | None,
     prompt_tokens: int,
     gen_tokens: int,
+    ttfa: bool,
     as_json: bool,
 ) -> None:
-    """Measure speed: CSM speech (default) or a GGUF text model (--model).
+    """Measure speed: CSM speech (default), its time to first audio (--ttfa), or a GGUF text
+    model (--model).
 
     Speech: random weights of the real CSM-1B and Mimi shapes (speed does not depend on the
     values); seconds per frame, real-time factor (compute seconds / audio seconds), each stage,
@@ -193,6 +200,11 @@ def bench(
     names = _bench_backends(backends)
     thread_counts = threads or [None]
     progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
+    if ttfa:
+        if text_model is not None:
+            raise UsageError("--ttfa measures speech", "drop --model (a text model) or --ttfa")
+        _bench_ttfa(names, list(types) or ["q8_0", "q4_0"], thread_counts, shape, frames, background_load, as_json)
+        return
     if text_model is not None:
         path = _text_model_path(text_model)
         with b.background_load(background_load):
@@ -255,6 +267,38 @@ def bench(
             "llama.cpp: backbone and decoder stacks only (no embeddings, sampling or Mimi); "
             "compare its BACKBONE and DECODER columns."
         )
+
+
+def _bench_ttfa(
+    names: list[str], types: list[str], threads: list[int | None], shape: str, reps: int, load: int, as_json: bool
+) -> None:
+    """`ccsm bench --ttfa`: a row per configuration, seconds to the first audio chunk per case."""
+    import json
+
+    from .. import bench as b
+    from ..bench_ttfa import run_ttfa_all
+
+    progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
+    with b.background_load(load):
+        results = run_ttfa_all(names, types, threads, shape, min(reps, 5), progress=progress)
+    for r in results:
+        r["background_load"] = load
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+        return
+    click.echo(
+        f"Time to first audio, CSM-1B ({shape} shape), median of {min(reps, 5)} requests, each with new text"
+        + (f"; {load} busy processes beside it" if load else "")
+    )
+    rows = [("BACKEND", "TYPE", "THREADS", "NO CONTEXT", "10-S VOICE", "CACHED", "RESTORED", "CACHED/NONE")]
+    for r in results:
+        n = str(r.get("threads") or "auto")
+        if "error" in r:
+            rows.append((r["backend"], r["type"], n, "error: " + r["error"], "", "", "", ""))
+            continue
+        ms = [f"{r[f'ttfa_{c}_s'] * 1e3:.0f} ms" for c in ("none", "voice", "cached", "restored")]
+        rows.append((r["backend"], r["type"], n, *ms, f"{r['cached_vs_none']:.2f}x"))
+    print_table(rows)
 
 
 def _thread_count(value: str) -> int | None:
