@@ -139,3 +139,9 @@ class TestNumpyParitySuite(FixtureParity):
 
     backend_name = "numpy"
     fixture_dir = FIXTURE
+
+
+def test_reused_prompt_rows_give_the_fresh_frames():
+    from ccsm_core.testing.parity import assert_prompt_cache_exact
+
+    assert_prompt_cache_exact("numpy", FIXTURE)

@@ -112,3 +112,28 @@ class FixtureParity:
         cuts = [0, 3, 4, codes.shape[1]]
         chunks = np.concatenate([uneven.step(codes[:, a:b]) for a, b in zip(cuts, cuts[1:])])
         assert np.max(np.abs(chunks - wave)) <= 1e-5
+
+
+def assert_prompt_cache_exact(backend: str, fixture_dir: Path) -> None:
+    """On ``backend``, a voice's reused rows (live in the cache, or restored from the saved
+    prefix after another voice ran) give exactly the frames of a fresh run, greedy and sampled."""
+    from ..generator import GenerationSettings, Generator, Segment
+    from ..loading.csm import load_csm
+
+    ref = np.load(fixture_dir / "reference.npz")
+    codes = ref["ctx_frames"].T
+    ann = [Segment(1, "A voice prompt.", codes=codes), Segment(1, "And more.", codes=codes[:, :4])]
+    bob = [Segment(0, "Another voice.", codes=codes[:, ::-1])]
+    for sampling in ({"temperature": 0}, {"temperature": 0.9, "topk": 50}):
+        settings = GenerationSettings(max_audio_ms=400, seed=3, **sampling)
+        lm = load_csm(fixture_dir, backend)
+        want = Generator(lm.model, lm.tokenizer).generate("Cached or not.", 1, (), settings, voice=ann)
+        gen = Generator(lm.model, lm.tokenizer)
+        runs = [gen.generate("Cached or not.", 1, (), settings, voice=ann)]
+        runs.append(gen.generate("Cached or not.", 1, (), settings, voice=ann))
+        assert gen.prompt_cache.last.reused > 0
+        gen.generate("Someone else.", 0, (), settings, voice=bob)
+        runs.append(gen.generate("Cached or not.", 1, (), settings, voice=ann))
+        assert gen.prompt_cache.last.restored > 0
+        for got in runs:
+            np.testing.assert_array_equal(got, want)

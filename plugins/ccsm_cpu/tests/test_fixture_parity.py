@@ -45,7 +45,7 @@ def test_captured_decoder_steps_give_the_original_frames():
     gen = Generator(lm.model, lm.tokenizer)
     settings = GenerationSettings(max_audio_ms=800, topk=1, temperature=1.0)
     be = lm.model.be
-    for _ in range(2):  # a second generation makes new caches and captures again
+    for _ in range(2):  # a second generation replays the steps captured on the kept caches
         before = be.stats()["evaluations"]
         frames = gen.generate("Hello from CSM.", 0, (), settings)
         np.testing.assert_array_equal(frames, ref["text_frames"])
@@ -65,3 +65,9 @@ def test_captured_mimi_stream_past_the_ring_equals_batch():
     streamed = np.concatenate([dec.step(codes[:, t : t + 1]) for t in range(140)])
     assert list(dec._steps) == [1]
     np.testing.assert_allclose(streamed, mimi.decode(codes), atol=1e-5, rtol=0)
+
+
+def test_reused_prompt_rows_give_the_fresh_frames():
+    from ccsm_core.testing.parity import assert_prompt_cache_exact
+
+    assert_prompt_cache_exact("ggml-cpu", FIXTURE)

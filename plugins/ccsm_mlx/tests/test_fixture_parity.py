@@ -12,3 +12,9 @@ FIXTURE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "csm-tiny
 class TestMlxParity(FixtureParity):
     backend_name = "mlx"
     fixture_dir = FIXTURE
+
+
+def test_reused_prompt_rows_give_the_fresh_frames():
+    from ccsm_core.testing.parity import assert_prompt_cache_exact
+
+    assert_prompt_cache_exact("mlx", FIXTURE)
