@@ -9,14 +9,14 @@ from ccsm_watermark import DEFAULT_METHOD, PUBLIC_DEFAULT_KEY, create
 from ccsm_core.cli import cli
 
 
-def _run(cli_runner, tmp_path, monkeypatch, *extra):
+def _run(cli_runner, tmp_path, monkeypatch, *extra, text="Hi"):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "out.wav"
     res = cli_runner.invoke(
         cli,
         [
             "run",
-            "Hi",
+            text,
             "--model",
             "demo",
             "--seed",
@@ -53,3 +53,13 @@ def test_private_key(cli_runner, tmp_path, monkeypatch):
     assert create(DEFAULT_METHOD, load(str(key))).detect(wave, 24000).present is True
     assert create(DEFAULT_METHOD, PUBLIC_DEFAULT_KEY).detect(wave, 24000).present is not True
     assert np.isfinite(wave).all()
+
+
+def test_long_text_is_marked_as_one_output(cli_runner, tmp_path, monkeypatch):
+    text = "First part of it. Then the second part. And the end."
+    wave = _run(cli_runner, tmp_path, monkeypatch, "--max-audio-ms", "1200", text=text)
+    plain = _run(cli_runner, tmp_path, monkeypatch, "--max-audio-ms", "1200", "--no-watermark", text=text)
+    assert len(wave) == len(plain) == (3 * 15 + 2 * 4) * 1920  # three sentences, two pauses
+    detector = create(DEFAULT_METHOD, PUBLIC_DEFAULT_KEY)
+    assert detector.detect(wave, 24000).present is True
+    assert detector.detect(plain, 24000).present is not True
