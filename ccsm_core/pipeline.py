@@ -267,7 +267,8 @@ def _sentences(lines: Sequence[Line], o: SpeakOptions) -> list[Sentence]:
         speaker = line.speaker if line.speaker is not None else (line.voice.speaker if line.voice is not None else 0)
         pieces = split_sentences(line.text, o.language) if o.split else [" ".join(line.text.split())]
         name = line.voice.name if line.voice is not None else None
-        out.extend(Sentence(len(out) + i, t, p, speaker, name) for i, p in enumerate(pieces))
+        first = len(out)
+        out.extend(Sentence(first + i, t, p, speaker, name) for i, p in enumerate(pieces))
     if not out:
         raise GenerationError("nothing to say", "give some text")
     return out

@@ -116,6 +116,7 @@ def test_sentence_prompts_are_voice_turns_then_earlier_sentences(ctx_wave, monke
     evs, done = run(sp.say(text, voice=ann, settings=settings))
     sents = [e for e in evs if isinstance(e, SentenceDone)]
     assert [s.sentence.text for s in sents] == ["First one.", "Second one!", "Third, and last?"]
+    assert [s.sentence.index for s in sents] == [0, 1, 2]
     gen = sp.generator
     for k, s in enumerate(sents):
         earlier = [Segment(1, p.sentence.text, codes=p.frames.T) for p in sents[:k]]

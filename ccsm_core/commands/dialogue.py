@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from .common import backend_options, model_options
-from .run import load_voice, pick_marker
+from .run import _demo_notice, load_voice, pick_marker
 from .speaking import check_outputs, deliver, options_from, settings_from, speaking_options
 
 
@@ -68,6 +68,8 @@ def dialogue(
         mimi=mimi,
         **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None),
     )
+    if sp.demo:
+        click.echo(f"note: {_demo_notice()}", err=True)
     deliver(
         sp,
         lambda progress: speak(
