@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -91,6 +91,15 @@ class Audio:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """A frame of sentence ``sentence`` was generated (``frame`` of at most ``budget``)."""
+
+    sentence: int
+    frame: int
+    budget: int
+
+
+@dataclass(frozen=True)
 class SentenceDone:
     sentence: Sentence
     start: float
@@ -114,7 +123,7 @@ class Finished:
     watermarked: bool
 
 
-Event = SentenceStarted | Audio | SentenceDone | Finished
+Event = SentenceStarted | Progress | Audio | SentenceDone | Finished
 
 
 @dataclass
@@ -147,13 +156,12 @@ def speak(
     options: SpeakOptions | None = None,
     marker: Any = None,
     audio: bool = True,
-    progress: Callable[[int, int, int], None] | None = None,
 ) -> Iterator[Event]:
-    """Speak ``lines`` after ``context``; yields events, `Finished` last.
+    """Speak ``lines`` after ``context``; yields events, `Finished` last, and a `Progress`
+    after every frame (so a caller can interleave several runs a frame at a time).
 
     ``speech`` is a `ccsm_core.speech.Speech`; ``marker`` an applied watermark (see
-    `ccsm_core.watermark`); ``audio`` False skips Mimi (frames only); ``progress(sentence,
-    frame, budget)`` is called after each frame."""
+    `ccsm_core.watermark`); ``audio`` False skips Mimi (frames only)."""
     s = settings or GenerationSettings()
     o = options or SpeakOptions()
     gen = speech.generator
@@ -190,9 +198,9 @@ def speak(
             next_seed += 1
             ss = replace(s, max_audio_ms=budget * FRAME_MS, sampling=replace(s.sampling, seed=seed))
             frames: list[np.ndarray] = []
-            tick = (lambda n, _t, i=sent.index, b=budget: progress(i, n, b)) if progress is not None else None
-            for frame in _frames(speech, sent, context, earlier, ss, tick, voices):
+            for frame in _frames(speech, sent, context, earlier, ss, voices):
                 frames.append(frame)
+                yield Progress(sent.index, len(frames), budget)
                 if o.stream:
                     chunk = decoder.push(frame[None])
                     if chunk is not None:
@@ -237,15 +245,12 @@ def _frames(
     context: list[Segment],
     earlier: list[Segment],
     settings: GenerationSettings,
-    tick: Callable[[int, int], None] | None,
     voices: dict[str | None, list[Segment]],
 ) -> Iterator[np.ndarray]:
     """Frames of one sentence after the voices' turns, the caller's turns and earlier sentences
     (any of which may be dropped to fit; the caller's newest turn stays if there are none)."""
     voice = [seg for segs in voices.values() for seg in segs]
-    return speech.frames(
-        sent.text, sent.speaker, [*context, *earlier], settings, tick, voice=voice, keep_newest=not earlier
-    )
+    return speech.frames(sent.text, sent.speaker, [*context, *earlier], settings, voice=voice, keep_newest=not earlier)
 
 
 def _voice_turns(lines: Sequence[Line], mimi: Any) -> dict[str | None, list[Segment]]:

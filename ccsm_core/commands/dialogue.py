@@ -72,14 +72,13 @@ def dialogue(
         click.echo(f"note: {_demo_notice()}", err=True)
     deliver(
         sp,
-        lambda progress: speak(
+        speak(
             sp,
             lines,
             settings=settings,
             options=options,
             marker=marker,
             audio=kw["output"] is not None,
-            progress=progress,
         ),
         kw,
         cues="turns",

@@ -102,7 +102,7 @@ def run(
     line = Line(words, speaker, saved)
     deliver(
         sp,
-        lambda progress: speak(
+        speak(
             sp,
             [line],
             context=context,
@@ -110,7 +110,6 @@ def run(
             options=options,
             marker=marker,
             audio=kw["output"] is not None,
-            progress=progress,
         ),
         kw,
     )

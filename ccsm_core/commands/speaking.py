@@ -184,16 +184,16 @@ def check_outputs(kw: dict[str, Any], *paths: str | None) -> None:
 
 def deliver(
     speech: Any,
-    run: Callable[[Callable[[int, int, int], None]], Iterator[Any]],
+    events: Iterator[Any],
     kw: dict[str, Any],
     *,
     cues: str = "sentences",
     split_dir: str | None = None,
 ) -> None:
-    """Consume the events of ``run(progress)`` (a pipeline run): a progress bar per sentence,
-    notes, then every output file, each written atomically."""
+    """Consume a pipeline run's events: a progress bar per sentence, notes, then every output
+    file, each written atomically."""
     from ..audio import AudioWriter
-    from ..pipeline import Audio, Finished, SentenceDone, SentenceStarted
+    from ..pipeline import Audio, Finished, Progress, SentenceDone, SentenceStarted
 
     output, stream = kw["output"], kw["stream"]
     show = sys.stderr.isatty() if kw["progress"] is None else kw["progress"]
@@ -201,17 +201,15 @@ def deliver(
     done: Finished | None = None
     notes: list[str] = []
 
-    def progress(_sentence: int, frame: int, _budget: int) -> None:
-        if bars:
-            bars[-1].update(frame - bars[-1].n)
-
     with _stream_target(output if stream else None) as target:
         writer = None
         if target is not None:
             writer = AudioWriter(target, speech.sample_rate, pcm16=kw["pcm16"], out_rate=kw["sample_rate"])
         try:
-            for ev in run(progress):
-                if isinstance(ev, SentenceStarted):
+            for ev in events:
+                if isinstance(ev, Progress):
+                    bars[-1].update(ev.frame - bars[-1].n)
+                elif isinstance(ev, SentenceStarted):
                     bars.append(_bar(ev, show))
                 elif isinstance(ev, Audio) and writer is not None:
                     writer.write(ev.samples)
