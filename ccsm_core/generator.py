@@ -254,13 +254,14 @@ class Generator:
 
         model = self.model
         bb_cache, dec_cache = self.caches()
-        if trace is not None:  # traced runs compute every row, and leave nothing to reuse
-            self.prompt_cache.live = []
 
         def step(tokens: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> Any:
             return model.backbone_step(tokens, mask, positions, bb_cache, trace)
 
-        last_h = self.prompt_cache.prefill(step, model.be.to_numpy, bb_cache, chunks, pin=len(voice))
+        # a traced run computes every row (and its rows are not kept for reuse)
+        last_h = self.prompt_cache.prefill(
+            step, model.be.to_numpy, bb_cache, chunks, pin=len(voice), reuse=trace is None
+        )
         if trace is not None:
             self.prompt_cache.live = []
         row = np.zeros((1, self.ncb + 1), np.int64)  # a frame's backbone row: its codes, text column off

@@ -80,11 +80,15 @@ class PromptCache:
         chunks: Sequence[Chunk],
         *,
         pin: int = 0,
+        reuse: bool = True,
     ) -> np.ndarray:
         """Bring ``cache`` to the rows of ``chunks`` and return the last row's hidden state ``[1, d]``.
 
         ``step(tokens, mask, positions)`` prefills one chunk at the cache's length and returns its
-        last hidden state; ``pin`` leading chunks are saved as a prefix for later prompts."""
+        last hidden state; ``pin`` leading chunks are saved as a prefix for later prompts.
+        Without ``reuse`` every chunk is computed (a traced run)."""
+        if not reuse:
+            self.live, self.live_h = [], None
         keys = [chunk_key(t, m) for t, m in chunks]
         sizes = [len(t) for t, _ in chunks]
         common = 0
@@ -96,7 +100,7 @@ class PromptCache:
             return self.live_h
         common = min(common, len(keys) - 1)  # the last chunk is computed: its hidden state is needed
         stats = PrefillStats(reused=sum(sizes[:common]))
-        best = max((n for n in range(common + 1, len(keys)) if tuple(keys[:n]) in self.saved), default=0)
+        best = max((n for n in range(common + 1, len(keys)) if reuse and tuple(keys[:n]) in self.saved), default=0)
         if best:
             saved = self.saved[tuple(keys[:best])]
             self.saved.move_to_end(tuple(keys[:best]))
