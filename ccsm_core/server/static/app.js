@@ -339,12 +339,32 @@
       for (const voice of voices) {
         const turns = `${voice.turns} turn${voice.turns === 1 ? "" : "s"}`;
         const length = typeof voice.seconds === "number" ? `, ${voice.seconds.toFixed(1)} s` : "";
-        saved.append(option(voice.name, `${voice.name} (speaker ${voice.speaker}, ${turns}${length})`));
+        const entry = option(voice.name, `${voice.name} (speaker ${voice.speaker}, ${turns}${length})`);
+        entry.dataset.saved = "1";
+        saved.append(entry);
       }
       picker.append(saved);
     }
     picker.value = keep;
     if (picker.selectedIndex < 0) picker.value = "0";
+    updateVoiceButtons();
+  }
+
+  function updateVoiceButtons() {
+    const selected = $("voice").selectedOptions[0];
+    $("delete-voice").disabled = !(selected && selected.dataset.saved);
+  }
+
+  async function deleteVoice() {
+    const name = $("voice").value;
+    if (!window.confirm(`Delete the saved voice ${name}?`)) return;
+    try {
+      await api(`v1/audio/voices/${encodeURIComponent(name)}`, { method: "DELETE" });
+      setStatus(`Deleted voice ${name}.`);
+    } catch (error) {
+      setStatus(`Could not delete the voice: ${error.message}`, true);
+    }
+    await loadVoices("0");
   }
 
   async function uploadVoice(event) {
@@ -359,6 +379,7 @@
     form.append("speaker", $("upload-speaker").value.trim() || "0");
     form.append("text", $("upload-text").value);
     form.append("audio", file, file.name);
+    form.append("replace", $("upload-replace").checked ? "true" : "false");
     const button = $("upload");
     button.disabled = true;
     setStatus("Saving the voice…");
@@ -553,6 +574,8 @@
   $("stop").addEventListener("click", stopSpeech);
   $("download").addEventListener("click", download);
   $("upload-form").addEventListener("submit", uploadVoice);
+  $("voice").addEventListener("change", updateVoiceButtons);
+  $("delete-voice").addEventListener("click", deleteVoice);
   $("chat-form").addEventListener("submit", sendChat);
   $("chat-input").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) {
