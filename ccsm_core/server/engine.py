@@ -148,6 +148,11 @@ class Engine:
             self._thread = None
 
     @property
+    def stopping(self) -> bool:
+        """`stop` was called: new requests are refused, running ones end."""
+        return self._stop
+
+    @property
     def queue_depth(self) -> int:
         return len(self._pending)
 
@@ -167,6 +172,8 @@ class Engine:
             raise UsageError(f"no {kind} model is loaded", f"start the server with a {kind} model")
         ticket = Ticket(kind, make, loop)
         with self._cv:
+            if self._stop:
+                raise Cancelled("the server is stopping", "retry when it is back")
             if len(self._pending) >= self.max_queue + self.max_active - len(self._active):
                 self.stats.count(kind, "rejected")
                 raise QueueFull(len(self._pending), retry_after=max(1, len(self._pending)))
