@@ -162,6 +162,7 @@ def backends(as_json: bool) -> None:
 
 from .commands import codec, dialogue, models, text  # noqa: E402  (light: click only)
 from .commands import run as run_cmd  # noqa: E402
+from .commands import serve as serve_cmd  # noqa: E402
 from .commands import voice as voice_cmd  # noqa: E402
 
 cli.add_command(run_cmd.run)
@@ -173,6 +174,7 @@ cli.add_command(models.convert)
 cli.add_command(models.inspect)
 cli.add_command(models.bench)
 cli.add_command(voice_cmd.voice)
+cli.add_command(serve_cmd.serve)
 for _cmd in (text.generate, text.chat, text.tokenize, text.quantize):
     cli.add_command(_cmd)
 
