@@ -97,7 +97,7 @@ def test_queue_bound_and_cancellation(speech):
 def test_timeout_and_errors_end_only_their_request(speech):
     engine = Engine(speech, max_active=2, timeout_s=0.5).start()
     try:
-        slow = engine.submit("speech", job("Slow.", 1000))
+        slow = engine.submit("speech", job("Slow. " * 40, 1000))  # forty sentences
         with pytest.raises(Cancelled, match="ran past"):
             list(slow)
 
