@@ -40,17 +40,27 @@ class Cancelled(CcsmError):
     """The request was cancelled (its client went away) or ran past its time limit."""
 
 
+KEEP = 4096  # per-request figures kept (the newest); counts are kept in full
+
+
 @dataclass
 class Stats:
-    """What the engine did, for /metrics: counts by kind and outcome, and per-request figures."""
+    """What the engine did, for /metrics: counts by kind and outcome, and the newest per-request
+    figures (``observed`` counts every figure ever recorded, so a reader can take only new ones)."""
 
     requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, outcome) -> count
-    ttfa_s: list[float] = field(default_factory=list)  # speech: submit -> first audio
-    rtf: list[float] = field(default_factory=list)  # speech: wall seconds per audio second
-    tokens_per_s: list[float] = field(default_factory=list)  # text: generated tokens per second
+    ttfa_s: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))  # speech: submit -> first audio
+    rtf: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))  # speech: wall s per audio s
+    tokens_per_s: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))  # text
+    observed: dict[str, int] = field(default_factory=lambda: {"ttfa_s": 0, "rtf": 0, "tokens_per_s": 0})
 
     def count(self, kind: str, outcome: str) -> None:
         self.requests[(kind, outcome)] = self.requests.get((kind, outcome), 0) + 1
+
+    def record(self, name: str, value: float) -> None:
+        """Add a figure to ``ttfa_s``, ``rtf`` or ``tokens_per_s``."""
+        getattr(self, name).append(value)
+        self.observed[name] += 1
 
 
 class Ticket:
@@ -246,7 +256,7 @@ class Engine:
 
         if isinstance(ev, Audio) and t.first_audio is None:
             t.first_audio = time.monotonic()
-            self.stats.ttfa_s.append(t.first_audio - t.submitted)
+            self.stats.record("ttfa_s", t.first_audio - t.submitted)
         elif isinstance(ev, Finished):
             t.audio_s = len(ev.frames) * 0.08
         elif isinstance(ev, str):
@@ -270,9 +280,9 @@ class Engine:
         if error is None and t.started is not None:
             wall = time.monotonic() - t.started
             if t.kind == "speech" and t.audio_s > 0:
-                self.stats.rtf.append(wall / t.audio_s)
+                self.stats.record("rtf", wall / t.audio_s)
             if t.kind == "text" and t.tokens and wall > 0:
-                self.stats.tokens_per_s.append(t.tokens / wall)
+                self.stats.record("tokens_per_s", t.tokens / wall)
         if error is not None:
             t._put(error)
         t._put(_DONE)

@@ -71,7 +71,7 @@ class Metrics:
             "ccsm_text_tokens_per_second", "Text: generated tokens per second", buckets=TPS_BUCKETS, registry=r
         )
         r.register(_EngineCollector(engine))
-        self._seen = {"ttfa": 0, "rtf": 0, "tps": 0}
+        self._seen = {"ttfa_s": 0, "rtf": 0, "tokens_per_s": 0}
         self._lock = threading.Lock()
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -85,14 +85,15 @@ class Metrics:
         stats = self.engine.stats
         with self._lock:
             for key, values, hist in (
-                ("ttfa", stats.ttfa_s, self.ttfa),
+                ("ttfa_s", stats.ttfa_s, self.ttfa),
                 ("rtf", stats.rtf, self.rtf),
-                ("tps", stats.tokens_per_s, self.tps),
+                ("tokens_per_s", stats.tokens_per_s, self.tps),
             ):
-                end = len(values)
-                for v in values[self._seen[key] : end]:
+                total = stats.observed[key]
+                new = min(total - self._seen[key], len(values))
+                for v in list(values)[len(values) - new :]:
                     hist.observe(v)
-                self._seen[key] = end
+                self._seen[key] = total
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
