@@ -137,9 +137,17 @@ def ensure_demo() -> Path:
         (tmp / "mimi_config.json").write_text(json.dumps(DEMO_MIMI, indent=1))
         (tmp / "README.txt").write_text(f"ccsm demo model v{DEMO_VERSION}: {NOTICE}.\n")
         (tmp / "complete").write_text("")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if (target / "complete").exists():
+            return target  # another process finished first: keep its copy (it may be loading it)
+        if target.exists():  # an incomplete leftover: set it aside, then take its place
+            stale = Path(tempfile.mkdtemp(prefix=".demo-stale-", dir=target.parent))
+            os.replace(target, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process's copy landed in between
+            if not (target / "complete").exists():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
