@@ -265,6 +265,12 @@ def test_voices_add_list_speak_delete(live: Live) -> None:
         model="tts-1", voice="ann", input=TEXT, response_format="wav", extra_body={"seed": 3, "max_audio_ms": 400}
     )
     assert int(spoken.headers["x-ccsm-frames"]) > 0
+    # the same voice file and seed through `ccsm run` sound the same
+    out = live.voices.parent / "ann-run.wav"
+    args = ["run", TEXT, "--voice", str(live.voices / "ann.ccsmvoice"), "--model", str(FIXTURE)]
+    r = CliRunner().invoke(cli, [*args, "--backend", "numpy", "--seed", "3", "--max-audio-ms", "400", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    check_audio(decode(spoken.http_response.content, "wav"), sf.read(out, dtype="float32")[0], "wav")
     with pytest.raises(openai.BadRequestError, match="saved voice \\(ann\\)"):
         live.client().audio.speech.create(model="csm", voice="alloy", input=TEXT)
     too_long = httpx.post(
