@@ -8,12 +8,9 @@ WebVTT text also has ``& < >`` escaped.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
-import os
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -21,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ccsm_core.errors import UsageError
+from ccsm_core.files import write_atomic
 
 __all__ = ["Cue", "to_json", "to_srt", "to_vtt", "write_text_atomic"]
 
@@ -109,46 +107,10 @@ def to_json(cues: Iterable[Cue]) -> list[dict[str, Any]]:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and `os.replace`,
-    so readers see the old file or the new one, never a part. `UsageError` naming ``path`` when
-    its folder is missing or it cannot be written."""
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {path}: the folder {folder} does not exist", "create it or choose another path")
-    data = text.encode("utf-8")
-    tmp = None
-    try:
-        fd, tmp = _create_temp(folder, path.name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.chmod(tmp, path.stat().st_mode & 0o7777)  # replacing a file keeps its permissions
-            except FileNotFoundError:
-                pass
-            os.replace(tmp, path)
-            tmp = None
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise UsageError(f"cannot write {path}: {reason}", "choose a path in a folder you can write to") from None
-
-
-def _create_temp(folder: Path, name: str) -> tuple[int, str]:
-    """A new file ``.NAME.XXXXXXXX.tmp`` in ``folder``, made with the usual permissions (0666 less the umask)."""
-    for _ in range(100):
-        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {folder}")
+    """Write ``text`` (UTF-8) to ``path`` atomically (`ccsm_core.files.write_atomic`): readers see
+    the old file or the new one, never a part; `UsageError` naming ``path`` when it cannot be
+    written."""
+    write_atomic(path, text.encode("utf-8"))
 
 
 def _checked(cues: Iterable[Cue]) -> list[Cue]:

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import CcsmError, FormatError, ModelError, UsageError
+from .files import write_atomic
 from .generator import Segment
 
 FORMAT_VERSION = 1
@@ -439,67 +439,13 @@ def _read_bytes(path: Path) -> tuple[bytes, Voice]:
     return data, _parse(io.BytesIO(data), len(data), str(path))
 
 
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_file(data: bytes, folder: Path, stem: str) -> Path:
-    """``data`` in a new hidden file of ``folder``, flushed to disk."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
 def _write_atomic(data: bytes, path: Path, *, replace: bool = True) -> None:
-    """Put ``data`` at ``path`` at once: readers see the old file or the whole new one. Unless
-    ``replace``, an existing ``path`` is kept and `FileExistsError` raised (no window between check
-    and creation: the file is hard-linked into place)."""
-    folder = path.parent
+    """`ccsm_core.files.write_atomic` into ``path``'s folder, made if missing."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_file(data, folder, path.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot write {path} ({e.strerror or e})", "check the folder and its permissions") from None
-    try:
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise
-            except OSError:  # a file system without hard links
-                if os.name == "nt":
-                    os.rename(tmp, path)  # fails if path exists
-                else:
-                    if path.exists():
-                        raise FileExistsError(path) from None
-                    os.replace(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        raise UsageError(f"cannot write {path} ({e.strerror or e})", "check the folder and its permissions") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(folder)
+    write_atomic(path, data, replace=replace)
 
 
 def write_voice(voice: Voice, path: str | os.PathLike[str]) -> None:

@@ -25,6 +25,7 @@ PACKAGE = "ccsm_core"
 # module (or package prefix) -> layer; the longest matching prefix wins
 LAYERS: dict[str, int] = {
     "errors": 0,
+    "files": 0,
     "version": 0,
     "tensors": 0,
     "backends.base": 0,

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +14,7 @@ import click
 
 from ..builtin.samplers import SPEECH_DEFAULTS
 from ..errors import UsageError
+from ..files import atomic_path
 from .common import sampling_from, sampling_options
 
 T = TypeVar("T")
@@ -156,22 +155,6 @@ def options_from(kw: dict[str, Any]) -> Any:
     )
 
 
-@contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """A temporary name beside ``path`` to write to; renamed to ``path`` only on success."""
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {path}: folder {folder} does not exist", "create it or pick another path")
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=Path(path).suffix, dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def check_outputs(kw: dict[str, Any], *paths: str | None) -> None:
     """Refuse conflicting outputs before any work."""
     if kw["output"] == "-" and kw["as_json"]:
@@ -271,8 +254,8 @@ def _stream_target(output: str | None) -> Iterator[str | None]:
     from ..audio import _format_for
 
     _format_for(output)
-    with atomic_path(output) as tmp:
-        yield tmp
+    with atomic_path(output, keep_suffix=True) as tmp:
+        yield str(tmp)
 
 
 def _bar(ev: Any, show: bool) -> Any:
@@ -305,8 +288,8 @@ def _write_audio(path: str, wave: Any, rate: int, kw: dict[str, Any]) -> None:
             w.write(wave, last=True)
         return
     _format_for(path)
-    with atomic_path(path) as tmp:
-        with AudioWriter(tmp, rate, pcm16=kw["pcm16"], out_rate=kw["sample_rate"]) as w:
+    with atomic_path(path, keep_suffix=True) as tmp:
+        with AudioWriter(str(tmp), rate, pcm16=kw["pcm16"], out_rate=kw["sample_rate"]) as w:
             w.write(wave, last=True)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..files import atomic_path
 from ..tensors import PLAIN_DTYPES, TensorData, f32_to_bf16
 from .gguf_reader import NP_SCALARS
 
@@ -223,28 +224,27 @@ def write_gguf(
             f"metadata says architecture {md['general.architecture']!r} but arch={arch!r}", "pass one architecture"
         )
     md.pop("general.architecture", None)
-    tmp = path.with_name(path.name + ".tmp")
-    writer = _writer_class()(tmp, arch)
-    if alignment is not None:
-        if alignment <= 0 or alignment & (alignment - 1):
-            raise UsageError(f"alignment {alignment} is not a power of two", "use 32 or 64")
-        writer.data_alignment = alignment
-        from gguf import GGUFValueType
+    with atomic_path(path) as tmp:
+        writer = _writer_class()(tmp, arch)
+        if alignment is not None:
+            if alignment <= 0 or alignment & (alignment - 1):
+                raise UsageError(f"alignment {alignment} is not a power of two", "use 32 or 64")
+            writer.data_alignment = alignment
+            from gguf import GGUFValueType
 
-        md["general.alignment"] = (alignment, GGUFValueType.UINT32)
-    for key, value in md.items():
-        v, vt, st = _value_type(key, value)
-        writer.add_key_value(key, v, vt, sub_type=st)
-    for name, value in tensors.items():
-        arr, raw_dtype = _tensor_for_writer(name, value)
-        writer.add_tensor(name, arr, raw_dtype=raw_dtype)
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-    os.replace(tmp, path)
+            md["general.alignment"] = (alignment, GGUFValueType.UINT32)
+        for key, value in md.items():
+            v, vt, st = _value_type(key, value)
+            writer.add_key_value(key, v, vt, sub_type=st)
+        for name, value in tensors.items():
+            arr, raw_dtype = _tensor_for_writer(name, value)
+            writer.add_tensor(name, arr, raw_dtype=raw_dtype)
+        try:
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
     return path
 
 
