@@ -52,6 +52,32 @@ def backend_options(
     return options
 
 
+def load_speech_from(
+    model: str | None,
+    backend: str | None,
+    tokenizer: str | None,
+    mimi: str | None,
+    threads: int | None,
+    backend_option: tuple[str, ...],
+    dtype: str | None,
+    quantize: str | None,
+) -> Any:
+    """The `Speech` that `model_options`' values name; a note when it is the demo model."""
+    from ..loading.demo import NOTICE
+    from ..speech import load_speech
+
+    sp = load_speech(
+        model,
+        backend,
+        tokenizer=tokenizer,
+        mimi=mimi,
+        **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None),
+    )
+    if sp.demo:
+        click.echo(f"note: {NOTICE}", err=True)
+    return sp
+
+
 def model_options(f: Callable[..., T]) -> Callable[..., T]:
     """``--model``, ``--tokenizer``, ``--mimi``, ``--backend``, ``--threads``, ``--backend-option``."""
     for opt in reversed(

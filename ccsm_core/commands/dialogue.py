@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .common import backend_options, model_options
-from .run import _demo_notice, load_voice, pick_marker
+from .common import load_speech_from, model_options
+from .run import load_voice, pick_marker
 from .speaking import check_outputs, deliver, options_from, settings_from, speaking_options
 
 
@@ -47,7 +47,6 @@ def dialogue(
     """
     from ..pipeline import speak
     from ..script import read_script
-    from ..speech import load_speech
 
     turns = read_script(script)
     if kw["output"] is None and kw["codes_out"] is None:
@@ -61,15 +60,7 @@ def dialogue(
     options = options_from(kw)
     lines = assign_speakers(turns)
     marker = pick_marker(kw)
-    sp = load_speech(
-        model,
-        backend,
-        tokenizer=tokenizer,
-        mimi=mimi,
-        **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None),
-    )
-    if sp.demo:
-        click.echo(f"note: {_demo_notice()}", err=True)
+    sp = load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
     deliver(
         sp,
         speak(

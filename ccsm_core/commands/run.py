@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .common import backend_options, model_options
+from .common import load_speech_from, model_options
 from .speaking import check_outputs, deliver, options_from, settings_from, speaking_options
 
 MAX_TEXT_BYTES = 4 * 2**20  # longer input is refused (about 60 hours of speech)
@@ -73,8 +73,6 @@ def run(
       cat notes.txt | ccsm run - --voice ann --stream -o - | aplay -r 24000 -f FLOAT_LE
       ccsm run "Hi" --model demo -o demo.wav      # random weights: noise, not speech
     """
-    from ..speech import load_speech
-
     words = read_text(text, text_file)
     if kw["output"] is None and kw["codes_out"] is None:
         kw["output"] = "output.wav"
@@ -85,15 +83,7 @@ def run(
     options = options_from(kw)
     saved = load_voice(voice) if voice else None
     marker = pick_marker(kw)
-    sp = load_speech(
-        model,
-        backend,
-        tokenizer=tokenizer,
-        mimi=mimi,
-        **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None),
-    )
-    if sp.demo:
-        click.echo(f"note: {_demo_notice()}", err=True)
+    sp = load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
     context = [_segment(sp, *c) for c in contexts]
     if kw["stream"] and marker is not None and kw["output"] is not None:
         click.echo("note: --stream output is not watermarked (a mark needs the whole utterance)", err=True)
@@ -170,9 +160,3 @@ def _segment(sp: Any, speaker: int, text: str, audio: str):
     if audio.endswith(".npy"):
         return Segment(speaker, text, codes=read_codes(audio))
     return Segment(speaker, text, audio=read_audio(audio, sp.sample_rate))
-
-
-def _demo_notice() -> str:
-    from ..loading.demo import NOTICE
-
-    return NOTICE

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ModelError, UsageError
-from .common import backend_options, model_options
+from .common import backend_options, load_speech_from, model_options
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -113,7 +113,9 @@ def serve(
         raise UsageError(f"the server needs {e.name}", "pip install 'ccsm[serve]'") from None
     sock = _bind(host, port)
     options = backend_options(threads, backend_option, dtype, int(quantize) if quantize else None)
-    speech = _load_speech(model, backend, tokenizer, mimi, options) if model else None
+    speech = (
+        load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize) if model else None
+    )
     text = _load_text(text_model, backend, options) if text_model else None
     engine = Engine(speech, text, max_active=max_active, max_queue=max_queue, timeout_s=timeout)
     app = create_app(
@@ -158,15 +160,6 @@ def _bind(host: str, port: int) -> socket.socket:
         raise UsageError(
             f"cannot listen on {host}:{port} ({e.strerror or e})", "pick another --port, or stop what uses it"
         ) from None
-
-
-def _load_speech(model: str, backend: str | None, tokenizer: str | None, mimi: str | None, options: Any) -> Any:
-    from ..speech import load_speech
-
-    sp = load_speech(model, backend, tokenizer=tokenizer, mimi=mimi, **options)
-    if sp.demo:
-        click.echo("note: the demo model has random weights: its audio is noise, not speech", err=True)
-    return sp
 
 
 def _load_text(spec: str, backend: str | None, options: Any) -> Any:

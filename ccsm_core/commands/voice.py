@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import UsageError
-from .common import backend_options, model_options, print_table
+from .common import load_speech_from, model_options, print_table
 
 if TYPE_CHECKING:
     from ..voices import Voice
@@ -137,20 +137,9 @@ def add(
     for wav, why in skipped:
         click.echo(f"skipped {wav.name}: {why}", err=True)
 
-    from ..speech import load_speech
     from .codec import read_codes
 
-    sp = load_speech(
-        model,
-        backend,
-        tokenizer=tokenizer,
-        mimi=mimi,
-        **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None),
-    )
-    if sp.demo:
-        from ..loading.demo import NOTICE
-
-        click.echo(f"note: {NOTICE}", err=True)
+    sp = load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
     codec = sp.need_mimi()
     for vname, vspeaker, turns in jobs:
         made = [
