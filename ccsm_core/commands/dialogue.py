@@ -8,8 +8,8 @@ import click
 
 from ..errors import UsageError
 from .common import load_speech_from, model_options
-from .run import load_voice, pick_marker
-from .speaking import check_outputs, deliver, options_from, settings_from, speaking_options
+from .run import load_voice
+from .speaking import deliver, prepare, speaking_options
 
 
 @click.command()
@@ -49,26 +49,19 @@ def dialogue(
     from ..script import read_script
 
     turns = read_script(script)
-    if kw["output"] is None and kw["codes_out"] is None:
-        kw["output"] = "output.wav"
-    if kw["output"] == "-":
-        kw["stream"] = True
+    plan = prepare(kw)
     if split_dir and kw["output"] in (None, "-"):
         raise UsageError("--split-dir cuts the audio file", "write the audio to a file with -o")
-    check_outputs(kw)
-    settings = settings_from(kw)
-    options = options_from(kw)
     lines = assign_speakers(turns)
-    marker = pick_marker(kw)
     sp = load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
     deliver(
         sp,
         speak(
             sp,
             lines,
-            settings=settings,
-            options=options,
-            marker=marker,
+            settings=plan.settings,
+            options=plan.options,
+            marker=plan.marker,
             audio=kw["output"] is not None,
         ),
         kw,

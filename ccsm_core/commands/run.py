@@ -10,7 +10,7 @@ import click
 
 from ..errors import UsageError
 from .common import load_speech_from, model_options
-from .speaking import check_outputs, deliver, options_from, settings_from, speaking_options
+from .speaking import deliver, prepare, speaking_options
 
 MAX_TEXT_BYTES = 4 * 2**20  # longer input is refused (about 60 hours of speech)
 
@@ -74,19 +74,10 @@ def run(
       ccsm run "Hi" --model demo -o demo.wav      # random weights: noise, not speech
     """
     words = read_text(text, text_file)
-    if kw["output"] is None and kw["codes_out"] is None:
-        kw["output"] = "output.wav"
-    if kw["output"] == "-":
-        kw["stream"] = True  # raw audio on stdout is the streaming format
-    check_outputs(kw)
-    settings = settings_from(kw)
-    options = options_from(kw)
+    plan = prepare(kw)
     saved = load_voice(voice) if voice else None
-    marker = pick_marker(kw)
     sp = load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
     context = [_segment(sp, *c) for c in contexts]
-    if kw["stream"] and marker is not None and kw["output"] is not None:
-        click.echo("note: --stream output is not watermarked (a mark needs the whole utterance)", err=True)
     from ..pipeline import Line, speak
 
     line = Line(words, speaker, saved)
@@ -96,9 +87,9 @@ def run(
             sp,
             [line],
             context=context,
-            settings=settings,
-            options=options,
-            marker=marker,
+            settings=plan.settings,
+            options=plan.options,
+            marker=plan.marker,
             audio=kw["output"] is not None,
         ),
         kw,
@@ -139,15 +130,6 @@ def load_voice(spec: str) -> Any:
     if spec.endswith(SUFFIX) or "/" in spec:
         return read_voice(Path(spec))
     return VoiceStore().get(spec)
-
-
-def pick_marker(kw: dict[str, Any]) -> Any:
-    """The watermark to apply, or None (off, no plugin, or no audio file)."""
-    from ..watermark import pick_watermarker
-
-    if not kw["watermark"] or kw["output"] is None:
-        return None
-    return pick_watermarker(kw["watermark_key"], kw["watermark_method"])
 
 
 def _segment(sp: Any, speaker: int, text: str, audio: str):

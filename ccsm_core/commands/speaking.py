@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,8 +128,40 @@ def speaking_options(f: Callable[..., T]) -> Callable[..., T]:
     return f
 
 
-def settings_from(kw: dict[str, Any]) -> Any:
-    """The `GenerationSettings` of the options (validated before any model loads)."""
+@dataclass(frozen=True)
+class Plan:
+    """What the options ask for, checked before any model loads."""
+
+    settings: Any  # GenerationSettings
+    options: Any  # SpeakOptions
+    marker: Any  # the applied watermark, or None
+
+
+def prepare(kw: dict[str, Any]) -> Plan:
+    """Output defaults (``output.wav`` unless only codes are asked for; ``-o -`` streams),
+    conflicting outputs refused, settings validated, and the watermark picked (none without an
+    audio file; a note when streaming skips it)."""
+    if kw["output"] is None and kw["codes_out"] is None:
+        kw["output"] = "output.wav"
+    if kw["output"] == "-":
+        kw["stream"] = True  # raw audio on stdout is the streaming format
+    _check_outputs(kw)
+    plan = Plan(_settings(kw), _options(kw), _marker(kw))
+    if kw["stream"] and plan.marker is not None:
+        click.echo("note: --stream output is not watermarked (a mark needs the whole utterance)", err=True)
+    return plan
+
+
+def _marker(kw: dict[str, Any]) -> Any:
+    from ..watermark import pick_watermarker
+
+    if not kw["watermark"] or kw["output"] is None:
+        return None
+    return pick_watermarker(kw["watermark_key"], kw["watermark_method"])
+
+
+def _settings(kw: dict[str, Any]) -> Any:
+    """The `GenerationSettings` of the options (every sampling option validated)."""
     from ..generator import GenerationSettings, make_sampler
 
     s = GenerationSettings(
@@ -142,7 +175,7 @@ def settings_from(kw: dict[str, Any]) -> Any:
     return s
 
 
-def options_from(kw: dict[str, Any]) -> Any:
+def _options(kw: dict[str, Any]) -> Any:
     from ..pipeline import SpeakOptions
 
     return SpeakOptions(
@@ -155,11 +188,10 @@ def options_from(kw: dict[str, Any]) -> Any:
     )
 
 
-def check_outputs(kw: dict[str, Any], *paths: str | None) -> None:
-    """Refuse conflicting outputs before any work."""
+def _check_outputs(kw: dict[str, Any]) -> None:
     if kw["output"] == "-" and kw["as_json"]:
         raise UsageError("--json and -o - both write to stdout", "write the audio to a file, or drop --json")
-    named = [p for p in (kw["output"], kw["codes_out"], kw["srt"], kw["vtt"], *paths) if p and p != "-"]
+    named = [p for p in (kw["output"], kw["codes_out"], kw["srt"], kw["vtt"]) if p and p != "-"]
     same = {p for p in named if named.count(p) > 1}
     if same:
         raise UsageError(f"{sorted(same)[0]} is given for two outputs", "give each output its own file")
