@@ -128,23 +128,29 @@ Event = SentenceStarted | Progress | Audio | SentenceDone | Finished
 
 @dataclass
 class _Decoder:
-    """One Mimi stream over the whole output (None: frames only)."""
+    """One Mimi stream over the whole output (None: frames only); keeps every frame and sample."""
 
     mimi: Any
     stream: Any = None
     frames: list[np.ndarray] = field(default_factory=list)
+    wave: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.mimi is not None:
             self.stream = self.mimi.stream_decoder()
 
     def push(self, frames: np.ndarray) -> np.ndarray | None:
-        """Decode ``frames [k, 32]`` after everything pushed before."""
+        """Decode ``frames [k, 32]`` after everything pushed before (None: no audio)."""
         self.frames.extend(frames)
         if self.stream is None or len(frames) == 0:
             return None
         parts = [self.stream.step(frames[i : i + DECODE_CHUNK].T) for i in range(0, len(frames), DECODE_CHUNK)]
-        return np.concatenate(parts)
+        self.wave.append(np.concatenate(parts))
+        return self.wave[-1]
+
+    @property
+    def seconds(self) -> float:
+        return len(self.frames) * FRAME_MS / 1000
 
 
 def speak(
@@ -166,7 +172,7 @@ def speak(
     o = options or SpeakOptions()
     gen = speech.generator
     mimi = speech.need_mimi() if audio else None
-    voices = _voice_turns(lines, speech.mimi)
+    voice = _voice_turns(lines, speech.mimi)
     sentences = _sentences(lines, o)
     context = [_encoded(gen, seg) for seg in context]
     pause = _silence(mimi, o.pause_frames) if mimi is not None else np.zeros((o.pause_frames, gen.ncb), np.int64)
@@ -175,22 +181,16 @@ def speak(
     cap = s.max_frames
     greedy = s.sampling.temperature == 0 or s.sampling.sampler == "greedy"
     decoder = _Decoder(mimi)
-    history: list[Segment] = []
+    history: list[Segment] = []  # the sentences so far, as context turns
     cues: list[Cue] = []
-    wave: list[np.ndarray] = []
     for sent in sentences:
-        if sent.index and len(pause):
-            chunk = decoder.push(pause)
-            if chunk is not None:
-                wave.append(chunk)
-                yield Audio(chunk)
-        start = len(decoder.frames) * FRAME_MS / 1000
+        if sent.index and (chunk := decoder.push(pause)) is not None:
+            yield Audio(chunk)
+        start = decoder.seconds
         own = sentence_budget(sent.text)
         budget = min(own, cap)
         yield SentenceStarted(sent, start, budget)
-        earlier = history[-o.history :] if o.history is not None else history
-        if o.history == 0:
-            earlier = []
+        earlier = history[max(0, len(history) - o.history) :] if o.history is not None else history
         attempts = 0
         while True:
             attempts += 1
@@ -198,24 +198,21 @@ def speak(
             next_seed += 1
             ss = replace(s, max_audio_ms=budget * FRAME_MS, sampling=replace(s.sampling, seed=seed))
             frames: list[np.ndarray] = []
-            for frame in _frames(speech, sent, context, earlier, ss, voices):
+            # the voices' turns stay; the caller's and earlier sentences may be dropped to fit
+            # (the caller's newest turn stays when there are no earlier sentences)
+            turns = [*context, *earlier]
+            for frame in speech.frames(sent.text, sent.speaker, turns, ss, voice=voice, keep_newest=not earlier):
                 frames.append(frame)
                 yield Progress(sent.index, len(frames), budget)
-                if o.stream:
-                    chunk = decoder.push(frame[None])
-                    if chunk is not None:
-                        wave.append(chunk)
-                        yield Audio(chunk)
+                if o.stream and (chunk := decoder.push(frame[None])) is not None:
+                    yield Audio(chunk)
             runaway = len(frames) == budget and own <= cap
             if not runaway or o.stream or greedy or attempts > o.retries:
                 break
         got = np.stack(frames) if frames else np.zeros((0, gen.ncb), np.int64)
-        if not o.stream:
-            chunk = decoder.push(got)
-            if chunk is not None and len(chunk):
-                wave.append(chunk)
-                yield Audio(chunk)
-        end = len(decoder.frames) * FRAME_MS / 1000
+        if not o.stream and (chunk := decoder.push(got)) is not None:
+            yield Audio(chunk)
+        end = decoder.seconds
         cues.append(Cue(len(cues) + 1, start, end, sent.text, sent.speaker, sent.voice))
         history.append(Segment(sent.speaker, sent.text, codes=got.T))
         yield SentenceDone(
@@ -230,7 +227,7 @@ def speak(
             dropped=list(gen.dropped),
             reused_rows=gen.prompt_cache.last.reused + gen.prompt_cache.last.restored,
         )
-    full = np.concatenate(wave) if wave else (np.zeros(0, np.float32) if mimi is not None else None)
+    full = None if mimi is None else np.concatenate([np.zeros(0, np.float32), *decoder.wave])
     marked = False
     if full is not None and marker is not None and not o.stream and full.size:
         full = marker.embed(full, speech.sample_rate)
@@ -239,30 +236,17 @@ def speak(
     yield Finished(full, all_frames, cues, _turn_cues(cues, sentences), base_seed, marked)
 
 
-def _frames(
-    speech: Any,
-    sent: Sentence,
-    context: list[Segment],
-    earlier: list[Segment],
-    settings: GenerationSettings,
-    voices: dict[str | None, list[Segment]],
-) -> Iterator[np.ndarray]:
-    """Frames of one sentence after the voices' turns, the caller's turns and earlier sentences
-    (any of which may be dropped to fit; the caller's newest turn stays if there are none)."""
-    voice = [seg for segs in voices.values() for seg in segs]
-    return speech.frames(sent.text, sent.speaker, [*context, *earlier], settings, voice=voice, keep_newest=not earlier)
-
-
-def _voice_turns(lines: Sequence[Line], mimi: Any) -> dict[str | None, list[Segment]]:
-    """Each voice's turns (by name, in order of first use), as context segments of its speaker."""
-    out: dict[str | None, list[Segment]] = {}
+def _voice_turns(lines: Sequence[Line], mimi: Any) -> list[Segment]:
+    """The turns of every voice (in order of first use), as context segments of its speaker."""
+    seen: set[str] = set()
+    out: list[Segment] = []
     for line in lines:
         v = line.voice
-        if v is None or v.name in out:
+        if v is None or v.name in seen:
             continue
+        seen.add(v.name)
         v.check_codec(mimi)
-        speaker = line.speaker if line.speaker is not None else v.speaker
-        out[v.name] = v.segments(speaker)
+        out += v.segments(line.speaker if line.speaker is not None else v.speaker)
     return out
 
 
