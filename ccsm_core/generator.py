@@ -258,12 +258,10 @@ class Generator:
         def step(tokens: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> Any:
             return model.backbone_step(tokens, mask, positions, bb_cache, trace)
 
-        # a traced run computes every row (and its rows are not kept for reuse)
+        # a traced run computes (and so traces) every row
         last_h = self.prompt_cache.prefill(
             step, model.be.to_numpy, bb_cache, chunks, pin=len(voice), reuse=trace is None
         )
-        if trace is not None:
-            self.prompt_cache.live = []
         row = np.zeros((1, self.ncb + 1), np.int64)  # a frame's backbone row: its codes, text column off
         row_mask = np.zeros_like(row, dtype=bool)
         row_mask[0, :-1] = True
