@@ -41,7 +41,8 @@ def read_audio(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
     return resample(data.mean(axis=1), sr, rate)
 
 
-def _format_for(path: str) -> str:
+def audio_format(path: str) -> str:
+    """The soundfile format of ``path`` by its extension; `UsageError` for one we cannot write."""
     ext = Path(path).suffix.lower()
     if ext not in FORMATS:
         raise UsageError(
@@ -89,7 +90,7 @@ class AudioWriter:
         else:
             import soundfile as sf
 
-            fmt = _format_for(path)
+            fmt = audio_format(path)
             sub = _subtype(fmt, pcm16)
             self._limited = sub != "FLOAT"
             try:

@@ -189,6 +189,10 @@ def _options(kw: dict[str, Any]) -> Any:
 
 
 def _check_outputs(kw: dict[str, Any]) -> None:
+    from ..audio import audio_format
+
+    if kw["output"] not in (None, "-"):
+        audio_format(kw["output"])  # a wrong extension fails now, not after generating
     if kw["output"] == "-" and kw["as_json"]:
         raise UsageError("--json and -o - both write to stdout", "write the audio to a file, or drop --json")
     named = [p for p in (kw["output"], kw["codes_out"], kw["srt"], kw["vtt"]) if p and p != "-"]
@@ -283,9 +287,6 @@ def _stream_target(output: str | None) -> Iterator[str | None]:
     if output is None or output == "-":
         yield output
         return
-    from ..audio import _format_for
-
-    _format_for(output)
     with atomic_path(output, keep_suffix=True) as tmp:
         yield str(tmp)
 
@@ -313,13 +314,8 @@ def _notes(ev: Any, kw: dict[str, Any]) -> list[str]:
 
 
 def _write_audio(path: str, wave: Any, rate: int, kw: dict[str, Any]) -> None:
-    from ..audio import AudioWriter, _format_for
+    from ..audio import AudioWriter
 
-    if path == "-":
-        with AudioWriter(path, rate, pcm16=kw["pcm16"], out_rate=kw["sample_rate"]) as w:
-            w.write(wave, last=True)
-        return
-    _format_for(path)
     with atomic_path(path, keep_suffix=True) as tmp:
         with AudioWriter(str(tmp), rate, pcm16=kw["pcm16"], out_rate=kw["sample_rate"]) as w:
             w.write(wave, last=True)
