@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CcsmError, UsageError
+from ..pipeline import Audio, Finished
 
 _DONE = object()
 
@@ -252,8 +253,6 @@ class Engine:
         t._put(ev)
 
     def _observe(self, t: Ticket, ev: Any) -> None:
-        from ..pipeline import Audio, Finished
-
         if isinstance(ev, Audio) and t.first_audio is None:
             t.first_audio = time.monotonic()
             self.stats.record("ttfa_s", t.first_audio - t.submitted)
