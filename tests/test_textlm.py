@@ -79,7 +79,7 @@ def reference_logits(arch: str, md: dict, t: dict, ids: list[int]) -> np.ndarray
     rot = np.exp(1j * ang)
 
     def rope(v):  # v [s, heads, hd]
-        if arch in ("llama", "mistral"):
+        if arch in ("llama", "mistral3"):
             z = (v[..., 0::2] + 1j * v[..., 1::2]) * rot[:, None, :]
             out = np.empty_like(v)
             out[..., 0::2], out[..., 1::2] = z.real, z.imag
@@ -118,7 +118,7 @@ def reference_logits(arch: str, md: dict, t: dict, ids: list[int]) -> np.ndarray
     return x @ g.get("output.weight", g["token_embd.weight"]).T
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "phi3", "gemma"])
+@pytest.mark.parametrize("arch", ["llama", "mistral3", "qwen2", "phi3", "gemma"])
 def test_architectures_match_reference(arch, tmp_path, reference_backend):
     md, t = tiny(arch)
     path = write_gguf(tmp_path / f"{arch}.gguf", md, t, arch)
@@ -290,8 +290,8 @@ def test_architectures_are_one_file_each_found_by_name():
     from ccsm_core.errors import ModelError
     from ccsm_core.models.text import arch_names, get_arch
 
-    assert arch_names() == ["gemma", "llama", "mistral", "phi3", "qwen2"]
+    assert arch_names() == ["gemma", "gemma3", "llama", "mistral3", "phi3", "qwen2", "qwen3", "smollm3"]
     assert get_arch("phi3").name == "phi3" and get_arch("gemma").scaled_embeddings
-    for bad in ("arch", "model", "../llama", "Llama", ""):
+    for bad in ("arch", "model", "stack", "mistral", "../llama", "Llama", ""):
         with pytest.raises(ModelError, match="not supported"):
             get_arch(bad)

@@ -10,15 +10,24 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import FormatError, ModelError
 from ...tensors import take_rows
 from ..config import LlamaConfig
+from .stack import LayerOptions
 
-_NOT_ARCHS = {"arch", "model"}  # the modules of this package that are not architectures
+_NOT_ARCHS = {"arch", "model", "stack"}  # the modules of this package that are not architectures
+# optional per-layer norms: GGUF name -> the stack's key
+EXTRA_NORMS = {
+    "attn_q_norm": "q_norm",
+    "attn_k_norm": "k_norm",
+    "post_attention_norm": "post_attn_norm",
+    "post_ffw_norm": "post_ffn_norm",
+}
+Meta = Callable[[str, Any], Any]  # an architecture's metadata value by key (without the prefix)
 
 
 def need_tensor(tensors: Mapping[str, Any], name: str) -> Any:
@@ -36,6 +45,15 @@ class TextArch:
     neox_rope: bool = False  # RoPE on halves (NEOX) rather than on adjacent pairs
     activation: str = "silu"  # of the gated MLP: "silu" (SwiGLU) or "gelu_tanh" (GeGLU)
     scaled_embeddings: bool = False  # embeddings multiplied by sqrt(dim)
+    hf_names: tuple[str, ...] = ()  # transformers ``model_type`` values converted to this architecture
+
+    def layer_options(self, meta: Meta, stack: LlamaConfig) -> LayerOptions:
+        """Per-layer differences read from the metadata (none for Llama)."""
+        return LayerOptions()
+
+    def local_rope_base(self, meta: Meta) -> float | None:
+        """RoPE base of sliding-window layers, when they have their own."""
+        return None
 
     def layer_weights(self, tensors: Mapping[str, Any], prefix: str, stack: LlamaConfig) -> dict[str, Any]:
         """Layer ``prefix`` (``blk.{i}.``) as the Llama stack's names: norms, q/k/v (+ biases
@@ -50,6 +68,11 @@ class TextArch:
         for key in "qkv":
             if f"{prefix}attn_{key}.bias" in tensors:
                 w["b" + key] = tensors[f"{prefix}attn_{key}.bias"]
+        for gguf_name, key in EXTRA_NORMS.items():
+            if f"{prefix}{gguf_name}.weight" in tensors:
+                w[key] = tensors[f"{prefix}{gguf_name}.weight"]
+        if ("q_norm" in w) != ("k_norm" in w):
+            raise FormatError(f"layer {prefix!r} has only one of the q/k norms", "the GGUF file is incomplete")
         w["w1"], w["w3"] = self.mlp_weights(tensors, prefix, stack)
         return w
 

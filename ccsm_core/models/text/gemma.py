@@ -3,4 +3,4 @@ RoPE on halves (NEOX); output head tied to the embeddings."""
 
 from .arch import TextArch
 
-ARCH = TextArch("gemma", neox_rope=True, activation="gelu_tanh", scaled_embeddings=True)
+ARCH = TextArch("gemma", neox_rope=True, activation="gelu_tanh", scaled_embeddings=True, hf_names=("gemma",))

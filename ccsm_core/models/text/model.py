@@ -1,6 +1,7 @@
 """A Llama-family text model on the backend contract: its config from GGUF metadata, and the
 model (embeddings, the Llama stack, the output head). What differs per architecture lives in one
-file each beside this one (`llama`, `mistral`, `qwen2`, `phi3`, `gemma`), found by name.
+file each beside this one (`llama`, `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma3`, `mistral3`,
+`smollm3`), found by name; the stack with their per-layer differences is `stack`.
 
 Norm weights are used as stored (GGUF's Gemma norms already include the +1).
 """
@@ -8,7 +9,7 @@ Norm weights are used as stored (GGUF's Gemma norms already include the +1).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -18,10 +19,14 @@ from ...backends.base import BUFFER_DTYPES, Backend, Tensor
 from ...errors import FormatError, UsageError
 from ...tensors import float32_values
 from ..config import LlamaConfig
-from ..llama import KVCache, Llama, causal_mask, fuse_projections
+from ..llama import KVCache, fuse_projections
 from .arch import TextArch, get_arch, need_tensor
+from .stack import LayerOptions, TextStack
 
 WINDOW = 256  # attention windows grow in steps of this many cache rows (as llama.cpp pads its KV view)
+MAX_COUNT = 1 << 31  # widths, lengths and context sizes a file may give
+MAX_HEADS = 1 << 16
+MAX_LAYERS = 1 << 12
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class TextConfig:
     stack: LlamaConfig
     vocab_size: int
     embed_scale: float | None = None
+    options: LayerOptions = LayerOptions()
+    rope_scale: float | None = None  # linear RoPE scaling: positions divided by this
+    local_rope_base: float | None = None  # RoPE base of sliding-window layers
 
     @classmethod
     def from_metadata(cls, md: Mapping[str, Any], vocab_size: int, where: str = "model") -> TextConfig:
@@ -43,24 +51,80 @@ class TextConfig:
                 raise FormatError(f"{where}: metadata {arch.name}.{key} is missing", "the GGUF file is incomplete")
             return value
 
-        heads = int(get("attention.head_count"))
-        dim = int(get("embedding_length"))
-        head_size = md.get(f"{arch.name}.attention.key_length")
+        def count(key: str, default: Any = None, low: int = 1, high: int = MAX_COUNT) -> int:
+            value = get(key, default)
+            if (
+                isinstance(value, (bool, np.bool_))
+                or not isinstance(value, (int, np.integer))
+                or not low <= value <= high
+            ):
+                raise FormatError(
+                    f"{where}: metadata {arch.name}.{key} = {value!r} is not a count in {low}..{high}",
+                    "the GGUF file is broken",
+                )
+            return int(value)
+
+        def real(key: str, default: Any = None, low: float = 0.0) -> float:
+            value = get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not low < value < 1e30:
+                raise FormatError(
+                    f"{where}: metadata {arch.name}.{key} = {value!r} is not valid", "the GGUF file is broken"
+                )
+            return float(value)
+
+        heads = count("attention.head_count", high=MAX_HEADS)
+        dim = count("embedding_length")
+        kv_heads = count("attention.head_count_kv", heads, high=heads)
+        head_size = count("attention.key_length", dim // heads) if dim >= heads else dim // heads
+        if heads % kv_heads or (head_size == dim // heads and dim % heads) or head_size < 2 or head_size % 2:
+            raise FormatError(
+                f"{where}: {heads} heads ({kv_heads} KV heads) of size {head_size} do not fit width {dim}",
+                "the GGUF file is broken",
+            )
         stack = LlamaConfig(
-            num_layers=int(get("block_count")),
+            num_layers=count("block_count", high=MAX_LAYERS),
             num_heads=heads,
-            num_kv_heads=int(get("attention.head_count_kv", heads)),
+            num_kv_heads=kv_heads,
             embed_dim=dim,
-            intermediate_dim=int(get("feed_forward_length")),
-            max_seq_len=int(get("context_length", 4096)),
-            norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
-            rope_base=float(get("rope.freq_base", 10000.0)),
+            intermediate_dim=count("feed_forward_length"),
+            max_seq_len=count("context_length", 4096),
+            norm_eps=real("attention.layer_norm_rms_epsilon", 1e-5),
+            rope_base=real("rope.freq_base", 10000.0),
             scale_factor=None,
             rope_interleaved=not arch.neox_rope,
-            head_size=int(head_size) if head_size is not None and int(head_size) != dim // heads else None,
+            head_size=head_size if head_size != dim // heads else None,
             activation=arch.activation,
         )
-        return cls(arch.name, stack, vocab_size, float(np.sqrt(dim)) if arch.scaled_embeddings else None)
+        meta = lambda key, default=None: md.get(f"{arch.name}.{key}", default)  # noqa: E731
+        local_base = arch.local_rope_base(meta)
+        if local_base is not None and not 0 < local_base < 1e30:
+            raise FormatError(f"{where}: RoPE base {local_base} of the sliding-window layers is not valid")
+        return cls(
+            arch.name,
+            stack,
+            vocab_size,
+            float(np.sqrt(dim)) if arch.scaled_embeddings else None,
+            arch.layer_options(meta, stack),
+            _rope_scale(md, arch.name, where),
+            local_base,
+        )
+
+
+def _rope_scale(md: Mapping[str, Any], arch: str, where: str) -> float | None:
+    """The linear RoPE scaling factor of the metadata (None without scaling); other kinds are refused."""
+    kind = str(md.get(f"{arch}.rope.scaling.type", "none"))
+    factor = md.get(f"{arch}.rope.scaling.factor", md.get(f"{arch}.rope.scale_linear"))
+    if kind == "none" and f"{arch}.rope.scaling.type" in md:
+        return None
+    if kind not in ("none", "linear"):
+        raise FormatError(
+            f"{where}: RoPE scaling {kind!r} is not supported", "supported: none, linear (and Llama 3's rope_freqs)"
+        )
+    if factor is None:
+        return None
+    if isinstance(factor, bool) or not isinstance(factor, (int, float, np.number)) or not 0 < float(factor) < 1e6:
+        raise FormatError(f"{where}: RoPE scaling factor {factor!r} is not valid", "the GGUF file is broken")
+    return None if float(factor) == 1.0 else float(factor)
 
 
 class TextLM:
@@ -79,8 +143,20 @@ class TextLM:
             layers.append({k: be.weight(v) for k, v in fuse_projections(w, f"blk.{i}.").items()})
         freqs = None
         if "rope_freqs.weight" in tensors:  # Llama 3.1+: per-pair divisors of the base frequencies
-            freqs = st.rope_freqs() / float32_values(tensors["rope_freqs.weight"])
-        self.stack = Llama(be, st, layers, be.weight(need("output_norm.weight")), freqs)
+            factors = float32_values(tensors["rope_freqs.weight"]).reshape(-1)
+            if factors.shape != (st.head_dim // 2,) or not np.all(factors > 0):
+                raise FormatError(
+                    f"rope_freqs.weight holds {factors.size} factors, expected {st.head_dim // 2} positive ones",
+                    "the GGUF file is broken",
+                )
+            freqs = st.rope_freqs() / factors
+        if cfg.rope_scale is not None:
+            freqs = (st.rope_freqs() if freqs is None else freqs) / np.float32(cfg.rope_scale)
+        local_freqs = None
+        if cfg.local_rope_base is not None:
+            local_freqs = replace(st, rope_base=cfg.local_rope_base).rope_freqs()
+        norm = be.weight(need("output_norm.weight"))
+        self.stack = TextStack(be, st, layers, norm, cfg.options, freqs, local_freqs, cfg.local_rope_base)
         self.embeddings = be.weight(need("token_embd.weight"))
         self.output = be.weight(tensors["output.weight"]) if "output.weight" in tensors else self.embeddings
         self._check(tensors)
@@ -120,7 +196,7 @@ class TextLM:
             raise UsageError(f"token id {int(arr[0])} is outside the vocabulary of {self.cfg.vocab_size}")
         cache.check_room(start + 1)
         window = cache.window(start + 1)
-        args = (arr, np.array([start], np.int32), causal_mask(np.array([start]), window))
+        args = (arr, np.array([start], np.int32), *self.stack.inputs(np.array([start]), window))
         key = ("text-step", window)
         step = cache.steps.get(key)
         if step is None:
@@ -129,12 +205,12 @@ class TextLM:
         cache.length = start + 1
         return out
 
-    def _step(self, ids: Tensor, pos: Tensor, mask: Tensor, *, cache: KVCache, window: int) -> Tensor:
+    def _step(self, ids: Tensor, pos: Tensor, *inputs: Tensor, cache: KVCache, window: int) -> Tensor:
         be = self.be
         x = be.embedding(self.embeddings, ids)
         if self.cfg.embed_scale is not None:
             x = be.scale(x, self.cfg.embed_scale)
-        return be.matmul(self.stack.step(x, pos, mask, cache, window), self.output)
+        return be.matmul(self.stack.step(x, pos, *inputs, cache=cache, window=window), self.output)
 
     def forward(self, ids: np.ndarray, positions: np.ndarray, cache: KVCache, *, all_logits: bool = False) -> Tensor:
         """Logits ``[1, vocab]`` for the last position (``[S, vocab]`` with ``all_logits``)."""

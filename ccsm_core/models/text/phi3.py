@@ -2,4 +2,4 @@
 
 from .arch import FusedArch
 
-ARCH = FusedArch("phi3", neox_rope=True)
+ARCH = FusedArch("phi3", neox_rope=True, hf_names=("phi3",))

@@ -2,4 +2,4 @@
 
 from .arch import TextArch
 
-ARCH = TextArch("qwen2", neox_rope=True)
+ARCH = TextArch("qwen2", neox_rope=True, hf_names=("qwen2",))

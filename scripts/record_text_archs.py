@@ -1,0 +1,156 @@
+"""Write a tiny random GGUF of every text architecture and record llama.cpp's logits on it, as
+tests/fixtures/text-archs/ holds them (needs llama-cpp-python 0.3.36, i.e. llama.cpp b11312).
+
+    python scripts/record_text_archs.py tests/fixtures/text-archs
+
+For each architecture ``<arch>.gguf`` (f32 weights, GGUF names and metadata as llama.cpp's
+converter writes them) and ``<arch>.json``: the token ids, llama.cpp's logits at every position
+(float32 KV cache, so only the arithmetic differs), the CPU features llama.cpp reported and the
+ggml kernel family of the machine. The shapes exercise what each architecture adds: per-head q/k
+norms, sliding-window layers, layers without RoPE, RoPE scaling, attention temperature.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ccsm_core.formats.gguf_writer import write_gguf  # noqa: E402
+
+ARCHS = ("llama", "qwen2", "phi3", "gemma", "qwen3", "gemma3", "smollm3", "mistral3")
+VOCAB = ["<s>", "</s>", *"abcdefghijklmn", "ab", "cd"]
+IDS = [0, 2, 3, 16, 4, 5, 6, 17, 7, 8, 9, 2]
+D, FF, H, KV = 32, 64, 4, 2
+LAYERS = {"gemma3": 6, "smollm3": 4}
+HEAD = {"gemma": 16, "qwen3": 16, "gemma3": 16}  # head sizes other than D / H (key_length)
+TIED = ("gemma", "gemma3", "smollm3")
+NEOX = ("qwen2", "phi3", "gemma", "qwen3", "gemma3")
+
+
+def tiny(arch: str, seed: int = 0) -> tuple[dict, dict]:
+    """Metadata and f32 tensors of a tiny random model of ``arch``."""
+    rng = np.random.default_rng(seed)
+    layers, hd = LAYERS.get(arch, 2), HEAD.get(arch, D // H)
+    md: dict = {
+        f"{arch}.block_count": layers,
+        f"{arch}.context_length": 64,
+        f"{arch}.embedding_length": D,
+        f"{arch}.feed_forward_length": FF,
+        f"{arch}.attention.head_count": H,
+        f"{arch}.attention.head_count_kv": KV,
+        f"{arch}.attention.layer_norm_rms_epsilon": 1e-6,
+        f"{arch}.rope.freq_base": 10000.0,
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "gpt-2",
+        "tokenizer.ggml.tokens": VOCAB,
+        "tokenizer.ggml.token_type": [3, 3] + [1] * (len(VOCAB) - 2),
+        "tokenizer.ggml.merges": ["a b", "c d"],
+        "tokenizer.ggml.bos_token_id": 0,
+        "tokenizer.ggml.eos_token_id": 1,
+    }
+    if arch in HEAD:
+        md[f"{arch}.attention.key_length"] = md[f"{arch}.attention.value_length"] = hd
+    if arch == "gemma3":
+        md["gemma3.attention.sliding_window"] = 3
+        md["gemma3.rope.freq_base"] = 100000.0
+        md["gemma3.rope.scaling.type"] = "linear"
+        md["gemma3.rope.scaling.factor"] = 4.0
+    if arch == "mistral3":
+        md["mistral3.attention.temperature_scale"] = 0.25
+        md["mistral3.rope.scaling.original_context_length"] = 4
+    r = lambda *s: (rng.standard_normal(s) / np.sqrt(s[-1])).astype(np.float32)  # noqa: E731
+    norm = lambda n: np.asarray(1 + 0.2 * rng.standard_normal(n), np.float32)  # noqa: E731
+    t = {"token_embd.weight": r(len(VOCAB), D), "output_norm.weight": norm(D)}
+    if arch not in TIED:
+        t["output.weight"] = r(len(VOCAB), D)
+    if arch == "llama":  # Llama 3.1's per-pair RoPE divisors
+        t["rope_freqs.weight"] = np.linspace(1.0, 8.0, hd // 2).astype(np.float32)
+    for i in range(layers):
+        p = f"blk.{i}."
+        t[p + "attn_norm.weight"], t[p + "ffn_norm.weight"] = norm(D), norm(D)
+        if arch == "phi3":
+            t[p + "attn_qkv.weight"] = r((H + 2 * KV) * hd, D)
+            t[p + "ffn_up.weight"] = r(2 * FF, D)
+        else:
+            t[p + "attn_q.weight"], t[p + "attn_k.weight"], t[p + "attn_v.weight"] = (
+                r(H * hd, D),
+                r(KV * hd, D),
+                r(KV * hd, D),
+            )
+            t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"] = r(FF, D), r(FF, D)
+        if arch == "qwen2":
+            t[p + "attn_q.bias"], t[p + "attn_k.bias"], t[p + "attn_v.bias"] = r(H * hd), r(KV * hd), r(KV * hd)
+        if arch in ("qwen3", "gemma3"):
+            t[p + "attn_q_norm.weight"], t[p + "attn_k_norm.weight"] = norm(hd), norm(hd)
+        if arch == "gemma3":
+            t[p + "post_attention_norm.weight"], t[p + "post_ffw_norm.weight"] = norm(D), norm(D)
+        t[p + "attn_output.weight"], t[p + "ffn_down.weight"] = r(D, H * hd), r(D, FF)
+    return md, t
+
+
+def llama_cpp_logits(path: Path, ids: list[int]) -> tuple[np.ndarray, str]:
+    """llama.cpp's logits at every position of ``ids`` (float32 KV cache, CPU, 2 threads)."""
+    import llama_cpp
+
+    defaults = llama_cpp.llama_model_default_params
+
+    def plain_cpu_params() -> object:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    llama_cpp.llama_model_default_params = llama_cpp.llama.llama_cpp.llama_model_default_params = plain_cpu_params
+    llm = llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=64,
+        n_batch=64,
+        n_threads=2,
+        n_threads_batch=2,
+        logits_all=True,
+        type_k=0,
+        type_v=0,
+        flash_attn=False,
+        swa_full=True,
+        verbose=False,
+    )
+    llm.eval(ids)
+    logits = np.asarray(llm.scores[: len(ids)], np.float32).copy()
+    return logits, llama_cpp.llama_print_system_info().decode().strip()
+
+
+def main(out: Path) -> None:
+    import llama_cpp
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        from ccsm_cpu.lib import load
+
+        family = load().kernel_family()
+    except Exception:  # the recording does not need ccsm-cpu
+        family = "unknown"
+    for arch in ARCHS:
+        md, t = tiny(arch)
+        path = write_gguf(out / f"{arch}.gguf", md, t, arch)
+        logits, features = llama_cpp_logits(path, IDS)
+        record = {
+            "source": f"llama.cpp through llama-cpp-python {llama_cpp.__version__}, CPU, 2 threads, float32 KV "
+            f"cache, no flash attention, on {os.uname().machine}",
+            "arch": arch,
+            "ids": IDS,
+            "logits": [[round(float(v), 7) for v in row] for row in logits],
+            "cpu_features": features,
+            "kernel_family": family,
+            "note": "Recorded by scripts/record_text_archs.py from the .gguf beside this file.",
+        }
+        (out / f"{arch}.json").write_text(json.dumps(record) + "\n")
+        print(f"{arch}: {path.stat().st_size} bytes, logits {logits.shape}, max |logit| {np.abs(logits).max():.3f}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
