@@ -136,6 +136,7 @@ def backends(as_json: bool) -> None:
                 "plugin": e.plugin,
                 "priority": e.priority,
                 "devices": list(e.devices),
+                "batching": e.batching,
                 "available": reason is None,
                 "reason": reason,
                 "summary": e.summary,
@@ -146,7 +147,7 @@ def backends(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    rows: list[tuple[str, ...]] = [("BACKEND", "PLUGIN", "PRIORITY", "DEVICES", "AVAILABLE")]
+    rows: list[tuple[str, ...]] = [("BACKEND", "PLUGIN", "PRIORITY", "DEVICES", "BATCHING", "AVAILABLE")]
     for r in out:
         rows.append(
             (
@@ -154,6 +155,7 @@ def backends(as_json: bool) -> None:
                 r["plugin"],
                 str(r["priority"]),
                 ",".join(r["devices"]),
+                "yes" if r["batching"] else "one at a time",
                 ("yes" + (f" — {r['details']}" if r["details"] else "")) if r["available"] else f"no: {r['reason']}",
             )
         )

@@ -86,6 +86,36 @@ def make_sampler(s: GenerationSettings, audio_vocab_size: int = 2051) -> Sampler
     return sampling.to_chain()
 
 
+class FrameSampler:
+    """One stream's code picker: its sampler chain, random state and per-codebook history.
+
+    ``sampler(codebook, logits) -> code``; no end-of-audio frame before ``min_frames`` (the
+    caller sets ``frame_no``)."""
+
+    def __init__(
+        self,
+        s: GenerationSettings,
+        audio_vocab_size: int,
+        codebooks: int,
+        trace: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        self.chain = make_sampler(s, audio_vocab_size)
+        self.rng = s.sampling.rng()
+        self.history: list[list[int]] = [[] for _ in range(codebooks)]
+        self.min_frames, self.trace = s.min_frames, trace
+        self.frame_no = 0
+
+    def __call__(self, i: int, logits: np.ndarray) -> int:
+        if self.trace is not None:
+            self.trace(f"logits{i}", logits)
+        if i == 0 and self.frame_no < self.min_frames:
+            logits = logits.copy()
+            logits[0] = -np.inf  # an all-zero frame needs code 0 in codebook 0
+        code = self.chain(np.asarray(self.history[i], np.int64), logits, self.rng)
+        self.history[i].append(code)
+        return code
+
+
 class Generator:
     """Turns text (plus context turns) into CSM frames; ``mimi`` makes audio from them."""
 
@@ -95,6 +125,7 @@ class Generator:
         self.dropped: list[int] = []  # context turns the last prompt left out (indices)
         self.prompt_cache = PromptCache()  # backbone rows kept for prompts that start the same
         self._caches: tuple[KVCache, KVCache] | None = None
+        self.batch: Any = None  # a `ccsm_core.batching.FrameBatch` shared with other generators
 
     # -- prompt ------------------------------------------------------------------------------
     def text_rows(self, speaker: int, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -202,26 +233,18 @@ class Generator:
         return self._caches
 
     # -- generation --------------------------------------------------------------------------
-    def frames(
+    def plan(
         self,
         text: str,
-        speaker: int = 0,
-        context: Sequence[Segment] = (),
-        settings: GenerationSettings | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        trace: Callable[[str, Any], None] | None = None,
+        speaker: int,
+        context: Sequence[Segment],
+        s: GenerationSettings,
         *,
         voice: Sequence[Segment] = (),
         keep_newest: bool = True,
-    ) -> Iterator[np.ndarray]:
-        """Yield frames (32 codes each) until the all-zero frame or the length limit.
-
-        The prompt is prefilled chunk by chunk (`prompt_chunks`); rows of leading chunks the
-        backbone cache already holds are reused, and the ``voice`` turns' rows are saved for
-        later prompts (`PromptCache`): the frames are the same either way."""
-        s = settings or GenerationSettings()
+    ) -> list[Chunk]:
+        """The prompt's chunks for ``s``, checked to leave room for ``s.max_frames`` frames."""
         max_frames = s.max_frames
-        chain = make_sampler(s, self.model.cfg.audio_vocab_size)
         limit = self.model.cfg.backbone.max_seq_len
         chunks = self.prompt_chunks(
             text,
@@ -238,20 +261,33 @@ class Generator:
                 f"prompt of {rows} rows plus {max_frames} frames does not fit the context of {limit}",
                 "shorten the text or context, or lower --max-audio-ms",
             )
-        rng = s.sampling.rng()
-        history: list[list[int]] = [[] for _ in range(self.ncb)]
-        frame_no = 0
+        return chunks
 
-        def sample(i: int, logits: np.ndarray) -> int:
-            if trace is not None:
-                trace(f"logits{i}", logits)
-            if i == 0 and frame_no < s.min_frames:
-                logits = logits.copy()
-                logits[0] = -np.inf  # an all-zero frame needs code 0 in codebook 0
-            code = chain(np.asarray(history[i], np.int64), logits, rng)
-            history[i].append(code)
-            return code
+    def frames(
+        self,
+        text: str,
+        speaker: int = 0,
+        context: Sequence[Segment] = (),
+        settings: GenerationSettings | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        trace: Callable[[str, Any], None] | None = None,
+        *,
+        voice: Sequence[Segment] = (),
+        keep_newest: bool = True,
+    ) -> Iterator[np.ndarray]:
+        """Yield frames (32 codes each) until the all-zero frame or the length limit.
 
+        The prompt is prefilled chunk by chunk (`prompt_chunks`); rows of leading chunks the
+        backbone cache already holds are reused, and the ``voice`` turns' rows are saved for
+        later prompts (`PromptCache`): the frames are the same either way. With a ``batch``
+        (a `ccsm_core.batching.FrameBatch`) set, the frames are computed together with the
+        batch's other streams: the same frames."""
+        s = settings or GenerationSettings()
+        chunks = self.plan(text, speaker, context, s, voice=voice, keep_newest=keep_newest)
+        sampler = FrameSampler(s, self.model.cfg.audio_vocab_size, self.ncb, trace)
+        if self.batch is not None and trace is None:
+            yield from self.batch.frames(self, chunks, sampler, s.max_frames, pin=len(voice), progress=progress)
+            return
         model = self.model
         bb_cache, dec_cache = self.caches()
 
@@ -265,16 +301,17 @@ class Generator:
         row = np.zeros((1, self.ncb + 1), np.int64)  # a frame's backbone row: its codes, text column off
         row_mask = np.zeros_like(row, dtype=bool)
         row_mask[0, :-1] = True
-        for frame_no in range(max_frames):
+        for frame_no in range(s.max_frames):
+            sampler.frame_no = frame_no
             if frame_no == 0:
-                codes = model.frame(last_h, sample, dec_cache, trace)
+                codes = model.frame(last_h, sampler, dec_cache, trace)
             else:  # one row per frame
                 h, c0 = model.backbone_row(row, row_mask, bb_cache)
-                codes = model.frame(h, sample, dec_cache, c0_logits=c0)
+                codes = model.frame(h, sampler, dec_cache, c0_logits=c0)
             if not codes.any():
                 break
             if progress is not None:
-                progress(frame_no + 1, max_frames)
+                progress(frame_no + 1, s.max_frames)
             yield codes
             row = row.copy()
             row[0, :-1] = codes

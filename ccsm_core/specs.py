@@ -101,6 +101,13 @@ class BackendSpec(Spec):
             "details shown by `ccsm backends` when it is available (threads, SIMD features, devices); called lazily"
         ),
     )
+    batching: bool = field(
+        default=False,
+        metadata=_doc(
+            "computes several streams in one pass, each exactly as alone (the backend has `matmul_rows`); "
+            "without it a batch's streams are computed one after another"
+        ),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -107,6 +107,14 @@ class NumpyBackend:
     def matmul(self, x, w):
         return np.matmul(x, w.T).astype(_F32, copy=False)
 
+    def matmul_rows(self, x, w, group: int = 1):
+        """`matmul` of ``x [B*group, K]`` with each group of rows computed as it is alone (a
+        stacked product runs the same BLAS call per group), for batched decoding."""
+        if x.ndim != 2 or group < 1 or x.shape[0] % group:
+            raise UsageError(f"matmul_rows: {list(x.shape)} is not a whole number of groups of {group} rows")
+        stacked = np.matmul(x.reshape(-1, group, x.shape[1]), w.T)
+        return stacked.reshape(x.shape[0], -1).astype(_F32, copy=False)
+
     def rms_norm(self, x, w, eps: float):
         ms = np.mean(np.square(x, dtype=_F32), axis=-1, keepdims=True)
         return (x / np.sqrt(ms + _F32(eps))) * w

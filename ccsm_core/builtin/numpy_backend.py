@@ -19,5 +19,6 @@ def register_backends(register):
         priority=0,
         available=None,
         devices=("cpu",),
+        batching=True,
         summary="NumPy reference backend (float32, eager)",
     )

@@ -8,6 +8,7 @@ and a final RMSNorm. The KV cache is written sequentially from slot 0, as torcht
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -196,7 +197,7 @@ class Llama:
         window = cache.window(end)
         pos = be.asarray(np.asarray(positions, np.int32))
         mask = be.asarray(causal_mask(np.asarray(positions), window))
-        out = self._layers(x, pos, start, mask, window, cache, trace)
+        out = self._layers(x, pos, start, self._attend_window(mask, window), cache, trace)
         cache.length = end
         return out
 
@@ -205,55 +206,90 @@ class Llama:
         over the first ``window`` rows under ``mask [1, window]``: every input is a tensor, so a
         backend can capture the step once per window and replay it (the caller sets
         ``cache.length``)."""
-        return self._layers(x, pos, pos, mask, window, cache, None)
+        return self._layers(x, pos, pos, self._attend_window(mask, window), cache, None)
+
+    def batch_step(
+        self, x: Tensor, pos: Tensor, rows: Tensor, masks: list[Tensor], cache: KVCache, starts: list[int]
+    ) -> Tensor:
+        """Several streams at once: ``x [B*S, d]`` holds ``S`` rows of each of ``B`` streams at
+        ``pos``, written at cache rows ``rows`` (both ``[B*S]`` tensors). Stream ``b`` owns the
+        cache rows from ``starts[b]`` and attends over the next ``masks[b].shape[1]`` of them
+        under ``masks[b] [S, window]``. Products go through ``matmul_rows`` where the backend
+        has it, so each stream gets exactly what it gets alone."""
+        be = self.be
+        s = be.shape(x)[0] // len(starts)
+        windows = [be.shape(m)[1] for m in masks]
+        hd, h = self.cfg.head_dim, self.cfg.num_heads
+
+        def attend(q: Tensor, kb: Tensor, vb: Tensor) -> Tensor:
+            outs = []
+            for b, (start, window, mask) in enumerate(zip(starts, windows, masks)):
+                qb = be.slice(q, 0, b * s, (b + 1) * s)
+                kk, vv = be.slice(kb, 0, start, start + window), be.slice(vb, 0, start, start + window)
+                outs.append(be.reshape(be.attention(qb, kk, vv, mask, self.scale), (s, h * hd)))
+            return outs[0] if len(outs) == 1 else be.concat(outs, axis=0)
+
+        rows_mm = getattr(be, "matmul_rows", None)
+        mm = be.matmul if rows_mm is None else partial(rows_mm, group=s)
+        return self._layers(x, pos, rows, attend, cache, None, mm)
+
+    def _attend_window(self, mask: Tensor, window: int) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """Attention of one stream over the first ``window`` cache rows under ``mask``."""
+        be, hd, h = self.be, self.cfg.head_dim, self.cfg.num_heads
+
+        def attend(q: Tensor, kb: Tensor, vb: Tensor) -> Tensor:
+            kk, vv = be.slice(kb, 0, 0, window), be.slice(vb, 0, 0, window)
+            return be.reshape(be.attention(q, kk, vv, mask, self.scale), (be.shape(q)[0], h * hd))
+
+        return attend
 
     def _layers(
         self,
         x: Tensor,
         pos: Tensor,
         rows: int | Tensor,
-        mask: Tensor,
-        window: int,
+        attend: Callable[[Tensor, Tensor, Tensor], Tensor],
         cache: KVCache,
         trace: Callable[[str, Tensor], None] | None,
+        mm: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> Tensor:
         be, cfg = self.be, self.cfg
+        mm = mm or be.matmul
         s = be.shape(x)[0]
         hd, h, kvh = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
         for i, w in enumerate(self.layers):
             hn = be.rms_norm(x, w["sa_norm"], cfg.norm_eps)
             if "qkv" in w:
-                qkv = self._proj(hn, w, "qkv")
+                qkv = self._proj(hn, w, "qkv", mm)
                 nq, nk = h * hd, kvh * hd
                 q, k, v = (be.slice(qkv, -1, a, b) for a, b in ((0, nq), (nq, nq + nk), (nq + nk, nq + 2 * nk)))
             else:
-                q, k, v = (self._proj(hn, w, n) for n in "qkv")
+                q, k, v = (self._proj(hn, w, n, mm) for n in "qkv")
             q = be.rope(be.reshape(q, (s, h, hd)), pos, self.freqs, cfg.rope_interleaved, base=self.rope_base)
             k = be.rope(be.reshape(k, (s, kvh, hd)), pos, self.freqs, cfg.rope_interleaved, base=self.rope_base)
             v = be.reshape(v, (s, kvh, hd))
             cache.k[i] = be.write(cache.k[i], k, rows)
             cache.v[i] = be.write(cache.v[i], v, rows)
-            kk = be.slice(cache.k[i], 0, 0, window)
-            vv = be.slice(cache.v[i], 0, 0, window)
-            att = be.reshape(be.attention(q, kk, vv, mask, self.scale), (s, h * hd))
-            x = be.add(x, be.matmul(att, w["o"]))
+            x = be.add(x, mm(attend(q, cache.k[i], cache.v[i]), w["o"]))
             hn = be.rms_norm(x, w["mlp_norm"], cfg.norm_eps)
             if "w13" in w:
-                gu = be.matmul(hn, w["w13"])
+                gu = mm(hn, w["w13"])
                 f = cfg.intermediate_dim
                 gate, up = be.slice(gu, -1, 0, f), be.slice(gu, -1, f, 2 * f)
             else:
-                gate, up = be.matmul(hn, w["w1"]), be.matmul(hn, w["w3"])
+                gate, up = mm(hn, w["w1"]), mm(hn, w["w3"])
             if cfg.activation == "silu":
                 ff = be.swiglu(gate, up)
             else:
                 ff = be.mul(be.gelu(gate, approximate=True), up)
-            x = be.add(x, be.matmul(ff, w["w2"]))
+            x = be.add(x, mm(ff, w["w2"]))
             if trace is not None:
                 trace(f"layer{i}_out", x)
         return be.rms_norm(x, self.norm, cfg.norm_eps)
 
-    def _proj(self, x: Tensor, w: dict[str, Tensor], name: str) -> Tensor:
-        y = self.be.matmul(x, w[name])
+    def _proj(
+        self, x: Tensor, w: dict[str, Tensor], name: str, mm: Callable[[Tensor, Tensor], Tensor] | None = None
+    ) -> Tensor:
+        y = (mm or self.be.matmul)(x, w[name])
         bias = w.get("b" + name)
         return y if bias is None else self.be.add(y, bias)

@@ -288,7 +288,74 @@ class BackendConformance:
             self.check(emb, w[[k + 3]], 0, 0)
             self.check(be.to_numpy(be.slice(buf, 0, 2, 3)), x @ w.T + 1, 1e-4, 1e-4)  # the write happened
 
+    @pytest.mark.parametrize("dtype", ("F32", *QUANT_TYPES))
+    @pytest.mark.parametrize("group", [1, 2])
+    def test_matmul_rows_is_each_group_alone(self, be, rng, dtype, group):
+        """Optional ``matmul_rows``: every group of rows gets exactly its result alone."""
+        if not hasattr(be, "matmul_rows"):
+            pytest.skip(f"{self.backend_name} computes batches one stream at a time (no matmul_rows)")
+        x, w = _rand(rng, 5 * group, 256), _rand(rng, 48, 256)
+        wb = be.weight(w if dtype == "F32" else quantized("w", w, dtype))
+        got = be.to_numpy(be.matmul_rows(be.asarray(x), wb, group=group))
+        alone = [be.to_numpy(be.matmul(be.asarray(x[i : i + group]), wb)) for i in range(0, len(x), group)]
+        np.testing.assert_array_equal(got, np.concatenate(alone))
+
     # -- a whole model -----------------------------------------------------------------------
+    @pytest.mark.parametrize("temperature", [0.0, 0.9])
+    def test_tiny_csm_batch_is_each_stream_alone(self, be, temperature):
+        """Streams generated together (more than the slots, joining and leaving between frames)
+        give exactly the frames and logits each gives alone with the same seed."""
+        from ..batching import FrameBatch
+        from ..generator import FrameSampler, GenerationSettings, Generator, Segment
+        from ..models.csm import CSM
+        from .models import TINY_CONFIG, tiny_csm_tensors
+
+        class Tok:
+            bos_id, eos_id, vocab_size = 1, 2, 128
+
+            def encode(self, text, add_special=True):
+                return [ord(c) % 120 + 3 for c in text]
+
+        model = CSM(be, TINY_CONFIG, tiny_csm_tensors(TINY_CONFIG, seed=5))
+        ctx = [Segment(1, "Before.", codes=np.arange(32 * 4).reshape(32, 4) % 2048)]
+        jobs = [(f"Line number {i}." * (1 + i % 3), i % 2, ctx if i % 2 else []) for i in range(5)]
+
+        def settings(i):
+            return GenerationSettings(max_audio_ms=320 + 160 * i, temperature=temperature, topk=50, seed=i)
+
+        def stream(i, batch):
+            seen: list[np.ndarray] = []
+            gen = Generator(model, Tok())
+            s = settings(i)
+            text, speaker, context = jobs[i]
+            chunks = gen.plan(text, speaker, context, s)
+            sampler = FrameSampler(s, TINY_CONFIG.audio_vocab_size, 32, lambda n, x: seen.append(np.array(x)))
+            return batch.frames(gen, chunks, sampler, s.max_frames), seen
+
+        alone = []
+        for i in range(len(jobs)):
+            logits: list[np.ndarray] = []
+            gen = Generator(model, Tok())
+            frames = gen.generate(
+                *jobs[i], settings(i), trace=lambda n, x, lg=logits: lg.append(np.array(x)) if n[:6] == "logits" else 0
+            )
+            alone.append((frames, np.stack(logits)))
+        batch = FrameBatch(model, slots=3)
+        iters = [stream(i, batch) for i in range(len(jobs))]
+        got: list[list[np.ndarray]] = [[] for _ in jobs]
+        live = list(range(len(jobs)))
+        while live:  # readers take turns, one frame each
+            for i in list(live):
+                frame = next(iters[i][0], None)
+                if frame is None:
+                    live.remove(i)
+                else:
+                    got[i].append(frame)
+        assert batch.steps < sum(len(f) for f, _ in alone)  # streams did share steps
+        for i, (frames, want) in enumerate(alone):
+            np.testing.assert_array_equal(np.stack(got[i]), frames)
+            np.testing.assert_array_equal(np.stack(iters[i][1]), want)
+
     def test_tiny_csm_frames_match_reference(self, be, ref):
         """Greedy frames of a tiny random CSM equal the NumPy backend's, logits within 1e-3."""
         from ..generator import GenerationSettings, Generator

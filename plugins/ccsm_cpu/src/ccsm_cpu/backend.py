@@ -39,6 +39,7 @@ from .lib import GgmlError, Owned, check_status, load
 F32, I32 = _ffi.F32, _ffi.I32
 _SET_MAX_OFFSET = 1 << 30  # ggml_set asserts offset < 2^30
 _BUFFER_TYPES = {"float32": F32, "float16": _ffi.F16}  # zeros(dtype=...)
+_FLOAT_WEIGHTS = (F32, _ffi.F16, _ffi.BF16)
 MIN_PARALLEL_WORK = 1 << 21  # multiply-adds below which a graph runs on one thread
 
 
@@ -374,6 +375,18 @@ class GgmlBackend:
         ctx = self._room()
         out = self._lib.ggml_mul_mat(ctx, self.memory.matmul_weight(w, self._p(w)), self._pf(x))
         return self._new(out, xs[:-1] + (ws[0],), x.base is not None or w.base is not None)
+
+    def matmul_rows(self, x: GTensor, w: GTensor, group: int = 1) -> GTensor:
+        """`matmul` of ``x [B*group, K]`` where each group of rows gets exactly what it gets
+        alone (batched decoding). GGML's products of quantized weights, and of float weights by
+        two or more rows, compute every row alike whatever the batch; a float weight times one
+        row takes another kernel, so single-row groups are multiplied one by one there."""
+        rows = x.shape[0] if len(x.shape) == 2 else 0
+        if group < 1 or not rows or rows % group:
+            raise UsageError(f"matmul_rows: {list(x.shape)} is not a whole number of groups of {group} rows")
+        if group > 1 or rows == 1 or w.type not in _FLOAT_WEIGHTS:
+            return self.matmul(x, w)
+        return self.concat([self.matmul(self.slice(x, 0, i, i + 1), w) for i in range(rows)], axis=0)
 
     def _vector(self, w: GTensor, d: int, what: str) -> Any:
         if w.shape != (d,):

@@ -50,5 +50,6 @@ def register_backends(register: Any) -> None:
         available=_available,
         devices=("cpu",),
         describe=_describe,
+        batching=True,
         summary="GGML on the CPU (quantized weights, threads); from ggml-python 0.0.45",
     )
