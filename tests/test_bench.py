@@ -241,3 +241,15 @@ def test_llama_cpp_speech_row_times_one_backbone_and_31_decoder_tokens(monkeypat
     assert calls[3 + 33][3] == [17] and len(calls) == 3 + 3 * 33
     assert row["backend"] == LLAMA_CPP and 0 < row["backbone_s_median"] <= row["frame_s_median"]
     assert "mimi_s_median" not in row and row["extra_bufts"] is True
+
+
+def test_streams_bench_reports_each_count_against_one_stream(cli_runner):
+    args = ["bench", "--streams", "3", "--shape", "demo", "--backend", "numpy", "--type", "f32"]
+    res = cli_runner.invoke(cli, [*args, "--frames", "2", "--warmup", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    assert row["streams"] == 3 and row["batched"] is True
+    assert row["frames_per_s"] == pytest.approx(3 / row["step_s_median"])
+    assert row["speedup"] > 0 and row["per_stream_vs_one"] > 0
+    res = cli_runner.invoke(cli, ["bench", "--streams", "2", "--ttfa"])
+    assert res.exit_code == 2 and "--streams measures batched speech" in res.output

@@ -166,6 +166,14 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
     is_flag=True,
     help="Speech: time to first audio (no context; a 10-s voice computed, cached, restored), not per-frame speed.",
 )
+@click.option(
+    "--streams",
+    "streams",
+    multiple=True,
+    type=click.IntRange(min=1, max=64),
+    help="Speech: generate this many utterances together (batched) and report aggregate frames/s and "
+    "per-stream s/frame against one stream; repeat for several, e.g. --streams 4 --streams 8.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
 def bench(
     backends: tuple[str, ...],
@@ -179,6 +187,7 @@ def bench(
     prompt_tokens: int,
     gen_tokens: int,
     ttfa: bool,
+    streams: tuple[int, ...],
     as_json: bool,
 ) -> None:
     """Measure speed: CSM speech (default), its time to first audio (--ttfa), or a GGUF text
@@ -200,6 +209,12 @@ def bench(
     names = _bench_backends(backends)
     thread_counts = threads or [None]
     progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
+    if streams:
+        if ttfa or text_model is not None:
+            raise UsageError("--streams measures batched speech", "drop --ttfa and --model, or --streams")
+        run = (list(types) or ["q4_0"], list(streams), thread_counts, shape, frames, warmup)
+        _bench_streams(names, *run, background_load, as_json)
+        return
     if ttfa:
         if text_model is not None:
             raise UsageError("--ttfa measures speech", "drop --model (a text model) or --ttfa")
@@ -312,6 +327,58 @@ def _thread_count(value: str) -> int | None:
     if not 1 <= n <= 512:
         raise click.BadParameter(f"{value!r} is neither 'auto' nor a count in 1..512")
     return n
+
+
+def _bench_streams(
+    names: list[str],
+    types: list[str],
+    counts: list[int],
+    threads: list[int | None],
+    shape: str,
+    frames: int,
+    warmup: int,
+    load: int,
+    as_json: bool,
+) -> None:
+    """`ccsm bench --streams`: a row per configuration and stream count, against one stream."""
+    import json
+
+    from .. import bench as b
+    from ..bench_streams import run_streams_all
+
+    progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
+    names = [n for n in names if n != b.LLAMA_CPP]
+    with b.background_load(load):
+        results = run_streams_all(names, types, counts, frames, warmup, threads, shape, progress=progress)
+    for r in results:
+        r["background_load"] = load
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+        return
+    click.echo(
+        f"CSM-1B speech ({shape} shape), streams generated together: median of {frames} frame steps after "
+        f"{warmup} warm-up; one step makes one frame (80 ms of audio) per stream"
+        + (f"; {load} busy processes beside it" if load else "")
+    )
+    rows = [("BACKEND", "TYPE", "THREADS", "STREAMS", "S/STEP", "FRAMES/S", "VS 1 STREAM", "PER-STREAM S/FRAME")]
+    for r in results:
+        n = str(r.get("threads") or "auto")
+        if "error" in r:
+            rows.append((r["backend"], r["type"], n, str(r["streams"]), "error: " + r["error"], "", "", ""))
+            continue
+        rows.append(
+            (
+                r["backend"],
+                r["type"],
+                n,
+                str(r["streams"]),
+                f"{r['step_s_median']:.3f}",
+                f"{r['frames_per_s']:.1f}",
+                f"{r['speedup']:.2f}x" if "speedup" in r else "-",
+                f"{r['per_stream_vs_one']:.2f}x one stream" if "per_stream_vs_one" in r else "-",
+            )
+        )
+    print_table(rows)
 
 
 def _bench_backends(backends: tuple[str, ...]) -> list[str]:
