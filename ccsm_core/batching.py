@@ -81,25 +81,15 @@ class FrameBatch:
         pin: int = 0,
         progress: Callable[[int, int], None] | None = None,
     ) -> Iterator[np.ndarray]:
-        """A new stream's frames: ``generator`` prefills ``chunks`` (reusing its prompt cache)
-        when the stream gets a slot; ``sampler`` is its `ccsm_core.generator.FrameSampler`.
-        Closing the iterator early frees the slot."""
+        """Join a new stream now and return its frames: ``generator`` prefills ``chunks``
+        (reusing its prompt cache) when the stream gets a slot; ``sampler`` is its
+        `ccsm_core.generator.FrameSampler`. Closing (or dropping) the iterator early frees the
+        slot."""
         if generator.model is not self.model:
             raise UsageError("a batch serves one model: this generator has another")
         st = _Stream(generator, chunks, sampler, max_frames, pin, progress)
         self._waiting.append(st)
-        try:
-            while True:
-                while not st.frames and not st.done:
-                    self.step()
-                if st.frames:
-                    yield st.frames.popleft()
-                elif st.error is not None:
-                    raise st.error
-                else:
-                    return
-        finally:
-            self._leave(st)
+        return _Frames(self, st)
 
     # -- stepping ----------------------------------------------------------------------------
     def step(self) -> None:
@@ -200,3 +190,35 @@ class FrameBatch:
         if st in self._waiting:
             self._waiting.remove(st)
         self._release(st)
+
+
+class _Frames:
+    """One stream's frames; reading one steps the batch until this stream has a frame."""
+
+    def __init__(self, batch: FrameBatch, st: _Stream) -> None:
+        self.batch, self.st = batch, st
+
+    def __iter__(self) -> _Frames:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        st = self.st
+        while not st.frames and not st.done:
+            self.batch.step()
+        if st.frames:
+            return st.frames.popleft()
+        self.close()
+        if st.error is not None:
+            error, st.error = st.error, None
+            raise error
+        raise StopIteration
+
+    def close(self) -> None:
+        """Leave the batch (frames not read yet are dropped)."""
+        self.batch._leave(self.st)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -281,13 +281,24 @@ class Generator:
         backbone cache already holds are reused, and the ``voice`` turns' rows are saved for
         later prompts (`PromptCache`): the frames are the same either way. With a ``batch``
         (a `ccsm_core.batching.FrameBatch`) set, the frames are computed together with the
-        batch's other streams: the same frames."""
+        batch's other streams: the same frames. The prompt is checked (and a batch joined) when
+        called, the frames computed as they are read."""
         s = settings or GenerationSettings()
         chunks = self.plan(text, speaker, context, s, voice=voice, keep_newest=keep_newest)
         sampler = FrameSampler(s, self.model.cfg.audio_vocab_size, self.ncb, trace)
         if self.batch is not None and trace is None:
-            yield from self.batch.frames(self, chunks, sampler, s.max_frames, pin=len(voice), progress=progress)
-            return
+            return self.batch.frames(self, chunks, sampler, s.max_frames, pin=len(voice), progress=progress)
+        return self._frames_alone(chunks, s.max_frames, sampler, progress, trace, pin=len(voice))
+
+    def _frames_alone(
+        self,
+        chunks: list[Chunk],
+        max_frames: int,
+        sampler: FrameSampler,
+        progress: Callable[[int, int], None] | None,
+        trace: Callable[[str, Any], None] | None,
+        pin: int,
+    ) -> Iterator[np.ndarray]:
         model = self.model
         bb_cache, dec_cache = self.caches()
 
@@ -295,13 +306,11 @@ class Generator:
             return model.backbone_step(tokens, mask, positions, bb_cache, trace)
 
         # a traced run computes (and so traces) every row
-        last_h = self.prompt_cache.prefill(
-            step, model.be.to_numpy, bb_cache, chunks, pin=len(voice), reuse=trace is None
-        )
+        last_h = self.prompt_cache.prefill(step, model.be.to_numpy, bb_cache, chunks, pin=pin, reuse=trace is None)
         row = np.zeros((1, self.ncb + 1), np.int64)  # a frame's backbone row: its codes, text column off
         row_mask = np.zeros_like(row, dtype=bool)
         row_mask[0, :-1] = True
-        for frame_no in range(s.max_frames):
+        for frame_no in range(max_frames):
             sampler.frame_no = frame_no
             if frame_no == 0:
                 codes = model.frame(last_h, sampler, dec_cache, trace)
@@ -311,7 +320,7 @@ class Generator:
             if not codes.any():
                 break
             if progress is not None:
-                progress(frame_no + 1, s.max_frames)
+                progress(frame_no + 1, max_frames)
             yield codes
             row = row.copy()
             row[0, :-1] = codes

@@ -35,6 +35,14 @@ class Speech:
             )
         return self.mimi
 
+    def lane(self, batch: Any = None) -> Speech:
+        """Another `Speech` on the same loaded model and codec, with its own caches (one per
+        concurrent request); with ``batch`` (a `ccsm_core.batching.FrameBatch`) its frames are
+        computed together with the batch's other streams."""
+        gen = Generator(self.generator.model, self.generator.tokenizer, self.mimi)
+        gen.batch = batch
+        return Speech(gen, self.mimi, self.source, demo=self.demo, sample_rate=self.sample_rate)
+
     def frames(
         self,
         text: str,
@@ -50,9 +58,12 @@ class Speech:
         ``voice`` turns come before ``context`` and are never pruned (see `Generator.frames`)."""
         if self.demo:
             settings = replace(settings or GenerationSettings(), guard_special=True)
-        for frame in self.generator.frames(
-            text, speaker, context, settings, progress, voice=voice, keep_newest=keep_newest
-        ):
+        return self._checked(
+            self.generator.frames(text, speaker, context, settings, progress, voice=voice, keep_newest=keep_newest)
+        )
+
+    def _checked(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for frame in frames:
             if self.mimi is not None and frame.max() >= self.mimi.cardinality:
                 raise GenerationError(
                     f"the model sampled audio id {int(frame.max())}, which Mimi cannot decode "

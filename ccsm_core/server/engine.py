@@ -3,7 +3,10 @@
 Each admitted request gets a *lane* (its own KV caches over the shared weights: a `Speech` or a
 `TextSession`) and an event iterator (`ccsm_core.pipeline.speak`, which yields after every
 frame, or `TextSession.stream`, after every token). The worker calls ``next`` on each active
-iterator in turn, so a new request starts streaming while a long one is still running. At
+iterator in turn, so a new request starts streaming while a long one is still running. Speech
+lanes share one `ccsm_core.batching.FrameBatch`: the frame one request asks for is computed
+together with every other active request's next frame (one pass over the weights for all),
+and each request still gets exactly the frames it would get alone. At
 most ``max_active`` run at once; up to ``max_queue`` more wait; beyond that `QueueFull`
 (HTTP 429). A cancelled or timed-out request is closed at its next turn (within one frame).
 
@@ -139,6 +142,7 @@ class Engine:
         self._pending: deque[Ticket] = deque()
         self._active: list[Ticket] = []
         self._lanes: dict[int, Any] = {}
+        self._batch: Any = None  # the speech lanes' shared FrameBatch, made with the first lane
         self._cv = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -197,12 +201,11 @@ class Engine:
         if free:
             return free.pop()
         if kind == "speech":
-            from ..generator import Generator
-            from ..speech import Speech
+            from ..batching import FrameBatch
 
-            sp = self.speech
-            gen = Generator(sp.generator.model, sp.generator.tokenizer, sp.mimi)
-            return Speech(gen, sp.mimi, sp.source, demo=sp.demo, sample_rate=sp.sample_rate)
+            if self._batch is None:
+                self._batch = FrameBatch(self.speech.generator.model, slots=self.max_active)
+            return self.speech.lane(self._batch)
         from ..textgen import TextSession
 
         return TextSession(self.text)
