@@ -94,38 +94,10 @@ def tiny(arch: str, seed: int = 0) -> tuple[dict, dict]:
     return md, t
 
 
-def llama_cpp_logits(path: Path, ids: list[int]) -> tuple[np.ndarray, str]:
-    """llama.cpp's logits at every position of ``ids`` (float32 KV cache, CPU, 2 threads)."""
-    import llama_cpp
-
-    defaults = llama_cpp.llama_model_default_params
-
-    def plain_cpu_params() -> object:
-        params = defaults()
-        params.use_extra_bufts = False
-        return params
-
-    llama_cpp.llama_model_default_params = llama_cpp.llama.llama_cpp.llama_model_default_params = plain_cpu_params
-    llm = llama_cpp.Llama(
-        model_path=str(path),
-        n_ctx=64,
-        n_batch=64,
-        n_threads=2,
-        n_threads_batch=2,
-        logits_all=True,
-        type_k=0,
-        type_v=0,
-        flash_attn=False,
-        swa_full=True,
-        verbose=False,
-    )
-    llm.eval(ids)
-    logits = np.asarray(llm.scores[: len(ids)], np.float32).copy()
-    return logits, llama_cpp.llama_print_system_info().decode().strip()
-
-
 def main(out: Path) -> None:
     import llama_cpp
+
+    from tests.llama_cpp_run import llama_cpp_logits, system_info
 
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -137,7 +109,7 @@ def main(out: Path) -> None:
     for arch in ARCHS:
         md, t = tiny(arch)
         path = write_gguf(out / f"{arch}.gguf", md, t, arch)
-        logits, features = llama_cpp_logits(path, IDS)
+        logits, features = llama_cpp_logits(path, IDS), system_info()
         record = {
             "source": f"llama.cpp through llama-cpp-python {llama_cpp.__version__}, CPU, 2 threads, float32 KV "
             f"cache, no flash attention, on {os.uname().machine}",

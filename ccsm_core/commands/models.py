@@ -36,26 +36,41 @@ def download(repo: str, mimi: bool) -> None:
 @click.option(
     "--type",
     "qtype",
-    type=click.Choice(["f32", "f16", "bf16", "q8_0", "q4_0"]),
-    default="f32",
-    show_default=True,
-    help="Storage of the matrix weights (norms and Mimi stay f32).",
+    type=click.Choice(["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k"]),
+    default=None,
+    help="Storage of the matrix weights (norms stay f32; Mimi too). Default: f32 for CSM, f16 for text "
+    "models; q4_k is for text models.",
 )
-def convert(model: str, output: str, qtype: str) -> None:
-    """Convert a CSM checkpoint folder (with its Mimi and tokenizer) into one GGUF file.
+def convert(model: str, output: str, qtype: str | None) -> None:
+    """Convert a model into one GGUF file: a CSM checkpoint folder (with its Mimi and tokenizer)
+    or a text model (a transformers folder, or a file of a format plugin such as ONNX), which
+    llama.cpp then loads as well.
 
     \b
-    Example:
+    Examples:
       ccsm convert ~/csm-1b -o csm-q8_0.gguf --type q8_0
+      ccsm convert ./Llama-3.2-1B-Instruct -o llama.gguf --type q4_0
     """
     from tqdm import tqdm
 
-    from ..loading.csm_gguf import convert_csm
     from ..loading.sources import resolve_model
+    from ..loading.text_convert import convert_text, is_text_model
 
     src = resolve_model(model)
     with tqdm(desc="converting", unit="tensor", leave=False, disable=None) as bar:
-        path = convert_csm(src, output, qtype, progress=lambda name: bar.update(1))
+        if is_text_model(src):
+            qtype = qtype or "f16"
+
+            def step(name: str, total: int) -> None:
+                bar.total = total
+                bar.update(1)
+
+            path = convert_text(src, output, qtype, progress=step)
+        else:
+            from ..loading.csm_gguf import convert_csm
+
+            qtype = qtype or "f32"
+            path = convert_csm(src, output, qtype, progress=lambda name: bar.update(1))
     click.echo(f"{src} -> {path} ({path.stat().st_size / 1e6:.1f} MB, {qtype})", err=True)
 
 

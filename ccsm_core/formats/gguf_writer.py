@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -248,4 +249,89 @@ def write_gguf(
     return path
 
 
-__all__ = ["encode_tensor", "write_gguf"]
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor to write: its name, NumPy shape and GGML type, and how to compute its values
+    (an array or `TensorData`), called only when its turn to be written comes."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    make: Callable[[], Any]
+
+
+def _encoded(t: PlannedTensor) -> np.ndarray:
+    """The planned tensor's raw storage in its type (``encode_tensor``; Q4_K by `q4_k`)."""
+    value = t.make()
+    if isinstance(value, TensorData):
+        if value.dtype == t.dtype and tuple(value.shape) == t.shape:
+            return np.ascontiguousarray(value.data)
+        value = value.numpy()
+    values = np.asarray(value, np.float32)
+    if tuple(values.shape) != t.shape:
+        raise UsageError(f"tensor {t.name!r}: computed shape {list(values.shape)}, planned {list(t.shape)}")
+    if t.dtype == "Q4_K":
+        from .q4_k import quantize_q4_k
+
+        return quantize_q4_k(values)
+    return encode_tensor(values, t.dtype)
+
+
+def _nbytes(t: PlannedTensor) -> int:
+    import gguf
+
+    count = int(np.prod(t.shape, dtype=np.int64))
+    if t.dtype in _PLAIN_GGML:
+        return count * np.dtype(PLAIN_DTYPES[t.dtype]).itemsize
+    if t.dtype == "BF16":
+        return count * 2
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t.dtype]]
+    if not t.shape or t.shape[-1] % block:
+        raise UsageError(f"tensor {t.name!r} of shape {list(t.shape)} cannot be stored as {t.dtype}")
+    return count // block * size
+
+
+def write_gguf_stream(
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any],
+    arch: str,
+    tensors: Sequence[PlannedTensor],
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write a GGUF v3 file one tensor at a time: the header from the plan, then each tensor
+    computed, encoded and written before the next is made, so memory stays near one tensor.
+    Atomic like `write_gguf`; ``progress(name)`` is called after each tensor."""
+    import gguf
+
+    path = Path(path)
+    md = {k: v for k, v in metadata.items() if k != "general.architecture"}
+    with atomic_path(path) as tmp:
+        writer = _writer_class()(tmp, arch)
+        try:
+            for key, value in md.items():
+                v, vt, st = _value_type(key, value)
+                writer.add_key_value(key, v, vt, sub_type=st)
+            for t in tensors:
+                if t.dtype in _PLAIN_GGML:
+                    writer.add_tensor_info(t.name, t.shape, np.dtype(PLAIN_DTYPES[t.dtype]), _nbytes(t))
+                else:
+                    qtype = gguf.GGMLQuantizationType[t.dtype]
+                    writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), _nbytes(t), raw_dtype=qtype)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for t in tensors:
+                raw = _encoded(t)
+                if raw.nbytes != _nbytes(t):
+                    raise UsageError(f"tensor {t.name!r}: {raw.nbytes} bytes encoded, {_nbytes(t)} planned")
+                writer.write_tensor_data(raw)
+                del raw
+                if progress is not None:
+                    progress(t.name)
+        finally:
+            writer.close()
+    return path
+
+
+__all__ = ["PlannedTensor", "encode_tensor", "write_gguf", "write_gguf_stream"]

@@ -75,16 +75,22 @@ def load_safetensors(path: str | Path, *, validate: bool = True) -> WeightSource
 
 
 def save_safetensors(
-    path: str | Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+    path: str | Path, tensors: Mapping[str, np.ndarray | TensorData], metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write float32/float16/int arrays as a safetensors file (sorted names, packed)."""
+    """Write float32/float16/int arrays (or `TensorData` of plain types and BF16) as a safetensors
+    file (sorted names, packed)."""
     rev = {np.dtype(v): k for k, v in PLAIN_DTYPES.items()}
     header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
     offset, blobs = 0, []
     for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
+        value = tensors[name]
+        if isinstance(value, TensorData):  # stored as its type (BF16: uint16 bits)
+            arr, dtype, shape = np.ascontiguousarray(value.data), value.dtype, list(value.shape)
+        else:
+            arr = np.ascontiguousarray(value)
+            dtype, shape = rev[arr.dtype], list(arr.shape)
         blob = arr.tobytes()
-        header[name] = {"dtype": rev[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
         offset += len(blob)
     raw = json.dumps(header, separators=(",", ":")).encode()

@@ -1,8 +1,10 @@
-"""Loading a text model: a GGUF-like weights file (any registered format with GGUF metadata),
-its tokenizer from the same metadata, the architecture from ``general.architecture``."""
+"""Loading a text model: a GGUF-like weights file (any registered format with GGUF metadata) or
+a transformers folder (seen as the GGUF it converts to, `hf_text`); the tokenizer from the same
+metadata, the architecture from ``general.architecture``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +26,29 @@ class LoadedText:
     path: Path
 
 
+def text_source(path: str | Path) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """(GGUF metadata, GGUF-named tensors) of a text model file or transformers folder."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelError(f"model {p} does not exist", "pass a .gguf file or a transformers model folder")
+    if p.is_dir():
+        from .hf_text import open_hf_text
+
+        hf = open_hf_text(p)
+        return hf.metadata, hf.tensors
+    source = open_weights(p)
+    return dict(source.metadata), source.tensors
+
+
 def load_text_model(path: str | Path, backend: Backend | str | None = None, *, kv_dtype: str = "float16") -> LoadedText:
-    """A GGUF text model with its tokenizer (from the file's metadata). ``kv_dtype``: the KV
-    cache's storage, ``float16`` (llama.cpp's default, and what its logits are recorded with) or
-    ``float32``."""
+    """A text model with its tokenizer: a GGUF file, or a transformers folder (``config.json``,
+    safetensors, tokenizer files). ``kv_dtype``: the KV cache's storage, ``float16`` (llama.cpp's
+    default, and what its logits are recorded with) or ``float32``."""
     from ..tokenizers.gguf_tokenizer import tokenizer_from_gguf
 
     p = Path(path).expanduser()
-    if not p.exists():
-        raise ModelError(f"model {p} does not exist", "pass a .gguf file")
-    source = open_weights(p)
-    tok = tokenizer_from_gguf(source.metadata)
-    cfg = TextConfig.from_metadata(source.metadata, tok.vocab_size, str(p))
+    metadata, tensors = text_source(p)
+    tok = tokenizer_from_gguf(metadata)
+    cfg = TextConfig.from_metadata(metadata, tok.vocab_size, str(p))
     be = get_backend(backend) if backend is None or isinstance(backend, str) else backend
-    return LoadedText(TextLM(be, cfg, source.tensors, kv_dtype), tok, dict(source.metadata), p)
+    return LoadedText(TextLM(be, cfg, tensors, kv_dtype), tok, metadata, p)
