@@ -68,6 +68,15 @@ def speaking_options(f: Callable[..., T]) -> Callable[..., T]:
             help="Earlier sentences kept as context at most. [default: as many as fit]",
         ),
         click.option("--split/--no-split", default=True, show_default=True, help="Speak sentence by sentence."),
+        click.option(
+            "--parallel-sentences",
+            type=click.IntRange(min=0, max=64),
+            default=0,
+            show_default=True,
+            metavar="N",
+            help="Generate up to N sentences together, each without the sentences before it as context "
+            "(sentence i takes seed + i); 0: in order, each after the ones before.",
+        ),
         click.option("--language", default="en", show_default=True, help="Language of the text, for splitting."),
         click.option(
             "--max-audio-ms",
@@ -185,6 +194,7 @@ def _options(kw: dict[str, Any]) -> Any:
         split=kw["split"],
         language=kw["language"],
         stream=kw["stream"],
+        parallel=kw["parallel_sentences"],
     )
 
 
@@ -208,9 +218,10 @@ def deliver(
     *,
     cues: str = "sentences",
     split_dir: str | None = None,
+    json_lines: bool = False,
 ) -> None:
     """Consume a pipeline run's events: a progress bar per sentence, notes, then every output
-    file, each written atomically."""
+    file, each written atomically. ``json_lines``: the ``--json`` summary on one line."""
     from ..audio import AudioWriter
     from ..pipeline import Audio, Finished, Progress, SentenceDone, SentenceStarted
 
@@ -277,7 +288,7 @@ def deliver(
                     "watermarked": done.watermarked,
                     "cues": to_json(chosen),
                 },
-                indent=2,
+                indent=None if json_lines else 2,
             )
         )
 

@@ -21,6 +21,8 @@ PAYLOAD_BITS = 32
 HALF_BITS = 16
 WORD_BITS = 75  # code bits per half
 CODE_BITS = 2 * WORD_BITS
+CHECK_BITS = 45  # keyed check signs derived from the payload (see check_signs)
+ALL_BITS = CODE_BITS + CHECK_BITS
 _SEED = 0x63C5_3A11  # the codebook is fixed (the key spreads it); changing it breaks old marks
 
 _book: np.ndarray | None = None
@@ -68,3 +70,27 @@ def decode(soft: np.ndarray, check: bool = True) -> int:
     hi = int(np.argmax(book @ soft[0]))
     lo = int(np.argmax(book @ soft[1]))
     return (hi << HALF_BITS) | lo
+
+
+def decode_many(soft: np.ndarray) -> list[int]:
+    """`decode` of each row of ``soft`` (H, CODE_BITS), in one matrix product per half."""
+    soft = np.asarray(soft, dtype=np.float32).reshape(-1, 2, WORD_BITS)
+    book = codebook()
+    hi = np.argmax(book @ soft[:, 0].T, axis=0)
+    lo = np.argmax(book @ soft[:, 1].T, axis=0)
+    return [(int(h) << HALF_BITS) | int(q) for h, q in zip(hi, lo)]
+
+
+def check_signs(key: bytes, payload: int) -> np.ndarray:
+    """CHECK_BITS keyed +-1 signs of ``payload`` (a hash of key and payload).
+
+    They travel beside the code; the detector decodes the payload from the code alone and then
+    tests these signs once. For any other payload they are independent random signs, so the
+    chance that a wrong payload passes the test is bounded like any false positive."""
+    import hashlib
+
+    digest = hashlib.blake2b(
+        check_payload(payload).to_bytes(4, "big"), key=bytes(key)[:64], digest_size=16, person=b"ccsm-wm-check"
+    ).digest()
+    bits = np.unpackbits(np.frombuffer(digest * 5, dtype=np.uint8))[:CHECK_BITS]
+    return bits.astype(np.float64) * 2 - 1

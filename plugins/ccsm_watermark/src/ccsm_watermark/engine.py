@@ -24,12 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import dsp, ecc
 from .result import WatermarkResult
+
+if TYPE_CHECKING:
+    from .embedder import StreamEmbedder
 
 HOP = 256  # embedding hop at 16 kHz (16 ms)
 DET_HOP = 128  # detection hop (8 ms)
@@ -37,19 +42,14 @@ SUB = 4  # offset resolution: a quarter of a slot
 MIN_ACTIVE_S = 1.0  # less audible signal than this: cannot tell
 SILENCE_DBFS = -60.0  # frames quieter than this (and 50 dB below the loudest) are silence
 DEFAULT_THRESHOLD = 1e-6
+PAYLOAD_THRESHOLD = 1e-4  # a payload is reported when its check bits reach this (chance a wrong one does)
 SCALES = (0.93, 1.075)  # time-scale range searched (covers tempo 0.93 .. 1.075)
 TOP_HYPOTHESES = 16  # sync hypotheses whose payload is decoded (the p-value counts them all anyway)
 OFFSETS_PER_SCALE = 2
 NOMINAL_WEIGHT = 0.5  # prior mass of the union bound on time scale 1.0 (most audio is not re-timed)
 SYNC_WEIGHT = 0.1  # ... on the sync-only statistic (the payload-aided one gets the rest)
-INFORMED = 2  # refinement passes of the informed embedding (0: plain spread spectrum)
-MAX_BOOST = 2.0  # a group's strength stays within [0.25, MAX_BOOST] x the nominal one
 WEIGHT_PCT = 10.0  # detector: noise floor per band = this percentile of its smoothed energy
 WEIGHT_SMOOTH = 33  # frames of smoothing (264 ms, several slots, so the mark averages out)
-ADAPT_REF = 5.4  # embedding: detector score per sqrt(audible second) below which strength rises
-ADAPT_MAX = 1.2  # ... by at most this factor
-SHAPE_GAMMA = 0.5  # embedding: strength follows (frame level / mean level) ** SHAPE_GAMMA
-SHAPE_MAX = 3.0  # ... within [0.2, SHAPE_MAX] x the nominal strength
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,15 @@ class Method:
     name = "base"
     n_units: int
     snr_weighting = True  # detector weights cells by their estimated signal share (see _snr_weights)
-    adaptive_strength = True  # embedding raises the strength on hosts that hide the mark poorly
 
-    def __init__(self, key: bytes, layout: Layout, strength_db: float, threshold: float = DEFAULT_THRESHOLD) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        layout: Layout,
+        strength_db: float,
+        threshold: float = DEFAULT_THRESHOLD,
+        payload_threshold: float = PAYLOAD_THRESHOLD,
+    ) -> None:
         if not isinstance(key, (bytes, bytearray)) or len(key) < 1:
             raise ValueError("key must be non-empty bytes")
         if not 0 < float(strength_db) <= 6:
@@ -82,7 +88,10 @@ class Method:
         if not 0 < float(threshold) < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
         self.key, self.layout = bytes(key), layout
+        if not 0 < float(payload_threshold) < 1:
+            raise ValueError(f"payload_threshold must be in (0, 1), got {payload_threshold!r}")
         self.strength_db, self.threshold = float(strength_db), float(threshold)
+        self.payload_threshold = float(payload_threshold)
         self.chips, self.roles = self._pattern()
 
     # -- to be provided by methods -------------------------------------------------------
@@ -90,8 +99,9 @@ class Method:
         """Map per-unit dB changes (slots, units) to per-band changes (slots, bands)."""
         raise NotImplementedError
 
-    def features(self, log_energy: np.ndarray) -> np.ndarray:
-        """Per-frame, per-unit residuals (frames, units) from band log energies (frames, bands)."""
+    def features(self, log_energy: np.ndarray) -> list[np.ndarray]:
+        """Per-frame, per-unit residuals (frames, units) from band log energies (frames, bands),
+        one matrix per detector front-end (the p-value pays for trying each)."""
         raise NotImplementedError
 
     # -- keyed pattern -------------------------------------------------------------------
@@ -107,131 +117,51 @@ class Method:
         chips = rng.choice(np.array([-1.0, 1.0]), size=(P, U))
         n_cells = P * U
         n_sync = int(round(self.layout.sync_fraction * n_cells))
-        if n_cells - n_sync < ecc.CODE_BITS:
+        if n_cells - n_sync < ecc.ALL_BITS:
             raise ValueError("layout too small for the code")
         order = rng.permutation(n_cells)
         roles = np.empty(n_cells, dtype=np.int64)
         roles[order[:n_sync]] = -1
-        roles[order[n_sync:]] = np.arange(n_cells - n_sync) % ecc.CODE_BITS
+        roles[order[n_sync:]] = np.arange(n_cells - n_sync) % ecc.ALL_BITS
         return chips, roles.reshape(P, U)
+
+    def cell_signs(self, payload: int) -> np.ndarray:
+        """The +-1 change of every cell of a block (period, units) for ``payload``: its chip,
+        times the code bit (or check bit) the cell carries."""
+        code = ecc.encode(payload).astype(np.float64) * 2 - 1
+        bits = np.concatenate([code, ecc.check_signs(self.key, payload)])
+        return self.chips * np.where(self.roles < 0, 1.0, bits[np.maximum(self.roles, 0)])
 
     # -- embedding -----------------------------------------------------------------------
     def embed(self, audio: np.ndarray, sample_rate: int, payload: int) -> np.ndarray:
         """``audio`` with the keyed mark carrying ``payload`` (same shape, float32)."""
-        payload = ecc.check_payload(payload)
-        x, sr = dsp.as_audio(audio, sample_rate)
-        code = ecc.encode(payload).astype(np.float64) * 2 - 1
-        sign = np.where(self.roles < 0, 1.0, code[np.maximum(self.roles, 0)])
-        x16 = dsp.resample(x, sr, dsp.RATE)
-        win = dsp.sqrt_hann()
-        specs = [dsp.stft(x16[:, ch], HOP, win) for ch in range(x.shape[1])]
-        mono_spec = np.mean(specs, axis=0)
-        shape = self._shaping(mono_spec)
-        strength = self._informed_strength(mono_spec, len(x16), sign, shape)
-        out = np.empty_like(x)
-        gain = self._gains(strength[self.roles + 1] * self.chips * sign, len(specs[0]), shape)
-        for ch, spec in enumerate(specs):
-            delta16 = dsp.istft(spec * (gain - 1.0), HOP, win, len(x16))
-            delta = dsp.resample(delta16[:, None], dsp.RATE, sr)[:, 0]
-            n = min(len(delta), len(x))
-            out[:, ch] = x[:, ch]
-            out[:n, ch] += delta[:n]
-        out = out.astype(np.float32)
-        return out[:, 0] if np.ndim(audio) == 1 else out
+        from .embedder import embed
 
-    def _gains(self, unit_db: np.ndarray, n_frames: int, shape: np.ndarray | None = None) -> np.ndarray:
-        """Linear STFT gains (frames, bins) for per-cell dB changes (P, units), times ``shape``."""
-        band_db = self.unit_gains_db(unit_db)  # (P, bands)
-        slot = (np.arange(n_frames) // self.layout.slot_frames) % self.layout.period
-        gain = np.ones((n_frames, dsp.N_FFT // 2 + 1))
-        for b, (lo, hi) in enumerate(self.layout.bands):
-            db = band_db[slot, b] if shape is None else band_db[slot, b] * shape[:, b]
-            gain[:, lo:hi] = 10.0 ** (db / 20.0)[:, None]
-        return gain
+        return embed(self, audio, sample_rate, payload)
 
-    def _shaping(self, spec: np.ndarray) -> np.ndarray | None:
-        """Per-frame strength factor (frames, bands): more in loud frames, less in quiet ones.
+    def stream(self, sample_rate: int, payload: int) -> StreamEmbedder:
+        """A `StreamEmbedder`: ``push(block) -> marked samples``, ``flush() -> the rest``."""
+        from .embedder import StreamEmbedder
 
-        ``(frame level / mean level) ** SHAPE_GAMMA`` over the band energies, normalised to a
-        mean of 1 over audible frames and kept within [0.2, SHAPE_MAX]. Loud frames mask the change
-        better (wideband PESQ rises at the same mean strength) and are the ones that added
-        noise leaves readable; quiet frames, which noise buries first, get little.
-        """
-        if not SHAPE_GAMMA:
-            return None
-        from .methods import moving_mean
+        return StreamEmbedder(self, sample_rate, ecc.check_payload(payload))
 
-        power = np.abs(spec) ** 2
-        energy = np.stack([power[:, lo:hi].sum(axis=1) for lo, hi in self.layout.bands], axis=1)
-        level = moving_mean(energy, 3, 0).mean(axis=1)
-        if level.max() <= 0:
-            return None
-        loud = level > level.max() * 1e-5
-        shape = (np.maximum(level, 1e-30) / level[loud].mean()) ** SHAPE_GAMMA
-        shape = np.minimum(shape, 1e3)
-        shape = np.clip(shape / shape[loud].mean(), 0.2, SHAPE_MAX)
-        return np.repeat(shape[:, None], len(self.layout.bands), axis=1)
-
-    def _cells(self, signal16: np.ndarray, active_s: list | None = None) -> np.ndarray | None:
-        got = self.analyse(signal16, dsp.RATE)
+    def mark_score(self, marked: np.ndarray, sample_rate: int, payload: int) -> float:
+        """The detector's score of ``payload``'s mark in ``marked`` as embedded (start at 0, no
+        time change): what an embedder checks before it promises a mark (0: too little signal)."""
+        got = self.analyse(marked, sample_rate)
         if got is None:
-            return None
-        if active_s is not None:
-            active_s.append(got[1].sum() * DET_HOP / dsp.RATE)
-        M = self._fold(got[0], 1.0)
-        return M[SUB * np.arange(self.layout.period)]
-
-    def _informed_strength(
-        self, mono_spec: np.ndarray, n: int, sign: np.ndarray, shape: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Strength per group (sync, then each code bit), set from the host (informed embedding).
-
-        Each group's detector sum is ``gain * strength + host``; we measure both on the mono
-        mix and pick strengths that give every group the same margin at the same average
-        strength, so no bit is lost to the host's own spectrum. Then, where the host leaves the
-        mark weak (the detector's score on the marked mix, per sqrt(second) of audible signal,
-        below ADAPT_REF), every strength is raised by ``sqrt(ADAPT_REF / rate)``, at most
-        ADAPT_MAX x: hosts that hide the mark poorly (e.g. high voices with sparse harmonics)
-        get more of it; the others are left as they are.
-        """
-        base = np.full(ecc.CODE_BITS + 1, self.strength_db)
-        if not INFORMED:
-            return base
-        win = dsp.sqrt_hann()
-        host_sig = dsp.istft(mono_spec, HOP, win, n)
-        active_s: list = []
-        host = self._cells(host_sig, active_s)
-        if host is None:
-            return base
-        idx = self.roles + 1
-
-        def sums(R: np.ndarray) -> np.ndarray:
-            out = np.zeros(ecc.CODE_BITS + 1)
-            np.add.at(out, idx, (self.chips * sign * R))
-            return out
-
-        h = sums(host)
-        strength = base
-        for _ in range(INFORMED):
-            unit_db = strength[idx] * self.chips * sign
-            marked = dsp.istft(mono_spec * self._gains(unit_db, len(mono_spec), shape), HOP, win, n)
-            cells = self._cells(marked)
-            if cells is None:  # the host had enough signal, and marking it only adds some
-                raise RuntimeError("watermark: the marked mix has too little signal to measure")
-            R = cells
-            m = sums(R)
-            k = np.maximum((m - h) / strength, 1e-9)  # detector gain per dB, per group
-            target = np.full_like(k, np.mean(k[1:]) * self.strength_db)  # an average bit's margin
-            target[0] = k[0] * self.strength_db  # sync: just take the host's share out
-            strength = np.clip((target - h) / k, 0.25 * self.strength_db, MAX_BOOST * self.strength_db)
-        rate = m.sum() / math.sqrt(max((R**2).sum(), 1e-20)) / math.sqrt(max(active_s[0], 1e-3))
-        if self.adaptive_strength and ADAPT_REF and rate < ADAPT_REF:
-            strength = strength * min(ADAPT_MAX, math.sqrt(ADAPT_REF / max(rate, 1e-6)))
-        return strength
+            return 0.0
+        L = self.layout.period * SUB
+        signs, scores = self.cell_signs(payload), []
+        for feats in got[0]:
+            R = self._fold(feats, 1.0)[(SUB * np.arange(self.layout.period)) % L]
+            scores.append(float((signs * R).sum() / math.sqrt(max((R**2).sum(), 1e-20))))
+        return max(scores)
 
     # -- detection -----------------------------------------------------------------------
-    def analyse(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per-frame unit residuals and frame weights, or None when there is too little signal."""
+    def analyse(self, audio: np.ndarray, sample_rate: int) -> tuple[list[np.ndarray], np.ndarray] | None:
+        """Per-frame unit residuals (one matrix per front-end of `features`) and the audible
+        frames, or None when there is too little signal."""
         x, sr = dsp.as_audio(audio, sample_rate)
         mono = dsp.resample(x.mean(axis=1), sr, dsp.RATE)
         spec = dsp.stft(mono, DET_HOP, dsp.hann())
@@ -245,15 +175,15 @@ class Method:
         if active.sum() * DET_HOP / dsp.RATE < MIN_ACTIVE_S:
             return None
         floor = energy[active].mean() * 1e-7
-        feats = self.features(np.log(energy + floor))
-        feats = (feats - feats[active].mean(axis=0)) * active[:, None]
-        # tame outliers so a few loud transients cannot dominate (uses the audio only)
-        scale = np.sqrt(np.mean(feats[active] ** 2)) + 1e-12
-        feats = np.clip(feats, -3 * scale, 3 * scale)
         w = self._snr_weights(energy, active)
-        if w is not None:
-            feats = feats * w
-        return feats, active
+        out = []
+        for feats in self.features(np.log(energy + floor)):
+            feats = (feats - feats[active].mean(axis=0)) * active[:, None]
+            # tame outliers so a few loud transients cannot dominate (uses the audio only)
+            scale = np.sqrt(np.mean(feats[active] ** 2)) + 1e-12
+            feats = np.clip(feats, -3 * scale, 3 * scale)
+            out.append(feats if w is None else feats * w)
+        return out, active
 
     def _snr_weights(self, energy: np.ndarray, active: np.ndarray) -> np.ndarray | None:
         """Per-frame, per-unit weight ``S / (S + N)`` from the audio alone (a noise floor per band).
@@ -284,8 +214,8 @@ class Method:
                 p_value=1.0,
                 reason="too little audible signal (need at least 1 s)",
             )
-        feats, active = got
-        return self._search(feats)
+        results = [self._search(feats, len(got[0])) for feats in got[0]]
+        return min(results, key=lambda r: (r.p_value, -r.score))
 
     def _scales(self, n_frames: int) -> np.ndarray:
         dur = n_frames * DET_HOP / dsp.RATE
@@ -300,14 +230,15 @@ class Method:
         L = self.layout.period * SUB
         t = np.arange(feats.shape[0]) * (DET_HOP / dsp.RATE)
         q = np.floor(t / scale / (self.layout.slot_s / SUB)).astype(np.int64) % L
-        Q = np.zeros((L, feats.shape[1]))
-        np.add.at(Q, q, feats)
+        onehot = np.zeros((L, len(q)))
+        onehot[q, np.arange(len(q))] = 1.0
+        Q = onehot @ feats
         csum = np.concatenate([Q, Q[: SUB - 1]], axis=0).cumsum(axis=0)
         csum = np.vstack([np.zeros((1, Q.shape[1])), csum])
         return csum[SUB : SUB + L] - csum[:L]  # M[k] = sum Q[k .. k+SUB-1]
 
-    def _search(self, feats: np.ndarray) -> WatermarkResult:
-        P, L = self.layout.period, self.layout.period * SUB
+    def _search(self, feats: np.ndarray, front_ends: int = 1) -> WatermarkResult:
+        L = self.layout.period * SUB
         sync = (self.roles < 0).astype(np.float64)
         a_up = np.zeros((L, self.n_units))
         m_up = np.zeros((L, self.n_units))
@@ -323,8 +254,8 @@ class Method:
 
         def n_eff(s: float) -> float:  # hypotheses "paid" per offset at scale s: 1 / (its mass)
             if s == 1.0:
-                return L / (NOMINAL_WEIGHT if n_other else 1.0)
-            return n_other * L / (1.0 - NOMINAL_WEIGHT)
+                return front_ends * L / (NOMINAL_WEIGHT if n_other else 1.0)
+            return front_ends * n_other * L / (1.0 - NOMINAL_WEIGHT)
 
         cands, nominal = [], []
         for s in scales:
@@ -340,44 +271,71 @@ class Method:
         tried = cands[:TOP_HYPOTHESES] + [c for c in nominal if c not in cands[:TOP_HYPOTHESES]]
         sync_p = sorted((_p_value(z0, n_eff(s)), z0, s, k) for z0, s, k in cands)
         p_sync, z_sync = sync_p[0][0] / SYNC_WEIGHT, sync_p[0][1]
-        best: tuple = (p_sync, z_sync, None, sync_p[0][1:], 1.0)
-        data = self.roles >= 0
-        folds: dict = {}
-        for z0, s, k in tried:  # the best offsets of the best scales, and all of the nominal scale
-            M = folds[s] if s in folds else folds.setdefault(s, self._fold(feats, s))
-            R = M[(k + SUB * np.arange(P)) % L]  # cell values (P, units)
-            soft = np.zeros(ecc.CODE_BITS)
-            np.add.at(soft, self.roles[data], (self.chips * R)[data])
-            payload = ecc.decode(soft)
-            if payload is None:  # (the ML decoder always gives one; kept for other codes)
-                continue
-            code = ecc.encode(payload).astype(np.float64) * 2 - 1
-            sign = np.where(self.roles < 0, 1.0, code[np.maximum(self.roles, 0)])
-            z_full = float((self.chips * sign * R).sum() / math.sqrt(max((R**2).sum(), 1e-20)))
-            # union bound over every hypothesis and every payload the decoder could have chosen
-            p_full = _p_value(z_full, n_eff(s) * 2.0**ecc.PAYLOAD_BITS) / (1.0 - SYNC_WEIGHT)
-            if best[2] is None or p_full < best[4]:
-                best = (min(p_full, p_sync), max(z_full, z_sync), payload, (z0, s, k), p_full)
-        p = min(1.0, best[0])
+        best = self._decode(feats, tried, n_eff)
+        if best is None:
+            return WatermarkResult(
+                present=False, score=z_sync, payload=None, p_value=min(1.0, p_sync), reason="no mark for this key"
+            )
+        p_full, z_full, payload, s, k, p_check = best
+        p = min(1.0, p_full, p_sync)
         present = p < self.threshold
-        s, k = best[3][1], best[3][2]
-        raw = best[2]
-        if raw is None:  # best-effort bits at the best sync hypothesis, for diagnostics
-            M = self._fold(feats, s)
-            R = M[(k + SUB * np.arange(P)) % L]
-            soft = np.zeros(ecc.CODE_BITS)
-            np.add.at(soft, self.roles[data], (self.chips * R)[data])
-            raw = ecc.decode(soft, check=False)
+        trusted = present and p_check < self.payload_threshold
+        reason = ""
+        if not present:
+            reason = "no mark for this key"
+        elif not trusted:
+            reason = "mark found; its payload failed the check (too degraded to read)"
         return WatermarkResult(
             present=present,
-            score=best[1],
-            payload=best[2] if present else None,
+            score=max(z_full, z_sync),
+            payload=payload if trusted else None,
             p_value=p,
+            payload_p_value=p_check,
             scale=s,
             offset_s=k * self.layout.slot_s / SUB,
-            reason="" if present else "no mark for this key",
-            raw_payload=raw,
+            reason=reason,
+            raw_payload=payload,
         )
+
+    def _decode(self, feats: np.ndarray, tried: list, n_eff: Callable[[float], float]) -> tuple | None:
+        """Decode the payload at every hypothesis ``(z, scale, offset)`` of ``tried`` (in one
+        matrix product per half); the best one's p-value, score, payload, scale, offset and
+        the p-value of its check bits.
+
+        The hypothesis is chosen on the sync and code cells only; the check cells, which carry
+        keyed signs derived from the payload, are tested once, afterwards: for a wrong payload
+        those signs are independent of the audio, so the check's tail bound is the chance that
+        a wrong payload passes it, whatever the attack."""
+        P, L = self.layout.period, self.layout.period * SUB
+        code_cells = (self.roles >= 0) & (self.roles < ecc.CODE_BITS)
+        sel = (self.roles < ecc.CODE_BITS).ravel()  # sync and code cells
+        folds: dict = {}
+        cells = []
+        for _, s, k in tried:
+            M = folds[s] if s in folds else folds.setdefault(s, self._fold(feats, s))
+            cells.append(M[(k + SUB * np.arange(P)) % L])
+        if not cells:
+            return None
+        R = np.stack(cells)  # (H, P, units)
+        onehot = np.zeros((P * self.n_units, ecc.CODE_BITS))
+        flat = np.flatnonzero(code_cells.ravel())
+        onehot[flat, self.roles.ravel()[flat]] = 1.0
+        soft = (self.chips * R).reshape(len(cells), -1) @ onehot  # (H, 150)
+        payloads = ecc.decode_many(soft)
+        best = None
+        for h, payload in enumerate(payloads):
+            signs = self.cell_signs(payload).ravel()
+            r = R[h].ravel()
+            z = float((signs * r)[sel].sum() / math.sqrt(max((r[sel] ** 2).sum(), 1e-20)))
+            # union bound over every hypothesis and every payload the decoder could have chosen
+            p = _p_value(z, n_eff(tried[h][1]) * 2.0**ecc.PAYLOAD_BITS) / (1.0 - SYNC_WEIGHT)
+            if best is None or p < best[0] or (p == best[0] and z > best[1]):
+                best = (p, z, payload, tried[h][1], tried[h][2], h)
+        assert best is not None
+        r = R[best[5]].ravel()
+        chk = (self.roles >= ecc.CODE_BITS).ravel()
+        z_check = float((self.cell_signs(best[2]).ravel() * r)[chk].sum() / math.sqrt(max((r[chk] ** 2).sum(), 1e-20)))
+        return (*best[:5], _p_value(z_check, 1.0))
 
 
 def _p_value(z: float, n_hyp: float) -> float:

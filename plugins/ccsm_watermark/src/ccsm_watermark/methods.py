@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import Layout, Method
+from .engine import PAYLOAD_THRESHOLD, Layout, Method
+
+# detector: residuals minus their moving mean over this many 8-ms frames (136 ms, about two
+# slots): sustained notes and slow envelopes cancel, the slot-to-slot chips stay
+TIME_DETREND = 17
+FIRST_BIN = 16  # 500 Hz (31.25 Hz bins)
+BAND_COUNT = 104  # 62.5 Hz bands: 500 Hz - 7 kHz
 
 
 def _bands(first_bin: int, width: int, count: int) -> tuple[tuple[int, int], ...]:
@@ -34,16 +40,24 @@ class SpreadSpectrum(Method):
 
     name = "ss-stft"
 
-    def __init__(self, key: bytes, strength_db: float = 1.15, threshold: float = 1e-6) -> None:
-        self.n_units = 80
-        layout = Layout(bands=_bands(32, 2, 80), slot_frames=4, period=16, sync_fraction=0.25)
-        super().__init__(key, layout, strength_db, threshold)
+    def __init__(
+        self,
+        key: bytes,
+        strength_db: float = 1.3,
+        threshold: float = 1e-6,
+        payload_threshold: float = PAYLOAD_THRESHOLD,
+    ) -> None:
+        self.n_units = BAND_COUNT
+        layout = Layout(bands=_bands(FIRST_BIN, 2, BAND_COUNT), slot_frames=4, period=16, sync_fraction=0.2)
+        super().__init__(key, layout, strength_db, threshold, payload_threshold)
 
     def unit_gains_db(self, values: np.ndarray) -> np.ndarray:
         return values
 
-    def features(self, log_energy: np.ndarray) -> np.ndarray:
-        return local_normalise(log_energy - moving_mean(log_energy, 5, 1), 17, 5)
+    def features(self, log_energy: np.ndarray) -> list[np.ndarray]:
+        r = log_energy - moving_mean(log_energy, 5, 1)  # against the band's neighbours
+        # two front-ends: as is (best for speech), and against the band's recent past (music)
+        return [local_normalise(r, 17, 5), local_normalise(r - moving_mean(r, TIME_DETREND, 0), 17, 5)]
 
 
 class Patchwork(Method):
@@ -54,12 +68,17 @@ class Patchwork(Method):
 
     name = "patchwork"
     snr_weighting = False  # the log ratio of two neighbours is hurt less by noise; weighting lost here
-    adaptive_strength = False  # ADAPT_REF is calibrated for ss-stft; patchwork keeps its fixed strength
 
-    def __init__(self, key: bytes, strength_db: float = 2.0, threshold: float = 1e-6) -> None:
-        self.n_units = 40
-        layout = Layout(bands=_bands(32, 2, 80), slot_frames=4, period=16, sync_fraction=0.25)
-        super().__init__(key, layout, strength_db, threshold)
+    def __init__(
+        self,
+        key: bytes,
+        strength_db: float = 2.6,
+        threshold: float = 1e-6,
+        payload_threshold: float = PAYLOAD_THRESHOLD,
+    ) -> None:
+        self.n_units = BAND_COUNT // 2
+        layout = Layout(bands=_bands(FIRST_BIN, 2, BAND_COUNT), slot_frames=4, period=16, sync_fraction=0.2)
+        super().__init__(key, layout, strength_db, threshold, payload_threshold)
 
     def unit_gains_db(self, values: np.ndarray) -> np.ndarray:
         out = np.empty((values.shape[0], 2 * values.shape[1]))
@@ -67,5 +86,6 @@ class Patchwork(Method):
         out[:, 1::2] = -values / 2
         return out
 
-    def features(self, log_energy: np.ndarray) -> np.ndarray:
-        return local_normalise(log_energy[:, 0::2] - log_energy[:, 1::2])
+    def features(self, log_energy: np.ndarray) -> list[np.ndarray]:
+        r = log_energy[:, 0::2] - log_energy[:, 1::2]
+        return [local_normalise(r), local_normalise(r - moving_mean(r, TIME_DETREND, 0))]
