@@ -108,6 +108,11 @@ def register_watermarkers(register: Register) -> None:
       ``embed(audio, sample_rate, payload: int) -> audio`` and
       ``detect(audio, sample_rate) -> WatermarkResult`` (``present``, ``score``, ``payload``,
       ``p_value``). ``audio`` is float32, shape ``(n,)`` or ``(n, channels)``.
+      Optionally ``stream(sample_rate, payload) -> Stream`` for streamed output, with
+      ``push(block) -> marked samples`` (those that are final; a small fixed look-ahead may hold
+      some back) and ``flush() -> the rest``; all pushed and flushed samples together have the
+      input's length. ``ccsm run --stream`` and the server's streamed speech use it
+      (`ccsm_core.watermark.AppliedWatermark.stream`); without it streamed output is unmarked.
     - ``default=True``: ``ccsm run`` marks generated audio with this method unless the user names
       another, keyed by ``--watermark-key FILE`` (read by ``read_key``) or else ``public_key``.
 

@@ -85,7 +85,7 @@ class SentenceStarted:
 
 @dataclass(frozen=True)
 class Audio:
-    """Decoded samples (24 kHz float32, not watermarked), in output order."""
+    """Decoded samples (24 kHz float32; watermarked block by block when streamed with a marker), in output order."""
 
     samples: np.ndarray
 
@@ -115,7 +115,7 @@ class SentenceDone:
 
 @dataclass(frozen=True)
 class Finished:
-    audio: np.ndarray | None  # the whole output (watermarked if a marker was given, unless streamed)
+    audio: np.ndarray | None  # the whole output (watermarked if a marker was given)
     frames: np.ndarray  # every frame of the output, pauses included: [T, 32]
     sentences: list[Cue]
     turns: list[Cue]
@@ -170,6 +170,12 @@ def speak(
     `ccsm_core.watermark`); ``audio`` False skips Mimi (frames only)."""
     s = settings or GenerationSettings()
     o = options or SpeakOptions()
+    if o.stream and marker is not None and audio:  # streamed audio is marked block by block
+        from .watermark import mark_stream
+
+        unmarked = speak(speech, lines, context=context, settings=settings, options=options, audio=audio)
+        yield from mark_stream(unmarked, marker, speech.sample_rate)
+        return
     gen = speech.generator
     mimi = speech.need_mimi() if audio else None
     voice = _voice_turns(lines, speech.mimi)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,35 @@ class AppliedWatermark:
                 f"watermark {self.name!r} cannot mark this audio: {e}",
                 "pass --no-watermark, or another --watermark-method",
             ) from None
+
+    def stream(self, sample_rate: int) -> MarkStream | None:
+        """A `MarkStream` that marks audio block by block, or None when the method cannot
+        stream (it has no ``stream(sample_rate, payload)``)."""
+        make = getattr(self.marker, "stream", None)
+        if make is None:
+            return None
+        try:
+            return MarkStream(make(sample_rate, self.payload))
+        except ValueError as e:
+            raise UsageError(
+                f"watermark {self.name!r} cannot mark this stream: {e}",
+                "pass --no-watermark, or another --watermark-method",
+            ) from None
+
+
+class MarkStream:
+    """Marks a stream: ``push(block)`` returns the marked samples that are final (a little
+    behind the input: the method's fixed look-ahead), ``flush()`` the rest; together they have
+    the input's length. Blocks are float32 ``(n,)`` at the rate the stream was made for."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        return np.asarray(self.inner.push(block), np.float32)
+
+    def flush(self) -> np.ndarray:
+        return np.asarray(self.inner.flush(), np.float32)
 
 
 def pick_watermarker(key_file: str | None = None, method: str | None = None) -> AppliedWatermark | None:
@@ -51,3 +81,33 @@ def pick_watermarker(key_file: str | None = None, method: str | None = None) -> 
         key = entry.public_key
     payload = entry.default_payload
     return AppliedWatermark(entry.name, entry.factory(key), payload)
+
+
+def mark_stream(events: Iterator[Any], marker: AppliedWatermark, sample_rate: int) -> Iterator[Any]:
+    """The events of a streamed `ccsm_core.pipeline.speak` run with every `Audio` block marked
+    as it comes (the method's small look-ahead holds a few milliseconds back, flushed before
+    `Finished`); `Finished` then holds the marked whole. Unchanged when the method cannot stream."""
+    from dataclasses import replace
+
+    from .pipeline import Audio, Finished
+
+    stream = marker.stream(sample_rate)
+    if stream is None:
+        yield from events
+        return
+    parts: list[np.ndarray] = []
+    for ev in events:
+        if isinstance(ev, Audio):
+            out = stream.push(ev.samples)
+            parts.append(out)
+            if out.size:
+                yield Audio(out)
+        elif isinstance(ev, Finished):
+            tail = stream.flush()
+            parts.append(tail)
+            if tail.size:
+                yield Audio(tail)
+            whole = None if ev.audio is None else np.concatenate([np.zeros(0, np.float32), *parts])
+            yield replace(ev, audio=whole, watermarked=whole is not None and whole.size > 0)
+        else:
+            yield ev

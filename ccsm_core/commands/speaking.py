@@ -31,7 +31,9 @@ def speaking_options(f: Callable[..., T]) -> Callable[..., T]:
             default=None,
             help="Audio file (.wav/.flac/.ogg) or '-' for raw float32 on stdout. [default: output.wav]",
         ),
-        click.option("--stream", is_flag=True, help="Write audio frame by frame while generating (not watermarked)."),
+        click.option(
+            "--stream", is_flag=True, help="Write audio frame by frame while generating (watermarked block by block)."
+        ),
         click.option("--pcm16", is_flag=True, help="16-bit PCM WAV instead of 32-bit float."),
         click.option(
             "--sample-rate", type=click.IntRange(min=8000, max=192000), default=None, help="Resample (default 24000)."
@@ -156,8 +158,8 @@ def prepare(kw: dict[str, Any]) -> Plan:
         kw["stream"] = True  # raw audio on stdout is the streaming format
     _check_outputs(kw)
     plan = Plan(_settings(kw), _options(kw), _marker(kw))
-    if kw["stream"] and plan.marker is not None:
-        click.echo("note: --stream output is not watermarked (a mark needs the whole utterance)", err=True)
+    if kw["stream"] and plan.marker is not None and getattr(plan.marker.marker, "stream", None) is None:
+        click.echo(f"note: watermark {plan.marker.name!r} cannot mark streamed output; it is not marked", err=True)
     return plan
 
 

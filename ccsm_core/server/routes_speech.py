@@ -73,7 +73,7 @@ def _context_turns(req: SpeechRequest) -> list[Any]:
 def _speech_job(
     req: SpeechRequest, speaker: int | None, voice: Any, context: list[Any], seed: int, ctx: AppContext
 ) -> Callable[[Any], Iterator[Any]]:
-    """The engine job speaking ``req`` (a whole file is watermarked, a stream is not)."""
+    """The engine job speaking ``req`` (watermarked, a stream block by block)."""
     from ..generator import GenerationSettings, make_sampler
     from ..pipeline import Line, SpeakOptions, speak
 
@@ -88,7 +88,7 @@ def _speech_job(
     streaming = req.stream_format is not None
     options = SpeakOptions(pause_ms=req.pause_ms, retries=req.retries, stream=streaming)
     line = Line(req.input, speaker, voice)
-    marker = None if streaming else ctx.marker
+    marker = ctx.marker
 
     def make(lane: Any) -> Iterator[Any]:
         return speak(lane, [line], context=context, settings=settings, options=options, marker=marker)
@@ -118,7 +118,7 @@ async def _whole_speech(ctx: AppContext, ticket: Ticket, request: Request, fmt: 
 async def _streamed_speech(
     ctx: AppContext, ticket: Ticket, request: Request, req: SpeechRequest, seed: int
 ) -> Response:
-    """Audio as it is generated (raw chunks, or OpenAI's SSE events); not watermarked."""
+    """Audio as it is generated (raw chunks, or OpenAI's SSE events); watermarked block by block."""
     from ..pipeline import Audio, Finished
 
     watch, events, first = await open_stream(ctx, ticket, request)
@@ -160,6 +160,7 @@ async def _streamed_speech(
             encoder.close()  # (after a cancel: frees the encoder)
             await watch.__aexit__()
 
-    headers = {"x-ccsm-seed": str(seed), "x-ccsm-watermark": "none", "cache-control": "no-store"}
+    mark = ctx.marker.name if ctx.marker is not None and getattr(ctx.marker.marker, "stream", None) else "none"
+    headers = {"x-ccsm-seed": str(seed), "x-ccsm-watermark": mark, "cache-control": "no-store"}
     kind = "text/event-stream" if sse_mode else encode.CONTENT_TYPES[req.response_format]
     return StreamingResponse(body(), media_type=kind, headers=headers)
