@@ -53,6 +53,10 @@ class SpeakOptions:
     sentence (sampled runs only); ``history`` caps the earlier sentences kept as context (None:
     as many as fit); ``split`` off speaks each line as one utterance; ``stream`` yields audio
     frame by frame (then a runaway sentence is kept, not retried: its audio is already out).
+    ``parallel`` > 0 makes the sentences independent (each gets the voices and the given
+    context, not the sentences before it) and generates up to that many together
+    (`ccsm_core.batching`); sentence ``i`` then uses seed ``seed + i``, its retry ``k`` seed
+    ``seed + k * sentences + i``.
     """
 
     pause_ms: float = 320
@@ -61,6 +65,7 @@ class SpeakOptions:
     split: bool = True
     language: str = "en"
     stream: bool = False
+    parallel: int = 0  # > 0: independent sentences, up to this many generated together
 
     @property
     def pause_frames(self) -> int:
@@ -189,50 +194,71 @@ def speak(
     decoder = _Decoder(mimi)
     history: list[Segment] = []  # the sentences so far, as context turns
     cues: list[Cue] = []
-    for sent in sentences:
-        if sent.index and (chunk := decoder.push(pause)) is not None:
-            yield Audio(chunk)
-        start = decoder.seconds
-        own = sentence_budget(sent.text)
-        budget = min(own, cap)
-        yield SentenceStarted(sent, start, budget)
-        earlier = history[max(0, len(history) - o.history) :] if o.history is not None else history
-        attempts = 0
-        while True:
-            attempts += 1
-            seed = next_seed
-            next_seed += 1
-            ss = replace(s, max_audio_ms=budget * FRAME_MS, sampling=replace(s.sampling, seed=seed))
-            frames: list[np.ndarray] = []
-            # the voices' turns stay; the caller's and earlier sentences may be dropped to fit
-            # (the caller's newest turn stays when there are no earlier sentences)
-            turns = [*context, *earlier]
-            for frame in speech.frames(sent.text, sent.speaker, turns, ss, voice=voice, keep_newest=not earlier):
-                frames.append(frame)
-                yield Progress(sent.index, len(frames), budget)
-                if o.stream and (chunk := decoder.push(frame[None])) is not None:
-                    yield Audio(chunk)
-            runaway = len(frames) == budget and own <= cap
-            if not runaway or o.stream or greedy or attempts > o.retries:
-                break
-        got = np.stack(frames) if frames else np.zeros((0, gen.ncb), np.int64)
-        if not o.stream and (chunk := decoder.push(got)) is not None:
-            yield Audio(chunk)
-        end = decoder.seconds
-        cues.append(Cue(len(cues) + 1, start, end, sent.text, sent.speaker, sent.voice))
-        history.append(Segment(sent.speaker, sent.text, codes=got.T))
-        yield SentenceDone(
-            sent,
-            start,
-            end,
-            got,
-            attempts,
-            seed,
-            ended=len(frames) < budget,
-            capped=len(frames) == budget and own > cap,
-            dropped=list(gen.dropped),
-            reused_rows=gen.prompt_cache.last.reused + gen.prompt_cache.last.restored,
-        )
+
+    def start(sent: Sentence, seed: int, budget: int) -> Iterator[np.ndarray]:
+        ss = replace(s, max_audio_ms=budget * FRAME_MS, sampling=replace(s.sampling, seed=seed))
+        # the voices' turns stay; the caller's and earlier sentences may be dropped to fit
+        # (the caller's newest turn stays when there are no earlier sentences)
+        kept = history[max(0, len(history) - o.history) :] if o.history is not None else history
+        earlier = [] if o.parallel else kept
+        return speech.frames(sent.text, sent.speaker, [*context, *earlier], ss, voice=voice, keep_newest=not earlier)
+
+    own_batch = bool(o.parallel) and gen.batch is None
+    if own_batch:
+        from .batching import FrameBatch
+
+        gen.batch = FrameBatch(gen.model, slots=o.parallel)
+    try:
+        # parallel sentences all join the batch now; each is read in its turn
+        ahead: dict[int, Iterator[np.ndarray]] = {}
+        for t in sentences if o.parallel else ():
+            ahead[t.index] = start(t, base_seed + t.index, min(sentence_budget(t.text), cap))
+        for sent in sentences:
+            if sent.index and (chunk := decoder.push(pause)) is not None:
+                yield Audio(chunk)
+            begin = decoder.seconds
+            own = sentence_budget(sent.text)
+            budget = min(own, cap)
+            yield SentenceStarted(sent, begin, budget)
+            attempts = 0
+            while True:
+                attempts += 1
+                if o.parallel:
+                    seed = base_seed + (attempts - 1) * len(sentences) + sent.index
+                    it = ahead.pop(sent.index) if attempts == 1 else start(sent, seed, budget)
+                else:
+                    seed, next_seed = next_seed, next_seed + 1
+                    it = start(sent, seed, budget)
+                frames: list[np.ndarray] = []
+                for frame in it:
+                    frames.append(frame)
+                    yield Progress(sent.index, len(frames), budget)
+                    if o.stream and (chunk := decoder.push(frame[None])) is not None:
+                        yield Audio(chunk)
+                runaway = len(frames) == budget and own <= cap
+                if not runaway or o.stream or greedy or attempts > o.retries:
+                    break
+            got = np.stack(frames) if frames else np.zeros((0, gen.ncb), np.int64)
+            if not o.stream and (chunk := decoder.push(got)) is not None:
+                yield Audio(chunk)
+            end = decoder.seconds
+            cues.append(Cue(len(cues) + 1, begin, end, sent.text, sent.speaker, sent.voice))
+            history.append(Segment(sent.speaker, sent.text, codes=got.T))
+            yield SentenceDone(
+                sent,
+                begin,
+                end,
+                got,
+                attempts,
+                seed,
+                ended=len(frames) < budget,
+                capped=len(frames) == budget and own > cap,
+                dropped=list(gen.dropped),
+                reused_rows=gen.prompt_cache.last.reused + gen.prompt_cache.last.restored,
+            )
+    finally:
+        if own_batch:
+            gen.batch = None
     full = None if mimi is None else np.concatenate([np.zeros(0, np.float32), *decoder.wave])
     marked = False
     if full is not None and marker is not None and not o.stream and full.size:

@@ -352,3 +352,36 @@ def test_wrong_codec_voice_is_a_clear_error(cli_runner, tmp_path, ctx_wave):
     )
     assert res.exit_code == 2
     assert res.output.startswith("error: voice demo-voice was made with another Mimi codec")
+
+
+def test_parallel_sentences_are_each_sentence_alone(ctx_wave):
+    """--parallel-sentences: every sentence gets the voice only, seed + its index, and exactly
+    the frames it gets spoken alone; retries take seed + k * sentences + index."""
+    sp = fresh()
+    ann = make_ann(sp, ctx_wave)
+    text = "One. Two, and more words. Three is here. Four. Five at last."
+    settings = GenerationSettings(max_audio_ms=400, seed=20, **SAMPLED)
+    evs, done = run(sp.say(text, voice=ann, settings=settings, options=SpeakOptions(parallel=3, pause_ms=0)))
+    dones = [e for e in evs if isinstance(e, SentenceDone)]
+    assert len(dones) == 5 and sp.generator.batch is None  # its own batch, gone afterwards
+    for d in dones:
+        assert d.seed == 20 + d.sentence.index
+        alone = run(
+            fresh().say(
+                d.sentence.text,
+                voice=ann,
+                settings=GenerationSettings(max_audio_ms=400, seed=d.seed, **SAMPLED),
+                options=SpeakOptions(split=False),
+            )
+        )[1]
+        np.testing.assert_array_equal(d.frames, alone.frames)
+    np.testing.assert_array_equal(done.frames, np.concatenate([d.frames for d in dones]))
+    # a runaway sentence is retried with seed + k * sentences + index
+    evs, _ = run(
+        fresh().say(
+            "Hi there. Bye now.",
+            settings=GenerationSettings(seed=4, **SAMPLED),
+            options=SpeakOptions(parallel=2, retries=1),
+        )
+    )
+    assert [(e.attempts, e.seed) for e in evs if isinstance(e, SentenceDone)] == [(2, 6), (2, 7)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,21 @@ MAX_TEXT_BYTES = 4 * 2**20  # longer input is refused (about 60 hours of speech)
     type=click.Path(dir_okay=False),
     default=None,
     help="Read the text from this UTF-8 file ('-' for stdin).",
+)
+@click.option(
+    "--batch-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Speak each line of this UTF-8 file ('-' for stdin) as its own utterance, several at once; "
+    "outputs are named by -o with {n} for the line's number. Blank lines and '#' lines are skipped.",
+)
+@click.option(
+    "--batch",
+    "batch_size",
+    type=click.IntRange(min=1, max=64),
+    default=4,
+    show_default=True,
+    help="With --batch-file: utterances generated together.",
 )
 @model_options
 @click.option("--voice", "-v", default=None, help="A saved voice (see `ccsm voice list`) or a .ccsmvoice file.")
@@ -45,6 +61,8 @@ MAX_TEXT_BYTES = 4 * 2**20  # longer input is refused (about 60 hours of speech)
 def run(
     text: str | None,
     text_file: str | None,
+    batch_file: str | None,
+    batch_size: int,
     model: str | None,
     tokenizer: str | None,
     mimi: str | None,
@@ -71,8 +89,18 @@ def run(
       ccsm run "And you?" -s 1 --context 0 "Hi, how are you?" hi.wav -o reply.wav
       ccsm run --text-file chapter.txt --voice ann -o chapter.wav --srt chapter.srt
       cat notes.txt | ccsm run - --voice ann --stream -o - | aplay -r 24000 -f FLOAT_LE
+      ccsm run --batch-file lines.txt --voice ann -o 'line-{n}.wav' --batch 8
       ccsm run "Hi" --model demo -o demo.wav      # random weights: noise, not speech
     """
+    if batch_file is not None:
+        if text is not None or text_file is not None:
+            raise UsageError("--batch-file and TEXT (or --text-file) both given", "give one of them")
+
+        def load() -> Any:
+            return load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
+
+        _run_batch(batch_file, batch_size, load, voice, speaker, contexts, kw)
+        return
     words = read_text(text, text_file)
     plan = prepare(kw)
     saved = load_voice(voice) if voice else None
@@ -142,3 +170,82 @@ def _segment(sp: Any, speaker: int, text: str, audio: str):
     if audio.endswith(".npy"):
         return Segment(speaker, text, codes=read_codes(audio))
     return Segment(speaker, text, audio=read_audio(audio, sp.sample_rate))
+
+
+BATCH_OUTPUTS = ("output", "codes_out", "srt", "vtt")
+
+
+def _run_batch(
+    batch_file: str,
+    slots: int,
+    load: Callable[[], Any],
+    voice: str | None,
+    speaker: int | None,
+    contexts: tuple,
+    kw: dict[str, Any],
+) -> None:
+    """``--batch-file``: each line spoken as `ccsm run LINE` would, ``slots`` at a time together."""
+    lines = [ln.strip() for ln in read_text(None, batch_file).splitlines()]
+    texts = [(n, ln) for n, ln in enumerate(lines, 1) if ln and not ln.startswith("#")]
+    if not texts:
+        raise UsageError(f"{batch_file} has no lines to speak", "write one utterance per line")
+    if kw["stream"] or kw["output"] == "-":
+        raise UsageError("--batch-file writes one file per line", "drop --stream and -o -")
+    if kw["output"] is None and kw["codes_out"] is None:
+        kw["output"] = "utterance-{n}.wav"
+    width = len(str(len(lines)))
+    for name in BATCH_OUTPUTS:
+        if kw[name] is not None and "{n}" not in kw[name]:
+            raise UsageError(
+                f"--batch-file needs {{n}} in {_flag(name)} (one file per line), got {kw[name]!r}",
+                f"e.g. {_flag(name)} 'line-{{n}}{_suffix(name)}'",
+            )
+    plan = prepare(kw)
+    saved = load_voice(voice) if voice else None
+    sp = load()
+    context = [_segment(sp, *c) for c in contexts]
+    from tqdm import tqdm
+
+    from ..pipeline import Finished, Line
+    from ..speak_many import Failed, speak_many
+
+    show = sys.stderr.isatty() if kw["progress"] is None else kw["progress"]
+    jobs = [[Line(t, speaker, saved)] for _, t in texts]
+    events: dict[int, list[Any]] = {i: [] for i in range(len(jobs))}
+    failed = 0
+    with tqdm(total=len(jobs), unit="line", disable=not show, desc="lines") as bar:
+        runs = speak_many(
+            sp,
+            jobs,
+            slots=slots,
+            context=context,
+            settings=plan.settings,
+            options=plan.options,
+            marker=plan.marker,
+            audio=kw["output"] is not None,
+        )
+        for i, ev in runs:
+            n = texts[i][0]
+            if isinstance(ev, Failed):
+                failed += 1
+                click.echo(f"error: line {n}: {ev.error.one_line()}", err=True)
+                bar.update(1)
+                continue
+            events[i].append(ev)
+            if isinstance(ev, Finished):
+                one = {**kw, "progress": False}
+                for name in BATCH_OUTPUTS:
+                    if kw[name] is not None:
+                        one[name] = kw[name].replace("{n}", str(n).zfill(width))
+                deliver(sp, iter(events.pop(i)), one, json_lines=True)
+                bar.update(1)
+    if failed:
+        raise UsageError(f"{failed} of {len(jobs)} lines failed (see above)", "fix those lines and run them again")
+
+
+def _flag(name: str) -> str:
+    return {"output": "-o", "codes_out": "--codes-out", "srt": "--srt", "vtt": "--vtt"}[name]
+
+
+def _suffix(name: str) -> str:
+    return {"output": ".wav", "codes_out": ".npy", "srt": ".srt", "vtt": ".vtt"}[name]
