@@ -1,5 +1,5 @@
 """Finding and loading CSM checkpoints: a folder in the original layout (weights in any registered
-format), its weights file, or a CSM GGUF."""
+format), its weights file, a transformers ``CsmForConditionalGeneration`` folder, or a CSM GGUF."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ def load_csm(
     be = get_backend(backend) if backend is None or isinstance(backend, str) else backend
     if is_gguf(Path(path).expanduser()):
         return _load_gguf(Path(path).expanduser(), be, tokenizer)
+    from .hf_csm import is_hf_csm, open_hf_csm
+
+    if is_hf_csm(path):
+        hf = open_hf_csm(path)
+        tok_path = tokenizer or hf.tokenizer
+        if tok_path is None:
+            raise ModelError(f"{path} has no tokenizer.json", "pass --tokenizer PATH (the Llama-3.2-1B tokenizer.json)")
+        model = CSM(be, hf.config, hf.tensors)
+        return LoadedCsm(model, load_tokenizer(tok_path), hf.config, None, hf.mimi_tensors, hf.mimi_config)
     files = find_model_files(path)
     cfg = read_config(files.config)
     weights = open_weights(files.weights)

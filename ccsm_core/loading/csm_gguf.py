@@ -1,4 +1,5 @@
-"""One GGUF file for a whole CSM speech model: CSM weights, Mimi weights and the tokenizer.
+"""One GGUF file for a whole CSM speech model: CSM weights, Mimi weights and the tokenizer, from a
+checkpoint in the original layout or in transformers' (`hf_csm`).
 
 Layout (architecture ``csm``):
 
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, ModelError, UsageError
-from ..tensors import TensorData
+from ..tensors import TensorData, float32_values
 from .weights import open_weights
 
 ARCH = "csm"
@@ -99,9 +100,15 @@ def convert_csm(
 
     if qtype not in TYPES:
         raise UsageError(f"unknown --type {qtype!r}", f"one of {', '.join(TYPES)}")
-    files = find_model_files(folder)
-    cfg = read_config(files.config)
-    weights = open_weights(files.weights)
+    from .hf_csm import is_hf_csm, open_hf_csm
+
+    hf = open_hf_csm(folder) if is_hf_csm(folder) else None
+    weights: Mapping[str, Any]
+    if hf is not None:
+        cfg, weights, tokenizer = hf.config, hf.tensors, hf.tokenizer
+    else:
+        files = find_model_files(folder)
+        cfg, weights, tokenizer = read_config(files.config), open_weights(files.weights), files.tokenizer
     # validate every name and shape before writing anything
 
     class _ShapesOnly(NumpyBackend):
@@ -120,7 +127,7 @@ def convert_csm(
     for name, t in weights.items():
         if progress:
             progress(name)
-        arr = t.numpy()
+        arr = float32_values(t)
         if name == "audio_head":
             for i in range(arr.shape[0]):
                 head = np.ascontiguousarray(arr[i].T)
@@ -128,26 +135,31 @@ def convert_csm(
             continue
         tensors[name] = (arr, _store_type(name, arr, qtype))
     tensors = _fusable_order(tensors)
-    if files.tokenizer is not None and files.tokenizer.suffix == ".json":
-        metadata["tokenizer.huggingface.json"] = files.tokenizer.read_text()
-    elif files.tokenizer is not None:
+    if tokenizer is not None and tokenizer.suffix == ".json":
+        metadata["tokenizer.huggingface.json"] = tokenizer.read_text()
+    elif tokenizer is not None:
         raise ModelError(
-            f"{files.tokenizer}: only tokenizer.json can be embedded in a CSM GGUF",
+            f"{tokenizer}: only tokenizer.json can be embedded in a CSM GGUF",
             "convert with a tokenizer.json beside the model",
         )
-    mimi = find_mimi(files.weights)
-    if mimi is not None:
+    mimi_source: tuple[Mapping[str, Any], dict | None] | None = None
+    if hf is not None:
+        mimi_source = (hf.mimi_tensors, hf.mimi_config) if hf.mimi_tensors is not None else None
+    else:
+        mimi = find_mimi(files.weights)
+        if mimi is not None:
+            mimi_source = (open_weights(mimi[0]), json.loads(mimi[1].read_text()) if mimi[1] is not None else None)
+    if mimi_source is not None:
         from ..models.mimi import mimi_config
 
-        mimi_cfg = json.loads(mimi[1].read_text()) if mimi[1] is not None else None
-        metadata["csm.mimi_config"] = json.dumps(mimi_config(mimi_cfg))
-        for name, t in open_weights(mimi[0]).items():
+        metadata["csm.mimi_config"] = json.dumps(mimi_config(mimi_source[1]))
+        for name, t in mimi_source[0].items():
             if name.endswith("_initialized"):
                 continue
             gname = mimi_gguf_name(name)
             if len(gname.encode()) > MAX_NAME:
                 raise FormatError(f"Mimi tensor name {name!r} is too long for GGUF even shortened")
-            tensors[gname] = (t.numpy(), "F32")
+            tensors[gname] = (float32_values(t), "F32")
     for name in tensors:
         if len(name.encode()) > MAX_NAME:
             raise FormatError(f"tensor name {name!r} is longer than GGUF's {MAX_NAME} bytes")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import FormatError, UsageError
 
 TEXT_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k")
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k": 15, "bf16": 32}  # llama_ftype
@@ -46,7 +46,10 @@ def is_text_model(path: str | Path) -> bool:
 
     p = Path(path).expanduser()
     if p.is_dir():
-        cfg = hf_config(p)
+        try:
+            cfg = hf_config(p)
+        except FormatError:  # the CSM loader reports it
+            return False
         return cfg is not None and text_config(cfg).get("model_type") != "csm"
     if not p.is_file() or p.suffix == ".safetensors":
         return False
@@ -92,8 +95,6 @@ def _maker(tensors: Mapping[str, Any], name: str) -> Callable[[], Any]:
 
 def _check_model(cfg: Any, tensors: Mapping[str, Any]) -> None:
     """Every tensor the model needs exists with its shape, read from the plan (nothing computed)."""
-    from ..errors import FormatError
-
     st = cfg.stack
     d, hd, ff = st.embed_dim, st.head_dim, st.intermediate_dim
     q, kv = st.num_heads * hd, st.num_kv_heads * hd
