@@ -20,7 +20,8 @@ def text_model_options(f: Any) -> Any:
                 "-m",
                 envvar="CCSM_TEXT_MODEL",
                 default=None,
-                help="A GGUF text model (default: the bundled SmolLM2-135M-Instruct). [env: CCSM_TEXT_MODEL]",
+                help="A GGUF text model or transformers folder (default: the bundled SmolLM2-135M-Instruct). "
+                "[env: CCSM_TEXT_MODEL]",
             ),
             click.option("--backend", "-b", envvar="CCSM_BACKEND", default=None, help="Compute backend."),
             click.option(
