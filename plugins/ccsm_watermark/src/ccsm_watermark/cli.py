@@ -12,6 +12,9 @@ from ccsm_core.errors import CcsmError, FormatError, UsageError
 
 from . import DEFAULT_METHOD, METHODS, PAYLOAD_BITS, PUBLIC_DEFAULT_KEY
 
+MIN_MARK_SCORE = 11.0  # embed warns below this score on the marked audio (p < 1e-6 needs about 9)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aac", ".aiff", ".aif")
+
 
 def parse_payload(text: str) -> int:
     """``0xC0FFEE42`` or ``12345`` as a 32-bit payload; a `UsageError` otherwise."""
@@ -126,17 +129,27 @@ def embed_cmd(
             subtype = info.subtype
     if subtype is None or not subtype.startswith(("FLOAT", "DOUBLE")):
         marked = np.clip(marked, -1.0, 1.0)
+    from ccsm_core.files import atomic_path
+
     try:
-        sf.write(output, marked, rate, subtype=subtype)
+        with atomic_path(output, keep_suffix=True) as tmp:
+            sf.write(str(tmp), marked, rate, subtype=subtype)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise FormatError(
             f"cannot write {output!r}: {' '.join(str(e).split())}", "use a .wav or .flac output name"
         ) from None
     click.echo(f"marked {input_path} -> {output} ({method}, payload 0x{value:08X})", err=True)
+    score = wm.mark_score(marked, rate, value)
+    if score < MIN_MARK_SCORE:  # reported now, not found missing later
+        click.echo(
+            f"warning: {input_path}: the mark is weak here (score {score:.1f}, detection needs about "
+            f"{MIN_MARK_SCORE:g}): too short, too quiet or too sparse to hide it; use longer audio or --strength",
+            err=True,
+        )
 
 
 @watermark.command("detect")
-@click.argument("input_path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.argument("paths", metavar="FILE_OR_DIR...", nargs=-1, required=True)
 @click.option("--key-file", default=None, help="private key; default: the public key")
 @click.option(
     "--method",
@@ -152,38 +165,101 @@ def embed_cmd(
     show_default=True,
     help="report present when the false-positive p-value is below this",
 )
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def detect_cmd(input_path: str, key_file: str | None, method: str, threshold: float, as_json: bool) -> None:
-    """Say whether FILE carries a mark for the key, its payload and a p-value."""
+@click.option(
+    "--payload-threshold",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="report the payload when the chance that a wrong one passes its check is below this",
+)
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="files checked at once (processes)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object per file (one per line)")
+def detect_cmd(
+    paths: tuple[str, ...],
+    key_file: str | None,
+    method: str,
+    threshold: float,
+    payload_threshold: float,
+    jobs: int,
+    as_json: bool,
+) -> None:
+    """Say whether each FILE (or each audio file under DIR) carries a mark for the key, its
+    payload and p-values. Long files are read in blocks of WINDOW_S seconds."""
     if not 0 < threshold < 1:
-        raise UsageError(f"--threshold {threshold} is not in (0, 1)")
+        raise UsageError(f"--threshold {threshold} is not in (0, 1)", "give e.g. 1e-6")
+    if not 0 < payload_threshold < 1:
+        raise UsageError(f"--payload-threshold {payload_threshold} is not in (0, 1)", "give e.g. 1e-4")
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs} is below 1", "give the number of files to check at once, e.g. 2")
+    files = _collect(paths)
     key = _key(key_file)
-    audio, rate, _ = read_audio(input_path)
     names = list(METHODS) if method == "auto" else [method]
-    best, best_name = None, names[0]
-    for name in names:
-        try:
-            r = _watermarker(name, key, threshold=threshold).detect(audio, rate)
-        except ValueError as e:
-            raise UsageError(f"{input_path}: {e}") from None
-        if best is None or r.p_value < best.p_value:
-            best, best_name = r, name
-    assert best is not None
-    p = min(1.0, best.p_value * len(names))  # union bound over the methods tried
-    present = None if best.present is None else p < threshold
-    out = best.as_json()
-    out.update(present=present, p_value=p, method=best_name, file=input_path)
-    if not present:
-        out["payload"] = None
+    for name in names:  # bad settings fail here, once, not in every worker
+        _watermarker(name, key, threshold=threshold, payload_threshold=payload_threshold)
+    args = [(f, key, names, threshold, payload_threshold) for f in files]
+    if jobs == 1 or len(files) == 1:
+        results: Any = map(_detect_one, args)
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)))
+        results = pool.map(_detect_one, args)
+    for out in results:
+        _print(out, as_json)
+
+
+def _collect(paths: tuple[str, ...]) -> list[str]:
+    """The files named, and the audio files under the folders named (sorted)."""
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(
+                os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs if f.lower().endswith(AUDIO_SUFFIXES)
+            )
+            if not found:
+                raise UsageError(
+                    f"no audio files under {p!r}", f"give files or a folder with {', '.join(AUDIO_SUFFIXES)}"
+                )
+            files += found
+        elif not os.path.isfile(p):
+            raise FormatError(f"audio file {p!r} not found", "check the path")
+        else:
+            files.append(p)
+    return files
+
+
+def _print(out: dict[str, Any], as_json: bool) -> None:
+    if "error" in out:  # a file that could not be read: said, and the others still checked
+        raise UsageError(out["error"], out.get("hint"))
     if as_json:
         click.echo(json.dumps(out))
         return
+    present = out["present"]
     word = {True: "present", False: "absent", None: "cannot tell"}[present]
-    click.echo(f"{input_path}: watermark {word} (method {best_name}, p-value {p:.3g}, score {best.score:.1f})")
+    click.echo(
+        f"{out['file']}: watermark {word} (method {out['method']}, p-value {out['p_value']:.3g}, "
+        f"score {out['score']:.1f})"
+    )
     if present:
-        click.echo(f"payload: {out['payload'] or 'unreadable (mark found, payload check failed)'}")
+        if out["payload"]:
+            click.echo(f"payload: {out['payload']} (check p-value {out['payload_p_value']:.2g})")
+        else:
+            click.echo(f"payload: unreadable (mark found, payload check p-value {out['payload_p_value']:.2g})")
     elif present is None:
-        click.echo(f"reason: {best.reason}")
+        click.echo(f"reason: {out['reason']}")
+
+
+def _detect_one(args: tuple[str, bytes, list[str], float, float]) -> dict[str, Any]:
+    """Detect in one file (in a worker process with --jobs): the JSON answer, or an error."""
+    from .longfile import detect_file
+
+    path, key, names, threshold, payload_threshold = args
+    try:
+        return detect_file(path, key, names, threshold, payload_threshold)
+    except CcsmError as e:
+        return {"error": str(e.args[0]) if e.args else str(e), "hint": getattr(e, "hint", None)}
+    except ValueError as e:
+        return {"error": f"{path}: {e}", "hint": None}
 
 
 @watermark.command("keygen")

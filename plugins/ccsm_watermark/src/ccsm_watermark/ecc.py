@@ -76,8 +76,8 @@ def decode_many(soft: np.ndarray) -> list[int]:
     """`decode` of each row of ``soft`` (H, CODE_BITS), in one matrix product per half."""
     soft = np.asarray(soft, dtype=np.float32).reshape(-1, 2, WORD_BITS)
     book = codebook()
-    hi = np.argmax(book @ soft[:, 0].T, axis=0)
-    lo = np.argmax(book @ soft[:, 1].T, axis=0)
+    hi = np.argmax(soft[:, 0] @ book.T, axis=1)  # (H, 2^16): rows are contiguous for argmax
+    lo = np.argmax(soft[:, 1] @ book.T, axis=1)
     return [(int(h) << HALF_BITS) | int(q) for h, q in zip(hi, lo)]
 
 

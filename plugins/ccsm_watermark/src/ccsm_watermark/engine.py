@@ -228,11 +228,14 @@ class Method:
     def _fold(self, feats: np.ndarray, scale: float) -> np.ndarray:
         """Moving slot sums M[k, unit] of the folded features for sub-slot offset k."""
         L = self.layout.period * SUB
-        t = np.arange(feats.shape[0]) * (DET_HOP / dsp.RATE)
+        n = feats.shape[0]
+        t = np.arange(n) * (DET_HOP / dsp.RATE)
         q = np.floor(t / scale / (self.layout.slot_s / SUB)).astype(np.int64) % L
-        onehot = np.zeros((L, len(q)))
-        onehot[q, np.arange(len(q))] = 1.0
-        Q = onehot @ feats
+        order = np.argsort(q, kind="stable")  # frames grouped by their place in the block
+        starts = np.searchsorted(q[order], np.arange(L))
+        Q = np.add.reduceat(feats[order], np.minimum(starts, n - 1), axis=0)
+        Q[starts >= n] = 0.0  # places no frame falls on (audio shorter than a block)
+        Q[:-1][starts[1:] == starts[:-1]] = 0.0  # empty places (reduceat repeats the next row)
         csum = np.concatenate([Q, Q[: SUB - 1]], axis=0).cumsum(axis=0)
         csum = np.vstack([np.zeros((1, Q.shape[1])), csum])
         return csum[SUB : SUB + L] - csum[:L]  # M[k] = sum Q[k .. k+SUB-1]

@@ -30,5 +30,6 @@ class WatermarkResult:
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["payload"] = None if self.payload is None else f"0x{self.payload:08X}"
+        d["payload_confident"] = self.payload is not None
         d.pop("raw_payload")
         return d
