@@ -116,3 +116,25 @@ def test_bad_input_gives_one_line_errors(cli: click.Group, wav: str, tmp_path) -
     assert "not an integer" in str(_error(cli, ["watermark", "embed", wav, "-o", out, "--payload", "abc"]))
     assert "cannot read" in str(_error(cli, ["watermark", "detect", str(not_audio)]))
     assert not os.path.exists(out)
+
+
+def test_detect_many_files_a_folder_and_jobs(cli: click.Group, wav: str, tmp_path) -> None:
+    run = CliRunner()
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(3):
+        r = run.invoke(cli, ["watermark", "embed", wav, "-o", str(folder / f"m{i}.wav"), "--payload", str(i + 1)])
+        assert r.exit_code == 0, r.output
+    sf.write(str(folder / "plain.flac"), sf.read(wav)[0], 24000)
+    r = run.invoke(cli, ["watermark", "detect", str(folder), "--jobs", "2", "--json", "--method", "ss-stft"])
+    assert r.exit_code == 0, r.output
+    rows = {os.path.basename(d["file"]): d for d in map(json.loads, r.stdout.splitlines())}
+    assert sorted(rows) == ["m0.wav", "m1.wav", "m2.wav", "plain.flac"]
+    for i in range(3):
+        row = rows[f"m{i}.wav"]
+        assert row["present"] is True and row["payload"] == f"0x{i + 1:08X}" and row["payload_confident"] is True
+        assert row["payload_p_value"] < 1e-4
+    assert rows["plain.flac"]["present"] is False and rows["plain.flac"]["payload"] is None
+    assert "--jobs 0 is below 1" in str(_error(cli, ["watermark", "detect", wav, "--jobs", "0"]))
+    (tmp_path / "empty").mkdir()
+    assert "no audio files" in str(_error(cli, ["watermark", "detect", str(tmp_path / "empty")]))

@@ -63,3 +63,10 @@ def test_long_text_is_marked_as_one_output(cli_runner, tmp_path, monkeypatch):
     detector = create(DEFAULT_METHOD, PUBLIC_DEFAULT_KEY)
     assert detector.detect(wave, 24000).present is True
     assert detector.detect(plain, 24000).present is not True
+
+
+def test_streamed_output_is_marked(cli_runner, tmp_path, monkeypatch):
+    text = "First part of it. Then the second part. And the end."
+    wave = _run(cli_runner, tmp_path, monkeypatch, "--max-audio-ms", "1200", "--stream", text=text)
+    assert len(wave) == (3 * 15 + 2 * 4) * 1920
+    assert create(DEFAULT_METHOD, PUBLIC_DEFAULT_KEY).detect(wave, 24000).present is True
