@@ -89,24 +89,26 @@ def mark_stream(events: Iterator[Any], marker: AppliedWatermark, sample_rate: in
     `Finished`); `Finished` then holds the marked whole. Unchanged when the method cannot stream."""
     from dataclasses import replace
 
-    from .pipeline import Audio, Finished
-
+    # the pipeline's event types are known by name: this layer does not import the pipeline
     stream = marker.stream(sample_rate)
     if stream is None:
         yield from events
         return
     parts: list[np.ndarray] = []
+    audio_event: Any = None
     for ev in events:
-        if isinstance(ev, Audio):
+        kind = type(ev).__name__
+        if kind == "Audio":
+            audio_event = type(ev)
             out = stream.push(ev.samples)
             parts.append(out)
             if out.size:
-                yield Audio(out)
-        elif isinstance(ev, Finished):
+                yield audio_event(out)
+        elif kind == "Finished":
             tail = stream.flush()
             parts.append(tail)
-            if tail.size:
-                yield Audio(tail)
+            if tail.size and audio_event is not None:
+                yield audio_event(tail)
             whole = None if ev.audio is None else np.concatenate([np.zeros(0, np.float32), *parts])
             yield replace(ev, audio=whole, watermarked=whole is not None and whole.size > 0)
         else:
