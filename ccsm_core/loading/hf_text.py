@@ -23,7 +23,7 @@ from ..errors import FormatError, ModelError
 from ..models.text import arch_names, get_arch
 from ..models.text.arch import TextArch
 from ..tensors import PLAIN_DTYPES, TensorData, WeightSource, float32_values
-from .hf_folder import hf_config, open_shards
+from .hf_folder import hf_config, open_shards, read_json
 
 MAX_COUNT = 1 << 31
 # per-layer transformers names -> GGUF names (the layer prefix model.layers.{i}. -> blk.{i}.)
@@ -103,19 +103,21 @@ class LazyTensors(Mapping[str, Any]):
         return self.makers[name][0]
 
 
-def open_hf_text(folder: str | Path) -> HfText:
-    """The transformers text model in ``folder`` (config, shards, tokenizer), validated."""
+def open_hf_text(folder: str | Path, source: WeightSource | None = None) -> HfText:
+    """The transformers text model in ``folder`` (config, shards, tokenizer), validated.
+    ``source``: its weights under transformers names when they are not the folder's safetensors
+    (a format plugin's file, such as an ONNX export beside ``config.json``)."""
     from .hf_tokenizer import tokenizer_metadata
 
     p = Path(folder).expanduser()
-    raw = hf_config(p)
+    raw = hf_config(p) if source is None else read_json(p / "config.json", "config")
     if raw is None:
         raise ModelError(f"{p} is not a transformers model folder", "it needs config.json and model.safetensors")
     cfg = text_config(raw)
     where = str(p / "config.json")
     arch = find_text_arch(cfg, where)
     md, dims = _metadata(cfg, arch, where)
-    source = open_shards(p)
+    source = open_shards(p) if source is None else source
     tensors = _tensors(source, arch, cfg, dims, where)
     vocab = tensors.shape("token_embd.weight")[0]
     if vocab != dims["vocab"]:
