@@ -1,8 +1,10 @@
 """Tiny Llama decoders written as ONNX graphs with ``onnx.helper`` (no PyTorch), in the layouts
 the exporters write: ``named`` (optimum: transformers names, Linear weights behind a
 Transpose), ``scoped`` (torch.onnx with constant folding: ``onnx::MatMul_N`` weights stored
-``[in, out]``, node names carrying the module scope) and ``positional`` (the same, with node
-names and norm weights renamed so only the graph's order tells them apart)."""
+``[in, out]``, node names carrying the module scope), ``positional`` (the same, with node
+names and norm weights renamed so only the graph's order tells them apart) and ``gemm`` (Gemm
+nodes with ``transB=1`` over ``onnx::Gemm_N`` weights stored ``[out, in]``, positional too).
+Linear biases follow their MatMul as an ``Add``."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class Builder:
 
     def node(self, op: str, inputs: list[str], module: str = "", **attrs: object) -> str:
         out = self.fresh("/" + module.replace(".", "/") + "/" + op + "_output" if module else op + "_output")
-        name = f"/{module.replace('.', '/')}/{op}" if module and self.style != "positional" else self.fresh(op)
+        name = f"/{module.replace('.', '/')}/{op}" if module and self.style in ("named", "scoped") else self.fresh(op)
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
@@ -43,15 +45,23 @@ class Builder:
         w = self.weights[module + ".weight"]
         if self.style == "named":
             wt = self.node("Transpose", [self.init(module + ".weight", w)], module, perm=[1, 0])
-            return self.node("MatMul", [x, wt], module)
-        return self.node("MatMul", [x, self.init(self.fresh("onnx::MatMul"), w.T)], module)
+            y = self.node("MatMul", [x, wt], module)
+        elif self.style == "gemm":  # stored [out, in], read transposed by the Gemm
+            y = self.node("Gemm", [x, self.init(self.fresh("onnx::Gemm"), w)], module, transB=1)
+        else:
+            y = self.node("MatMul", [x, self.init(self.fresh("onnx::MatMul"), w.T)], module)
+        bias = self.weights.get(module + ".bias")
+        if bias is None:
+            return y
+        name = module + ".bias" if self.style == "named" else self.fresh("onnx::Add")
+        return self.node("Add", [y, self.init(name, bias)], module)
 
     def norm(self, x: str, module: str) -> str:
         sq = self.node("Mul", [x, x], module)
         ms = self.node("ReduceMean", [sq], module, keepdims=1)
         eps = self.init(self.fresh("onnx::Add"), np.array(1e-6, np.float32))
         rms = self.node("Sqrt", [self.node("Add", [ms, eps], module)], module)
-        w = module + ".weight" if self.style != "positional" else self.fresh("onnx::Mul")
+        w = module + ".weight" if self.style in ("named", "scoped") else self.fresh("onnx::Mul")
         scaled = self.node("Div", [x, rms], module)
         return self.node("Mul", [scaled, self.init(w, self.weights[module + ".weight"])], module)
 

@@ -18,23 +18,28 @@ from ccsm_core.cli import cli
 from ccsm_core.errors import FormatError
 from ccsm_core.formats.gguf_reader import load_gguf
 from ccsm_core.loading.text import load_text_model
+from ccsm_core.loading.weights import open_weights
 from ccsm_core.testing.hf_layout import hf_tensors, write_hf_folder
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export import llama_graph, save  # noqa: E402
 
-FIXTURE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "text-archs" / "llama.gguf"
+FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "text-archs"
 IDS = [0, 2, 3, 16, 4, 5, 6, 17, 7, 8, 9, 2]
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 
 
+def tiny_model(tmp: Path, arch: str) -> tuple[Path, dict[str, np.ndarray], int]:
+    """(the transformers folder, its tensors under transformers names, its layer count)."""
+    src = load_gguf(FIXTURES / f"{arch}.gguf")
+    md, t = dict(src.metadata), {k: v.numpy() for k, v in src.items() if k != "rope_freqs.weight"}
+    folder = write_hf_folder(tmp / f"tiny-{arch}", md, t)
+    return folder, hf_tensors(md, t), int(md[f"{arch}.block_count"])
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray], int]:
-    """(the transformers folder, its tensors under transformers names, its layer count)."""
-    src = load_gguf(FIXTURE)
-    md, t = dict(src.metadata), {k: v.numpy() for k, v in src.items() if k != "rope_freqs.weight"}
-    folder = write_hf_folder(tmp_path_factory.mktemp("hf") / "tiny-llama", md, t)
-    return folder, hf_tensors(md, t), int(md["llama.block_count"])
+    return tiny_model(tmp_path_factory.mktemp("hf"), "llama")
 
 
 def export(model, tmp_path: Path, style: str, external: str | None = None) -> Path:
@@ -54,12 +59,25 @@ def logits(path: Path, backend) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "style, external", [("named", None), ("scoped", None), ("positional", None), ("positional", "model.onnx_data")]
+    "style, external",
+    [("named", None), ("scoped", None), ("positional", None), ("gemm", None), ("positional", "model.onnx_data")],
 )
 def test_export_gives_the_folders_logits(model, tmp_path, reference_backend, style, external):
     path = export(model, tmp_path, style, external)
     assert (path.parent / "model.onnx_data").is_file() == (external is not None)
     want = logits(model[0], reference_backend)
+    np.testing.assert_allclose(logits(path, reference_backend), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("style", ["gemm", "positional", "scoped"])
+def test_qwen2_biases_and_gemm(tmp_path_factory, tmp_path, reference_backend, style):
+    """Qwen2's q/k/v biases (an Add after each MatMul, renamed ``onnx::Add_N`` where the names are
+    positional), and Gemm weights read with ``transB=1``, give the folder's logits."""
+    qwen2 = tiny_model(tmp_path_factory.mktemp("qwen2"), "qwen2")
+    assert any(n.endswith("q_proj.bias") for n in qwen2[1])
+    path = export(qwen2, tmp_path, style)
+    assert {"blk.0.attn_q.bias", "blk.1.attn_v.bias"} <= set(open_weights(path).tensors)
+    want = logits(qwen2[0], reference_backend)
     np.testing.assert_allclose(logits(path, reference_backend), want, atol=1e-5, rtol=0)
 
 
