@@ -58,7 +58,7 @@ def test_spec_classes_and_their_keywords():
     }
     names = {k: [f.name for f in keywords(spec)] for k, (_, spec) in KINDS.items()}
     assert names == {
-        "backends": ["priority", "available", "devices", "describe", "summary"],
+        "backends": ["priority", "available", "devices", "describe", "batching", "summary"],
         "formats": ["suffixes", "sniff", "summary"],
         "tokenizers": ["sniff", "summary"],
         "samplers": ["kind", "summary"],
@@ -97,7 +97,11 @@ def test_specs_are_frozen_and_lists_become_tuples():
     "kind, keywords, message",
     [
         ("backends", {"priorty": 99}, "unknown keyword 'priorty' - did you mean 'priority'?"),
-        ("backends", {"zzz": 1}, "unknown keyword 'zzz' - known: priority, available, devices, describe, summary"),
+        (
+            "backends",
+            {"zzz": 1},
+            "unknown keyword 'zzz' - known: priority, available, devices, describe, batching, summary",
+        ),
         ("backends", {"priority": "high"}, "priority must be int, got 'high' (str)"),
         ("backends", {"priority": True}, "priority must be int, got True (bool)"),
         ("backends", {"available": "yes"}, "available must be callable or None, got 'yes' (str)"),
