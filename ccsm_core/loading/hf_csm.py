@@ -24,6 +24,8 @@ import numpy as np
 from ..errors import FormatError, ModelError
 from ..models.config import CsmConfig, LlamaConfig
 from ..tensors import TensorData
+from .hf_folder import config_count as _count
+from .hf_folder import config_real as _real
 from .hf_folder import hf_config, open_shards
 
 CSM_LAYER = {
@@ -101,20 +103,6 @@ def pairs_from_halves(t: Any, heads: int, where: str) -> Any:
     rows, cols = shape
     moved = np.ascontiguousarray(raw.reshape(heads, 2, rows // heads // 2, -1).swapaxes(1, 2)).reshape(rows, -1)
     return TensorData(t.name, shape, t.dtype, moved) if isinstance(t, TensorData) else moved.reshape(shape)
-
-
-def _count(cfg: Mapping[str, Any], key: str, where: str, default: Any = None) -> int:
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 31:
-        raise FormatError(f"{where}: {key} = {value!r} is not a count", "restore the model's config.json")
-    return value
-
-
-def _real(cfg: Mapping[str, Any], key: str, where: str, default: Any = None) -> float:
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e30:
-        raise FormatError(f"{where}: {key} = {value!r} is not valid", "restore the model's config.json")
-    return float(value)
 
 
 def stack_config(cfg: Mapping[str, Any], where: str) -> LlamaConfig:

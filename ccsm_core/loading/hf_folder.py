@@ -4,6 +4,7 @@ listed by ``model.safetensors.index.json`` (``weight_map``: tensor name -> shard
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,22 @@ def open_shards(folder: Path) -> WeightSource:
             raise FormatError(f"{folder / shard}: tensor {name!r} of the index is not in it", "the shard is stale")
         tensors[name] = shards[shard].tensors[name]
     return WeightSource(folder, tensors, {}, "safetensors")
+
+
+MAX_COUNT = 1 << 31  # counts a config.json may give
+
+
+def config_count(cfg: Mapping[str, Any], key: str, where: str, default: Any = None, low: int = 1) -> int:
+    """``cfg[key]`` as an int in ``low..MAX_COUNT``, else `FormatError` naming the key."""
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
+        raise FormatError(f"{where}: {key} = {value!r} is not a count", "restore the model's config.json")
+    return value
+
+
+def config_real(cfg: Mapping[str, Any], key: str, where: str, default: Any = None) -> float:
+    """``cfg[key]`` as a positive finite float, else `FormatError` naming the key."""
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e30:
+        raise FormatError(f"{where}: {key} = {value!r} is not valid", "restore the model's config.json")
+    return float(value)

@@ -23,9 +23,10 @@ from ..errors import FormatError, ModelError
 from ..models.text import arch_names, get_arch
 from ..models.text.arch import TextArch
 from ..tensors import PLAIN_DTYPES, TensorData, WeightSource, float32_values
+from .hf_folder import config_count as _count
+from .hf_folder import config_real as _real
 from .hf_folder import hf_config, open_shards, read_json
 
-MAX_COUNT = 1 << 31
 # per-layer transformers names -> GGUF names (the layer prefix model.layers.{i}. -> blk.{i}.)
 LAYER_NAMES = {
     "input_layernorm": "attn_norm",
@@ -125,20 +126,6 @@ def open_hf_text(folder: str | Path, source: WeightSource | None = None) -> HfTe
     md.update(tokenizer_metadata(p, cfg, vocab, arch.name))
     md["general.name"] = p.name
     return HfText(p, arch, md, tensors)
-
-
-def _count(cfg: Mapping[str, Any], key: str, where: str, default: Any = None, low: int = 1) -> int:
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
-        raise FormatError(f"{where}: {key} = {value!r} is not a count", "restore the model's config.json")
-    return value
-
-
-def _real(cfg: Mapping[str, Any], key: str, where: str, default: Any = None) -> float:
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e30:
-        raise FormatError(f"{where}: {key} = {value!r} is not valid", "restore the model's config.json")
-    return float(value)
 
 
 def _rope(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
