@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import FormatError, UsageError
-from .common import backend_options, model_options
+from .common import ModelChoice, model_options
 
 
 def read_codes(path: str, num_codebooks: int = 32):
@@ -33,14 +33,15 @@ def read_codes(path: str, num_codebooks: int = 32):
     return codes.astype(np.int64)
 
 
-def _codec(model, mimi, backend, threads, backend_option, dtype=None, quantize=None):
+def _codec(models: ModelChoice):
+    """The Mimi codec of ``--mimi``, or the one with ``--model``."""
     from ..backends import get_backend
     from ..errors import ModelError
     from ..loading.mimi import load_codec
     from ..loading.sources import resolve_model
 
-    be = get_backend(backend, **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None))
-    codec = load_codec(Path(".") if mimi else resolve_model(model), mimi, be)
+    be = get_backend(models.backend, **models.backend_options())
+    codec = load_codec(Path(".") if models.mimi else resolve_model(models.model), models.mimi, be)
     if codec is None:
         raise ModelError("no Mimi codec weights found", "pass --mimi FILE or a --model folder with mimi.safetensors")
     return codec
@@ -53,14 +54,7 @@ def _codec(model, mimi, backend, threads, backend_option, dtype=None, quantize=N
 def encode(
     audio: str,
     output: str,
-    model: str | None,
-    tokenizer: str | None,
-    mimi: str | None,
-    backend: str | None,
-    threads: int | None,
-    backend_option: tuple[str, ...],
-    dtype: str | None,
-    quantize: str | None,
+    models: ModelChoice,
 ) -> None:
     """Encode an AUDIO file (any rate, mixed to mono, resampled to 24 kHz) into Mimi codes.
 
@@ -72,7 +66,7 @@ def encode(
 
     from ..audio import read_audio
 
-    codec = _codec(model, mimi, backend, threads, backend_option, dtype, quantize)
+    codec = _codec(models)
     codes = codec.encode(read_audio(audio, codec.sample_rate))
     np.save(output, codes.T)
     click.echo(f"{codes.shape[1]} frames -> {output}", err=True)
@@ -89,14 +83,7 @@ def decode(
     output: str,
     pcm16: bool,
     sample_rate: int | None,
-    model: str | None,
-    tokenizer: str | None,
-    mimi: str | None,
-    backend: str | None,
-    threads: int | None,
-    backend_option: tuple[str, ...],
-    dtype: str | None,
-    quantize: str | None,
+    models: ModelChoice,
 ) -> None:
     """Decode Mimi CODES (.npy, frames x 32 or 32 x frames) into audio.
 
@@ -106,7 +93,7 @@ def decode(
     """
     from ..audio import write_audio
 
-    codec = _codec(model, mimi, backend, threads, backend_option, dtype, quantize)
+    codec = _codec(models)
     arr = read_codes(codes, codec.num_codebooks)
     write_audio(output, codec.decode(arr), codec.sample_rate, pcm16=pcm16, out_rate=sample_rate)
     click.echo(f"{arr.shape[1]} frames -> {output}", err=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -52,34 +54,44 @@ def backend_options(
     return options
 
 
-def load_speech_from(
-    model: str | None,
-    backend: str | None,
-    tokenizer: str | None,
-    mimi: str | None,
-    threads: int | None,
-    backend_option: tuple[str, ...],
-    dtype: str | None,
-    quantize: str | None,
-) -> Any:
-    """The `Speech` that `model_options`' values name; a note when it is the demo model."""
-    from ..loading.demo import NOTICE
-    from ..speech import load_speech
+@dataclass(frozen=True)
+class ModelChoice:
+    """What `model_options` read: the speech model, its tokenizer and codec, and the backend."""
 
-    sp = load_speech(
-        model,
-        backend,
-        tokenizer=tokenizer,
-        mimi=mimi,
-        **backend_options(threads, backend_option, dtype, int(quantize) if quantize else None),
-    )
-    if sp.demo:
-        click.echo(f"note: {NOTICE}", err=True)
-    return sp
+    model: str | None
+    tokenizer: str | None
+    mimi: str | None
+    backend: str | None
+    threads: int | None
+    backend_option: tuple[str, ...]
+    dtype: str | None
+    quantize: str | None
+
+    def backend_options(self) -> dict[str, Any]:
+        """The options for the backend's factory (only those the user set)."""
+        quantize = int(self.quantize) if self.quantize else None
+        return backend_options(self.threads, self.backend_option, self.dtype, quantize)
+
+    def speech(self) -> Any:
+        """The `Speech` these values name; a note when it is the demo model."""
+        from ..loading.demo import NOTICE
+        from ..speech import load_speech
+
+        sp = load_speech(self.model, self.backend, tokenizer=self.tokenizer, mimi=self.mimi, **self.backend_options())
+        if sp.demo:
+            click.echo(f"note: {NOTICE}", err=True)
+        return sp
 
 
 def model_options(f: Callable[..., T]) -> Callable[..., T]:
-    """``--model``, ``--tokenizer``, ``--mimi``, ``--backend``, ``--threads``, ``--backend-option``."""
+    """``--model``, ``--tokenizer``, ``--mimi``, ``--backend``, ``--threads``, ``--backend-option``,
+    ``--dtype``, ``--quantize``: the command receives them as one `ModelChoice`, ``models``."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kw: Any) -> T:
+        models = ModelChoice(**{name: kw.pop(name) for name in ModelChoice.__dataclass_fields__})
+        return f(*args, models=models, **kw)
+
     for opt in reversed(
         [
             click.option(
@@ -119,8 +131,8 @@ def model_options(f: Callable[..., T]) -> Callable[..., T]:
             ),
         ]
     ):
-        f = opt(f)
-    return f
+        command = opt(command)
+    return command
 
 
 def sampling_options(

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .common import load_speech_from, model_options
+from .common import ModelChoice, model_options
 from .run import load_voice
 from .speaking import deliver, prepare, speaking_options
 
@@ -24,14 +24,7 @@ from .speaking import deliver, prepare, speaking_options
 @speaking_options
 def dialogue(
     script: str,
-    model: str | None,
-    tokenizer: str | None,
-    mimi: str | None,
-    backend: str | None,
-    threads: int | None,
-    backend_option: tuple[str, ...],
-    dtype: str | None,
-    quantize: str | None,
+    models: ModelChoice,
     split_dir: str | None,
     **kw: Any,
 ) -> None:
@@ -53,7 +46,7 @@ def dialogue(
     if split_dir and kw["output"] in (None, "-"):
         raise UsageError("--split-dir cuts the audio file", "write the audio to a file with -o")
     lines = assign_speakers(turns)
-    sp = load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
+    sp = models.speech()
     deliver(
         sp,
         speak(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import UsageError
-from .common import load_speech_from, model_options
+from .common import ModelChoice, model_options
 from .speaking import deliver, prepare, speaking_options
 
 MAX_TEXT_BYTES = 4 * 2**20  # longer input is refused (about 60 hours of speech)
@@ -63,14 +62,7 @@ def run(
     text_file: str | None,
     batch_file: str | None,
     batch_size: int,
-    model: str | None,
-    tokenizer: str | None,
-    mimi: str | None,
-    backend: str | None,
-    threads: int | None,
-    backend_option: tuple[str, ...],
-    dtype: str | None,
-    quantize: str | None,
+    models: ModelChoice,
     voice: str | None,
     speaker: int | None,
     contexts: tuple,
@@ -96,15 +88,12 @@ def run(
         if text is not None or text_file is not None:
             raise UsageError("--batch-file and TEXT (or --text-file) both given", "give one of them")
 
-        def load() -> Any:
-            return load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
-
-        _run_batch(batch_file, batch_size, load, voice, speaker, contexts, kw)
+        _run_batch(batch_file, batch_size, models, voice, speaker, contexts, kw)
         return
     words = read_text(text, text_file)
     plan = prepare(kw)
     saved = load_voice(voice) if voice else None
-    sp = load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
+    sp = models.speech()
     context = [_segment(sp, *c) for c in contexts]
     from ..pipeline import Line, speak
 
@@ -178,7 +167,7 @@ BATCH_OUTPUTS = ("output", "codes_out", "srt", "vtt")
 def _run_batch(
     batch_file: str,
     slots: int,
-    load: Callable[[], Any],
+    models: ModelChoice,
     voice: str | None,
     speaker: int | None,
     contexts: tuple,
@@ -202,7 +191,7 @@ def _run_batch(
             )
     plan = prepare(kw)
     saved = load_voice(voice) if voice else None
-    sp = load()
+    sp = models.speech()
     context = [_segment(sp, *c) for c in contexts]
     from tqdm import tqdm
 

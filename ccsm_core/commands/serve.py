@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ModelError, UsageError
-from .common import backend_options, load_speech_from, model_options
+from .common import ModelChoice, model_options
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -65,14 +65,7 @@ LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request.")
 def serve(
-    model: str | None,
-    tokenizer: str | None,
-    mimi: str | None,
-    backend: str | None,
-    threads: int | None,
-    backend_option: tuple[str, ...],
-    dtype: str | None,
-    quantize: str | None,
+    models: ModelChoice,
     text_model: str | None,
     host: str,
     port: int,
@@ -97,7 +90,7 @@ def serve(
       ccsm serve --model ~/csm-1b --text-model smollm2 --port 9000
       CCSM_API_KEY=secret ccsm serve --model ~/csm-1b --host 0.0.0.0
     """
-    if model is None and text_model is None:
+    if models.model is None and text_model is None:
         raise UsageError("nothing to serve", "pass --model (speech) and/or --text-model (text)")
     if not api_key and not insecure and not is_loopback(host):
         raise UsageError(
@@ -112,11 +105,8 @@ def serve(
     except ImportError as e:
         raise UsageError(f"the server needs {e.name}", "pip install 'ccsm[serve]'") from None
     sock = _bind(host, port)
-    options = backend_options(threads, backend_option, dtype, int(quantize) if quantize else None)
-    speech = (
-        load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize) if model else None
-    )
-    text = _load_text(text_model, backend, options) if text_model else None
+    speech = models.speech() if models.model else None
+    text = _load_text(text_model, models.backend, models.backend_options()) if text_model else None
     engine = Engine(speech, text, max_active=max_active, max_queue=max_queue, timeout_s=timeout)
     app = create_app(
         engine,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import UsageError
-from .common import load_speech_from, model_options, print_table
+from .common import ModelChoice, model_options, print_table
 
 if TYPE_CHECKING:
     from ..voices import Voice
@@ -78,14 +78,7 @@ def add(
     audios: tuple[str, ...],
     from_hub: bool,
     force: bool,
-    model: str | None,
-    tokenizer: str | None,
-    mimi: str | None,
-    backend: str | None,
-    threads: int | None,
-    backend_option: tuple[str, ...],
-    dtype: str | None,
-    quantize: str | None,
+    models: ModelChoice,
 ) -> None:
     """Add voice NAME from turns of --text and --audio, encoded with the model's Mimi codec.
 
@@ -139,7 +132,7 @@ def add(
 
     from .codec import read_codes
 
-    sp = load_speech_from(model, backend, tokenizer, mimi, threads, backend_option, dtype, quantize)
+    sp = models.speech()
     codec = sp.need_mimi()
     for vname, vspeaker, turns in jobs:
         made = [
