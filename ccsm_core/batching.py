@@ -160,16 +160,10 @@ class FrameBatch:
 
     def _admit(self, st: _Stream) -> None:
         """Prefill ``st`` on its generator's own cache and copy its rows into the next slot."""
-        gen, model = st.generator, self.model
+        gen = st.generator
+        st.h = np.asarray(gen.prefill(st.chunks, st.pin), np.float32).reshape(1, -1)
+        st.c0 = self.model.codebook0_logits(st.h)
         bb_cache, _ = gen.caches()
-
-        def step(tokens: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> Any:
-            return model.backbone_step(tokens, mask, positions, bb_cache)
-
-        h = gen.prompt_cache.prefill(step, model.be.to_numpy, bb_cache, st.chunks, pin=st.pin)
-        be = model.be
-        st.h = np.asarray(h, np.float32).reshape(1, -1)
-        st.c0 = be.to_numpy(be.matmul(be.asarray(st.h), model.codebook0_head))[0]
         st.position = bb_cache.length
         st.slot = len(self._active)
         self._batch_caches().load(st.slot, bb_cache, st.position)

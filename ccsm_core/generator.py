@@ -290,6 +290,18 @@ class Generator:
             return self.batch.frames(self, chunks, sampler, s.max_frames, pin=len(voice), progress=progress)
         return self._frames_alone(chunks, s.max_frames, sampler, progress, trace, pin=len(voice))
 
+    def prefill(self, chunks: list[Chunk], pin: int = 0, trace: Callable[[str, Any], None] | None = None) -> np.ndarray:
+        """Bring the backbone cache to the prompt ``chunks`` (reusing rows it holds, saving the
+        ``pin`` leading chunks' rows); the last row's hidden state ``[1, d]``. A traced run
+        computes (and so traces) every row."""
+        model = self.model
+        bb_cache, _ = self.caches()
+
+        def step(tokens: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> Any:
+            return model.backbone_step(tokens, mask, positions, bb_cache, trace)
+
+        return self.prompt_cache.prefill(step, model.be.to_numpy, bb_cache, chunks, pin=pin, reuse=trace is None)
+
     def _frames_alone(
         self,
         chunks: list[Chunk],
@@ -301,12 +313,7 @@ class Generator:
     ) -> Iterator[np.ndarray]:
         model = self.model
         bb_cache, dec_cache = self.caches()
-
-        def step(tokens: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> Any:
-            return model.backbone_step(tokens, mask, positions, bb_cache, trace)
-
-        # a traced run computes (and so traces) every row
-        last_h = self.prompt_cache.prefill(step, model.be.to_numpy, bb_cache, chunks, pin=pin, reuse=trace is None)
+        last_h = self.prefill(chunks, pin, trace)
         row = np.zeros((1, self.ncb + 1), np.int64)  # a frame's backbone row: its codes, text column off
         row_mask = np.zeros_like(row, dtype=bool)
         row_mask[0, :-1] = True

@@ -161,6 +161,12 @@ class CSM:
         h = self.backbone.step(x, pos, attn_mask, cache, window)
         return [h, self.be.matmul(h, self.codebook0_head)]
 
+    def codebook0_logits(self, h: Tensor | np.ndarray) -> np.ndarray:
+        """Codebook 0's logits ``[vocab]`` from one backbone state ``h [1, d]``."""
+        be = self.be
+        h_t = be.asarray(h) if isinstance(h, np.ndarray) else h
+        return be.to_numpy(be.matmul(h_t, self.codebook0_head))[0]
+
     def frame(
         self,
         last_h: Tensor | np.ndarray,
@@ -176,7 +182,7 @@ class CSM:
         capture = getattr(be, "capture", None) if trace is None else None
         h_t = be.asarray(last_h) if isinstance(last_h, np.ndarray) else last_h
         if c0_logits is None:
-            c0_logits = be.to_numpy(be.matmul(h_t, self.codebook0_head))[0]
+            c0_logits = self.codebook0_logits(h_t)
         codes[0] = sample(0, c0_logits)
         e0 = np.array([codes[0]], np.int32)
         cache.reset()

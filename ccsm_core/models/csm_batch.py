@@ -35,17 +35,17 @@ class BatchCaches:
     def __init__(self, model: CSM, slots: int) -> None:
         self.model, self.slots = model, slots
         self.span = model.cfg.backbone.max_seq_len
-        self.backbone = model.backbone.new_cache(slots * self.span)
+        self.backbone = model.backbone.new_cache(slots * self.span, window_multiple=BACKBONE_WINDOW)
         self.decoder = model.decoder.new_cache(slots * DECODER_CACHE)
         self.steps: OrderedDict[Any, Any] = OrderedDict()
 
     def load(self, slot: int, cache: KVCache, rows: int) -> None:
         """Copy the first ``rows`` backbone rows of a stream's own ``cache`` into ``slot``."""
-        _copy_rows(cache, 0, self.backbone, slot * self.span, rows)
+        self.backbone.write_rows(*cache.read_rows(rows), at=slot * self.span)
 
     def move(self, src: int, dst: int, rows: int) -> None:
         """Move a stream's first ``rows`` backbone rows from slot ``src`` to slot ``dst``."""
-        _copy_rows(self.backbone, src * self.span, self.backbone, dst * self.span, rows)
+        self.backbone.write_rows(*self.backbone.read_rows(rows, src * self.span), at=dst * self.span)
 
     def replay(self, key: Any, fn: Callable[..., Any], args: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         """Run ``fn`` on ``args`` through the graph captured for ``key`` (captured when missing)."""
@@ -57,14 +57,6 @@ class BatchCaches:
                 self.steps.popitem(last=False)
         self.steps.move_to_end(key)
         return step(*args)
-
-
-def _copy_rows(src: KVCache, at: int, dst: KVCache, to: int, rows: int) -> None:
-    be = src.be
-    for i in range(len(src.k)):
-        for a, b in ((src.k, dst.k), (src.v, dst.v)):
-            host = np.ascontiguousarray(be.to_numpy(be.slice(a[i], 0, at, at + rows)), np.float32)
-            b[i] = be.write(b[i], be.asarray(host), to)
 
 
 def backbone_rows(
@@ -79,7 +71,7 @@ def backbone_rows(
             f"sequence of {int(np.max(positions)) + 1} positions exceeds the context of {span}",
             caches.backbone.full_hint,
         )
-    windows = [min(span, -(-(int(p) + 1) // BACKBONE_WINDOW) * BACKBONE_WINDOW) for p in positions]
+    windows = [min(span, caches.backbone.window(int(p) + 1)) for p in positions]
     capture = getattr(be, "capture", None)
     if capture is not None:  # one window for all: a graph per (B, window), masks hide the rest
         windows = [max(windows)] * b

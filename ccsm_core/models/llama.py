@@ -120,23 +120,23 @@ class KVCache:
         if end > self.capacity:
             raise GenerationError(f"sequence of {end} positions exceeds the context of {self.capacity}", self.full_hint)
 
-    def read_rows(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Host copies of the first ``n`` rows of every layer's K and V (as float32 values)."""
+    def read_rows(self, n: int, start: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Host copies of ``n`` rows from ``start`` of every layer's K and V (as float32 values)."""
         be = self.be
         return (
-            [be.to_numpy(be.slice(k, 0, 0, n)).copy() for k in self.k],
-            [be.to_numpy(be.slice(v, 0, 0, n)).copy() for v in self.v],
+            [be.to_numpy(be.slice(k, 0, start, start + n)).copy() for k in self.k],
+            [be.to_numpy(be.slice(v, 0, start, start + n)).copy() for v in self.v],
         )
 
-    def write_rows(self, k: list[np.ndarray], v: list[np.ndarray]) -> None:
-        """Store rows taken by `read_rows` back at row 0 and set ``length`` to their count. A
+    def write_rows(self, k: list[np.ndarray], v: list[np.ndarray], at: int = 0) -> None:
+        """Store rows taken by `read_rows` at row ``at`` and set ``length`` to the end of them. A
         graph backend may apply the writes with its next computation over these buffers."""
         be, n = self.be, len(k[0])
-        self.check_room(n)
+        self.check_room(at + n)
         for i, (ki, vi) in enumerate(zip(k, v)):
-            self.k[i] = be.write(self.k[i], be.asarray(np.ascontiguousarray(ki, np.float32)), 0)
-            self.v[i] = be.write(self.v[i], be.asarray(np.ascontiguousarray(vi, np.float32)), 0)
-        self.length = n
+            self.k[i] = be.write(self.k[i], be.asarray(np.ascontiguousarray(ki, np.float32)), at)
+            self.v[i] = be.write(self.v[i], be.asarray(np.ascontiguousarray(vi, np.float32)), at)
+        self.length = at + n
 
     def window(self, end: int) -> int:
         """Rows attention reads when the cache holds ``end``: ``end`` rounded up to a multiple of
