@@ -105,8 +105,9 @@ class FrameBatch:
         model = self.model
         caches = self._batch_caches()
         b = len(self._active)
-        rows = [st for st in self._active if st.row is not None]
-        if rows:  # joiners' backbone states come from their prefill: their rows are placeholders
+        if any(
+            st.row is not None for st in self._active
+        ):  # joiners' backbone states come from their prefill: their rows are placeholders
             tokens = np.zeros((b, self.ncb + 1), np.int64)
             mask = np.zeros_like(tokens, dtype=bool)
             mask[:, :-1] = True

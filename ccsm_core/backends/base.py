@@ -25,6 +25,9 @@ Conventions:
   ``step(*arrays) -> list[np.ndarray]`` replays it with new host inputs (writes into buffers
   included). Models use it for steps whose shapes and buffer offsets never change (CSM's decoder
   steps); backends without it simply run ``fn`` every time.
+- Optional: ``matmul_rows(x, w, group=1)``, `matmul` where each group of ``group`` rows gets
+  exactly what it gets alone; with it, several streams are generated in one pass
+  (`ccsm_core.batching`), without it one after another. Declare it with ``batching=True``.
 - Sampling and other host logic run on NumPy over ``to_numpy`` results.
 """
 
@@ -146,3 +149,10 @@ class Backend(Protocol):
 
 
 OPS = tuple(n for n in Backend.__dict__ if not n.startswith("_") and callable(Backend.__dict__[n]))
+
+
+def matmul_rows(be: Backend, x: Tensor, w: Tensor, group: int = 1) -> Tensor:
+    """``be.matmul_rows`` where the backend has it (each group of ``group`` rows of ``x``
+    computed exactly as alone: batched decoding), else ``be.matmul``."""
+    rows = getattr(be, "matmul_rows", None)
+    return be.matmul(x, w) if rows is None else rows(x, w, group=group)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Tensor
+from ..backends.base import Tensor, matmul_rows
 from ..errors import GenerationError
 from .config import DECODER_CACHE
 from .csm import BACKBONE_WINDOW, CSM
@@ -90,12 +90,7 @@ def _backbone(model: CSM, cache: KVCache, starts: list[int], *inputs: Tensor) ->
     ids, amask, text, tmask, pos, rows, *masks = inputs
     x = model._embed(ids, amask, text, tmask)
     h = model.backbone.batch_step(x, pos, rows, masks, cache, starts)
-    return [h, _mm(model, h, model.codebook0_head, 1)]
-
-
-def _mm(model: CSM, x: Tensor, w: Tensor, group: int) -> Tensor:
-    rows = getattr(model.be, "matmul_rows", None)
-    return model.be.matmul(x, w) if rows is None else rows(x, w, group=group)
+    return [h, matmul_rows(model.be, h, model.codebook0_head)]
 
 
 def decode_frames(
@@ -145,11 +140,11 @@ def _decoder(model: CSM, cache: KVCache, starts: list[int], i: int, *inputs: Ten
         e0 = be.embedding(model.audio_embeddings, ids)
         d = be.shape(h)[1]
         pairs = be.reshape(be.concat([h, e0], axis=1), (2 * b, d))  # h_0, e0_0, h_1, e0_1, ...
-        x = _mm(model, pairs, model.projection, 2)
+        x = matmul_rows(be, pairs, model.projection, 2)
     else:
         ids, pos, rows, mask = inputs
-        x = _mm(model, be.embedding(model.audio_embeddings, ids), model.projection, 1)
+        x = matmul_rows(be, be.embedding(model.audio_embeddings, ids), model.projection)
     out = model.decoder.batch_step(x, pos, rows, [mask] * b, cache, starts)
     if i == 1:  # each stream's second row
         out = be.slice(be.reshape(out, (b, 2 * dd)), 1, dd, 2 * dd)
-    return [_mm(model, out, model.audio_heads[i - 1], 1)]
+    return [matmul_rows(be, out, model.audio_heads[i - 1])]

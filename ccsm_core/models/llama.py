@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Backend, Tensor
+from ..backends.base import Backend, Tensor, matmul_rows
 from ..errors import FormatError, GenerationError
 from ..tensors import float32_values, stack_rows
 from .config import LlamaConfig
@@ -229,9 +229,7 @@ class Llama:
                 outs.append(be.reshape(be.attention(qb, kk, vv, mask, self.scale), (s, h * hd)))
             return outs[0] if len(outs) == 1 else be.concat(outs, axis=0)
 
-        rows_mm = getattr(be, "matmul_rows", None)
-        mm = be.matmul if rows_mm is None else partial(rows_mm, group=s)
-        return self._layers(x, pos, rows, attend, cache, None, mm)
+        return self._layers(x, pos, rows, attend, cache, None, partial(matmul_rows, be, group=s))
 
     def _attend_window(self, mask: Tensor, window: int) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
         """Attention of one stream over the first ``window`` cache rows under ``mask``."""
