@@ -146,8 +146,25 @@ def _speech_row(rows: list[dict[str, float]], **ident: Any) -> dict[str, Any]:
         **{f"{k}_median": v for k, v in med.items()},
         "rtf": med["frame_s"] / FRAME_S,
         "frames_per_s": 1.0 / med["frame_s"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def configurations(
+    backends: list[str], types: list[str], threads: list[int | None], progress: Any = None, what: str = ""
+) -> Iterator[tuple[str, str, int | None]]:
+    """Every (backend, type, thread count), announced through ``progress`` as it starts."""
+    for backend in backends:
+        for dtype in types:
+            for n in threads:
+                if progress:
+                    progress(f"{what}{backend} {dtype}" + (f", {n} threads" if n else ""))
+                yield backend, dtype, n
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_all(
@@ -162,23 +179,9 @@ def run_all(
     """Each configuration (backend x type x thread count) in a fresh interpreter; failures are
     reported, not fatal. ``llama.cpp`` among the backends is `run_llama_cpp_speech_one`."""
     results = []
-    for backend in backends:
-        for dtype in types:
-            for n in threads:
-                if progress:
-                    progress(f"{backend} {dtype}" + (f", {n} threads" if n else ""))
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "ccsm_core.bench",
-                    backend,
-                    dtype,
-                    str(frames),
-                    str(warmup),
-                    str(n or 0),
-                    shape,
-                ]
-                results.append(_child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n}))
+    for backend, dtype, n in configurations(backends, types, threads, progress):
+        cmd = [sys.executable, "-m", "ccsm_core.bench", backend, dtype, str(frames), str(warmup), str(n or 0), shape]
+        results.append(_child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n}))
     return results
 
 
@@ -212,7 +215,7 @@ def run_text_one(backend: str, model: str, threads: int | None, n_prompt: int, n
         "n_prompt": n_prompt,
         "n_gen": n_gen,
         **speeds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -250,7 +253,7 @@ def run_llama_cpp_one(model: str, threads: int | None, n_prompt: int, n_gen: int
         "n_prompt": n_prompt,
         "n_gen": n_gen,
         **speeds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -87,12 +87,6 @@ def run_streams_one(
     return out
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_streams_all(
     backends: list[str],
     types: list[str],
@@ -105,43 +99,39 @@ def run_streams_all(
 ) -> list[dict[str, Any]]:
     """Every (backend, type, threads) in a fresh interpreter, each stream count relative to one
     stream measured in the same rounds."""
-    from .bench import _child
+    from .bench import _child, configurations
 
     results = []
     wanted = sorted(set([1, *counts]))
-    for backend in backends:
-        for dtype in types:
-            for n in threads:
-                if progress:
-                    progress(
-                        f"{backend} {dtype}, {', '.join(map(str, wanted))} streams" + (f", {n} threads" if n else "")
-                    )
-                cmd = [sys.executable, "-m", "ccsm_core.bench_streams", backend, dtype, ",".join(map(str, wanted))]
-                cmd += [str(frames), str(warmup), str(n or 0), shape]
-                got = _child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n})
-                if "error" in got:
-                    results += [{**got, "streams": c} for c in counts]
-                    continue
-                rows = {r["streams"]: r for r in got["rows"]}
-                base = rows[1]
-                for c in counts:
-                    r = rows[c]
-                    r["speedup"] = r["frames_per_s"] / base["frames_per_s"]
-                    r["per_stream_vs_one"] = r["step_s_median"] / base["step_s_median"]
-                    r["peak_rss_mb"] = got["peak_rss_mb"]
-                    results.append(r)
+    what = f"{', '.join(map(str, wanted))} streams: "
+    for backend, dtype, n in configurations(backends, types, threads, progress, what):
+        cmd = [sys.executable, "-m", "ccsm_core.bench_streams", backend, dtype, ",".join(map(str, wanted))]
+        cmd += [str(frames), str(warmup), str(n or 0), shape]
+        got = _child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n})
+        if "error" in got:
+            results += [{**got, "streams": c} for c in counts]
+            continue
+        rows = {r["streams"]: r for r in got["rows"]}
+        base = rows[1]
+        for c in counts:
+            r = rows[c]
+            r["speedup"] = r["frames_per_s"] / base["frames_per_s"]
+            r["per_stream_vs_one"] = r["step_s_median"] / base["step_s_median"]
+            r["peak_rss_mb"] = got["peak_rss_mb"]
+            results.append(r)
     return results
 
 
 if __name__ == "__main__":  # one configuration, JSON on stdout (used by run_streams_all)
     import json
 
+    from .bench import peak_rss_mb
     from .errors import CcsmError
 
     try:
         b, ty, cnts, n, w, th, sh = sys.argv[1:8]
         rows = run_streams_one(b, ty, [int(c) for c in cnts.split(",")], int(n), int(w), int(th) or None, sh)
-        print(json.dumps({"rows": rows, "peak_rss_mb": _peak_rss_mb()}))
+        print(json.dumps({"rows": rows, "peak_rss_mb": peak_rss_mb()}))
     except CcsmError as e:
         print(e.one_line(), file=sys.stderr)
         sys.exit(2)
