@@ -161,7 +161,13 @@ def _segment(sp: Any, speaker: int, text: str, audio: str):
     return Segment(speaker, text, audio=read_audio(audio, sp.sample_rate))
 
 
-BATCH_OUTPUTS = ("output", "codes_out", "srt", "vtt")
+# the outputs --batch-file names per line: option key -> (flag, example suffix)
+BATCH_OUTPUTS = {
+    "output": ("-o", ".wav"),
+    "codes_out": ("--codes-out", ".npy"),
+    "srt": ("--srt", ".srt"),
+    "vtt": ("--vtt", ".vtt"),
+}
 
 
 def _run_batch(
@@ -183,11 +189,11 @@ def _run_batch(
     if kw["output"] is None and kw["codes_out"] is None:
         kw["output"] = "utterance-{n}.wav"
     width = len(str(len(lines)))
-    for name in BATCH_OUTPUTS:
+    for name, (flag, suffix) in BATCH_OUTPUTS.items():
         if kw[name] is not None and "{n}" not in kw[name]:
             raise UsageError(
-                f"--batch-file needs {{n}} in {_flag(name)} (one file per line), got {kw[name]!r}",
-                f"e.g. {_flag(name)} 'line-{{n}}{_suffix(name)}'",
+                f"--batch-file needs {{n}} in {flag} (one file per line), got {kw[name]!r}",
+                f"e.g. {flag} 'line-{{n}}{suffix}'",
             )
     plan = prepare(kw)
     saved = load_voice(voice) if voice else None
@@ -230,11 +236,3 @@ def _run_batch(
                 bar.update(1)
     if failed:
         raise UsageError(f"{failed} of {len(jobs)} lines failed (see above)", "fix those lines and run them again")
-
-
-def _flag(name: str) -> str:
-    return {"output": "-o", "codes_out": "--codes-out", "srt": "--srt", "vtt": "--vtt"}[name]
-
-
-def _suffix(name: str) -> str:
-    return {"output": ".wav", "codes_out": ".npy", "srt": ".srt", "vtt": ".vtt"}[name]
