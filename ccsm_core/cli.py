@@ -10,12 +10,43 @@ from typing import Any
 import click
 
 from .commands.common import print_table
-from .errors import CcsmError
+from .errors import CcsmError, UsageError
 from .version import __version__
 
 
+def usage_line(e: click.ClickException) -> str:
+    """A click error as one line, ``<cause> (hint: see 'ccsm CMD --help')``."""
+    text = " ".join(e.format_message().split()).rstrip(".")
+    text = text[:1].lower() + text[1:]
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None else "ccsm"
+    return f"{text} (hint: see '{where} --help')"
+
+
+def _fail(line: str) -> None:
+    """Print ``error: line`` and exit 2."""
+    click.echo(f"error: {line}", err=True)
+    raise click.exceptions.Exit(2)
+
+
+def _check_text(args: list[str]) -> None:
+    """Arguments (and CCSM_* variables, which become option values) must be valid UTF-8."""
+    named = [(f"argument {i + 1}", a) for i, a in enumerate(args)]
+    named += [(f"${k}", v) for k, v in os.environ.items() if k.startswith("CCSM_")]
+    for what, value in named:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UsageError(
+                f"{what} ({shown!r}) is not valid UTF-8",
+                "pass text and paths as UTF-8; rename a file whose name is not",
+            ) from None
+
+
 class CcsmGroup(click.Group):
-    """Adds plugin commands on first lookup and turns `CcsmError` into one line + exit 2."""
+    """Adds plugin commands on first lookup; every error is one line
+    ``error: <cause> (hint: <fix>)`` and exit 2, click's usage errors included."""
 
     _plugins_added = False
 
@@ -38,26 +69,62 @@ class CcsmGroup(click.Group):
             cmd = super().get_command(ctx, name)
         return cmd
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            _check_text(args)
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.ClickException as e:
+            _fail(usage_line(e))
+        except CcsmError as e:  # from an option's callback (--config, --max-memory)
+            if os.environ.get("CCSM_DEBUG"):
+                raise
+            _fail(e.one_line())
+        raise AssertionError("unreachable")
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.ClickException as e:
+            _fail(usage_line(e))
         except CcsmError as e:
             if os.environ.get("CCSM_DEBUG"):
                 raise
-            click.echo(f"error: {e.one_line()}", err=True)
-            ctx.exit(2)
+            _fail(e.one_line())
+        except OSError as e:  # a file that cannot be read or written (EIO, EACCES, ...)
+            if os.environ.get("CCSM_DEBUG") or isinstance(e, BrokenPipeError):
+                raise
+            _fail(_os_error_line(e))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
 
 
+def _os_error_line(e: OSError) -> str:
+    name = e.filename if isinstance(e.filename, str) else None
+    cause = e.strerror or type(e).__name__
+    text = f"cannot use {name}: {cause}" if name else f"input/output failed: {cause}"
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return f"{text} (hint: check the path, its permissions and the free space)"
+
+
 def _load_defaults(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from .config import load_config
 
-    try:
-        ctx.default_map = load_config(value)
-    except CcsmError as e:
-        raise click.BadParameter(e.one_line(), ctx=ctx, param=param) from None
+    assert isinstance(ctx.command, click.Group)
+    ctx.default_map = load_config(value, ctx.command)
+    return value
+
+
+def _set_max_memory(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from .limits import parse_size, set_max_memory
+
+    set_max_memory(parse_size(value) if value else None)
     return value
 
 
@@ -71,6 +138,16 @@ def _load_defaults(ctx: click.Context, param: click.Parameter, value: str | None
     expose_value=False,
     callback=_load_defaults,
     help="TOML file of option defaults (else $CCSM_CONFIG or ~/.config/ccsm/config.toml).",
+)
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    envvar="CCSM_MAX_MEMORY",
+    is_eager=True,
+    expose_value=False,
+    callback=_set_max_memory,
+    help="Most memory a file may make ccsm allocate, e.g. 8G or 512M; larger requests fail at once. "
+    "[default: the memory available] [env: CCSM_MAX_MEMORY]",
 )
 def cli() -> None:
     """ccsm: Sesame's CSM speech model and Llama-family GGUF models, locally.

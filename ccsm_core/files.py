@@ -2,7 +2,10 @@
 
 Everything goes to a hidden temporary file beside the target (``.NAME.XXXXXXXX.tmp``, made with
 the usual permissions), which is renamed over the target when complete; a replaced file keeps
-its permissions; a failure removes the temporary file and is a `UsageError` naming the target.
+its permissions; a failure (Ctrl-C included) removes the temporary file and is a `UsageError`
+naming the target. A target that is a symlink is written through: the file it points to is
+replaced and the link stays. A folder, FIFO or device as the target is refused before anything
+is written (`check_output`, which commands also call before their work starts).
 """
 
 from __future__ import annotations
@@ -10,19 +13,41 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UsageError
 
 
+def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """The file that writing ``path`` replaces: ``path``, or the file its symlink points to.
+    `UsageError` when that is a folder, FIFO, device or socket, or its folder does not exist:
+    call it before the work whose result is written, so that nothing is computed in vain."""
+    given = Path(path)
+    target = Path(os.path.realpath(given)) if given.is_symlink() else given
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise _cannot(given, e) from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise UsageError(f"{what} {given} is {kind}", "write to a regular file: give a file name")
+    _check_folder(target)
+    return target
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike[str], *, keep_suffix: bool = False, partial: str | os.PathLike[str] | None = None
+) -> Iterator[Path]:
     """A temporary path to write ``path``'s new contents to; renamed to ``path`` when the block
     ends without an error. ``keep_suffix`` ends the temporary name with ``path``'s suffix (for
-    writers that pick a format by it)."""
-    target = Path(path)
-    _check_folder(target)
+    writers that pick a format by it). ``partial``: when the block fails (or is interrupted),
+    what was written is kept under this name instead of removed (``path`` is left as it was)."""
+    target = check_output(path)
     try:
         fd, tmp = _create_temp(target, target.suffix if keep_suffix else "")
         os.close(fd)
@@ -32,18 +57,34 @@ def atomic_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> I
         yield Path(tmp)
         _keep_mode(tmp, target)
         os.replace(tmp, target)
+        _fsync_dir(target.parent)
     except OSError as e:
+        _keep_partial(tmp, partial)
         raise _cannot(target, e) from None
+    except BaseException:
+        _keep_partial(tmp, partial)
+        raise
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def _keep_partial(tmp: str, partial: str | os.PathLike[str] | None) -> None:
+    """Move a non-empty ``tmp`` to ``partial`` (if given)."""
+    if partial is None:
+        return
+    with contextlib.suppress(OSError):
+        if os.path.getsize(tmp) > 0:
+            os.replace(tmp, partial)
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, replace: bool = True) -> None:
     """Put ``data`` at ``path`` at once, flushed to disk. Unless ``replace``, an existing ``path``
     is kept and `FileExistsError` raised, with no window between check and creation (the file is
     hard-linked into place)."""
-    target = Path(path)
+    if not replace and os.path.lexists(path):
+        raise FileExistsError(path)
+    target = check_output(path) if replace else Path(path)
     _check_folder(target)
     try:
         fd, tmp = _create_temp(target)
@@ -70,6 +111,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, replace: bool = T
 
 
 def _check_folder(target: Path) -> None:
+    if not target.name or target.name in (".", ".."):
+        raise UsageError(f"cannot write {target}: it names a folder", "give a file name")
     if not target.parent.is_dir():
         raise UsageError(
             f"cannot write {target}: the folder {target.parent} does not exist", "create it or choose another path"

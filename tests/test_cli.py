@@ -48,7 +48,7 @@ def test_ccsm_errors_are_one_line(cli_runner, tiny_csm_dir, tmp_path):
             "did you mean 'numpy'",
         ),
         (["run", "hi", "--model", str(tiny_csm_dir), "--sampler", "nope", "--codes-out", "x.npy"], "unknown sampler"),
-        (["run", "hi", "--model", str(tiny_csm_dir), "--logit-bias", "x", "--codes-out", "x.npy"], "KEY=VALUE"),
+        (["run", "hi", "--model", str(tiny_csm_dir), "--logit-bias", "x", "--codes-out", "x.npy"], "ID=BIAS"),
         (
             ["run", "hi " * 700, "--no-split", "--model", str(tiny_csm_dir), "--codes-out", str(tmp_path / "x.npy")],
             "does not fit the context",

@@ -6,28 +6,48 @@ from pathlib import Path
 
 import click
 
-from ..errors import FormatError, UsageError
-from .common import ModelChoice, model_options
+from ..errors import FormatError
+from ..files import atomic_path, check_output
+from .common import ModelChoice, input_path, model_options
+
+CODES_HINT = "use a file written by ccsm encode or --codes-out"
 
 
 def read_codes(path: str, num_codebooks: int = 32):
-    """A ``.npy`` of codes as ``[codebooks, T]`` int64; accepts ``[T, 32]`` (``--codes-out``) too."""
+    """A ``.npy`` of codes as ``[codebooks, T]`` int64; accepts ``[T, 32]`` (``--codes-out``) too.
+    The header's shape is checked against the file's size and the memory budget before the
+    array is read."""
     import numpy as np
 
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"codes file {p} does not exist", "check the path")
+    from ..limits import check_allocation
+
+    p = Path(input_path(path, "codes file"))
     try:
-        arr = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise FormatError(f"{p}: not a .npy array ({e})", "use a file written by ccsm encode or --codes-out") from None
+        with p.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            if dtype.hasobject:
+                raise ValueError("it holds Python objects")
+            count = 1
+            for n in shape:
+                count *= n
+            nbytes = count * dtype.itemsize
+            if nbytes > p.stat().st_size - fh.tell():
+                raise ValueError(f"its header claims shape {list(shape)}, more than the file holds")
+            check_allocation(nbytes * 3, f"codes file {p}", CODES_HINT)  # read, transposed, int64
+            arr = np.lib.format.read_array(fh, allow_pickle=False)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise FormatError(f"{p}: not a .npy array of codes ({e})", CODES_HINT) from None
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or num_codebooks not in arr.shape or arr.dtype.kind not in "iu":
         raise FormatError(
             f"{p}: expected integer codes of shape [T, {num_codebooks}] or [{num_codebooks}, T], "
             f"got {arr.dtype} {list(arr.shape)}",
-            "use a file written by ccsm encode or --codes-out",
+            CODES_HINT,
         )
     codes = arr.T if arr.shape[1] == num_codebooks else arr
     return codes.astype(np.int64)
@@ -66,9 +86,12 @@ def encode(
 
     from ..audio import read_audio
 
+    input_path(audio, "audio file")
+    check_output(output)
     codec = _codec(models)
     codes = codec.encode(read_audio(audio, codec.sample_rate))
-    np.save(output, codes.T)
+    with atomic_path(output) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, codes.T)  # a file object: numpy adds no .npy to the name
     click.echo(f"{codes.shape[1]} frames -> {output}", err=True)
 
 
@@ -91,9 +114,18 @@ def decode(
     Example:
       ccsm decode frames.npy -o out.wav --model ~/csm-1b
     """
-    from ..audio import write_audio
+    from ..audio import audio_format, write_audio
 
+    input_path(codes, "codes file")
+    if output != "-":
+        audio_format(output)
+        check_output(output)
     codec = _codec(models)
     arr = read_codes(codes, codec.num_codebooks)
-    write_audio(output, codec.decode(arr), codec.sample_rate, pcm16=pcm16, out_rate=sample_rate)
+    wave = codec.decode(arr)
+    if output == "-":
+        write_audio(output, wave, codec.sample_rate, pcm16=pcm16, out_rate=sample_rate)
+    else:
+        with atomic_path(output, keep_suffix=True) as tmp:
+            write_audio(str(tmp), wave, codec.sample_rate, pcm16=pcm16, out_rate=sample_rate)
     click.echo(f"{arr.shape[1]} frames -> {output}", err=True)

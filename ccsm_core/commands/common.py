@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
+import math
+import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..errors import UsageError
+from ..errors import FormatError, UsageError
 
 if TYPE_CHECKING:
     from ..sampling import SamplingSettings
@@ -19,28 +22,123 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+MAX_SEED = 2**63 - 1
+MAX_SPEAKER = 1_000_000  # speaker ids
+MAX_BIAS = 1e6  # a larger logit bias is no different from -inf / always
+
+
+class Real(click.FloatRange):
+    """A finite number (NaN and infinities refused), within the range given."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
 def parse_kv(items: tuple[str, ...], what: str) -> dict[str, Any]:
-    """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they are)."""
+    """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}`` (values parsed as bounded JSON when they
+    are, else kept as text)."""
+    from ..limits import loads_json
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{what} {item!r} is not KEY=VALUE")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} {item!r} is not KEY=VALUE", f"write {what} KEY=VALUE, e.g. {what} threads=4")
         try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
+            out[key.strip()] = loads_json(raw, what)
+        except FormatError:
             out[key.strip()] = raw
     return out
 
 
 def parse_bias(items: tuple[str, ...]) -> dict[int, float]:
+    """``--logit-bias ID=BIAS`` values: an id >= 0 and a finite bias in +-1e6, or -inf (banned)."""
     bias: dict[int, float] = {}
-    for key, value in parse_kv(items, "--logit-bias").items():
+    hint = f"give ID=BIAS with an integer id >= 0 and a bias within +-{MAX_BIAS:g}, or -inf to ban the id"
+    for item in items:
+        key, sep, raw = item.partition("=")
         try:
-            bias[int(key)] = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"--logit-bias {key}={value} needs an integer id and a number") from None
+            token, value = int(key.strip()), float(raw)
+        except ValueError:
+            raise UsageError(f"--logit-bias {item!r} is not an integer ID=BIAS", hint) from None
+        if not sep or token < 0 or math.isnan(value) or (value != -math.inf and abs(value) > MAX_BIAS):
+            raise UsageError(f"--logit-bias {item!r} is out of range", hint)
+        bias[token] = value
     return bias
+
+
+_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "0": "\0",
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+}
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.?)", re.DOTALL)
+
+
+def unescape(text: str, what: str) -> str:
+    """``\\n``, ``\\t``, ``\\xHH``, ``\\uHHHH``... in ``text`` as the characters they name; any other
+    backslash sequence is a `UsageError` (other text, non-ASCII included, is kept as it is)."""
+
+    def one(m: re.Match[str]) -> str:
+        seq = m.group(1)
+        if seq in _ESCAPES:
+            return _ESCAPES[seq]
+        if len(seq) > 1 and seq[0] in "xuU":
+            code = int(seq[1:], 16)
+            if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF:
+                return chr(code)
+        raise UsageError(
+            f"{what} {text!r} has an unknown escape \\{seq}",
+            "use \\n, \\t, \\r, \\\\, \\xHH or \\uHHHH, or the character itself",
+        )
+
+    return _ESCAPE.sub(one, text)
+
+
+def printable(text: str) -> str:
+    """``text`` with what stdout cannot encode (say, undecodable bytes kept as surrogates)
+    written as backslash escapes."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def input_path(path: str | os.PathLike[str], what: str, *, folder_ok: bool = False) -> str:
+    """``path`` if it names something that can be read without blocking: a regular, non-empty
+    file (or, with ``folder_ok``, a folder). FIFOs, devices and sockets are refused up front."""
+    from ..limits import regular_file
+
+    p = str(path)
+    if folder_ok and os.path.isdir(p):
+        return p
+    size = regular_file(p, what).stat().st_size
+    if size == 0:
+        raise UsageError(f"{what} {p} is empty", "pass the complete file")
+    return p
+
+
+def input_or_name(value: str | None, what: str, *, folder_ok: bool = True) -> str | None:
+    """A ``--model``-like value: an existing path is checked with `input_path`; anything else
+    (a Hugging Face repo id, 'demo') is passed on unchecked."""
+    if value is None or not os.path.lexists(value):
+        return value
+    return input_path(value, what, folder_ok=folder_ok)
 
 
 def backend_options(
@@ -67,6 +165,15 @@ class ModelChoice:
     dtype: str | None
     quantize: str | None
 
+    def checked(self) -> ModelChoice:
+        """These values, with every path that exists checked readable (no FIFO, device, ...)."""
+        return dataclasses.replace(
+            self,
+            model=input_or_name(self.model, "model"),
+            tokenizer=input_path(self.tokenizer, "tokenizer file") if self.tokenizer else None,
+            mimi=input_path(self.mimi, "Mimi weights file") if self.mimi else None,
+        )
+
     def backend_options(self) -> dict[str, Any]:
         """The options for the backend's factory (only those the user set)."""
         quantize = int(self.quantize) if self.quantize else None
@@ -89,7 +196,7 @@ def model_options(f: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(f)
     def command(*args: Any, **kw: Any) -> T:
-        models = ModelChoice(**{name: kw.pop(name) for name in ModelChoice.__dataclass_fields__})
+        models = ModelChoice(**{name: kw.pop(name) for name in ModelChoice.__dataclass_fields__}).checked()
         return f(*args, models=models, **kw)
 
     for opt in reversed(
@@ -102,7 +209,7 @@ def model_options(f: Callable[..., T]) -> Callable[..., T]:
             ),
             click.option(
                 "--tokenizer",
-                type=click.Path(exists=True, dir_okay=False),
+                type=click.Path(dir_okay=False),
                 help="tokenizer.json or .model, if not with the model.",
             ),
             click.option("--mimi", type=click.Path(dir_okay=False), help="Mimi codec weights, if not with the model."),
@@ -114,7 +221,7 @@ def model_options(f: Callable[..., T]) -> Callable[..., T]:
                 help="Compute backend (see `ccsm backends`). [env: CCSM_BACKEND]",
             ),
             click.option(
-                "--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them."
+                "--threads", type=click.IntRange(1, 1024), default=None, help="Threads for backends that use them."
             ),
             click.option("--backend-option", multiple=True, metavar="KEY=VALUE", help="Option passed to the backend."),
             click.option(
@@ -156,17 +263,17 @@ def sampling_options(
         return click.option(*decls, default=default, show_default=default is not None, help=helps.get(name), **kw)
 
     options = [
-        opt("temperature", "--temperature", "-t", type=click.FloatRange(min=0)),
-        opt("topk", *topk_flags, type=click.IntRange(min=1)),
-        opt("top_p", "--top-p", type=click.FloatRange(0, 1, min_open=True)),
-        opt("min_p", "--min-p", type=click.FloatRange(0, 1)),
-        opt("repetition_penalty", "--repetition-penalty", type=click.FloatRange(min=0, min_open=True)),
-        opt("frequency_penalty", "--frequency-penalty", type=click.FloatRange(-2, 2)),
-        opt("presence_penalty", "--presence-penalty", type=click.FloatRange(-2, 2)),
+        opt("temperature", "--temperature", "-t", type=Real(0, 100)),
+        opt("topk", *topk_flags, type=click.IntRange(1, 1 << 24)),
+        opt("top_p", "--top-p", type=Real(0, 1, min_open=True)),
+        opt("min_p", "--min-p", type=Real(0, 1)),
+        opt("repetition_penalty", "--repetition-penalty", type=Real(0.01, 100)),
+        opt("frequency_penalty", "--frequency-penalty", type=Real(-2, 2)),
+        opt("presence_penalty", "--presence-penalty", type=Real(-2, 2)),
         click.option("--logit-bias", multiple=True, metavar="ID=BIAS", help=helps.get("logit_bias")),
         *extra,
         *([opt("sampler", "--sampler")] if sampler else []),
-        opt("seed", "--seed", type=int),
+        opt("seed", "--seed", type=click.IntRange(0, MAX_SEED)),
     ]
 
     def decorate(f: Callable[..., T]) -> Callable[..., T]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
 
 from ..errors import UsageError
+from ..limits import regular_file
 from .common import ModelChoice, model_options
 from .run import load_voice
 from .speaking import deliver, prepare, speaking_options
@@ -41,10 +43,14 @@ def dialogue(
     from ..pipeline import speak
     from ..script import read_script
 
+    if script != "-":
+        regular_file(script, "script file")
     turns = read_script(script)
     plan = prepare(kw)
     if split_dir and kw["output"] in (None, "-"):
         raise UsageError("--split-dir cuts the audio file", "write the audio to a file with -o")
+    if split_dir and os.path.lexists(split_dir) and not os.path.isdir(split_dir):
+        raise UsageError(f"--split-dir {split_dir} is not a folder", "give a folder (made if missing)")
     lines = assign_speakers(turns)
     sp = models.speech()
     deliver(

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from ..errors import ModelError, UsageError
-from .common import print_table
+from ..files import check_output
+from .common import input_or_name, input_path, print_table, printable
 
 
 @click.command()
@@ -56,7 +57,8 @@ def convert(model: str, output: str, qtype: str | None) -> None:
     from ..loading.sources import resolve_model
     from ..loading.text_convert import convert_text, is_text_model
 
-    src = resolve_model(model)
+    check_output(output)
+    src = resolve_model(input_or_name(model, "model") or model)
     with tqdm(desc="converting", unit="tensor", leave=False, disable=None) as bar:
         if is_text_model(src):
             qtype = qtype or "f16"
@@ -86,18 +88,19 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 
     from ..formats.gguf_reader import read_header
 
-    header = read_header(path)
+    header = read_header(input_path(path, "GGUF file"))
 
     def short(value):
         if isinstance(value, str):
-            return value if len(value) <= 80 else f"<{len(value)} characters>"
+            return printable(value) if len(value) <= 80 else f"<{len(value)} characters>"
         if isinstance(value, (list, np.ndarray)) and len(value) > 8:
             return f"<array of {len(value)}>"
         return value.tolist() if isinstance(value, np.ndarray) else value
 
-    meta = {k: short(v) for k, v in header.metadata.items()}
+    meta = {printable(k): short(v) for k, v in header.metadata.items()}
     rows: list[dict[str, Any]] = [
-        {"name": t.name, "type": t.type_name, "shape": list(t.shape), "bytes": t.nbytes} for t in header.tensors
+        {"name": printable(t.name), "type": t.type_name, "shape": list(t.shape), "bytes": t.nbytes}
+        for t in header.tensors
     ]
     if as_json:
         click.echo(
@@ -139,9 +142,11 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
     help="Weight type(s): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k (default: q8_0 q4_0).",
 )
 @click.option(
-    "--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames timed (after warm-up)."
+    "--frames", type=click.IntRange(1, 100_000), default=8, show_default=True, help="Frames timed (after warm-up)."
 )
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Frames run before timing.")
+@click.option(
+    "--warmup", type=click.IntRange(0, 100_000), default=2, show_default=True, help="Frames run before timing."
+)
 @click.option(
     "--threads",
     "threads",
@@ -173,9 +178,11 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
     help="Measure this GGUF text model instead (prompt and generation tokens/s); 'smollm2' for the bundled one.",
 )
 @click.option(
-    "--prompt-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="Text: prompt length."
+    "--prompt-tokens", type=click.IntRange(1, 1 << 20), default=128, show_default=True, help="Text: prompt length."
 )
-@click.option("--gen-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Text: tokens generated.")
+@click.option(
+    "--gen-tokens", type=click.IntRange(1, 1 << 20), default=64, show_default=True, help="Text: tokens generated."
+)
 @click.option(
     "--ttfa",
     is_flag=True,

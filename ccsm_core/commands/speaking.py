@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,10 +17,11 @@ import click
 
 from ..builtin.samplers import SPEECH_DEFAULTS
 from ..errors import UsageError
-from ..files import atomic_path
-from .common import sampling_from, sampling_options
+from ..files import atomic_path, check_output
+from .common import Real, input_path, sampling_from, sampling_options
 
 T = TypeVar("T")
+MAX_AUDIO_MS = 3_600_000  # one sentence's audio: an hour is far beyond any model's context
 
 
 def speaking_options(f: Callable[..., T]) -> Callable[..., T]:
@@ -51,7 +54,7 @@ def speaking_options(f: Callable[..., T]) -> Callable[..., T]:
         ),
         click.option(
             "--pause-ms",
-            type=click.FloatRange(min=0, max=10_000),
+            type=Real(0, 10_000),
             default=320,
             show_default=True,
             help="Silence between sentences (whole 80-ms frames).",
@@ -65,7 +68,7 @@ def speaking_options(f: Callable[..., T]) -> Callable[..., T]:
         ),
         click.option(
             "--history",
-            type=click.IntRange(min=0),
+            type=click.IntRange(0, 1_000_000),
             default=None,
             help="Earlier sentences kept as context at most. [default: as many as fit]",
         ),
@@ -82,7 +85,7 @@ def speaking_options(f: Callable[..., T]) -> Callable[..., T]:
         click.option("--language", default="en", show_default=True, help="Language of the text, for splitting."),
         click.option(
             "--max-audio-ms",
-            type=click.FloatRange(min=80),
+            type=Real(80, MAX_AUDIO_MS),
             default=90_000,
             show_default=True,
             help="Longest audio of one sentence.",
@@ -109,7 +112,7 @@ def speaking_options(f: Callable[..., T]) -> Callable[..., T]:
             extra=[
                 click.option(
                     "--min-frames",
-                    type=click.IntRange(min=0),
+                    type=click.IntRange(0, MAX_AUDIO_MS // 80),
                     default=0,
                     show_default=True,
                     help="No end of audio before this many frames.",
@@ -168,6 +171,8 @@ def _marker(kw: dict[str, Any]) -> Any:
 
     if not kw["watermark"] or kw["output"] is None:
         return None
+    if kw["watermark_key"]:
+        input_path(kw["watermark_key"], "watermark key file")
     return pick_watermarker(kw["watermark_key"], kw["watermark_method"])
 
 
@@ -211,6 +216,9 @@ def _check_outputs(kw: dict[str, Any]) -> None:
     same = {p for p in named if named.count(p) > 1}
     if same:
         raise UsageError(f"{sorted(same)[0]} is given for two outputs", "give each output its own file")
+    for flag, key in (("-o", "output"), ("--codes-out", "codes_out"), ("--srt", "srt"), ("--vtt", "vtt")):
+        if kw[key] not in (None, "-"):
+            check_output(kw[key].replace("{n}", "1"), flag)  # before any model loads
 
 
 def deliver(
@@ -295,13 +303,31 @@ def deliver(
         )
 
 
+def partial_path(output: str) -> str:
+    """Where a failed or interrupted ``--stream -o output`` keeps the audio generated so far."""
+    return f"{output}.partial"
+
+
 @contextmanager
 def _stream_target(output: str | None) -> Iterator[str | None]:
+    """A streamed file output: written under a temporary name, so ``output`` keeps its old
+    contents until the stream ends; a stream that fails or is interrupted leaves what it wrote
+    (its header completed when the writer closed) at `partial_path`, and says so."""
     if output is None or output == "-":
         yield output
         return
-    with atomic_path(output, keep_suffix=True) as tmp:
-        yield str(tmp)
+    partial, started = partial_path(output), time.time()
+    try:
+        with atomic_path(output, keep_suffix=True, partial=partial) as tmp:
+            yield str(tmp)
+    except BaseException:
+        try:
+            kept = os.path.getmtime(partial) >= started - 1
+        except OSError:
+            kept = False
+        if kept:
+            click.echo(f"note: the audio streamed before the stop is in {partial}; {output} is unchanged", err=True)
+        raise
 
 
 def _bar(ev: Any, show: bool) -> Any:

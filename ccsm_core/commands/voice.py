@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import UsageError
-from .common import ModelChoice, model_options, print_table
+from .common import MAX_SPEAKER, ModelChoice, input_path, model_options, print_table
 
 if TYPE_CHECKING:
     from ..voices import Voice
@@ -57,7 +57,7 @@ def voice() -> None:
 
 @voice.command("add")
 @click.argument("name", required=False)
-@click.option("--speaker", "-s", type=click.IntRange(0, 1_000_000), default=None, help="Speaker id of the turns.")
+@click.option("--speaker", "-s", type=click.IntRange(0, MAX_SPEAKER), default=None, help="Speaker id of the turns.")
 @click.option("--text", "texts", multiple=True, help="Transcript of a turn (repeat, paired in order with --audio).")
 @click.option(
     "--audio",
@@ -117,8 +117,7 @@ def add(
                 "repeat --text T --audio FILE once per turn, in order",
             )
         for a in audios:
-            if not Path(a).is_file():
-                raise UsageError(f"audio file {a} does not exist", "check the path")
+            input_path(a, "codes file" if a.endswith(".npy") else "audio file")
         jobs = [(name, speaker, list(zip(texts, audios)))]
     if not force:
         taken = [n for n, _, _ in jobs if store.path(n).exists()]
@@ -220,8 +219,11 @@ def remove(name: str) -> None:
 )
 def export(name: str, output: str | None) -> None:
     """Copy voice NAME to a .ccsmvoice file (checked first), to share it."""
+    from ..files import check_output
     from ..voices import SUFFIX
 
+    if output and not Path(output).is_dir():
+        check_output(output)
     dest = _store().export(name, Path(output) if output else Path(f"{name}{SUFFIX}"))
     click.echo(f"voice {name} exported to {dest}")
 
@@ -233,5 +235,5 @@ def export(name: str, output: str | None) -> None:
 def import_(file: str, name: str | None, force: bool) -> None:
     """Add the voice in FILE (a .ccsmvoice file, checked first)."""
     store = _store()
-    v = store.import_(Path(file), name=name, replace=force)
+    v = store.import_(Path(input_path(file, "voice file")), name=name, replace=force)
     click.echo(f"voice {v.name}: {_turns(len(v.turns))}, {v.seconds():.1f} s, saved to {store.path(v.name)}")
