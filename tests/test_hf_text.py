@@ -217,7 +217,7 @@ def test_bad_folders_are_one_clear_error(tmp_path, cli_runner):
     cfg = json.loads((folder / "config.json").read_text())
     cases = [
         ({"model_type": "falcon"}, ModelError, "'falcon' is not supported"),
-        ({"num_attention_heads": 0}, FormatError, "not a count"),
+        ({"num_attention_heads": 0}, FormatError, "num_attention_heads = 0 is not an integer"),
         ({"num_key_value_heads": 3}, FormatError, "do not fit"),
         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, FormatError, "'yarn' is not supported"),
         ({"vocab_size": 99}, FormatError, "vocab_size 99"),

@@ -63,7 +63,7 @@ def test_missing_pieces(tmp_path, tiny_csm_dir):
 
 def test_bad_config_json(tiny_csm_dir):
     (tiny_csm_dir / "config.json").write_text("{not json")
-    with pytest.raises(ModelError, match="not readable JSON"):
+    with pytest.raises(FormatError, match="not valid JSON"):
         load_csm(tiny_csm_dir, "numpy")
 
 

@@ -69,14 +69,14 @@ def test_the_features_matter(reference_backend):
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("gemma3.attention.head_count", 0, "not a count"),
-        ("gemma3.attention.head_count_kv", 3, "do not fit"),
-        ("gemma3.block_count", 1 << 20, "not a count"),
+        ("gemma3.attention.head_count", 0, "head_count = 0 is not an integer"),
+        ("gemma3.attention.head_count_kv", 3, "KV heads into attention heads: 3 does not divide"),
+        ("gemma3.block_count", 1 << 20, "block_count = 1048576 is not an integer"),
         ("gemma3.attention.sliding_window", -1, "sliding_window"),
         ("gemma3.attention.sliding_window_pattern", [True, False], "entries for 6 layers"),
         ("gemma3.rope.scaling.type", "yarn", "'yarn' is not supported"),
         ("gemma3.rope.scaling.factor", -2.0, "scaling factor"),
-        ("gemma3.attention.layer_norm_rms_epsilon", float("nan"), "not valid"),
+        ("gemma3.attention.layer_norm_rms_epsilon", float("nan"), "epsilon = nan is not a finite number"),
     ],
 )
 def test_bad_metadata_is_one_clear_error(tmp_path, reference_backend, key, value, message):

@@ -3,11 +3,12 @@ format), the tokenizer."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import FormatError, ModelError
+from ..limits import loads_json, regular_file
 from ..models.config import CsmConfig
 from .weights import PICKLE_HINT, PICKLE_SUFFIXES, weight_suffixes
 
@@ -52,11 +53,23 @@ def find_model_files(path: str | Path) -> ModelFiles:
     return ModelFiles(config, weights, tokenizer)
 
 
-def read_config(path: Path) -> CsmConfig:
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes
+
+
+def read_json_file(path: Path, what: str, hint: str, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """Bounded JSON from a regular file of at most ``max_bytes`` (`FormatError` otherwise)."""
+    regular_file(path, what)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path}: not readable JSON ({e})", "restore the model's config.json") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object")
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read {what} ({e.strerror or e})", "check the file's permissions") from None
+    if len(raw) > max_bytes:
+        raise FormatError(f"{path}: {what} is larger than {max_bytes} bytes", hint)
+    return loads_json(raw, str(path), hint)
+
+
+def read_config(path: Path) -> CsmConfig:
+    """The checked `CsmConfig` of an original checkpoint's ``config.json``."""
+    data = read_json_file(path, "config", "restore the model's config.json")
     return CsmConfig.from_dict(data, str(path))

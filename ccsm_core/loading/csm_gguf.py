@@ -24,7 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import schema
 from ..errors import FormatError, ModelError, UsageError
+from ..limits import loads_json
+from ..models.mimi import mimi_config
+from ..models.mimi_schema import check_sections
 from ..tensors import TensorData, float32_values
 from .weights import open_weights
 
@@ -96,6 +100,7 @@ def convert_csm(
     from ..formats.gguf_writer import write_gguf
     from ..models.csm import CSM
     from .checkpoint import find_model_files, read_config
+    from .mimi import read_mimi_config
     from .sources import find_mimi
 
     if qtype not in TYPES:
@@ -148,10 +153,8 @@ def convert_csm(
     else:
         mimi = find_mimi(files.weights)
         if mimi is not None:
-            mimi_source = (open_weights(mimi[0]), json.loads(mimi[1].read_text()) if mimi[1] is not None else None)
+            mimi_source = (open_weights(mimi[0]), read_mimi_config(mimi[1]) if mimi[1] is not None else None)
     if mimi_source is not None:
-        from ..models.mimi import mimi_config
-
         metadata["csm.mimi_config"] = json.dumps(mimi_config(mimi_source[1]))
         for name, t in mimi_source[0].items():
             if name.endswith("_initialized"):
@@ -172,6 +175,17 @@ def _flavor(cfg: Any) -> dict[str, Any]:
     return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
 
 
+_CONVERT = "convert the model again with `ccsm convert`"
+
+
+def _json_entry(md: Mapping[str, Any], key: str, path: Path) -> Any:
+    """The JSON text of metadata ``key``, parsed with bounds (`FormatError` when missing or broken)."""
+    if key not in md:
+        raise FormatError(f"{path}: CSM metadata {key} is missing", _CONVERT)
+    text = schema.text(md[key], key, str(path), max_len=1 << 20, hint=_CONVERT)
+    return loads_json(text, f"{path}: {key}", _CONVERT)
+
+
 class GGUFCsm:
     """What a CSM GGUF holds: config, CSM tensors, Mimi tensors + config, tokenizer JSON."""
 
@@ -186,14 +200,16 @@ class GGUFCsm:
                 f"{self.path} is a {md.get('general.architecture')!r} model, not CSM",
                 "use `ccsm generate` for text models",
             )
-        try:
-            self.config = CsmConfig.from_dict(json.loads(md["csm.config"]), f"{self.path}: csm.config")
-            self.mimi_config = json.loads(md["csm.mimi_config"]) if "csm.mimi_config" in md else None
-        except (KeyError, json.JSONDecodeError) as e:
-            raise FormatError(
-                f"{self.path}: CSM metadata is missing or broken ({e})", "convert the model again with `ccsm convert`"
-            ) from None
-        self.tokenizer_json = md.get("tokenizer.huggingface.json")
+        self.config = CsmConfig.from_dict(_json_entry(md, "csm.config", self.path), f"{self.path}: csm.config")
+        self.mimi_config: dict | None = None
+        if "csm.mimi_config" in md:
+            where = f"{self.path}: csm.mimi_config"
+            self.mimi_config = dict(check_sections(_json_entry(md, "csm.mimi_config", self.path), where))
+            mimi_config(self.mimi_config)  # every value checked now, before anything is built
+        tokenizer = md.get("tokenizer.huggingface.json")
+        if tokenizer is not None:
+            schema.text(tokenizer, "tokenizer.huggingface.json", str(self.path), max_len=1 << 28, hint=_CONVERT)
+        self.tokenizer_json = tokenizer
         self.csm_tensors: dict[str, TensorData] = {}
         self.mimi_tensors: dict[str, TensorData] = {}
         for name, t in src.items():

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, ModelError
-from ..models.config import CsmConfig, LlamaConfig
+from ..models.config import CsmConfig, LlamaConfig, check_csm, check_llama
 from ..tensors import TensorData
 from .hf_folder import config_count as _count
 from .hf_folder import config_real as _real
@@ -109,7 +109,7 @@ def stack_config(cfg: Mapping[str, Any], where: str) -> LlamaConfig:
     """A transformers Llama-style config (backbone or depth decoder) as a `LlamaConfig`."""
     heads = _count(cfg, "num_attention_heads", where)
     dim = _count(cfg, "hidden_size", where)
-    head_dim = _count(cfg, "head_dim", where, dim // heads)
+    head_dim = _count(cfg, "head_dim", where, max(dim // heads, 1))
     scaling = cfg.get("rope_scaling") or {}
     kind = scaling.get("rope_type", scaling.get("type", "default")) if isinstance(scaling, dict) else None
     if kind not in ("default", "llama3"):
@@ -130,11 +130,7 @@ def stack_config(cfg: Mapping[str, Any], where: str) -> LlamaConfig:
         old_context_len=_count(scaling, "original_max_position_embeddings", where, 8192) if llama3 else 8192,
         head_size=head_dim if head_dim != dim // heads else None,
     )
-    if heads % out.num_kv_heads or (out.head_size is None and dim % heads):
-        raise FormatError(f"{where}: heads do not divide the dimensions", "restore the model's config.json")
-    if llama3 and not out.low_freq_factor < out.high_freq_factor:
-        raise FormatError(f"{where}: llama3 low_freq_factor must be below high_freq_factor")
-    return out
+    return check_llama(out, where)
 
 
 def csm_config(cfg: Mapping[str, Any], where: str) -> CsmConfig:
@@ -146,7 +142,7 @@ def csm_config(cfg: Mapping[str, Any], where: str) -> CsmConfig:
     codebooks = _count(cfg, "num_codebooks", where, 32)
     if _count(dec, "num_codebooks", where, codebooks) != codebooks:
         raise FormatError(f"{where}: the depth decoder's num_codebooks differs from the model's")
-    return CsmConfig(
+    out = CsmConfig(
         backbone=backbone,
         decoder=decoder,
         text_vocab_size=_count(cfg, "text_vocab_size", where, 128256),
@@ -155,6 +151,7 @@ def csm_config(cfg: Mapping[str, Any], where: str) -> CsmConfig:
         backbone_flavor="backbone",
         decoder_flavor="depth_decoder",
     )
+    return check_csm(out, where)
 
 
 def moshi_config(codec: Mapping[str, Any], where: str) -> dict[str, Any]:

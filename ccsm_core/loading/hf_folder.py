@@ -3,12 +3,13 @@ listed by ``model.safetensors.index.json`` (``weight_map``: tensor name -> shard
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import schema
 from ..errors import FormatError, ModelError
+from ..limits import loads_json, regular_file
 from ..tensors import TensorData, WeightSource
 
 INDEX = "model.safetensors.index.json"
@@ -16,11 +17,14 @@ SINGLE = "model.safetensors"
 
 
 def read_json(path: Path, what: str = "file") -> dict[str, Any]:
-    """A JSON object from ``path``, or a `FormatError` naming the file."""
+    """A JSON object from the regular file ``path``, with bounds (`limits.loads_json`), or a
+    `FormatError` naming the file."""
+    regular_file(path, what)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: not a readable JSON {what} ({e})", "restore the model's files") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read the {what} ({e.strerror or e})", "restore the model's files") from None
+    data = loads_json(raw, str(path), "restore the model's files")
     if not isinstance(data, dict):
         raise FormatError(f"{path}: expected a JSON object", "restore the model's files")
     return data
@@ -64,20 +68,14 @@ def open_shards(folder: Path) -> WeightSource:
     return WeightSource(folder, tensors, {}, "safetensors")
 
 
-MAX_COUNT = 1 << 31  # counts a config.json may give
+_CONFIG_HINT = "restore the model's config.json"
 
 
 def config_count(cfg: Mapping[str, Any], key: str, where: str, default: Any = None, low: int = 1) -> int:
-    """``cfg[key]`` as an int in ``low..MAX_COUNT``, else `FormatError` naming the key."""
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
-        raise FormatError(f"{where}: {key} = {value!r} is not a count", "restore the model's config.json")
-    return value
+    """``cfg[key]`` as an int in ``low..schema.MAX_COUNT`` (`schema.count`), else `FormatError`."""
+    return schema.count(cfg.get(key, default), key, where, low=low, hint=_CONFIG_HINT)
 
 
 def config_real(cfg: Mapping[str, Any], key: str, where: str, default: Any = None) -> float:
-    """``cfg[key]`` as a positive finite float, else `FormatError` naming the key."""
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e30:
-        raise FormatError(f"{where}: {key} = {value!r} is not valid", "restore the model's config.json")
-    return float(value)
+    """``cfg[key]`` as a positive finite float (`schema.positive`), else `FormatError`."""
+    return schema.positive(cfg.get(key, default), key, where, hint=_CONFIG_HINT)

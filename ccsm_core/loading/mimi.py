@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
 from ..models.mimi import Mimi
+from ..models.mimi_schema import check_sections
 from .weights import open_weights
+
+MIMI_HINT = "pass moshi's mimi_config.json, or none for the released Mimi"
+
+
+def read_mimi_config(path: Path) -> dict[str, Any]:
+    """moshi's ``mimi_config.json``: bounded JSON, an object whose sections are objects (the
+    values are checked with the defaults merged in, by `mimi_config`)."""
+    from .checkpoint import read_json_file
+
+    data = read_json_file(path, "Mimi config", MIMI_HINT)
+    return dict(check_sections(data, str(path)))
 
 
 def load_mimi(path: str | Path, config_path: str | Path | None = None, backend: Any = None) -> Mimi:
@@ -17,15 +27,7 @@ def load_mimi(path: str | Path, config_path: str | Path | None = None, backend: 
         from ..backends.numpy_backend import NumpyBackend
 
         backend = NumpyBackend()
-    config = None
-    if config_path is not None:
-        try:
-            config = json.loads(Path(config_path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelError(
-                f"{config_path}: cannot read the Mimi config ({e})",
-                "pass moshi's mimi_config.json, or none for the released Mimi",
-            ) from None
+    config = read_mimi_config(Path(config_path)) if config_path is not None else None
     return Mimi.from_tensors(backend, open_weights(path), config)
 
 

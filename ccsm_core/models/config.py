@@ -1,4 +1,9 @@
-"""Model configurations: the torchtune Llama flavours CSM names, and CSM's own arguments."""
+"""Model configurations: the torchtune Llama flavours CSM names, and CSM's own arguments.
+
+Every configuration read from a file passes `check_llama` / `check_csm` (types, ranges and the
+heads dividing the dimensions) before anything is sized or computed from it, whichever layout
+it came from (the original ``config.json``, a CSM GGUF's ``csm.config``, transformers').
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError
+from .. import schema
+from ..errors import FormatError, ModelError
+
+MAX_LAYERS = 1024  # layers of one stack
+MAX_HEADS = 1 << 12
+MAX_DIM = 1 << 20  # a width (embedding, feed-forward, head)
+MAX_SEQ_LEN = 1 << 24  # positions of a context; the cache it sizes is checked against the memory budget
+MAX_VOCAB = 1 << 24
+ACTIVATIONS = ("silu", "gelu_tanh")
 
 
 @dataclass(frozen=True)
@@ -37,22 +50,19 @@ class LlamaConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "config") -> LlamaConfig:
+        """A flavour from a JSON object of torchtune names, every value checked (`check_llama`)."""
+        d = schema.mapping(d, "the flavour", where)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ModelError(
-                f"{where}: unknown flavour keys {unknown}", f"use torchtune llama3_2 names: {', '.join(sorted(known))}"
+                f"{where}: unknown flavour keys {unknown[:8]}",
+                f"use torchtune llama3_2 names: {', '.join(sorted(known))}",
             )
-        try:
-            cfg = cls(**d)
-        except TypeError as e:
-            raise ModelError(f"{where}: incomplete flavour ({e})", "give every dimension") from None
-        if (cfg.head_size is None and cfg.embed_dim % cfg.num_heads) or cfg.num_heads % cfg.num_kv_heads:
-            raise ModelError(
-                f"{where}: heads do not divide the dimensions "
-                f"(dim {cfg.embed_dim}, heads {cfg.num_heads}, kv heads {cfg.num_kv_heads})"
-            )
-        return cfg
+        missing = [k for k in TORCHTUNE_KEYS[:5] if k not in d]
+        if missing:
+            raise ModelError(f"{where}: incomplete flavour (no {', '.join(missing)})", "give every dimension")
+        return check_llama(cls(**d), where)
 
     def rope_freqs(self) -> np.ndarray:
         """Per-pair angular frequencies, with Llama-3 scaling as torchtune's Llama3ScaledRoPE."""
@@ -76,6 +86,42 @@ class LlamaConfig:
                 )
                 out[i] = (1 - smooth) * f / self.scale_factor + smooth * f
         return out.astype(np.float32)
+
+
+def check_llama(cfg: LlamaConfig, where: str) -> LlamaConfig:
+    """``cfg`` if every field has its type and range and the heads divide the dimensions, else a
+    one-line `FormatError` naming the field (nothing unchecked reaches a cache or C code)."""
+    hint = "restore the model's configuration"
+    for name, high in (
+        ("num_layers", MAX_LAYERS),
+        ("num_heads", MAX_HEADS),
+        ("num_kv_heads", MAX_HEADS),
+        ("embed_dim", MAX_DIM),
+        ("intermediate_dim", MAX_DIM),
+        ("max_seq_len", MAX_SEQ_LEN),
+        ("old_context_len", MAX_SEQ_LEN),
+    ):
+        schema.count(getattr(cfg, name), name, where, high=high, hint=hint)
+    if cfg.head_size is not None:
+        schema.count(cfg.head_size, "head_size", where, high=MAX_DIM, hint=hint)
+    schema.positive(cfg.norm_eps, "norm_eps", where, high=1.0, hint=hint)
+    schema.positive(cfg.rope_base, "rope_base", where, hint=hint)
+    if cfg.scale_factor is not None:
+        schema.positive(cfg.scale_factor, "scale_factor", where, hint=hint)
+        low_f = schema.positive(cfg.low_freq_factor, "low_freq_factor", where, hint=hint)
+        high_f = schema.positive(cfg.high_freq_factor, "high_freq_factor", where, hint=hint)
+        if not low_f < high_f:
+            raise FormatError(f"{where}: low_freq_factor {low_f:g} is not below high_freq_factor {high_f:g}", hint)
+    if not isinstance(cfg.rope_interleaved, bool):
+        raise FormatError(f"{where}: rope_interleaved = {cfg.rope_interleaved!r} is not true or false", hint)
+    if cfg.activation not in ACTIVATIONS:
+        raise FormatError(f"{where}: activation {str(cfg.activation)[:40]!r} is not one of {ACTIVATIONS}", hint)
+    schema.divides(cfg.num_kv_heads, cfg.num_heads, "kv heads into heads", where, hint=hint)
+    if cfg.head_size is None:
+        schema.divides(cfg.num_heads, cfg.embed_dim, "heads into embed_dim", where, hint=hint)
+    if cfg.head_dim % 2:
+        raise FormatError(f"{where}: head dimension {cfg.head_dim} is odd (RoPE rotates pairs)", hint)
+    return cfg
 
 
 TORCHTUNE_KEYS = (
@@ -112,11 +158,12 @@ class CsmConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "config.json") -> CsmConfig:
-        """Read the original ``config.json`` (plus an optional ``flavors`` map)."""
-        custom = d.get("flavors") or {}
+        """Read the original ``config.json`` (plus an optional ``flavors`` map), every value checked."""
+        d = schema.mapping(d, "the configuration", where)
+        custom = schema.mapping(d.get("flavors") or {}, "flavors", where)
 
         def flavor(key: str, default: str) -> tuple[str, LlamaConfig]:
-            name = d.get(key, default)
+            name = schema.text(d.get(key, default), key, where, max_len=256)
             if name in custom:
                 return name, LlamaConfig.from_dict(custom[name], f"{where}: flavour {name!r}")
             if name in FLAVORS:
@@ -127,21 +174,21 @@ class CsmConfig:
 
         bname, backbone = flavor("backbone_flavor", "llama-1B")
         dname, decoder = flavor("decoder_flavor", "llama-100M")
-        try:
-            return cls(
+        return check_csm(
+            cls(
                 backbone=backbone,
                 decoder=decoder,
-                text_vocab_size=int(d.get("text_vocab_size", 128_256)),
-                audio_vocab_size=int(d.get("audio_vocab_size", 2051)),
-                audio_num_codebooks=int(d.get("audio_num_codebooks", 32)),
+                text_vocab_size=d.get("text_vocab_size", 128_256),
+                audio_vocab_size=d.get("audio_vocab_size", 2051),
+                audio_num_codebooks=d.get("audio_num_codebooks", 32),
                 backbone_flavor=bname,
                 decoder_flavor=dname,
-            )
-        except (TypeError, ValueError) as e:
-            raise ModelError(f"{where}: bad value ({e})") from None
+            ),
+            where,
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        flav = {}
+        flav: dict[str, Any] = {}
         defaults = LlamaConfig(1, 1, 1, 1, 1)
         for name, cfg in ((self.backbone_flavor, self.backbone), (self.decoder_flavor, self.decoder)):
             if name not in FLAVORS or FLAVORS[name] != cfg:
@@ -160,3 +207,15 @@ class CsmConfig:
         if flav:
             out["flavors"] = flav
         return out
+
+
+def check_csm(cfg: CsmConfig, where: str) -> CsmConfig:
+    """``cfg`` if both stacks pass `check_llama` and the vocabularies and codebooks are in range."""
+    hint = "restore the model's configuration"
+    check_llama(cfg.backbone, f"{where}: backbone")
+    check_llama(cfg.decoder, f"{where}: decoder")
+    schema.count(cfg.text_vocab_size, "text_vocab_size", where, high=MAX_VOCAB, hint=hint)
+    schema.count(cfg.audio_vocab_size, "audio_vocab_size", where, low=2, high=MAX_VOCAB, hint=hint)
+    # the decoder's cache holds one frame of DECODER_CACHE codebooks
+    schema.count(cfg.audio_num_codebooks, "audio_num_codebooks", where, high=DECODER_CACHE, hint=hint)
+    return cfg

@@ -15,9 +15,16 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Backend, Tensor
+from ..limits import check_allocation
 from ..tensors import float32_values
-from .config import DECODER_CACHE, CsmConfig
+from .config import DECODER_CACHE, CsmConfig, LlamaConfig
 from .llama import KVCache, Llama, causal_mask, check_shapes, expected_shapes
+
+
+def cache_bytes(cfg: LlamaConfig, rows: int) -> int:
+    """Bytes of a float32 K and V cache of ``rows`` positions for every layer of ``cfg``."""
+    return 2 * 4 * cfg.num_layers * rows * cfg.num_kv_heads * cfg.head_dim
+
 
 BACKBONE_WINDOW = 64  # backbone attention reads whole multiples of this many cache rows
 
@@ -106,6 +113,14 @@ class CSM:
         return be.add(audio, text)
 
     def new_caches(self) -> tuple[KVCache, KVCache]:
+        """The backbone's cache (``max_seq_len`` rows) and the decoder's (one frame), their size
+        checked against the memory budget first (`limits.check_allocation`)."""
+        need = cache_bytes(self.cfg.backbone, self.cfg.backbone.max_seq_len) + cache_bytes(
+            self.cfg.decoder, DECODER_CACHE
+        )
+        check_allocation(
+            need, "the KV caches", f"the model's max_seq_len {self.cfg.backbone.max_seq_len} is too large or broken"
+        )
         return (self.backbone.new_cache(window_multiple=BACKBONE_WINDOW), self.decoder.new_cache(DECODER_CACHE))
 
     def backbone_step(

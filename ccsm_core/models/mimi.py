@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ModelError, UsageError
 from .mimi_layers import CausalConv1d, CausalConvTranspose1d, Weights, seanet_decoder, seanet_encoder
+from .mimi_schema import check_mimi, check_sections
 from .mimi_transformer import MimiTransformer
 
 Tensor = Any
@@ -80,11 +81,12 @@ _REQUIRED = {
 def mimi_config(config: Mapping | None = None) -> dict:
     """``DEFAULT_MIMI_CONFIG`` updated with ``config`` (moshi constructor args), validated."""
     cfg = copy.deepcopy(DEFAULT_MIMI_CONFIG)
-    for key, val in (config or {}).items():
+    for key, val in check_sections(config or {}, "Mimi config").items():
         if isinstance(val, Mapping) and isinstance(cfg.get(key), dict):
             cfg[key].update(val)
         else:
             cfg[key] = val
+    check_mimi(cfg)
     for (sec, key), want in _REQUIRED.items():
         if cfg[sec].get(key) != want:
             raise ModelError(

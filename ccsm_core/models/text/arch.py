@@ -19,7 +19,7 @@ from ...tensors import take_rows
 from ..config import LlamaConfig
 from .stack import LayerOptions
 
-_NOT_ARCHS = {"arch", "model", "stack"}  # the modules of this package that are not architectures
+_NOT_ARCHS = {"arch", "metadata", "model", "stack"}  # the modules of this package that are not architectures
 # optional per-layer norms: GGUF name -> the stack's key
 EXTRA_NORMS = {
     "attn_q_norm": "q_norm",

@@ -44,7 +44,7 @@ class Gemma3(TextArch):
         return LayerOptions(sliding=sliding if window else (), window=window, attn_scale=float(per_head) ** -0.5)
 
     def local_rope_base(self, meta: Meta) -> float | None:
-        return float(meta("rope.freq_base_swa", LOCAL_ROPE_BASE))
+        return meta("rope.freq_base_swa", LOCAL_ROPE_BASE)  # checked by the caller
 
 
 ARCH = Gemma3("gemma3", activation="gelu_tanh", scaled_embeddings=True, neox_rope=True, hf_names=("gemma3_text",))

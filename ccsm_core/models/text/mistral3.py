@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from ...errors import FormatError
+from ...schema import real
 from ..config import LlamaConfig
 from .arch import Meta, TextArch
 from .stack import LayerOptions
@@ -16,7 +17,9 @@ from .stack import LayerOptions
 @dataclass(frozen=True)
 class Mistral3(TextArch):
     def layer_options(self, meta: Meta, stack: LlamaConfig) -> LayerOptions:
-        beta = float(meta("attention.temperature_scale", 0.0))
+        beta = real(
+            meta("attention.temperature_scale", 0.0), "attention.temperature_scale", "model", low=-1e6, high=1e6
+        )
         if beta == 0.0:
             return LayerOptions()
         length = meta("rope.scaling.original_context_length", stack.max_seq_len)

@@ -17,16 +17,15 @@ import numpy as np
 
 from ...backends.base import BUFFER_DTYPES, Backend, Tensor
 from ...errors import FormatError, UsageError
+from ...schema import positive
 from ...tensors import float32_values
 from ..config import LlamaConfig
 from ..llama import KVCache, fuse_projections
 from .arch import TextArch, get_arch, need_tensor
+from .metadata import check_tensor_shapes, check_vocab, plain, stack_config
 from .stack import LayerOptions, TextStack
 
 WINDOW = 256  # attention windows grow in steps of this many cache rows (as llama.cpp pads its KV view)
-MAX_COUNT = 1 << 31  # widths, lengths and context sizes a file may give
-MAX_HEADS = 1 << 16
-MAX_LAYERS = 1 << 12
 
 
 @dataclass(frozen=True)
@@ -45,60 +44,13 @@ class TextConfig:
     def from_metadata(cls, md: Mapping[str, Any], vocab_size: int, where: str = "model") -> TextConfig:
         arch = get_arch(str(md.get("general.architecture", "")), where)
 
-        def get(key: str, default: Any = None) -> Any:
-            value = md.get(f"{arch.name}.{key}", default)
-            if value is None:
-                raise FormatError(f"{where}: metadata {arch.name}.{key} is missing", "the GGUF file is incomplete")
-            return value
-
-        def count(key: str, default: Any = None, low: int = 1, high: int = MAX_COUNT) -> int:
-            value = get(key, default)
-            if (
-                isinstance(value, (bool, np.bool_))
-                or not isinstance(value, (int, np.integer))
-                or not low <= value <= high
-            ):
-                raise FormatError(
-                    f"{where}: metadata {arch.name}.{key} = {value!r} is not a count in {low}..{high}",
-                    "the GGUF file is broken",
-                )
-            return int(value)
-
-        def real(key: str, default: Any = None, low: float = 0.0) -> float:
-            value = get(key, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not low < value < 1e30:
-                raise FormatError(
-                    f"{where}: metadata {arch.name}.{key} = {value!r} is not valid", "the GGUF file is broken"
-                )
-            return float(value)
-
-        heads = count("attention.head_count", high=MAX_HEADS)
-        dim = count("embedding_length")
-        kv_heads = count("attention.head_count_kv", heads, high=heads)
-        head_size = count("attention.key_length", dim // heads) if dim >= heads else dim // heads
-        if heads % kv_heads or (head_size == dim // heads and dim % heads) or head_size < 2 or head_size % 2:
-            raise FormatError(
-                f"{where}: {heads} heads ({kv_heads} KV heads) of size {head_size} do not fit width {dim}",
-                "the GGUF file is broken",
-            )
-        stack = LlamaConfig(
-            num_layers=count("block_count", high=MAX_LAYERS),
-            num_heads=heads,
-            num_kv_heads=kv_heads,
-            embed_dim=dim,
-            intermediate_dim=count("feed_forward_length"),
-            max_seq_len=count("context_length", 4096),
-            norm_eps=real("attention.layer_norm_rms_epsilon", 1e-5),
-            rope_base=real("rope.freq_base", 10000.0),
-            scale_factor=None,
-            rope_interleaved=not arch.neox_rope,
-            head_size=head_size if head_size != dim // heads else None,
-            activation=arch.activation,
-        )
-        meta = lambda key, default=None: md.get(f"{arch.name}.{key}", default)  # noqa: E731
+        stack = stack_config(md, arch, where)
+        check_vocab(md, arch.name, vocab_size, where)
+        dim = stack.embed_dim
+        meta = lambda key, default=None: plain(md.get(f"{arch.name}.{key}", default))  # noqa: E731
         local_base = arch.local_rope_base(meta)
-        if local_base is not None and not 0 < local_base < 1e30:
-            raise FormatError(f"{where}: RoPE base {local_base} of the sliding-window layers is not valid")
+        if local_base is not None:
+            local_base = positive(local_base, "the RoPE base of the sliding-window layers", where)
         return cls(
             arch.name,
             stack,
@@ -137,6 +89,7 @@ class TextLM:
         st = cfg.stack
         need = lambda name: need_tensor(tensors, name)  # noqa: E731
         arch: TextArch = get_arch(cfg.arch)
+        check_tensor_shapes(tensors, arch, st, cfg.vocab_size, "model")
         layers = []
         for i in range(st.num_layers):
             w = arch.layer_weights(tensors, f"blk.{i}.", st)
@@ -159,22 +112,6 @@ class TextLM:
         self.stack = TextStack(be, st, layers, norm, cfg.options, freqs, local_freqs, cfg.local_rope_base)
         self.embeddings = be.weight(need("token_embd.weight"))
         self.output = be.weight(tensors["output.weight"]) if "output.weight" in tensors else self.embeddings
-        self._check(tensors)
-
-    def _check(self, tensors: Mapping[str, Any]) -> None:
-        st, v = self.cfg.stack, self.cfg.vocab_size
-        want = {
-            "token_embd.weight": (v, st.embed_dim),
-            "blk.0.attn_output.weight": (st.embed_dim, st.num_heads * st.head_dim),
-            "blk.0.ffn_down.weight": (st.embed_dim, st.intermediate_dim),
-        }
-        for name, shape in want.items():
-            got = tuple(tensors[name].shape)
-            if got != shape:
-                raise FormatError(
-                    f"tensor {name!r} has shape {list(got)}, expected {list(shape)}",
-                    "the metadata does not match the weights",
-                )
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
         cache = self.stack.new_cache(capacity, self.kv_dtype, WINDOW)

@@ -1,0 +1,356 @@
+"""Hostile CSM/Mimi configs, safetensors headers, codes files, voice files and audio: each gives
+one `CcsmError` (one line, with a hint) from the real reader, and through the CLI exit 2 with a
+single ``error: ... (hint: ...)`` line, before anything is sized or computed from the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ccsm_core import limits
+from ccsm_core.cli import cli
+from ccsm_core.errors import CcsmError
+from ccsm_core.formats.safetensors import load_safetensors, save_safetensors
+from ccsm_core.loading.csm import load_csm
+from ccsm_core.models.config import CsmConfig
+from ccsm_core.models.mimi import mimi_config
+
+FIXTURE = Path(__file__).parent / "fixtures" / "csm-tiny"
+
+
+def one_line_error(res: Any) -> str:
+    """The CLI's single error line (exit 2, ``error: ... (hint: ...)``, no traceback)."""
+    out = res.output.strip()
+    assert res.exit_code == 2, out
+    assert "Traceback" not in out, out
+    lines = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "(hint: " in lines[0], out
+    return lines[0]
+
+
+def check_error(fn: Callable[[], Any], match: str) -> CcsmError:
+    with pytest.raises(CcsmError, match=match) as e:
+        fn()
+    assert "\n" not in e.value.one_line() and e.value.hint
+    return e.value
+
+
+# --- safetensors headers ---------------------------------------------------------------------
+
+
+def raw_safetensors(path: Path, header: Any, data: bytes = b"") -> Path:
+    text = header if isinstance(header, (str, bytes)) else json.dumps(header)
+    raw = text.encode() if isinstance(text, str) else text
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+def entry(dtype: Any = "F32", shape: Any = (2,), offsets: Any = (0, 8)) -> dict[str, Any]:
+    return {"dtype": dtype, "shape": list(shape) if isinstance(shape, tuple) else shape, "data_offsets": offsets}
+
+
+SAFETENSORS_CASES = {
+    "dtype a list": ({"w": entry(dtype=["F32"])}, "unsupported dtype list"),
+    "dtype unknown": ({"w": entry(dtype="F128")}, "unsupported dtype F128"),
+    "shape 2^64": ({"w": entry(shape=[1 << 64, 0])}, "malformed shape"),
+    "shape negative": ({"w": entry(shape=[-2])}, "malformed shape"),
+    "shape string": ({"w": entry(shape="2")}, "malformed shape"),
+    "shape product overflows": ({"w": entry(shape=[8] * 8)}, "does not match"),
+    "float offsets": ({"w": entry(offsets=[0.0, 8.0])}, "data_offsets"),
+    "string offsets": ({"w": entry(offsets=["0", "8"])}, "data_offsets"),
+    "three offsets": ({"w": entry(offsets=[0, 4, 8])}, "data_offsets"),
+    "offsets past the end": ({"w": entry(offsets=[0, 1 << 40])}, "data_offsets"),
+    "offsets reversed": ({"w": entry(shape=[0], offsets=[8, 0])}, "ends before it starts"),
+    "metadata an int": ({"__metadata__": 5, "w": entry()}, "__metadata__"),
+    "metadata of numbers": ({"__metadata__": {"a": 1}, "w": entry()}, "__metadata__"),
+    "entry a list": ({"w": [1, 2]}, "malformed header entry"),
+    "entry incomplete": ({"w": {"dtype": "F32"}}, "malformed header entry"),
+    "overlapping": ({"a": entry(), "b": entry(shape=[1], offsets=[4, 8])}, "overlaps"),
+    "overlapping exactly": ({"a": entry(), "b": entry()}, "overlaps"),
+    "gap": ({"a": entry(shape=[1], offsets=[4, 8])}, "belong to no tensor"),
+    "data left over": ({"a": entry(shape=[1], offsets=[0, 4])}, "cover 4 of the 8"),
+    "deeply nested": ("[" * 100_000 + "]" * 100_000, "nested"),
+    "4300-digit number": ('{"w": {"dtype": "F32", "shape": [' + "9" * 4300 + '], "data_offsets": [0, 8]}}', "number"),
+    "not UTF-8": (b'{"w\xff": 1}', "not valid JSON"),
+    "not an object": ("[1, 2]", "not a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAFETENSORS_CASES))
+def test_hostile_safetensors_header(tmp_path: Path, case: str) -> None:
+    header, match = SAFETENSORS_CASES[case]
+    path = raw_safetensors(tmp_path / "m.safetensors", header, b"\0" * 8)
+    check_error(lambda: load_safetensors(path), match)
+
+
+def test_good_safetensors_still_load(tmp_path: Path) -> None:
+    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(0, np.int64), "c": np.ones(3, np.int8)}
+    save_safetensors(tmp_path / "m.safetensors", arrays, {"format": "pt"})
+    src = load_safetensors(tmp_path / "m.safetensors")
+    assert src.metadata == {"format": "pt"}
+    for name, arr in arrays.items():
+        np.testing.assert_array_equal(src.tensors[name].data.reshape(arr.shape), arr)
+
+
+def test_header_length_beyond_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", 1 << 62) + b"{}")
+    check_error(lambda: load_safetensors(path), "header length")
+
+
+def test_safetensors_fifo_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "m.safetensors"
+    os.mkfifo(fifo)
+    check_error(lambda: load_safetensors(fifo), "FIFO")
+
+
+def test_hostile_safetensors_through_the_cli(tiny_csm_dir: Path, cli_runner: Any, tmp_path: Path) -> None:
+    raw_safetensors(tiny_csm_dir / "model.safetensors", {"w": entry(shape=[1 << 64])}, b"\0" * 8)
+    res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(tiny_csm_dir), "--codes-out", str(tmp_path / "c.npy")])
+    assert "malformed shape" in one_line_error(res)
+
+
+# --- CSM configs -----------------------------------------------------------------------------
+
+
+def flavour(**change: Any) -> dict[str, Any]:
+    base = {
+        "num_layers": 2,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "embed_dim": 32,
+        "intermediate_dim": 64,
+        "max_seq_len": 2048,
+        "norm_eps": 1e-5,
+        "rope_base": 500000,
+        "scale_factor": 32,
+    }
+    return base | change
+
+
+def csm_dict(backbone: Any = None, **change: Any) -> dict[str, Any]:
+    return {
+        "backbone_flavor": "b",
+        "decoder_flavor": "d",
+        "text_vocab_size": 128,
+        "flavors": {"b": flavour() if backbone is None else backbone, "d": flavour(num_layers=1, embed_dim=16)},
+    } | change
+
+
+CONFIG_CASES = {
+    "num_heads 0": (csm_dict(flavour(num_heads=0)), "num_heads = 0"),
+    "num_heads 2^31": (csm_dict(flavour(num_heads=1 << 31)), "num_heads"),
+    "heads do not divide": (csm_dict(flavour(num_heads=3, num_kv_heads=3)), "heads into embed_dim"),
+    "kv heads do not divide": (csm_dict(flavour(num_kv_heads=3)), "kv heads into heads"),
+    "num_layers a string": (csm_dict(flavour(num_layers="two")), "num_layers = 'two'"),
+    "embed_dim a float": (csm_dict(flavour(embed_dim=32.0)), "embed_dim = 32.0"),
+    "num_layers true": (csm_dict(flavour(num_layers=True)), "num_layers = True"),
+    "norm_eps negative": (csm_dict(flavour(norm_eps=-1e-5)), "norm_eps"),
+    "norm_eps zero": (csm_dict(flavour(norm_eps=0)), "norm_eps"),
+    "norm_eps a string": (csm_dict(flavour(norm_eps="nan")), "norm_eps"),
+    "rope_base huge int": (csm_dict(flavour(rope_base=10**400)), "rope_base"),
+    "max_seq_len 2^31": (csm_dict(flavour(max_seq_len=1 << 31)), "max_seq_len"),
+    "max_seq_len a list": (csm_dict(flavour(max_seq_len=[2048])), "max_seq_len"),
+    "activation a number": (csm_dict(flavour(activation=3)), "activation"),
+    "flavour a list": (csm_dict([1, 2]), "flavour is list"),
+    "flavour null": (csm_dict(flavour() | {"num_layers": None}), "num_layers = None"),
+    "flavour incomplete": (csm_dict({"num_layers": 1}), "incomplete flavour"),
+    "flavors a list": (csm_dict() | {"flavors": [1]}, "flavors is list"),
+    "backbone_flavor a list": (csm_dict(backbone_flavor=["b"]), "backbone_flavor"),
+    "vocab a string": (csm_dict(text_vocab_size="128"), "text_vocab_size = '128'"),
+    "codebooks 0": (csm_dict(audio_num_codebooks=0), "audio_num_codebooks"),
+    "codebooks 2^40": (csm_dict(audio_num_codebooks=1 << 40), "audio_num_codebooks"),
+    "config a list": ([1, 2, 3], "expected an object"),
+    "config null": (None, "expected an object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_hostile_csm_config(case: str) -> None:
+    data, match = CONFIG_CASES[case]
+    check_error(lambda: CsmConfig.from_dict(data), match)
+
+
+def test_good_csm_config_reads() -> None:
+    cfg = CsmConfig.from_dict(csm_dict())
+    assert cfg.backbone.num_heads == 4 and cfg.decoder.embed_dim == 16
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("{not json", "not valid JSON"),
+        (b"\xff\xfe{}", "not valid JSON"),
+        ("[" * 70 + "]" * 70, "nested"),
+        ('{"text_vocab_size": ' + "9" * 4300 + "}", "number"),
+        ('{"text_vocab_size": NaN}', "NaN"),
+    ],
+)
+def test_unreadable_config_json(tiny_csm_dir: Path, text: str | bytes, match: str) -> None:
+    path = tiny_csm_dir / "config.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    check_error(lambda: load_csm(tiny_csm_dir, "numpy"), match)
+
+
+def test_config_json_fifo_is_refused(tiny_csm_dir: Path) -> None:
+    (tiny_csm_dir / "config.json").unlink()
+    os.mkfifo(tiny_csm_dir / "config.json")
+    check_error(lambda: load_csm(tiny_csm_dir, "numpy"), "FIFO")
+
+
+@pytest.mark.parametrize("case", ["num_heads 0", "norm_eps negative", "num_layers a string", "config a list"])
+def test_hostile_config_json_through_the_cli(tiny_csm_dir: Path, cli_runner: Any, tmp_path: Path, case: str) -> None:
+    data, match = CONFIG_CASES[case]
+    (tiny_csm_dir / "config.json").write_text(json.dumps(data))
+    res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(tiny_csm_dir), "--codes-out", str(tmp_path / "c.npy")])
+    one_line_error(res)
+
+
+def test_the_kv_cache_is_checked_against_the_memory_budget(tiny_csm_dir: Path, monkeypatch: Any) -> None:
+    """A max_seq_len within the schema's range still may not allocate more than the budget."""
+    cfg = json.loads((tiny_csm_dir / "config.json").read_text())
+    for f in cfg["flavors"].values():
+        f["max_seq_len"] = 1 << 24
+    (tiny_csm_dir / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.setattr(limits, "_budget", 256 << 20)
+    model = load_csm(tiny_csm_dir, "numpy").model
+    check_error(model.new_caches, "the KV caches would need 4.0 GiB")
+
+
+# --- transformers config.json of CSM ---------------------------------------------------------
+
+
+def test_hf_csm_config_values_are_checked() -> None:
+    from ccsm_core.loading.hf_csm import csm_config
+
+    good = {
+        "num_attention_heads": 4,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "intermediate_size": 64,
+        "depth_decoder_config": {
+            "num_attention_heads": 2,
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "intermediate_size": 32,
+        },
+    }
+    assert csm_config(good, "config.json").backbone.embed_dim == 32
+    for change, match in (
+        ({"num_attention_heads": 0}, "num_attention_heads = 0"),
+        ({"num_attention_heads": "4"}, "num_attention_heads = '4'"),
+        ({"rms_norm_eps": -1.0}, "rms_norm_eps"),
+        ({"rms_norm_eps": float("nan")}, "rms_norm_eps"),
+        ({"max_position_embeddings": 1 << 40}, "max_position_embeddings"),
+        ({"num_key_value_heads": 3}, "kv heads"),
+        ({"depth_decoder_config": [1]}, "depth_decoder_config"),
+        ({"num_codebooks": 1000}, "audio_num_codebooks"),
+    ):
+        check_error(lambda change=change: csm_config(good | change, "config.json"), match)
+
+
+# --- CSM GGUF metadata -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def csm_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ccsm_core.loading.csm_gguf import convert_csm
+    from ccsm_core.testing.models import write_tiny_csm
+
+    d = tmp_path_factory.mktemp("gguf")
+    return convert_csm(write_tiny_csm(d / "tiny"), d / "tiny.gguf")
+
+
+def rewrite_gguf(src: Path, dst: Path, meta: dict[str, Any]) -> Path:
+    from ccsm_core.formats.gguf_reader import load_gguf
+    from ccsm_core.formats.gguf_writer import write_gguf
+
+    g = load_gguf(src)
+    md = {k: v for k, v in g.metadata.items() if k != "general.architecture"} | meta
+    return write_gguf(dst, md, dict(g.items()), "csm")
+
+
+GGUF_CASES = {
+    "config a list": ({"csm.config": "[1, 2]"}, "expected an object"),
+    "config null": ({"csm.config": "null"}, "expected an object"),
+    "config an int": ({"csm.config": 5}, "csm.config = 5 is not a text"),
+    "config deeply nested": ({"csm.config": "[" * 5000 + "]" * 5000}, "nested"),
+    "config a long number": ({"csm.config": "9" * 4300}, "number"),
+    "config heads 0": ({"csm.config": json.dumps(csm_dict(flavour(num_heads=0)))}, "num_heads = 0"),
+    "config eps NaN": ({"csm.config": '{"flavors": {"x": {"norm_eps": NaN}}}'}, "NaN"),
+    "mimi config a list": ({"csm.mimi_config": "[1]"}, "expected an object"),
+    "mimi seanet an int": ({"csm.mimi_config": '{"seanet": 5}'}, "seanet is int"),
+    "mimi heads 0": ({"csm.mimi_config": '{"transformer": {"num_heads": 0}}'}, "num_heads = 0"),
+    "tokenizer an int": ({"tokenizer.huggingface.json": 7}, "tokenizer.huggingface.json"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GGUF_CASES))
+def test_hostile_csm_gguf_metadata(csm_gguf: Path, tmp_path: Path, case: str) -> None:
+    meta, match = GGUF_CASES[case]
+    path = rewrite_gguf(csm_gguf, tmp_path / "bad.gguf", meta)
+    check_error(lambda: load_csm(path, "numpy"), match)
+
+
+@pytest.mark.parametrize("case", ["config a list", "config heads 0", "mimi seanet an int"])
+def test_hostile_csm_gguf_through_the_cli(csm_gguf: Path, tmp_path: Path, cli_runner: Any, case: str) -> None:
+    path = rewrite_gguf(csm_gguf, tmp_path / "bad.gguf", GGUF_CASES[case][0])
+    res = cli_runner.invoke(cli, ["run", "Hi", "--model", str(path), "--codes-out", str(tmp_path / "c.npy")])
+    one_line_error(res)
+
+
+# --- Mimi configs ----------------------------------------------------------------------------
+
+MIMI_CASES = {
+    "not an object": ([1], "expected an object"),
+    "seanet a list": ({"seanet": [1]}, "seanet is list"),
+    "transformer null": ({"transformer": None}, "transformer is NoneType"),
+    "quantizer a string": ({"quantizer": "x"}, "quantizer is str"),
+    "heads 0": ({"transformer": {"num_heads": 0}}, "num_heads = 0"),
+    "heads do not divide": ({"transformer": {"num_heads": 7}}, "num_heads into d_model"),
+    "ratios a string": ({"seanet": {"ratios": "8654"}}, "ratios"),
+    "ratio 0": ({"seanet": {"ratios": [8, 0, 5, 4]}}, "ratios"),
+    "dimension 2^40": ({"seanet": {"dimension": 1 << 40}}, "dimension"),
+    "context 2^31": ({"transformer": {"context": 1 << 31}}, "context"),
+    "sample rate 1": ({"sample_rate": 1}, "sample_rate = 1"),
+    "frame rate NaN": ({"frame_rate": float("nan")}, "frame_rate"),
+    "frame rate a string": ({"frame_rate": "12.5"}, "frame_rate"),
+    "codebooks beyond n_q": ({"num_codebooks": 33}, "num_codebooks = 33"),
+    "bins 0": ({"quantizer": {"bins": 0}}, "bins = 0"),
+    "max_period negative": ({"transformer": {"max_period": -1}}, "max_period"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MIMI_CASES))
+def test_hostile_mimi_config(case: str) -> None:
+    config, match = MIMI_CASES[case]
+    check_error(lambda: mimi_config(config), match)
+
+
+def test_mimi_config_json_not_utf8(tmp_path: Path) -> None:
+    from ccsm_core.loading.mimi import read_mimi_config
+
+    path = tmp_path / "mimi_config.json"
+    path.write_bytes(b'{"seanet": "\xff"}')
+    check_error(lambda: read_mimi_config(path), "not valid JSON")
+    path.write_text('{"seanet": 3}')
+    check_error(lambda: read_mimi_config(path), "seanet is int")
+
+
+def test_hostile_mimi_config_json_through_the_cli(tmp_path: Path, cli_runner: Any) -> None:
+    folder = tmp_path / "mimi"
+    folder.mkdir()
+    (folder / "mimi.safetensors").symlink_to(FIXTURE / "mimi.safetensors")
+    (folder / "mimi_config.json").write_bytes(b'{"transformer": {"num_heads": 0}}')
+    codes = tmp_path / "c.npy"
+    np.save(codes, np.zeros((2, 32), np.int64))
+    weights = str(folder / "mimi.safetensors")
+    res = cli_runner.invoke(cli, ["decode", str(codes), "-o", str(tmp_path / "o.wav"), "--mimi", weights])
+    assert "num_heads = 0" in one_line_error(res)
