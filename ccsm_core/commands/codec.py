@@ -14,9 +14,13 @@ CODES_HINT = "use a file written by ccsm encode or --codes-out"
 
 
 def read_codes(path: str, num_codebooks: int = 32):
-    """A ``.npy`` of codes as ``[codebooks, T]`` int64; accepts ``[T, 32]`` (``--codes-out``) too.
-    The header's shape is checked against the file's size and the memory budget before the
-    array is read."""
+    """A ``.npy`` of codes as ``[codebooks, T]`` int64; accepts ``[T, 32]`` (``--codes-out``) too."""
+    return as_codes(load_npy(path), path, num_codebooks)
+
+
+def load_npy(path: str):
+    """The array in a ``.npy`` file; its header's shape is checked against the file's size and
+    the memory budget before the array is read."""
     import numpy as np
 
     from ..limits import check_allocation
@@ -41,6 +45,14 @@ def read_codes(path: str, num_codebooks: int = 32):
             arr = np.lib.format.read_array(fh, allow_pickle=False)
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
         raise FormatError(f"{p}: not a .npy array of codes ({e})", CODES_HINT) from None
+    return arr
+
+
+def as_codes(arr, path: str, num_codebooks: int):
+    """``arr`` as ``[codebooks, T]`` int64 codes, or a `FormatError` naming ``path``."""
+    import numpy as np
+
+    p = path
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or num_codebooks not in arr.shape or arr.dtype.kind not in "iu":
@@ -120,8 +132,9 @@ def decode(
     if output != "-":
         audio_format(output)
         check_output(output)
+    raw = load_npy(codes)
     codec = _codec(models)
-    arr = read_codes(codes, codec.num_codebooks)
+    arr = as_codes(raw, codes, codec.num_codebooks)
     wave = codec.decode(arr)
     if output == "-":
         write_audio(output, wave, codec.sample_rate, pcm16=pcm16, out_rate=sample_rate)
