@@ -8,6 +8,8 @@ Norm weights are used as stored (GGUF's Gemma norms already include the +1).
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -21,6 +23,7 @@ from ...schema import positive
 from ...tensors import float32_values
 from ..config import LlamaConfig
 from ..llama import KVCache, fuse_projections
+from ..rope_scaling import RopeScaling
 from .arch import TextArch, get_arch, need_tensor
 from .metadata import check_tensor_shapes, check_vocab, plain, stack_config
 from .stack import LayerOptions, TextStack
@@ -37,7 +40,7 @@ class TextConfig:
     vocab_size: int
     embed_scale: float | None = None
     options: LayerOptions = LayerOptions()
-    rope_scale: float | None = None  # linear RoPE scaling: positions divided by this
+    rope: RopeScaling = RopeScaling()  # linear, YaRN or LongRoPE scaling, as llama.cpp reads it
     local_rope_base: float | None = None  # RoPE base of sliding-window layers
 
     @classmethod
@@ -49,6 +52,7 @@ class TextConfig:
         dim = stack.embed_dim
         meta = lambda key, default=None: plain(md.get(f"{arch.name}.{key}", default))  # noqa: E731
         local_base = arch.local_rope_base(meta)
+        rope = RopeScaling.from_metadata(md, arch.name, where)
         if local_base is not None:
             local_base = positive(local_base, "the RoPE base of the sliding-window layers", where)
         return cls(
@@ -56,27 +60,40 @@ class TextConfig:
             stack,
             vocab_size,
             float(np.sqrt(dim)) if arch.scaled_embeddings else None,
-            arch.layer_options(meta, stack),
-            _rope_scale(md, arch.name, where),
+            _scaled_attention(arch.layer_options(meta, stack), rope, stack, local_base, where),
+            rope,
             local_base,
         )
 
 
-def _rope_scale(md: Mapping[str, Any], arch: str, where: str) -> float | None:
-    """The linear RoPE scaling factor of the metadata (None without scaling); other kinds are refused."""
-    kind = str(md.get(f"{arch}.rope.scaling.type", "none"))
-    factor = md.get(f"{arch}.rope.scaling.factor", md.get(f"{arch}.rope.scale_linear"))
-    if kind == "none" and f"{arch}.rope.scaling.type" in md:
-        return None
-    if kind not in ("none", "linear"):
+def _scaled_attention(
+    options: LayerOptions, rope: RopeScaling, stack: LlamaConfig, local_base: float | None, where: str
+) -> LayerOptions:
+    """``options`` with the attention scale times ``mscale**2``: llama.cpp multiplies rotated
+    queries and keys by RoPE scaling's magnitude ``mscale`` (YaRN, LongRoPE's attention factor)."""
+    mscale = rope.magnitude()
+    if mscale == 1.0:
+        return options
+    if options.no_rope or local_base is not None or options.has_sliding:
         raise FormatError(
-            f"{where}: RoPE scaling {kind!r} is not supported", "supported: none, linear (and Llama 3's rope_freqs)"
+            f"{where}: RoPE scaling of magnitude {mscale:g} with layers without RoPE or sliding-window layers "
+            "is not supported",
+            "such a model needs another runtime",
         )
-    if factor is None:
+    base = 1.0 / math.sqrt(stack.head_dim) if options.attn_scale is None else options.attn_scale
+    return replace(options, attn_scale=base * mscale * mscale)
+
+
+def _rope_factors(tensors: Mapping[str, Any], name: str, head_dim: int) -> np.ndarray | None:
+    """Per-pair divisors of the RoPE frequencies stored as ``name`` (None where absent)."""
+    if name not in tensors:
         return None
-    if isinstance(factor, bool) or not isinstance(factor, (int, float, np.number)) or not 0 < float(factor) < 1e6:
-        raise FormatError(f"{where}: RoPE scaling factor {factor!r} is not valid", "the GGUF file is broken")
-    return None if float(factor) == 1.0 else float(factor)
+    factors = float32_values(tensors[name]).reshape(-1)
+    if factors.shape != (head_dim // 2,) or not np.all(factors > 0):
+        raise FormatError(
+            f"{name} holds {factors.size} factors, expected {head_dim // 2} positive ones", "the GGUF file is broken"
+        )
+    return factors
 
 
 class TextLM:
@@ -94,17 +111,16 @@ class TextLM:
         for i in range(st.num_layers):
             w = arch.layer_weights(tensors, f"blk.{i}.", st)
             layers.append({k: be.weight(v) for k, v in fuse_projections(w, f"blk.{i}.").items()})
+        rope = cfg.rope
+        # Llama 3.1+: per-pair divisors of the base frequencies; LongRoPE (Phi-3): a short and a
+        # long set, the long one for contexts beyond the original (`RopeScaling.use_long`)
+        factors = _rope_factors(tensors, "rope_freqs.weight", st.head_dim)
+        if factors is None:
+            factors = _rope_factors(tensors, "rope_factors_short.weight", st.head_dim)
+        long_factors = _rope_factors(tensors, "rope_factors_long.weight", st.head_dim)
         freqs = None
-        if "rope_freqs.weight" in tensors:  # Llama 3.1+: per-pair divisors of the base frequencies
-            factors = float32_values(tensors["rope_freqs.weight"]).reshape(-1)
-            if factors.shape != (st.head_dim // 2,) or not np.all(factors > 0):
-                raise FormatError(
-                    f"rope_freqs.weight holds {factors.size} factors, expected {st.head_dim // 2} positive ones",
-                    "the GGUF file is broken",
-                )
-            freqs = st.rope_freqs() / factors
-        if cfg.rope_scale is not None:
-            freqs = (st.rope_freqs() if freqs is None else freqs) / np.float32(cfg.rope_scale)
+        if factors is not None or rope.factor != 1.0 or rope.ext_factor != 0.0:
+            freqs = rope.frequencies(st.rope_freqs(), st.rope_base, st.max_seq_len, factors)
         local_freqs = None
         if cfg.local_rope_base is not None:
             local_freqs = replace(st, rope_base=cfg.local_rope_base).rope_freqs()
@@ -112,6 +128,18 @@ class TextLM:
         self.stack = TextStack(be, st, layers, norm, cfg.options, freqs, local_freqs, cfg.local_rope_base)
         self.embeddings = be.weight(need("token_embd.weight"))
         self.output = be.weight(tensors["output.weight"]) if "output.weight" in tensors else self.embeddings
+        self.long_stack: TextStack | None = None  # LongRoPE: the stack of long contexts
+        if long_factors is not None:
+            self.long_stack = copy.copy(self.stack)
+            self.long_stack.freqs = rope.frequencies(st.rope_freqs(), st.rope_base, st.max_seq_len, long_factors)
+            self.long_stack.rope_base = None
+
+    def stack_for(self, cache: KVCache) -> TextStack:
+        """The stack that runs on ``cache``: LongRoPE's long one where the cache's context
+        exceeds the original context as llama.cpp decides it, else the one stack."""
+        if self.long_stack is not None and self.cfg.rope.use_long(cache.capacity, self.cfg.stack.max_seq_len):
+            return self.long_stack
+        return self.stack
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
         cache = self.stack.new_cache(capacity, self.kv_dtype, WINDOW)
@@ -133,7 +161,7 @@ class TextLM:
             raise UsageError(f"token id {int(arr[0])} is outside the vocabulary of {self.cfg.vocab_size}")
         cache.check_room(start + 1)
         window = cache.window(start + 1)
-        args = (arr, np.array([start], np.int32), *self.stack.inputs(np.array([start]), window))
+        args = (arr, np.array([start], np.int32), *self.stack_for(cache).inputs(np.array([start]), window))
         key = ("text-step", window)
         step = cache.steps.get(key)
         if step is None:
@@ -147,7 +175,7 @@ class TextLM:
         x = be.embedding(self.embeddings, ids)
         if self.cfg.embed_scale is not None:
             x = be.scale(x, self.cfg.embed_scale)
-        return be.matmul(self.stack.step(x, pos, *inputs, cache=cache, window=window), self.output)
+        return be.matmul(self.stack_for(cache).step(x, pos, *inputs, cache=cache, window=window), self.output)
 
     def forward(self, ids: np.ndarray, positions: np.ndarray, cache: KVCache, *, all_logits: bool = False) -> Tensor:
         """Logits ``[1, vocab]`` for the last position (``[S, vocab]`` with ``all_logits``)."""
@@ -155,7 +183,7 @@ class TextLM:
         x = be.embedding(self.embeddings, be.asarray(np.asarray(ids, np.int32)))
         if self.cfg.embed_scale is not None:
             x = be.scale(x, self.cfg.embed_scale)
-        h = self.stack.forward(x, np.asarray(positions), cache)
+        h = self.stack_for(cache).forward(x, np.asarray(positions), cache)
         if not all_logits:
             s = len(ids)
             h = be.slice(h, 0, s - 1, s)
