@@ -204,11 +204,23 @@ def test_non_utf8_stdin_for_chat(cli_runner):
     one_error_line(res, "not UTF-8")
 
 
-def test_inspect_prints_undecodable_metadata_under_strict_utf8(tmp_path):
-    from ccsm_core.commands.common import printable
+@pytest.mark.parametrize("encoding", ["utf-8:strict", "ascii:strict"])
+def test_inspect_prints_undecodable_metadata_under_a_strict_locale(tmp_path, encoding):
+    import numpy as np
 
-    assert printable("ok") == "ok"
-    assert printable("bad\udcff") == "bad\\udcff"
+    from ccsm_core.formats.gguf_writer import write_gguf
+
+    f = tmp_path / "m.gguf"
+    write_gguf(f, {"general.name": "caf\udce9 ü"}, {"w": np.zeros((2, 32), np.float32)}, "llama")
+    for extra in ([], ["--json"]):
+        res = subprocess.run(
+            [*CCSM, "inspect", str(f), *extra],
+            capture_output=True,
+            env={**os.environ, "PYTHONIOENCODING": encoding},
+            timeout=60,
+        )
+        assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr
+        assert b"caf\\udce9" in res.stdout, res.stdout
 
 
 # --- config.toml ---------------------------------------------------------------------------

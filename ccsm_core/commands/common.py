@@ -115,8 +115,11 @@ def printable(text: str) -> str:
     try:
         text.encode(encoding)
         return text
-    except (UnicodeEncodeError, LookupError):
-        return text.encode("ascii", "backslashreplace").decode("ascii")
+    except LookupError:
+        encoding = "ascii"
+    except UnicodeEncodeError:
+        pass
+    return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def input_path(path: str | os.PathLike[str], what: str, *, folder_ok: bool = False) -> str:

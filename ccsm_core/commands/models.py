@@ -92,15 +92,14 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
 
     def short(value):
         if isinstance(value, str):
-            return printable(value) if len(value) <= 80 else f"<{len(value)} characters>"
+            return value if len(value) <= 80 else f"<{len(value)} characters>"
         if isinstance(value, (list, np.ndarray)) and len(value) > 8:
             return f"<array of {len(value)}>"
         return value.tolist() if isinstance(value, np.ndarray) else value
 
-    meta = {printable(k): short(v) for k, v in header.metadata.items()}
+    meta = {k: short(v) for k, v in header.metadata.items()}
     rows: list[dict[str, Any]] = [
-        {"name": printable(t.name), "type": t.type_name, "shape": list(t.shape), "bytes": t.nbytes}
-        for t in header.tensors
+        {"name": t.name, "type": t.type_name, "shape": list(t.shape), "bytes": t.nbytes} for t in header.tensors
     ]
     if as_json:
         click.echo(
@@ -117,12 +116,12 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
     )
     width = max(len(k) for k in meta) if meta else 0
     for k, v in meta.items():
-        click.echo(f"  {k.ljust(width)}  {v}")
+        click.echo(printable(f"  {k.ljust(width)}  {v}"))
     if tensors:
         width = max((len(r["name"]) for r in rows), default=0)
         click.echo(f"\n  {'TENSOR'.ljust(width)}  TYPE   SHAPE")
         for r in rows:
-            click.echo(f"  {r['name'].ljust(width)}  {r['type']:<5}  {r['shape']}")
+            click.echo(printable(f"  {r['name'].ljust(width)}  {r['type']:<5}  {r['shape']}"))
 
 
 @click.command()

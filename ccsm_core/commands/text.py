@@ -10,7 +10,7 @@ import click
 from ..builtin.samplers import TEXT_DEFAULTS
 from ..errors import ModelError, UsageError
 from ..files import check_output
-from .common import backend_options, input_or_name, input_path, sampling_from, sampling_options, unescape
+from .common import backend_options, input_or_name, input_path, printable, sampling_from, sampling_options, unescape
 
 
 def text_model_options(f: Any) -> Any:
@@ -107,7 +107,7 @@ def generate(
         )
         return
     for piece in session.stream(prompt, settings):
-        click.echo(piece, nl=False)
+        click.echo(printable(piece), nl=False)
         sys.stdout.flush()
     click.echo()
 
@@ -143,7 +143,7 @@ def chat(
         reply = ""
         for piece in session.stream(render_chat(loaded.metadata, loaded.tokenizer, messages), settings):
             reply += piece
-            click.echo(piece, nl=False)
+            click.echo(printable(piece), nl=False)
             sys.stdout.flush()
         click.echo()
         messages.append({"role": "assistant", "content": reply})
@@ -185,7 +185,7 @@ def tokenize(
     ids = tok.encode(text, add_special=not no_special)
     pieces = [tok.token_to_piece(i) for i in ids]
     if as_json:
-        click.echo(json.dumps({"ids": ids, "pieces": pieces}, ensure_ascii=False))
+        click.echo(printable(json.dumps({"ids": ids, "pieces": pieces}, ensure_ascii=False)))
     else:
         for i, p in zip(ids, pieces):
             click.echo(f"{i:>8}  {p!r}")
