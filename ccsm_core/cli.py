@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -100,9 +102,17 @@ class CcsmGroup(click.Group):
             if os.environ.get("CCSM_DEBUG") or isinstance(e, BrokenPipeError):
                 raise
             _fail(_os_error_line(e))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             click.echo("interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(143 if isinstance(e, Terminated) else 130)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that outputs are cleaned up as for Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 def _os_error_line(e: OSError) -> str:
@@ -163,10 +173,13 @@ def cli() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Show entry points and full errors.")
 def plugins(as_json: bool, hook: str | None, check: bool, verbose: bool) -> None:
     """List plugins, their status and what each registered."""
-    from .plugins import get_plugin_manager
+    from .plugins import FAILING, get_plugin_manager
 
     pm = get_plugin_manager()
     pm.build_all()
+    root = click.get_current_context().find_root()
+    if isinstance(root.command, CcsmGroup):
+        root.command.list_commands(root)  # plugins add their commands (one that fails is recorded)
     records = sorted(pm.records.values(), key=lambda r: (not r.builtin, r.name))
     if hook:
         records = [r for r in records if hook in r.hooks]
@@ -176,16 +189,18 @@ def plugins(as_json: bool, hook: str | None, check: bool, verbose: bool) -> None
         rows: list[tuple[str, ...]] = [("PLUGIN", "VERSION", "STATUS", "REGISTERED")]
         for r in records:
             what = (
-                (r.error or "")  # a disabled plugin has no error
+                " ".join((r.error or "").split())  # one line; a disabled plugin has no error
                 if r.status != "ok"
                 else " · ".join(f"{k}: {', '.join(v)}" for k, v in r.registered.items()) or "(nothing)"
             )
             name = f"{r.name} (built-in)" if r.builtin else r.name
-            rows.append((name, r.version, r.status, what))
+            rows.append((str(name), str(r.version or ""), str(r.status), what))
             if verbose and r.entry_point:
                 rows.append(("", "", "", f"entry point: {r.entry_point}"))
+            if verbose and r.where:
+                rows.append(("", "", "", f"raised at: {r.where}"))
         print_table(rows)
-    if check and any(r.status in ("failed", "conflict", "incompatible") for r in records):
+    if check and any(r.status in FAILING for r in records):
         sys.exit(1)
 
 
@@ -193,7 +208,7 @@ def plugins(as_json: bool, hook: str | None, check: bool, verbose: bool) -> None
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable records.")
 def backends(as_json: bool) -> None:
     """List compute backends, whether each can run here, and why not."""
-    from .backends import backend_status
+    from .backends import backend_details, backend_status
     from .plugins import registry
 
     out: list[dict[str, Any]] = []
@@ -201,12 +216,7 @@ def backends(as_json: bool) -> None:
         reason = backend_status(e)
         if e.conflict_with:
             reason = f"conflict: also registered by {', '.join(e.conflict_with)}"
-        details = None
-        if reason is None and e.describe is not None:
-            try:
-                details = e.describe()
-            except Exception as err:  # a broken description is shown, not fatal
-                details = f"({type(err).__name__}: {err})"
+        details = backend_details(e) if reason is None else None
         out.append(
             {
                 "name": e.name,
@@ -259,4 +269,6 @@ for _cmd in (text.generate, text.chat, text.tokenize, text.quantize):
 
 
 def main() -> None:
+    with contextlib.suppress(ValueError, AttributeError):  # not in the main thread, or no SIGTERM
+        signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="ccsm")

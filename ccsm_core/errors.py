@@ -37,6 +37,8 @@ class PluginError(CcsmError):
 class BackendUnavailable(PluginError):
     """A backend exists but cannot run here (missing library, device, ...)."""
 
+    default_hint = "pick another with --backend (`ccsm backends` lists those that run here)"
+
 
 class GenerationError(CcsmError):
     """The request cannot be generated (prompt too long for the context, ...)."""

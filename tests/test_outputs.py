@@ -241,3 +241,29 @@ def test_a_finished_stream_replaces_the_file(cli_runner, tmp_path):
     assert res.exit_code == 0, res.output
     assert sf.info(str(out)).frames > 0
     assert not (tmp_path / "out.wav.partial").exists() and not leftovers(tmp_path)
+
+
+def test_sigterm_mid_stream_keeps_the_old_file_and_a_valid_partial(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"old")
+    text = " ".join(["Hello there, friend."] * 40)
+    cmd = [sys.executable, "-c", "from ccsm_core.cli import main; main()", "run", text, "--model", "demo"]
+    proc = subprocess.Popen([*cmd, "--stream", "-o", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.stat().st_size > 100_000 for p in tmp_path.glob(".out.wav.*.tmp*")):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert out.read_bytes() == b"old"
+    info = sf.info(str(tmp_path / "out.wav.partial"))
+    assert info.samplerate == 24000 and info.frames > 1920, err
+    assert "out.wav.partial" in err and "Traceback" not in err
+    assert not leftovers(tmp_path)

