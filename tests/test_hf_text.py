@@ -6,6 +6,11 @@ config.json, one safetensors file or shards with an index, tokenizer files). The
 give the GGUF's logits; ``ccsm convert`` must write a GGUF with llama.cpp's tensor names and
 metadata keys (checked against the ``gguf`` package's tables) whose logits are the folder's, in
 ccsm and, where llama-cpp-python is installed, in llama.cpp itself.
+
+The RoPE-scaling fixtures (YaRN on mistral3 and qwen3, LongRoPE on phi3) become folders whose
+config.json holds the scaling as transformers writes it (`scaled_config`): ``rope_parameters`` /
+``rope_scaling`` of type yarn with its betas and ``mscale_all_dim``, longrope with the long and
+short factors; the folder must give llama.cpp's recorded logits.
 """
 
 from __future__ import annotations
@@ -28,18 +33,43 @@ from ccsm_core.testing.hf_layout import write_hf_folder
 FIXTURES = Path(__file__).parent / "fixtures" / "text-archs"
 ARCHS = ["llama", "qwen2", "phi3", "gemma", "qwen3", "gemma3", "smollm3", "mistral3"]
 IDS = [0, 2, 3, 16, 4, 5, 6, 17, 7, 8, 9, 2]
+SCALED = ["mistral3-yarn", "qwen3-yarn", "phi3-longrope", "phi3-longrope-short"]
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
 
 
-def fixture(arch: str) -> tuple[dict, dict]:
-    src = load_gguf(FIXTURES / f"{arch}.gguf")
+def fixture(case: str) -> tuple[dict, dict]:
+    src = load_gguf(FIXTURES / f"{case}.gguf")
     return dict(src.metadata), {k: t.numpy() for k, t in src.items()}
 
 
-def logits(path: Path, reference_backend) -> np.ndarray:
+def recorded_ids(case: str) -> list[int]:
+    return json.loads((FIXTURES / f"{case}.json").read_text())["ids"]
+
+
+def logits(path: Path, reference_backend, ids: list[int] = IDS) -> np.ndarray:
+    """Logits at every position of ``ids`` on a cache of llama.cpp's recorded context (64)."""
     m = load_text_model(path, reference_backend, kv_dtype="float32").model
-    out = m.forward(np.array(IDS), np.arange(len(IDS)), m.new_cache(32), all_logits=True)
+    out = m.forward(np.array(ids), np.arange(len(ids)), m.new_cache(64), all_logits=True)
     return reference_backend.to_numpy(out)
+
+
+def scaled_config(md: dict, t: dict) -> dict:
+    """config.json entries of a RoPE-scaling fixture's scaling, as transformers writes them."""
+    arch = str(md["general.architecture"])
+    get = lambda key: md[f"{arch}.rope.scaling.{key}"]  # noqa: E731
+    original = int(get("original_context_length"))
+    if arch == "phi3":
+        factors = {f"{kind}_factor": t[f"rope_factors_{kind}.weight"].tolist() for kind in ("long", "short")}
+        return {"original_max_position_embeddings": original, "rope_scaling": {"type": "longrope", **factors}}
+    params = {"rope_type": "yarn", "factor": float(get("factor")), "original_max_position_embeddings": original}
+    for key, gguf_key in (("beta_fast", "yarn_beta_fast"), ("beta_slow", "yarn_beta_slow")):
+        if f"{arch}.rope.scaling.{gguf_key}" in md:
+            params[key] = float(get(gguf_key))
+    if arch != "mistral3":
+        return {"rope_scaling": params}
+    params |= {"mscale": 1.0, "mscale_all_dim": float(get("yarn_log_multiplier"))}
+    params |= {"rope_theta": float(md["mistral3.rope.freq_base"])}
+    return {"rope_parameters": params | {"llama_4_scaling_beta": float(md["mistral3.attention.temperature_scale"])}}
 
 
 def reference_gguf(arch: str, tmp_path: Path) -> tuple[Path, dict, dict, dict]:
@@ -48,6 +78,8 @@ def reference_gguf(arch: str, tmp_path: Path) -> tuple[Path, dict, dict, dict]:
     torchtune's Llama 3 RoPE (`LlamaConfig.rope_freqs`), an implementation independent of the
     converter's."""
     md, t = fixture(arch)
+    if arch in SCALED:
+        return FIXTURES / f"{arch}.gguf", md, t, scaled_config(md, t)
     if arch != "llama":
         return FIXTURES / f"{arch}.gguf", md, t, {}
     hd = md["llama.embedding_length"] // md["llama.attention.head_count"]
@@ -60,11 +92,17 @@ def reference_gguf(arch: str, tmp_path: Path) -> tuple[Path, dict, dict, dict]:
     return path, md, t, {"rope_scaling": scaling}
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + SCALED)
 def test_folder_gives_the_models_logits(arch, tmp_path, reference_backend):
     ref, md, t, overrides = reference_gguf(arch, tmp_path)
-    folder = write_hf_folder(tmp_path / arch, md, t, shards=1 + ARCHS.index(arch) % 3, config=overrides)
-    np.testing.assert_allclose(logits(folder, reference_backend), logits(ref, reference_backend), atol=1e-5, rtol=0)
+    folder = write_hf_folder(tmp_path / arch, md, t, shards=1 + len(arch) % 3, config=overrides)
+    ids = recorded_ids(arch)
+    np.testing.assert_allclose(
+        logits(folder, reference_backend, ids), logits(ref, reference_backend, ids), atol=1e-5, rtol=0
+    )
+    if arch in SCALED:  # and llama.cpp's own logits on the GGUF the folder was made from
+        want = np.asarray(json.loads((FIXTURES / f"{arch}.json").read_text())["logits"], np.float32)
+        np.testing.assert_allclose(logits(folder, reference_backend, ids), want, atol=2e-5, rtol=0)
 
 
 def test_bf16_folder_equals_its_values(tmp_path, reference_backend):
@@ -99,11 +137,12 @@ def gguf_names_for(arch: str, layers: int) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_convert_writes_what_llama_cpp_reads(arch, tmp_path, reference_backend, cli_runner):
+@pytest.mark.parametrize("case", ARCHS + SCALED)
+def test_convert_writes_what_llama_cpp_reads(case, tmp_path, reference_backend, cli_runner):
     import gguf
 
-    ref, md, t, overrides = reference_gguf(arch, tmp_path)
+    ref, md, t, overrides = reference_gguf(case, tmp_path)
+    arch, ids = str(md["general.architecture"]), recorded_ids(case)
     # (a folder name with "phi" in it makes llama.cpp look up tokens of the real Phi vocabulary)
     folder = write_hf_folder(tmp_path / arch / "tiny", md, t, shards=2, config=overrides)
     out = tmp_path / f"{arch}.gguf"
@@ -141,15 +180,24 @@ def test_convert_writes_what_llama_cpp_reads(arch, tmp_path, reference_backend, 
         assert K.Attention.SLIDING_WINDOW.format(arch=arch) in keys
     if arch == "mistral3":
         assert K.Attention.TEMPERATURE_SCALE.format(arch=arch) in keys
-    want = logits(folder, reference_backend)
-    np.testing.assert_array_equal(logits(out, reference_backend), want)
-    np.testing.assert_allclose(want, logits(ref, reference_backend), atol=1e-5, rtol=0)
+    if case in SCALED:  # the scaling's keys, with the values of the file the folder came from
+        R = K.Rope
+        scaling = [R.SCALING_ORIG_CTX_LEN]
+        scaling += [R.SCALING_ATTN_FACTOR] if arch == "phi3" else [R.SCALING_TYPE, R.SCALING_FACTOR]
+        scaling += [R.SCALING_YARN_LOG_MUL] if arch == "mistral3" else []
+        for key in (k.format(arch=arch) for k in scaling):
+            field = reader.fields[key]
+            value = field.contents() if hasattr(field, "contents") else field.parts[-1][0]
+            assert value == (md[key] if isinstance(md[key], str) else pytest.approx(md[key], rel=1e-6)), key
+    want = logits(folder, reference_backend, ids)
+    np.testing.assert_array_equal(logits(out, reference_backend, ids), want)
+    np.testing.assert_allclose(want, logits(ref, reference_backend, ids), atol=1e-5, rtol=0)
     try:
         from tests.llama_cpp_run import llama_cpp_logits
     except ImportError:  # pragma: no cover - llama-cpp-python is optional
         return
     tol = 3e-3 if arch in ("gemma", "gemma3") else 2e-5  # ggml's float16 GELU table (test_text_archs)
-    np.testing.assert_allclose(llama_cpp_logits(out, IDS), want, atol=tol, rtol=0)
+    np.testing.assert_allclose(llama_cpp_logits(out, ids), want, atol=tol, rtol=0)
 
 
 @pytest.mark.parametrize("qtype, stored", [("f16", "F16"), ("bf16", "BF16"), ("q8_0", "Q8_0"), ("q4_0", "Q4_0")])
@@ -219,7 +267,9 @@ def test_bad_folders_are_one_clear_error(tmp_path, cli_runner):
         ({"model_type": "falcon"}, ModelError, "'falcon' is not supported"),
         ({"num_attention_heads": 0}, FormatError, "num_attention_heads = 0 is not an integer"),
         ({"num_key_value_heads": 3}, FormatError, "do not fit"),
-        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, FormatError, "'yarn' is not supported"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 4.0}}, FormatError, "'dynamic' is not supported"),
+        ({"rope_scaling": {"rope_type": "yarn", "factor": -4.0}}, FormatError, "factor"),
+        ({"rope_scaling": {"rope_type": "longrope", "long_factor": [1.0]}}, FormatError, "LongRoPE on qwen2"),
         ({"vocab_size": 99}, FormatError, "vocab_size 99"),
     ]
     for change, error, message in cases:

@@ -2,7 +2,8 @@
 GGUF metadata from ``config.json`` and the tokenizer files, and the tensors under GGUF names,
 computed lazily one at a time (q/k rows permuted back to adjacent RoPE pairs for the
 architectures llama.cpp runs that way, Gemma's norms stored with their +1, Llama 3's RoPE
-scaling as ``rope_freqs.weight``).
+scaling as ``rope_freqs.weight``, Phi-3's LongRoPE as ``rope_factors_long/short.weight``, YaRN
+as ``rope.scaling.*`` keys).
 
 The same view serves ``ccsm generate --model FOLDER`` and ``ccsm convert FOLDER``, so a folder
 and the GGUF converted from it compute the same thing.
@@ -169,14 +170,7 @@ def _metadata(cfg: dict[str, Any], arch: TextArch, where: str) -> tuple[dict[str
         md[f"{a}.attention.key_length"] = md[f"{a}.attention.value_length"] = head_dim
     if float(cfg.get("partial_rotary_factor", 1.0)) != 1.0:
         raise FormatError(f"{where}: partial rotary embeddings are not supported", "only whole-head RoPE")
-    kind = params.get("rope_type", params.get("type", "default"))
-    if kind == "linear":
-        md[f"{a}.rope.scaling.type"] = "linear"
-        md[f"{a}.rope.scaling.factor"] = _real(params, "factor", where)
-    elif kind == "llama3":
-        dims["llama3_rope"] = params
-    elif kind not in ("default", None):
-        raise FormatError(f"{where}: RoPE scaling {kind!r} is not supported", "supported: default, linear, llama3")
+    md.update(_rope_scaling(cfg, params, arch, md[f"{a}.context_length"], dims, where))
     for key in ("final_logit_softcapping", "attn_logit_softcapping"):
         if cfg.get(key) is not None:
             raise FormatError(f"{where}: {key} is not supported", "no softcapping in the supported architectures")
@@ -211,6 +205,64 @@ def _metadata(cfg: dict[str, Any], arch: TextArch, where: str) -> tuple[dict[str
             orig = params.get("original_max_position_embeddings", md[f"{a}.context_length"])
             md["mistral3.rope.scaling.original_context_length"] = _count({"o": orig}, "o", where)
     return md, dims
+
+
+def _rope_scaling(
+    cfg: Mapping[str, Any], params: Mapping[str, Any], arch: TextArch, context: int, dims: dict[str, Any], where: str
+) -> dict[str, Any]:
+    """GGUF metadata of ``rope_scaling`` / ``rope_parameters`` as llama.cpp's converter writes it:
+    linear and YaRN as ``rope.scaling.*`` keys (YaRN's ``mscale_all_dim`` as the log multiplier),
+    Llama 3's and LongRoPE's per-pair factors kept in ``dims`` for their tensors (LongRoPE's
+    attention factor ``sqrt(1 + ln(s) / ln(original))``, ``s`` the context over the original)."""
+    a = arch.name
+    kind = params.get("rope_type", params.get("type", "default"))
+    md: dict[str, Any] = {}
+    if kind == "linear":
+        md[f"{a}.rope.scaling.type"] = "linear"
+        md[f"{a}.rope.scaling.factor"] = _real(params, "factor", where)
+    elif kind == "llama3":
+        dims["llama3_rope"] = params
+    elif kind == "yarn":
+        md[f"{a}.rope.scaling.type"] = "yarn"
+        md[f"{a}.rope.scaling.factor"] = _real(params, "factor", where)
+        original = params.get("original_max_position_embeddings", context)
+        md[f"{a}.rope.scaling.original_context_length"] = _count({"o": original}, "o", where)
+        for key, gguf in (
+            ("extrapolation_factor", "yarn_ext_factor"),
+            ("attention_factor", "yarn_attn_factor"),
+            ("beta_fast", "yarn_beta_fast"),
+            ("beta_slow", "yarn_beta_slow"),
+            ("mscale_all_dim", "yarn_log_multiplier"),
+        ):
+            if params.get(key) is not None:
+                md[f"{a}.rope.scaling.{gguf}"] = _real(params, key, where)
+        if params.get("mscale", 1.0) != 1.0:
+            raise FormatError(f"{where}: YaRN mscale {params['mscale']!r} is not supported", "llama.cpp assumes 1")
+    elif kind in ("longrope", "su"):
+        if a != "phi3":
+            raise FormatError(f"{where}: LongRoPE on {a} is not supported", "llama.cpp runs it for phi3 only")
+        original = _count(
+            {"o": params.get("original_max_position_embeddings", cfg.get("original_max_position_embeddings"))},
+            "o",
+            where,
+        )
+        half = dims["head_dim"] // 2
+        factors = {}
+        for key in ("long_factor", "short_factor"):
+            values = params.get(key)
+            if not isinstance(values, list) or len(values) != half:
+                raise FormatError(f"{where}: rope_scaling {key} is not a list of {half} numbers", "restore config.json")
+            factors[key] = np.asarray([_real({"f": v}, "f", where) for v in values], np.float32)
+        dims["longrope"] = factors
+        md[f"{a}.rope.scaling.original_context_length"] = original
+        scale = context / original
+        factor = math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1 else 1.0
+        md[f"{a}.rope.scaling.attn_factor"] = float(np.float32(factor))  # as the GGUF stores it
+    elif kind not in ("default", None):
+        raise FormatError(
+            f"{where}: RoPE scaling {kind!r} is not supported", "supported: default, linear, llama3, yarn, longrope"
+        )
+    return md
 
 
 def _tensors(
@@ -254,9 +306,17 @@ def _tensors(
             dims["llama3_rope"], float(cfg.get("rope_theta", 10000.0)), dims["head_dim"], where
         )
         makers["rope_freqs.weight"] = (factors.shape, lambda: factors)
+    for key, name in (("long_factor", "rope_factors_long.weight"), ("short_factor", "rope_factors_short.weight")):
+        if "longrope" in dims:
+            values: np.ndarray = dims["longrope"][key]
+            makers[name] = (values.shape, _constant(values))
     if "token_embd.weight" not in makers:
         raise FormatError(f"{where}: no embedding (model.embed_tokens.weight)", "the checkpoint is incomplete")
     return LazyTensors(makers)
+
+
+def _constant(values: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: values
 
 
 def _as_is(t: TensorData) -> Callable[[], TensorData]:

@@ -99,7 +99,8 @@ def _check_model(cfg: Any, tensors: Mapping[str, Any]) -> None:
     d, hd, ff = st.embed_dim, st.head_dim, st.intermediate_dim
     q, kv = st.num_heads * hd, st.num_kv_heads * hd
     want: dict[str, tuple[int, ...]] = {"token_embd.weight": (cfg.vocab_size, d), "output_norm.weight": (d,)}
-    optional: dict[str, tuple[int, ...]] = {"output.weight": (cfg.vocab_size, d), "rope_freqs.weight": (hd // 2,)}
+    optional: dict[str, tuple[int, ...]] = {"output.weight": (cfg.vocab_size, d)}
+    optional.update({f"{n}.weight": (hd // 2,) for n in ("rope_freqs", "rope_factors_long", "rope_factors_short")})
     for i in range(st.num_layers):
         p = f"blk.{i}."
         want.update({p + "attn_norm.weight": (d,), p + "ffn_norm.weight": (d,)})

@@ -51,12 +51,13 @@ def hf_tensor_name(name: str, arch: str, fused_up: bool = False) -> str:
 
 
 def hf_tensors(md: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """GGUF-named float tensors -> transformers names and layout (``rope_freqs`` dropped)."""
+    """GGUF-named float tensors -> transformers names and layout (RoPE factors dropped: they come
+    from the config)."""
     arch = str(md["general.architecture"])
     heads, kv = int(md[f"{arch}.attention.head_count"]), int(md[f"{arch}.attention.head_count_kv"])
     out = {}
     for name, value in tensors.items():
-        if name == "rope_freqs.weight":
+        if name == "rope_freqs.weight" or name.startswith("rope_factors_"):
             continue
         w = np.asarray(value, np.float32)
         fused = name.endswith("ffn_up.weight") and name.replace("ffn_up", "ffn_gate") not in tensors
