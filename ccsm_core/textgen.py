@@ -13,6 +13,8 @@ from .errors import GenerationError, UsageError
 from .loading.text import LoadedText
 from .sampling import SamplerChain, SamplingSettings, sampling_with
 
+FIRST_CACHE = 256  # positions of a session's first KV cache; it grows in multiples of this
+
 
 @dataclass(init=False, slots=True)
 class TextSettings:
@@ -60,8 +62,18 @@ class TextSession:
         limit = loaded.model.cfg.stack.max_seq_len
         self.context = min(context or limit, limit)
         self.batch = batch
-        self.cache = self.model.new_cache(self.context)
+        self.cache = self.model.new_cache(min(self.context, FIRST_CACHE))  # grows with the runs (`reserve`)
         self.tokens: list[int] = []  # what the cache holds, in order
+
+    def reserve(self, positions: int) -> None:
+        """Make the cache hold ``positions`` (at most the context): the cache is sized by what the
+        runs use, not by the model's context length. A larger cache starts empty."""
+        need = min(positions, self.context)
+        if need <= self.cache.capacity:
+            return
+        size = min(self.context, -(-max(need, 2 * self.cache.capacity) // FIRST_CACHE) * FIRST_CACHE)
+        self.cache = self.model.new_cache(size)
+        self.tokens = []
 
     def reset(self) -> None:
         """Forget everything: the next prompt is processed from scratch."""
@@ -77,9 +89,8 @@ class TextSession:
         if not ids:
             raise UsageError("the prompt is empty", "give some text")
         if len(ids) > self.context:
-            raise GenerationError(
-                f"{len(ids)} tokens do not fit the context of {self.context}", "shorten the prompt or raise --context"
-            )
+            raise GenerationError(f"{len(ids)} tokens do not fit the context of {self.context}", "shorten the prompt")
+        self.reserve(len(ids))
         keep = 0
         for a, b in zip(self.tokens, ids):
             if a != b:
@@ -108,6 +119,7 @@ class TextSession:
         chain, rng = s.chain(), s.sampling.rng()
         ids = self.encode(prompt)
         self.last.prompt_tokens = len(ids)
+        self.reserve(len(ids) + s.max_tokens)
         logits = self.feed(ids)
         dec = self.tokenizer.incremental_decoder()
         eog = set(getattr(self.tokenizer, "eog_ids", ()) or ()) | ({self.tokenizer.eos_id} - {None})

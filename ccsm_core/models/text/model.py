@@ -1,7 +1,7 @@
 """A Llama-family text model on the backend contract: its config from GGUF metadata, and the
 model (embeddings, the Llama stack, the output head). What differs per architecture lives in one
 file each beside this one (`llama`, `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma3`, `mistral3`,
-`smollm3`), found by name; the stack with their per-layer differences is `stack`.
+`smollm3`), found by name; their per-layer differences are `ccsm_core.models.llama.LayerOptions`.
 
 Norm weights are used as stored (GGUF's Gemma norms already include the +1).
 """
@@ -19,14 +19,14 @@ import numpy as np
 
 from ...backends.base import BUFFER_DTYPES, Backend, Tensor
 from ...errors import FormatError, UsageError
+from ...limits import check_allocation
 from ...schema import positive
 from ...tensors import float32_values
 from ..config import LlamaConfig
-from ..llama import KVCache, fuse_projections
+from ..llama import KVCache, LayerOptions, Llama, fuse_projections
 from ..rope_scaling import RopeScaling
 from .arch import TextArch, get_arch, need_tensor
 from .metadata import check_tensor_shapes, check_vocab, plain, stack_config
-from .stack import LayerOptions, TextStack
 
 WINDOW = 256  # attention windows grow in steps of this many cache rows (as llama.cpp pads its KV view)
 
@@ -125,16 +125,16 @@ class TextLM:
         if cfg.local_rope_base is not None:
             local_freqs = replace(st, rope_base=cfg.local_rope_base).rope_freqs()
         norm = be.weight(need("output_norm.weight"))
-        self.stack = TextStack(be, st, layers, norm, cfg.options, freqs, local_freqs, cfg.local_rope_base)
+        self.stack = Llama(be, st, layers, norm, freqs, cfg.options, local_freqs, cfg.local_rope_base)
         self.embeddings = be.weight(need("token_embd.weight"))
         self.output = be.weight(tensors["output.weight"]) if "output.weight" in tensors else self.embeddings
-        self.long_stack: TextStack | None = None  # LongRoPE: the stack of long contexts
+        self.long_stack: Llama | None = None  # LongRoPE: the stack of long contexts
         if long_factors is not None:
             self.long_stack = copy.copy(self.stack)
             self.long_stack.freqs = rope.frequencies(st.rope_freqs(), st.rope_base, st.max_seq_len, long_factors)
             self.long_stack.rope_base = None
 
-    def stack_for(self, cache: KVCache) -> TextStack:
+    def stack_for(self, cache: KVCache) -> Llama:
         """The stack that runs on ``cache``: LongRoPE's long one where the cache's context
         exceeds the original context as llama.cpp decides it, else the one stack."""
         if self.long_stack is not None and self.cfg.rope.use_long(cache.capacity, self.cfg.stack.max_seq_len):
@@ -142,8 +142,14 @@ class TextLM:
         return self.stack
 
     def new_cache(self, capacity: int | None = None) -> KVCache:
-        cache = self.stack.new_cache(capacity, self.kv_dtype, WINDOW)
-        cache.full_hint = "shorten the prompt or raise --context"
+        """A KV cache of ``capacity`` positions (default: the model's context), checked against
+        the memory budget before it is allocated."""
+        st = self.cfg.stack
+        size = capacity or st.max_seq_len
+        row = 2 * st.num_layers * st.num_kv_heads * st.head_dim * np.dtype(self.kv_dtype).itemsize
+        check_allocation(size * row, f"a KV cache of {size} positions", "shorten the prompt or lower --max-tokens")
+        cache = self.stack.new_cache(size, self.kv_dtype, WINDOW)
+        cache.full_hint = f"shorten the prompt or lower --max-tokens (the model's context is {st.max_seq_len})"
         return cache
 
     def next_logits(self, ids: Sequence[int], cache: KVCache) -> np.ndarray:
