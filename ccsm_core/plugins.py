@@ -15,17 +15,18 @@ import importlib.metadata as md
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, NamedTuple, overload
 
 import pluggy
 
-from . import hookspecs, specs
+from . import hookspecs, plugin_dists, specs
 from .errors import PluginError
+from .plugin_code import SigintWatch, fix_hint, reason, where
+from .plugin_dists import dist_name, dist_version, incompatible, metadata_problem, normalize
 from .registry import Registry
 from .specs import BackendSpec, FormatSpec, SamplerSpec, TokenizerSpec, WatermarkerSpec
 from .version import __version__
 
-GROUP = "ccsm"
 KINDS = tuple(specs.KINDS)  # backends, formats, ...: the kinds of `ccsm_core.specs.KINDS`
 BUILTIN_PLUGINS = (
     "ccsm_core.builtin.numpy_backend",
@@ -33,6 +34,22 @@ BUILTIN_PLUGINS = (
     "ccsm_core.builtin.tokenizers",
     "ccsm_core.builtin.samplers",
 )
+
+
+class CorePlugin(NamedTuple):
+    """A plugin shipped with ccsm: its entry point belongs to this distribution only."""
+
+    dist: str
+    kinds: tuple[str, ...]  # what it provides
+
+
+CORE_PLUGINS = {
+    "ccsm_cpu": CorePlugin("ccsm-cpu", ("backends",)),
+    "ccsm_mlx": CorePlugin("ccsm-mlx", ("backends",)),
+    "ccsm_onnx": CorePlugin("ccsm-onnx", ("formats",)),
+    "ccsm_watermark": CorePlugin("ccsm-watermark", ("watermarkers",)),
+}
+FAILING = ("failed", "conflict", "incompatible")  # the statuses `ccsm plugins --check` rejects
 
 
 @dataclass
@@ -45,9 +62,11 @@ class PluginRecord:
     dist: str = ""
     entry_point: str = ""
     status: str = "ok"  # ok | failed | conflict | incompatible | disabled
-    error: str | None = None
+    error: str | None = None  # one line
+    where: str | None = None  # file:line that raised the error, if it was raised
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
+    kinds: set[str] = field(default_factory=set)  # what it provides or, had it loaded, would
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +78,7 @@ class PluginRecord:
             "hooks": self.hooks,
             "registered": self.registered,
             "error": self.error,
+            "where": self.where,
         }
 
 
@@ -83,7 +103,11 @@ class Registrar:
 
 
 class PluginManager:
-    """Loads plugins once and builds one `Registry` per kind lazily."""
+    """Loads plugins once and builds one `Registry` per kind lazily.
+
+    Nothing a plugin does while it is imported, registered or asked to register (an exception,
+    ``SystemExit``, a ``KeyboardInterrupt`` it raises itself, malformed metadata) escapes: the
+    plugin is recorded as failed and the others keep working (`ccsm_core.plugin_code`)."""
 
     def __init__(self, *, entrypoints: bool = True, plugins: tuple[Any, ...] = ()) -> None:
         self.pm = pluggy.PluginManager("ccsm")
@@ -117,72 +141,118 @@ class PluginManager:
             record.status = "disabled"
             self.records[name] = record
             return
-        self._register(importlib.import_module(modname), record)
+        self.records[name] = record
+        module = self._contain(name, importlib.import_module, modname)
+        if module is not None:
+            self._register(module, record)
+
+    def _contain(self, name: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, the plugin ``name`` marked failed if it raises anything
+        (the user's Ctrl-C excepted); None then."""
+        with SigintWatch() as watch:
+            try:
+                return fn(*args, **kwargs)
+            except BaseException as e:
+                if watch.passes(e):
+                    raise
+                self._fail(name, e)
+                return None
 
     def _register(self, module: Any, record: PluginRecord) -> None:
         self.records[record.name] = record
-        try:
-            self.pm.register(module, name=record.name)
-        except Exception as e:  # pluggy validation errors, wrong signatures
-            self._fail(record.name, e)
-            return
-        record.hooks = sorted(h.name for h in self.pm.get_hookcallers(module) or ())
+        if self._contain(record.name, self.pm.register, module, name=record.name) is None:
+            return  # blocked (disabled) or failed
+        callers = self._contain(record.name, self.pm.get_hookcallers, module) or ()
+        record.hooks = sorted(h.name for h in callers)
+        record.kinds |= {k for k, kind in specs.KINDS.items() if kind.hook in record.hooks}
 
     def _fail(self, name: str, error: BaseException | str, status: str = "failed") -> None:
         rec = self.records[name]
         rec.status = status
-        rec.error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        rec.error = error if isinstance(error, str) else reason(error)
+        rec.where = None if isinstance(error, str) else where(error)
         if self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
         for reg in self.registries.values():
             reg.drop_plugin(name)
         rec.registered = {}
-        if self.strict and not isinstance(error, str):
+        if self.strict and isinstance(error, Exception):
             raise error
         if self.strict:
-            raise PluginError(f"plugin {name}: {rec.error}")
+            raise PluginError(f"plugin {name}: {rec.error}", fix_hint(name)) from (
+                None if isinstance(error, str) else error
+            )
 
     def _load_entrypoints(self) -> None:
         wanted = os.environ.get("CCSM_LOAD_PLUGINS")
         wanted_set = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+        found, broken = plugin_dists.entry_points()
+        for b in broken:
+            self.records[b.dist] = PluginRecord(
+                name=b.dist, version=b.version, dist=b.dist, status="failed", error=b.problem
+            )
         seen: dict[str, list[md.EntryPoint]] = {}
-        for ep in md.entry_points(group=GROUP):
-            group = seen.setdefault(ep.name, [])
-            if not any(_dist_name(o) == _dist_name(ep) for o in group):
+        for ep in found:
+            group = seen.setdefault(str(ep.name), [])
+            if not any(_same_dist(o, ep) for o in group):
                 group.append(ep)
         for name, eps in sorted(seen.items()):
-            if len(eps) > 1:
-                dists = " and ".join(_dist_name(e) for e in eps)
-                for ep in eps:
-                    key = f"{name} ({_dist_name(ep)})"
-                    self.records[key] = PluginRecord(
-                        name=key,
-                        version=_dist_version(ep),
-                        dist=_dist_name(ep),
-                        entry_point=f"{ep.name} = {ep.value}",
-                        status="conflict",
-                        error=f"entry point {name!r} is provided by {dists}",
-                    )
-                continue
-            ep = eps[0]
-            record = PluginRecord(
-                name=name, version=_dist_version(ep), dist=_dist_name(ep), entry_point=f"{ep.name} = {ep.value}"
-            )
-            self.records[name] = record
-            if name in self._disabled or (
-                wanted_set is not None and record.dist not in wanted_set and name not in wanted_set
-            ):
-                record.status = "disabled"
-                continue
-            bad = _incompatible(ep)
-            if bad:
-                record.status, record.error = "incompatible", bad
-                continue
-            try:
-                module = ep.load()
-            except Exception as e:
-                self._fail(name, e)
-                continue
+            with SigintWatch() as watch:
+                try:
+                    self._load_entrypoint(name, eps, wanted_set)
+                except BaseException as e:
+                    if watch.passes(e) or (self.strict and isinstance(e, Exception)):
+                        raise
+                    key = name if name not in self.records else f"{name} ({dist_name(eps[0])})"
+                    self.records[key] = PluginRecord(name=key, dist=dist_name(eps[0]), status="failed", error=reason(e))
+
+    def _load_entrypoint(self, name: str, eps: list[md.EntryPoint], wanted: set[str] | None) -> None:
+        """Record the plugin behind the entry point ``name`` and load it if all is well."""
+        owner = _owner(name)
+        dists = [dist_name(ep) for ep in eps]
+        foreign = owner is not None and any(normalize(d) != normalize(owner) for d in dists)
+        taken = name in self.records  # by a plugin given directly or a broken distribution
+        if len(eps) > 1 or foreign or taken:
+            claimants = sorted({*dists, *([owner] if foreign and owner else [])}, key=normalize)
+            problem = f"entry point {name!r} is provided by {' and '.join(claimants)}"
+            if foreign:
+                problem += f"; the name belongs to {owner}"
+            elif taken:
+                problem = f"another plugin is already called {name!r}"
+            for ep in eps:
+                key = f"{name} ({dist_name(ep)})"
+                self.records[key] = PluginRecord(
+                    name=key,
+                    version=dist_version(ep),
+                    dist=dist_name(ep),
+                    entry_point=f"{ep.name} = {ep.value}",
+                    status="conflict",
+                    error=problem,
+                    kinds=set(CORE_PLUGINS[name].kinds) if name in CORE_PLUGINS else set(),
+                )
+            return
+        ep = eps[0]
+        record = PluginRecord(
+            name=name,
+            version=dist_version(ep),
+            dist=dist_name(ep),
+            entry_point=f"{ep.name} = {ep.value}",
+            kinds=set(CORE_PLUGINS[name].kinds) if name in CORE_PLUGINS else set(),
+        )
+        self.records[name] = record
+        if name in self._disabled or (wanted is not None and record.dist not in wanted and name not in wanted):
+            record.status = "disabled"
+            return
+        unusable = metadata_problem(ep)
+        if unusable:
+            self._fail(name, unusable)
+            return
+        bad = incompatible(ep)
+        if bad:
+            record.status, record.error = "incompatible", bad
+            return
+        module = self._contain(name, ep.load)
+        if module is not None:
             self._register(module, record)
 
     def _check_hooks(self) -> None:
@@ -191,14 +261,9 @@ class PluginManager:
             plugin = self.pm.get_plugin(name)
             if plugin is None or rec.status != "ok":
                 continue
-            for attr in dir(plugin):
-                fn = getattr(plugin, attr, None)
-                if attr in known or not hasattr(fn, "ccsm_impl"):
-                    continue
-                close = difflib.get_close_matches(attr, known, n=1)
-                hint = f" - did you mean {close[0]}?" if close else ""
-                self._fail(name, f"unknown hook {attr!r}{hint}")
-                break
+            unknown = self._contain(name, _unknown_hook, plugin, known)
+            if unknown:
+                self._fail(name, unknown)
 
     # -- registries ----------------------------------------------------------------------
     @overload
@@ -222,52 +287,61 @@ class PluginManager:
             self._built.add(kind)
             caller = getattr(self.pm.hook, specs.KINDS[kind].hook)
             for impl in reversed(caller.get_hookimpls()):
-                try:
-                    impl.function(register=Registrar(self, kind, impl.plugin_name))
-                except Exception as e:
-                    self._fail(impl.plugin_name, e)
+                self._contain(impl.plugin_name, impl.function, register=Registrar(self, kind, impl.plugin_name))
         return self.registries[kind]
 
     def build_all(self) -> None:
         for kind in KINDS:
             self.registry(kind)
 
+    def unusable(self, kind: str) -> list[PluginRecord]:
+        """The plugins that provide ``kind`` (or would, had they loaded) but are not ``ok``."""
+        self.registry(kind)
+        return [r for r in self.records.values() if kind in r.kinds and r.status != "ok"]
+
     def add_commands(self, cli: Any) -> None:
+        """Let every plugin add its commands; one that replaces an existing command (a core
+        one or another plugin's) is failed and the command kept as it was."""
         for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
-            try:
-                impl.function(cli=cli)
-            except Exception as e:
-                self._fail(impl.plugin_name, e)
+            before = dict(cli.commands)
+            self._contain(impl.plugin_name, impl.function, cli=cli)
+            added = [n for n in cli.commands if n not in before]
+            replaced = [n for n in before if cli.commands.get(n) is not before[n]]
+            rec = self.records[impl.plugin_name]
+            if replaced and rec.status == "ok":
+                self._fail(
+                    impl.plugin_name, f"it replaces the command {replaced[0]!r}, which ccsm or another plugin provides"
+                )
+            if rec.status != "ok":
+                cli.commands.clear()
+                cli.commands.update(before)
+            elif added:
+                rec.registered["commands"] = added
 
 
-def _dist_name(ep: md.EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return dist.metadata["Name"] if dist is not None else ep.value.split(".")[0]
-
-
-def _dist_version(ep: md.EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return dist.version if dist is not None else ""
-
-
-def _incompatible(ep: md.EntryPoint) -> str | None:
-    """A reason if the plugin's ``Requires-Dist: ccsm ...`` excludes this ccsm version."""
-    dist = getattr(ep, "dist", None)
-    for req in (dist.requires or []) if dist is not None else []:
-        if not req.lower().startswith("ccsm") or req.lower().startswith(("ccsm-", "ccsm_")):
+def _unknown_hook(plugin: Any, known: set[str]) -> str | None:
+    """``unknown hook 'x' - did you mean y?`` for a hook implementation of no known hook."""
+    for attr in dir(plugin):
+        fn = getattr(plugin, attr, None)
+        if attr in known or not hasattr(fn, "ccsm_impl"):
             continue
-        from packaging.requirements import Requirement
-        from packaging.version import Version
-
-        r = Requirement(req)
-        if (
-            r.name.lower() == "ccsm"
-            and r.marker is None
-            and r.specifier
-            and not r.specifier.contains(Version(__version__), prereleases=True)
-        ):
-            return f"needs ccsm{r.specifier}, this is ccsm {__version__}"
+        close = difflib.get_close_matches(attr, known, n=1)
+        hint = f" - did you mean {close[0]}?" if close else ""
+        return f"unknown hook {attr!r}{hint}"
     return None
+
+
+def _owner(name: str) -> str | None:
+    """The distribution an entry point called ``name`` belongs to: ``ccsm`` for a built-in's
+    name, the core plugin's distribution for its name; None for any other name."""
+    if name.startswith("ccsm."):
+        return "ccsm"
+    core = CORE_PLUGINS.get(name)
+    return core.dist if core is not None else None
+
+
+def _same_dist(a: Any, b: Any) -> bool:
+    return normalize(dist_name(a)) == normalize(dist_name(b))
 
 
 _manager: PluginManager | None = None

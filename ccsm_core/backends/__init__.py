@@ -5,23 +5,49 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable
+from ..plugin_code import SigintWatch, guarded, reason
 from .base import OPS, Backend
 
 if TYPE_CHECKING:
     from ..specs import BackendSpec
 
-__all__ = ["Backend", "OPS", "get_backend", "backend_status", "default_backend_name"]
+__all__ = ["Backend", "OPS", "get_backend", "backend_status", "backend_details", "default_backend_name"]
 
 
 def backend_status(entry: BackendSpec) -> str | None:
-    """``None`` if the registered backend can run here, else the reason it cannot."""
-    check = entry.available
-    if check is None:
+    """``None`` if the registered backend can run here, else the reason it cannot (a check that
+    raises anything, ``SystemExit`` included, gives its error as the reason)."""
+    return _ask(entry.available)
+
+
+def backend_details(entry: BackendSpec) -> str | None:
+    """What the backend's ``describe()`` says (threads, SIMD, devices), or its error in brackets."""
+    if entry.describe is None:
         return None
     try:
-        return check()
-    except Exception as e:  # a broken check is a reason, not a crash
-        return f"{type(e).__name__}: {e}"
+        with guarded(entry.plugin, f"backend {entry.name!r}'s describe()"):
+            return str(entry.describe())
+    except BackendUnavailable as e:
+        return f"({e})"
+    except Exception as e:  # a broken description is shown, not fatal
+        return f"({reason(e)})"
+
+
+def _ask(check: Any) -> str | None:
+    if check is None:
+        return None
+    with SigintWatch() as watch:
+        try:
+            answer = check()
+        except BaseException as e:  # a broken check is a reason, not a crash
+            if watch.passes(e):
+                raise
+            return reason(e)
+    if answer is None:
+        return None
+    if not isinstance(answer, str):
+        return f"its available() returned {type(answer).__name__}, not a reason or None"
+    return " ".join(answer.split()) or "unavailable (no reason given)"
 
 
 def default_backend_name() -> str:
@@ -39,10 +65,17 @@ def get_backend(name: str | None = None, **options: Any) -> Backend:
     from ..plugins import registry
 
     entry = registry("backends").get(name or default_backend_name())
-    reason = backend_status(entry)
-    if reason is not None:
+    why = backend_status(entry)
+    if why is not None:
         raise BackendUnavailable(
-            f"backend {entry.name!r} is not available here: {reason}",
+            f"backend {entry.name!r} is not available here: {why}",
             "run `ccsm backends` to see which backends can run",
         )
-    return entry.factory(**options)
+    call = guarded(entry.plugin, f"the factory of backend {entry.name!r}")
+    with call:
+        backend = entry.factory(**options)
+    missing = [op for op in OPS if not callable(getattr(backend, op, None))] if backend is not None else []
+    if backend is None or missing:
+        got = "returned None" if backend is None else f"returned {type(backend).__name__}, which lacks {missing[0]}()"
+        raise call.fail(f"{got} instead of a backend")
+    return backend

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, ModelError
+from ..plugin_code import SigintWatch, guarded
 from ..plugins import registry
 from ..tensors import WeightSource
 
@@ -61,22 +62,24 @@ def format_of(path: str | Path) -> Any:
 
 
 def _sniffs(entry: Any, head: bytes) -> bool:
-    try:
-        return bool(entry.sniff(head))
-    except Exception:  # a plugin's sniff that fails on odd bytes does not claim the file
-        return False
+    with SigintWatch() as watch:
+        try:
+            return bool(entry.sniff(head))
+        except BaseException as e:  # a plugin's sniff that fails on odd bytes does not claim the file
+            if watch.passes(e):
+                raise
+            return False
 
 
 def open_weights(path: str | Path, *, validate: bool = True) -> WeightSource:
     """Open a weights file with the format that recognises it (see `format_of`)."""
     p = Path(path).expanduser()
     entry = format_of(p)
-    source = entry.factory(p, validate=validate)
+    call = guarded(entry.plugin, f"the factory of format {entry.name!r}")
+    with call:
+        source = entry.factory(p, validate=validate)
     if not isinstance(source, WeightSource):
-        raise FormatError(
-            f"format {entry.name!r} (plugin {entry.plugin}) returned {type(source).__name__} for {p}",
-            "its factory must return a ccsm_core.tensors.WeightSource",
-        )
+        raise call.fail(f"returned {type(source).__name__} for {p}, not a ccsm_core.tensors.WeightSource")
     return source
 
 
