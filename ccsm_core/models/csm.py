@@ -173,7 +173,7 @@ class CSM:
         window: int,
     ) -> list[Tensor]:
         x = self._embed(audio_ids, audio_mask, text_ids, text_mask)
-        h = self.backbone.step(x, pos, attn_mask, cache, window)
+        h = self.backbone.step(x, pos, attn_mask, cache=cache, window=window)
         return [h, self.be.matmul(h, self.codebook0_head)]
 
     def codebook0_logits(self, h: Tensor | np.ndarray) -> np.ndarray:

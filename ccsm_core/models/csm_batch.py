@@ -89,7 +89,7 @@ def backbone_rows(
 def _backbone(model: CSM, cache: KVCache, starts: list[int], *inputs: Tensor) -> list[Tensor]:
     ids, amask, text, tmask, pos, rows, *masks = inputs
     x = model._embed(ids, amask, text, tmask)
-    h = model.backbone.batch_step(x, pos, rows, masks, cache, starts)
+    h = model.backbone.batch_step(x, pos, rows, [[m] for m in masks], cache, starts)
     return [h, matmul_rows(model.be, h, model.codebook0_head)]
 
 
@@ -144,7 +144,7 @@ def _decoder(model: CSM, cache: KVCache, starts: list[int], i: int, *inputs: Ten
     else:
         ids, pos, rows, mask = inputs
         x = matmul_rows(be, be.embedding(model.audio_embeddings, ids), model.projection)
-    out = model.decoder.batch_step(x, pos, rows, [mask] * b, cache, starts)
+    out = model.decoder.batch_step(x, pos, rows, [[mask]] * b, cache, starts)
     if i == 1:  # each stream's second row
         out = be.slice(be.reshape(out, (b, 2 * dd)), 1, dd, 2 * dd)
     return [matmul_rows(be, out, model.audio_heads[i - 1])]

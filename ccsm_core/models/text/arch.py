@@ -17,7 +17,7 @@ from typing import Any
 from ...errors import FormatError, ModelError
 from ...tensors import take_rows
 from ..config import LlamaConfig
-from .stack import LayerOptions
+from ..llama import LayerOptions
 
 _NOT_ARCHS = {"arch", "metadata", "model", "stack"}  # the modules of this package that are not architectures
 # optional per-layer norms: GGUF name -> the stack's key

@@ -11,8 +11,8 @@ import numpy as np
 
 from ...errors import FormatError
 from ..config import LlamaConfig
+from ..llama import LayerOptions
 from .arch import Meta, TextArch
-from .stack import LayerOptions
 
 PATTERN = 6  # llama.cpp's default: five sliding-window layers, then a global one
 LOCAL_ROPE_BASE = 10000.0

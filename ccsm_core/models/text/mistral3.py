@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from ...errors import FormatError
 from ...schema import real
 from ..config import LlamaConfig
+from ..llama import LayerOptions
 from .arch import Meta, TextArch
-from .stack import LayerOptions
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import LlamaConfig
+from ..llama import LayerOptions
 from .arch import Meta, TextArch
-from .stack import LayerOptions
 
 NO_ROPE_EVERY = 4
 
