@@ -1,13 +1,16 @@
-"""Robustness benchmark: ``python -m ccsm_watermark.bench [--out DIR] [--methods a,b]``.
+"""Robustness benchmark per kind of material: ``python -m ccsm_watermark.bench [--quick]``.
 
-Material: eight 10-second speech clips at 24 kHz made with espeak-ng (several voices) and one
-synthesised music clip. Attacks: MP3 64k/128k, Opus 32k (ffmpeg), resampling to 16 kHz and
-back, white noise at 20/10 dB SNR, 4 kHz low-pass, -6 dB and +6 dB gain (clipped), 10 % cut
-at the start, tempo 0.95 (ffmpeg atempo) and a 100 ms echo. Per attack and method it prints
-bit accuracy, exact payload rate, detection rate at p < 1e-6 and false positives of the
-same attacks on unmarked audio (tried with several keys); quality is SNR and wideband PESQ
-(``pesq`` package). Needs ``ffmpeg`` and ``espeak-ng`` on PATH (Debian: apt-get install
-ffmpeg espeak-ng) and ``pip install pesq``. Not a test: it takes minutes.
+Material (10-s clips at 24 kHz, peak -1 dBFS): espeak-ng speech (eight voices), synthesised
+music (`synth.music`: pop, piano and synth styles), speech over music (the espeak-ng speech
+with synthesised music 10 dB under it) and noise textures (`synth.noise`). Every clip is
+marked with payload 0xC0FFEE42 and attacked: MP3 64k/128k and Opus 32k (ffmpeg), resampling
+to 16 kHz and back, white noise at 20/10 dB SNR, 4 kHz low-pass, -6/+6 dB gain (clipped), the
+first 10 % cut, tempo 0.95 (ffmpeg atempo), a 100 ms echo and a room reverb. Reported per
+kind: exact payloads per attack, detections, wrong payloads, quality (SNR; wideband PESQ on
+speech, and on speech over music both of the mix and of the speech alone plus the mark's
+change), false positives and wrong payloads over unmarked or wrongly keyed trials, and
+embedding/detection speed as x real time. Needs ``ffmpeg`` and ``espeak-ng`` on PATH and
+the ``pesq`` package (``pip install -e "plugins/ccsm_watermark[bench]"``). Not a test.
 """
 
 from __future__ import annotations
@@ -20,14 +23,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+
+from . import synth
 
 SR = 24000
 CLIP_S = 10.0
 PAYLOAD = 0xC0FFEE42
-THRESHOLD = 1e-6
+KINDS = ("speech", "music", "speech+music", "noise")
+MUSIC_UNDER_DB = 10.0  # speech over music: the music this far (RMS) under the speech
+PESQ_KINDS = ("speech", "speech+music")
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog while the farmer watches from the gate. "
@@ -48,72 +57,79 @@ TEXTS = [
     "people who simply refuse to accept that things cannot be different.",
 ]
 VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-scotland", "en-029+f2", "en-gb-x-rp+m3", "en-us+f4", "en-gb+m5"]
+QUICK_ATTACKS = ("none", "mp3 64k", "noise 20dB", "tempo 0.95")
 
 
 def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _read(path: str) -> tuple[np.ndarray, int]:
+def _read(path: str) -> np.ndarray:
     import soundfile as sf
 
-    x, sr = sf.read(path, dtype="float32", always_2d=False)
-    return x, sr
+    x, _ = sf.read(path, dtype="float32", always_2d=False)
+    return x
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
 
 
-def speech_clip(i: int, work: str) -> np.ndarray:
-    """10 s of espeak-ng speech at 24 kHz, peak at -1 dBFS."""
-    raw = os.path.join(work, f"speech{i}_raw.wav")
-    out = os.path.join(work, f"speech{i}.wav")
-    _run(["espeak-ng", "-v", VOICES[i], "-s", "165", "-w", raw, TEXTS[i]])
-    _run(["ffmpeg", "-y", "-i", raw, "-ar", str(SR), "-ac", "1", out])
-    x, _ = _read(out)
-    x = _fit(x, int(SR * CLIP_S))
+def _peak(x: np.ndarray) -> np.ndarray:
     return (x / (np.abs(x).max() + 1e-9) * 10 ** (-1 / 20)).astype(np.float32)
 
 
-def music_clip(seed: int = 3) -> np.ndarray:
-    """10 s of synthesised music: chords of decaying harmonic notes, bass and hi-hats."""
-    rng = np.random.default_rng(seed)
-    n = int(SR * CLIP_S)
-    t = np.arange(n) / SR
-    y = np.zeros(n)
-    beat = 0.5
-    roots = [220.0, 174.61, 261.63, 196.0]
-    for b in range(int(CLIP_S / beat)):
-        start = int(b * beat * SR)
-        seg = np.arange(n - start) / SR
-        env = np.exp(-seg * 3.0)
-        root = roots[(b // 4) % 4]
-        for ratio in (1.0, 1.26, 1.5, 2.0):
-            f = root * ratio * (1 + rng.normal(0, 0.001))
-            for h in range(1, 6):
-                y[start:] += env * np.sin(2 * np.pi * f * h * seg) * 0.12 / h
-        y[start:] += np.exp(-seg * 8) * np.sin(2 * np.pi * root / 2 * seg) * 0.3  # bass
-        hat = int(0.25 * beat * SR)
-        for k in range(2):
-            s = start + k * 2 * hat
-            m = min(hat, n - s)
-            if m > 0:
-                y[s : s + m] += rng.normal(0, 0.05, m) * np.exp(-np.arange(m) / SR * 40)
-    y += 0.02 * np.sin(2 * np.pi * 0.5 * t) * np.sin(2 * np.pi * 880 * t)
-    return (y / np.abs(y).max() * 10 ** (-1 / 20)).astype(np.float32)
+# -- material --------------------------------------------------------------------------------
+def speech_clip(i: int, work: str, seconds: float = CLIP_S) -> np.ndarray:
+    """``seconds`` of espeak-ng speech (voice and text ``i``) at 24 kHz, peak -1 dBFS."""
+    raw = os.path.join(work, f"speech{i}_{os.getpid()}_raw.wav")
+    out = os.path.join(work, f"speech{i}_{os.getpid()}.wav")
+    i %= len(VOICES)
+    _run(["espeak-ng", "-v", VOICES[i], "-s", "165", "-w", raw, TEXTS[i]])
+    _run(["ffmpeg", "-y", "-i", raw, "-ar", str(SR), "-ac", "1", out])
+    return _peak(_fit(_read(out), int(SR * seconds)))
+
+
+def clips(kind: str, count: int, work: str, seconds: float = CLIP_S) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """``count`` clips of ``kind``: (label, clip, the speech alone for speech over music)."""
+    out: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    for i in range(count):
+        if kind == "speech":
+            out.append((f"{VOICES[i % 8]}", speech_clip(i, work, seconds), None))
+        elif kind == "music":
+            style = ("pop", "piano", "synth")[i % 3]
+            out.append((f"music {style} {i}", synth.music(seconds, SR, seed=i, style=style), None))
+        elif kind == "speech+music":
+            sp = speech_clip(i, work, seconds)
+            bed = synth.music(seconds, SR, seed=100 + i, style=("pop", "piano", "synth")[i % 3])
+            mixed = synth.mix(sp, bed, MUSIC_UNDER_DB)
+            # the speech as it sits in the mix (synth.mix scales speech and music by one peak gain)
+            f, b = sp.astype(np.float64), bed.astype(np.float64)
+            raw = f + np.sqrt(np.mean(f**2) / max(np.mean(b**2), 1e-20)) * 10 ** (-MUSIC_UNDER_DB / 20) * b
+            inner = f * 10 ** (-1 / 20) / (np.abs(raw).max() + 1e-12)
+            out.append((f"{VOICES[i % 8]} over music", mixed, inner.astype(np.float32)))
+        elif kind == "noise":
+            out.append((f"noise {i}", synth.noise(seconds, SR, seed=i), None))
+        else:
+            raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+    return out
 
 
 # -- attacks ---------------------------------------------------------------------------------
 def _ffmpeg_roundtrip(x: np.ndarray, args: list[str], ext: str, work: str) -> np.ndarray:
     import soundfile as sf
 
-    src, mid, dst = (os.path.join(work, f"atk_{i}.{e}") for i, e in enumerate(("wav", ext, "wav")))
+    tag = f"{os.getpid()}_{time.monotonic_ns()}"
+    src, mid, dst = (os.path.join(work, f"atk_{tag}_{i}.{e}") for i, e in enumerate(("wav", ext, "wav")))
     sf.write(src, x, SR, subtype="FLOAT")
-    _run(["ffmpeg", "-y", "-i", src, *args, mid])
-    _run(["ffmpeg", "-y", "-i", mid, "-ar", str(SR), "-ac", "1", "-c:a", "pcm_f32le", dst])
-    y, _ = _read(dst)
-    return y.astype(np.float32)
+    try:
+        _run(["ffmpeg", "-y", "-i", src, *args, mid])
+        _run(["ffmpeg", "-y", "-i", mid, "-ar", str(SR), "-ac", "1", "-c:a", "pcm_f32le", dst])
+        return _read(dst).astype(np.float32)
+    finally:
+        for f in (src, mid, dst):
+            if os.path.exists(f):
+                os.remove(f)
 
 
 def _noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -140,7 +156,13 @@ def _echo(x: np.ndarray, delay_s: float, gain: float) -> np.ndarray:
     return (y / max(1.0, np.abs(y).max())).astype(np.float32)
 
 
+def _reverb(x: np.ndarray) -> np.ndarray:
+    y = synth.reverb(x.astype(np.float64), SR, rt60=0.5, wet=0.3, rng=np.random.default_rng(5))
+    return (y / max(1.0, np.abs(y).max())).astype(np.float32)
+
+
 def attacks(work: str, seed: int = 0) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Every attack by name: a function from a 24 kHz clip to the attacked clip."""
     rng = np.random.default_rng(seed)
     return {
         "none": lambda x: x,
@@ -156,95 +178,180 @@ def attacks(work: str, seed: int = 0) -> dict[str, Callable[[np.ndarray], np.nda
         "cut 10% start": lambda x: x[len(x) // 10 :],
         "tempo 0.95": lambda x: _ffmpeg_roundtrip(x, ["-filter:a", "atempo=0.95"], "wav", work),
         "echo 100ms": lambda x: _echo(x, 0.1, 0.5),
+        "reverb": _reverb,
     }
 
 
 # -- quality ---------------------------------------------------------------------------------
-def quality(ref: np.ndarray, deg: np.ndarray) -> tuple[float, float]:
-    """(SNR dB, wideband PESQ) of ``deg`` against ``ref`` (both 24 kHz mono)."""
+def snr_db(ref: np.ndarray, deg: np.ndarray) -> float:
+    """SNR of ``deg`` against ``ref`` in dB."""
+    r = ref.astype(np.float64)
+    return float(10 * np.log10(np.sum(r**2) / max(np.sum((deg - r) ** 2), 1e-30)))
+
+
+def pesq_wb(ref: np.ndarray, deg: np.ndarray) -> float:
+    """Wideband PESQ of ``deg`` against ``ref`` (24 kHz mono, resampled to 16 kHz)."""
     import soxr
     from pesq import pesq
 
-    snr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((deg - ref).astype(np.float64) ** 2))
-    r16, d16 = soxr.resample(ref, SR, 16000), soxr.resample(deg, SR, 16000)
-    return float(snr), float(pesq(16000, r16, d16, "wb"))
+    return float(pesq(16000, soxr.resample(ref, SR, 16000), soxr.resample(deg, SR, 16000), "wb"))
 
 
-def material(work: str) -> list[tuple[str, np.ndarray]]:
-    clips = [(f"speech{i} ({VOICES[i]})", speech_clip(i, work)) for i in range(len(TEXTS))]
-    clips.append(("music (synth)", music_clip()))
-    return clips
-
-
-def run(methods: list[str], work: str, n_fp_keys: int = 3, log: Callable[[str], None] = print) -> dict:
+# -- one kind --------------------------------------------------------------------------------
+def run_kind(
+    method: str, kind: str, count: int, work: str, attack_names: list[str], fp_keys: int, seconds: float
+) -> dict:
+    """Embed, attack and detect every clip of ``kind``; the raw counts (see `table`)."""
     from . import create
 
-    clips = material(work)
-    atk = attacks(work)
-    results: dict = {}
-    for name in methods:
-        wm = create(name, b"benchmark key " + name.encode())
-        wrong = [create(name, os.urandom(32)) for _ in range(n_fp_keys)]
-        rows: dict = {
-            a: {"bits": [], "exact": [], "det": [], "fp": 0, "fp_n": 0, "music_exact": None, "music_det": None}
-            for a in atk
-        }
-        qual = []
-        t0 = time.time()
-        for label, clip in clips:
-            speech = label.startswith("speech")
-            marked = wm.embed(clip, SR, PAYLOAD)
-            snr, pq = quality(clip, marked)
-            qual.append((label, snr, pq))
-            for a, f in atk.items():
-                y = f(marked)
-                r = wm.detect(y, SR)
-                raw = r.payload if r.payload is not None else r.raw_payload
-                bits = 0.5 if raw is None else 1 - bin(raw ^ PAYLOAD).count("1") / 32
-                exact = r.payload == PAYLOAD
-                det = bool(r.present)
-                if speech:
-                    rows[a]["bits"].append(bits)
-                    rows[a]["exact"].append(exact)
-                    rows[a]["det"].append(det)
-                else:
-                    rows[a]["music_exact"], rows[a]["music_det"] = exact, det
-                u = f(clip)  # the same attack on unmarked audio, with the right and other keys
-                for d in [wm, *wrong]:
-                    ru = d.detect(u, SR)
-                    rows[a]["fp"] += int(bool(ru.present))
-                    rows[a]["fp_n"] += 1
-            log(f"{name}: {label}: SNR {snr:.1f} dB, PESQ {pq:.2f} ({time.time() - t0:.0f} s)")
-        results[name] = {"rows": rows, "quality": qual}
+    wm = create(method, b"benchmark key " + method.encode())
+    rng = np.random.default_rng(zlib.crc32(f"{method} {kind}".encode()))
+    atk = {a: f for a, f in attacks(work, seed=KINDS.index(kind)).items() if a in attack_names}
+    rows = {a: {"exact": 0, "det": 0, "wrong": 0, "n": 0} for a in atk}
+    fp = {"trials": 0, "present": 0, "payloads": 0, "min_p": 1.0}
+    qual: list[dict] = []
+    for label, clip, speech in clips(kind, count, work, seconds):
+        marked = wm.embed(clip, SR, PAYLOAD)
+        q: dict = {"clip": label, "snr": snr_db(clip, marked)}
+        if kind == "speech":
+            q["pesq"] = pesq_wb(clip, marked)
+        elif speech is not None:
+            q["pesq"] = pesq_wb(clip, marked)  # the mix against the unmarked mix
+            q["pesq_speech"] = pesq_wb(speech, speech + (marked - clip))  # the speech alone plus the change
+        qual.append(q)
+        wrong_keys = [create(method, rng.bytes(16)) for _ in range(fp_keys)]
+        for a, f in atk.items():
+            y = f(marked)
+            r = wm.detect(y, SR)
+            row = rows[a]
+            row["n"] += 1
+            row["exact"] += r.payload == PAYLOAD
+            row["det"] += bool(r.present)
+            row["wrong"] += r.payload is not None and r.payload != PAYLOAD
+            # unmarked audio with the right key and with other keys; the marked clip with another key
+            u = f(clip)
+            trials = [(wm, u), *((k, u) for k in wrong_keys), (wrong_keys[0], y)]
+            for d, z in trials:
+                ru = d.detect(z, SR)
+                fp["trials"] += 1
+                fp["present"] += bool(ru.present)
+                fp["payloads"] += ru.payload is not None
+                fp["min_p"] = min(fp["min_p"], ru.p_value)
+    return {"method": method, "kind": kind, "rows": rows, "fp": fp, "quality": qual}
+
+
+def speed(method: str, kind: str, count: int, work: str, seconds: float) -> dict:
+    """Embedding and detection speed on ``kind`` as x real time (clip seconds per wall second)."""
+    from . import create
+
+    wm = create(method, b"benchmark key " + method.encode())
+    wm.detect(np.zeros(SR, np.float32) + 1e-3, SR)  # builds the codebook once
+    te = td = 0.0
+    total = 0.0
+    for _, clip, _ in clips(kind, count, work, seconds):
+        t0 = time.perf_counter()
+        marked = wm.embed(clip, SR, PAYLOAD)
+        t1 = time.perf_counter()
+        wm.detect(marked, SR)
+        td += time.perf_counter() - t1
+        te += t1 - t0
+        total += len(clip) / SR
+    return {"embed_x": total / te, "detect_x": total / td}
+
+
+def run(
+    methods: list[str],
+    kinds: list[str],
+    work: str,
+    count: int = 8,
+    attack_names: list[str] | None = None,
+    fp_keys: int = 2,
+    seconds: float = CLIP_S,
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Every (method, kind): counts, quality and speed, as ``{method: {kind: result}}``."""
+    names = list(attack_names or attacks(work))
+    jobs_list = [(m, k) for m in methods for k in kinds]
+    results: dict = {m: {} for m in methods}
+    t0 = time.time()
+
+    def done(res: dict) -> None:
+        results[res["method"]][res["kind"]] = res
+        log(f"{res['method']} {res['kind']}: done ({time.time() - t0:.0f} s)")
+
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futs = [pool.submit(run_kind, m, k, count, work, names, fp_keys, seconds) for m, k in jobs_list]
+            for fut in futs:
+                done(fut.result())
+    else:
+        for m, k in jobs_list:
+            done(run_kind(m, k, count, work, names, fp_keys, seconds))
+    for m, k in jobs_list:  # alone, after the rest: the machine is otherwise idle (for this run)
+        results[m][k]["speed"] = speed(m, k, count, work, seconds)
     return results
 
 
+def _mean_min(values: list[float]) -> str:
+    return f"{np.mean(values):.2f} (min {min(values):.2f})" if values else "-"
+
+
 def table(results: dict) -> str:
-    lines = []
-    for name, res in results.items():
-        q = res["quality"]
-        sp = [r for r in q if r[0].startswith("speech")]
+    """Markdown: per method, a quality/speed/false-positive table per kind and an attack table."""
+    lines: list[str] = []
+    for method, kinds in results.items():
+        ks = list(kinds)
+        lines.append(f"\n**{method}**\n")
+        lines.append("| | " + " | ".join(ks) + " |")
+        lines.append("|---|" + "---|" * len(ks))
+        q = {k: kinds[k]["quality"] for k in ks}
         lines.append(
-            f"\n**{name}** - speech: SNR {np.mean([r[1] for r in sp]):.1f} dB, "
-            f"PESQ mean {np.mean([r[2] for r in sp]):.2f} (min {min(r[2] for r in sp):.2f}); "
-            + "; ".join(f"{r[0]}: SNR {r[1]:.1f} dB, PESQ {r[2]:.2f}" for r in q if not r[0].startswith("speech"))
-            + "\n"
+            "| SNR dB, mean (min) | "
+            + " | ".join(f"{np.mean([c['snr'] for c in q[k]]):.1f} (min {min(c['snr'] for c in q[k]):.1f})" for k in ks)
+            + " |"
         )
         lines.append(
-            "| attack | bit acc. (speech, raw decode) | payload exact (speech) | detected p<1e-6 (speech) "
-            "| music: payload / detected | false positives (unmarked) |"
+            "| PESQ wb, mean (min) | "
+            + " | ".join(_mean_min([c["pesq"] for c in q[k] if "pesq" in c]) for k in ks)
+            + " |"
         )
-        lines.append("|---|---|---|---|---|---|")
-        for a, r in res["rows"].items():
-            n = len(r["exact"])
+        if any("pesq_speech" in c for k in ks for c in q[k]):
             lines.append(
-                f"| {a} | {100 * np.mean(r['bits']):.1f} % | {sum(r['exact'])}/{n} | {sum(r['det'])}/{n} "
-                f"| {'yes' if r['music_exact'] else 'no'} / {'yes' if r['music_det'] else 'no'} "
-                f"| {r['fp']}/{r['fp_n']} |"
+                "| PESQ wb, speech alone + the change | "
+                + " | ".join(_mean_min([c["pesq_speech"] for c in q[k] if "pesq_speech" in c]) for k in ks)
+                + " |"
             )
-        tot = sum(r["fp_n"] for r in res["rows"].values())
-        fps = sum(r["fp"] for r in res["rows"].values())
-        lines.append(f"\nFalse positives over all unmarked trials: {fps}/{tot}.")
+        for a in kinds[ks[0]]["rows"]:
+            cells = []
+            for k in ks:
+                r = kinds[k]["rows"][a]
+                extra = f" ({r['det']} found)" if r["det"] != r["exact"] else ""
+                extra += f", {r['wrong']} WRONG" if r["wrong"] else ""
+                cells.append(f"{r['exact']}/{r['n']}{extra}")
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines.append(
+            "| false positives / wrong payloads (trials) | "
+            + " | ".join(
+                f"{kinds[k]['fp']['present']} / {kinds[k]['fp']['payloads']} ({kinds[k]['fp']['trials']})" for k in ks
+            )
+            + " |"
+        )
+        lines.append(
+            "| smallest p-value, unmarked or wrong key | "
+            + " | ".join(f"{kinds[k]['fp']['min_p']:.2g}" for k in ks)
+            + " |"
+        )
+        if all("speed" in kinds[k] for k in ks):
+            lines.append(
+                "| embed / detect, x real time | "
+                + " | ".join(f"{kinds[k]['speed']['embed_x']:.0f} / {kinds[k]['speed']['detect_x']:.0f}" for k in ks)
+                + " |"
+            )
+        trials = sum(kinds[k]["fp"]["trials"] for k in ks)
+        fps = sum(kinds[k]["fp"]["present"] for k in ks)
+        wrong = sum(kinds[k]["fp"]["payloads"] + sum(r["wrong"] for r in kinds[k]["rows"].values()) for k in ks)
+        lines.append(f"\nFalse positives: {fps}/{trials} unmarked or wrongly keyed trials; wrong payloads: {wrong}.")
     return "\n".join(lines)
 
 
@@ -253,20 +360,40 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m ccsm_watermark.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(METHODS), help="comma list (default: all)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)} (default: all)")
+    ap.add_argument("--clips", type=int, default=8, help="clips per kind (default 8)")
+    ap.add_argument("--seconds", type=float, default=CLIP_S, help="clip length (default 10)")
+    ap.add_argument("--attacks", default=None, help="comma list of attack names (default: all)")
+    ap.add_argument("--fp-keys", type=int, default=2, help="random wrong keys per clip and attack (default 2)")
+    ap.add_argument("--quick", action="store_true", help="1 clip per kind of 6 s, 4 attacks, 1 wrong key (seconds)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes (kinds run in parallel; default 1)")
     ap.add_argument("--work", default=None, help="folder for the material (default: a temporary one)")
-    ap.add_argument("--fp-keys", type=int, default=3, help="random wrong keys per unmarked trial")
     ap.add_argument("--json", default=None, help="also write the raw results here")
     args = ap.parse_args(argv)
     for tool in ("ffmpeg", "espeak-ng"):
         if shutil.which(tool) is None:
-            print(f"error: {tool} not found (apt-get install -y ffmpeg espeak-ng)", file=sys.stderr)
+            print(f"error: {tool} not found (hint: apt-get install -y ffmpeg espeak-ng)", file=sys.stderr)
             return 2
+    if args.quick:
+        args.clips, args.seconds, args.fp_keys, args.attacks = 1, 6.0, 1, ",".join(QUICK_ATTACKS)
+    known = attacks(".")
+    names = [a.strip() for a in args.attacks.split(",")] if args.attacks else list(known)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    bad = [a for a in names if a not in known] + [k for k in kinds if k not in KINDS]
+    if bad or args.clips < 1 or args.fp_keys < 1 or args.jobs < 1:
+        print(f"error: unknown or bad option values {bad or ''} (hint: see --help)", file=sys.stderr)
+        return 2
     work = args.work or tempfile.mkdtemp(prefix="ccsm-wm-bench-")
     os.makedirs(work, exist_ok=True)
     res = run(
         [m.strip() for m in args.methods.split(",") if m.strip()],
+        kinds,
         work,
-        args.fp_keys,
+        count=args.clips,
+        attack_names=names,
+        fp_keys=args.fp_keys,
+        seconds=args.seconds,
+        jobs=args.jobs,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     print(table(res))
