@@ -138,3 +138,35 @@ def test_detect_many_files_a_folder_and_jobs(cli: click.Group, wav: str, tmp_pat
     assert "--jobs 0 is below 1" in str(_error(cli, ["watermark", "detect", wav, "--jobs", "0"]))
     (tmp_path / "empty").mkdir()
     assert "no audio files" in str(_error(cli, ["watermark", "detect", str(tmp_path / "empty")]))
+
+
+def test_detect_goes_on_past_unreadable_files(cli: click.Group, wav: str, tmp_path) -> None:
+    run = CliRunner()
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = str(folder / "b_good.wav")
+    assert run.invoke(cli, ["watermark", "embed", wav, "-o", good, "--payload", "9"]).exit_code == 0
+    (folder / "a_broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    (folder / "c_text.flac").write_text("not audio")
+    missing = str(tmp_path / "missing.wav")
+    for extra in ([], ["--jobs", "2"]):
+        r = run.invoke(cli, ["watermark", "detect", str(folder), missing, "--json", "--method", "ss-stft", *extra])
+        assert isinstance(r.exception, CcsmError) and "3 of 4 files could not be read" in str(r.exception)
+        rows = [json.loads(line) for line in r.stdout.splitlines()]
+        assert [os.path.basename(d["file"]) for d in rows] == [
+            "a_broken.wav",
+            "b_good.wav",
+            "c_text.flac",
+            "missing.wav",
+        ]
+        assert rows[1]["present"] is True and rows[1]["payload"] == "0x00000009"
+        for d in (rows[0], rows[2], rows[3]):
+            assert d["error"] and "\n" not in d["error"] and "present" not in d
+        assert "not found" in rows[3]["error"]
+    r = run.invoke(cli, ["watermark", "detect", str(folder), "--method", "ss-stft"])
+    assert isinstance(r.exception, CcsmError) and "2 of 3" in str(r.exception)
+    assert "b_good.wav: watermark present" in r.stdout
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all("hint: " in line for line in errors)
+    # all files fine: exit status 0
+    assert run.invoke(cli, ["watermark", "detect", good, good, "--method", "ss-stft"]).exit_code == 0

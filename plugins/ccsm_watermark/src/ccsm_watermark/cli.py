@@ -41,8 +41,11 @@ def read_audio(path: str) -> tuple[Any, int, Any]:
     import numpy as np
     import soundfile as sf
 
-    if not os.path.isfile(path):
-        raise FormatError(f"audio file {path!r} not found")
+    from ccsm_core.limits import regular_file
+
+    if not os.path.exists(path):
+        raise FormatError(f"audio file {path!r} not found", "check the path")
+    regular_file(path, "audio file")
     try:
         info = sf.info(path)
         data, rate = sf.read(path, dtype="float32", always_2d=False)
@@ -184,7 +187,9 @@ def detect_cmd(
     as_json: bool,
 ) -> None:
     """Say whether each FILE (or each audio file under DIR) carries a mark for the key, its
-    payload and p-values. Long files are read in blocks of WINDOW_S seconds."""
+    payload and p-values. Long files are read in blocks of WINDOW_S seconds. A file that cannot
+    be read is reported (one line; in --json an entry with "error") and the others are still
+    checked; the exit status is then 2."""
     if not 0 < threshold < 1:
         raise UsageError(f"--threshold {threshold} is not in (0, 1)", "give e.g. 1e-6")
     if not 0 < payload_threshold < 1:
@@ -204,8 +209,16 @@ def detect_cmd(
 
         pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)))
         results = pool.map(_detect_one, args)
+    failed = 0
     for out in results:
+        if "error" in out and len(files) == 1:
+            raise _ERRORS.get(out["error_type"], FormatError)(out["error"], out["hint"])
+        failed += "error" in out
         _print(out, as_json)
+    if failed:
+        raise FormatError(
+            f"{failed} of {len(files)} files could not be read", "see the error lines above; the others were checked"
+        )
 
 
 def _collect(paths: tuple[str, ...]) -> list[str]:
@@ -221,16 +234,18 @@ def _collect(paths: tuple[str, ...]) -> list[str]:
                     f"no audio files under {p!r}", f"give files or a folder with {', '.join(AUDIO_SUFFIXES)}"
                 )
             files += found
-        elif not os.path.isfile(p):
-            raise FormatError(f"audio file {p!r} not found", "check the path")
-        else:
+        else:  # a missing or unreadable file is reported in its turn, like any unreadable one
             files.append(p)
     return files
 
 
 def _print(out: dict[str, Any], as_json: bool) -> None:
     if "error" in out:  # a file that could not be read: said, and the others still checked
-        raise UsageError(out["error"], out.get("hint"))
+        if as_json:
+            click.echo(json.dumps(out))
+        else:
+            click.echo(f"error: {CcsmError(out['error'], out['hint']).one_line()}", err=True)
+        return
     if as_json:
         click.echo(json.dumps(out))
         return
@@ -249,6 +264,9 @@ def _print(out: dict[str, Any], as_json: bool) -> None:
         click.echo(f"reason: {out['reason']}")
 
 
+_ERRORS: dict[str, type[CcsmError]] = {"UsageError": UsageError, "FormatError": FormatError}
+
+
 def _detect_one(args: tuple[str, bytes, list[str], float, float]) -> dict[str, Any]:
     """Detect in one file (in a worker process with --jobs): the JSON answer, or an error."""
     from .longfile import detect_file
@@ -257,9 +275,14 @@ def _detect_one(args: tuple[str, bytes, list[str], float, float]) -> dict[str, A
     try:
         return detect_file(path, key, names, threshold, payload_threshold)
     except CcsmError as e:
-        return {"error": str(e.args[0]) if e.args else str(e), "hint": getattr(e, "hint", None)}
-    except ValueError as e:
-        return {"error": f"{path}: {e}", "hint": None}
+        cause, hint, kind = " ".join(str(e).split()), e.hint, type(e).__name__
+    except (ValueError, RuntimeError, OSError) as e:  # e.g. a file truncated after its header
+        cause, hint, kind = (
+            f"cannot read audio file {path!r}: {' '.join(str(e).split())}",
+            "check the file",
+            "FormatError",
+        )
+    return {"file": path, "error": cause, "hint": hint, "error_type": kind}
 
 
 @watermark.command("keygen")
