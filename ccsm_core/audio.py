@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from .errors import FormatError, UsageError
+from .limits import check_allocation, regular_file
 
 SAMPLE_RATE = 24_000
+MIN_RATE, MAX_RATE = 8_000, 384_000  # sample rates an input file may have
+MAX_SECONDS = 3600.0  # the longest input file read
+MAX_CHANNELS = 64
+BLOCK_FRAMES = 1 << 18  # frames read and resampled at a time (5.5 s at 48 kHz)
 FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
 
@@ -23,22 +28,75 @@ def resample(wave: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return soxr.resample(np.asarray(wave, np.float32), src_rate, dst_rate, quality="VHQ").astype(np.float32)
 
 
-def read_audio(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A file as mono float32 at ``rate`` Hz (channels averaged, resampled with soxr)."""
+def check_rate(rate: object, where: str) -> int:
+    """``rate`` if it is a whole sample rate in ``MIN_RATE..MAX_RATE`` Hz, else `FormatError`."""
+    if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_RATE <= rate <= MAX_RATE:
+        raise FormatError(
+            f"{where}: sample rate {rate} Hz is not in {MIN_RATE}..{MAX_RATE}", "re-export it at 24, 44.1 or 48 kHz"
+        )
+    return rate
+
+
+def read_audio(path: str | Path, rate: int = SAMPLE_RATE, *, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """A file as mono float32 at ``rate`` Hz (channels averaged, resampled with soxr).
+
+    The sample rate, channel count and duration (at most ``max_seconds``) are checked, and the
+    result's size against the memory budget, before a sample is read; long files are read,
+    mixed and resampled block by block."""
     import soundfile as sf
 
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise UsageError(f"audio file {p} does not exist", "check the path")
+    regular_file(p, "audio file")
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(p)) as f:
+            sr, channels, frames = check_rate(f.samplerate, str(p)), f.channels, f.frames
+            if not 1 <= channels <= MAX_CHANNELS:
+                raise FormatError(f"{p}: {channels} channels", f"give audio of 1..{MAX_CHANNELS} channels")
+            limit = int(max_seconds * sr)
+            if frames > limit:
+                raise UsageError(
+                    f"{p}: {frames / sr:.1f} s of audio is more than the {max_seconds:g} s it may be",
+                    "trim the recording (a context turn needs a few seconds)",
+                )
+            check_allocation(
+                frames * 4 * (rate / sr + 1) + BLOCK_FRAMES * channels * 8, f"reading {p}", "trim the recording"
+            )
+            mono = _read_mono(f, p, limit)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise FormatError(f"{p}: cannot read audio ({e})", "use WAV, FLAC or OGG") from None
-    if data.shape[0] == 0:
+    if mono.size == 0:
         raise FormatError(f"{p}: the audio is empty", "give a recording of the context turn")
-    if not np.isfinite(data).all():
-        raise FormatError(f"{p}: the audio holds NaN or infinite samples", "re-export the recording")
-    return resample(data.mean(axis=1), sr, rate)
+    if sr == rate or mono.size <= BLOCK_FRAMES:
+        return resample(mono, sr, rate)
+    return _resample_blocks(mono, sr, rate)
+
+
+def _read_mono(f: Any, p: Path, limit: int) -> np.ndarray:
+    """Every sample of the open SoundFile ``f``, mixed to mono, block by block (at most ``limit``
+    frames, whatever its header said)."""
+    out, total = [], 0
+    for block in f.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+        if not np.isfinite(block).all():
+            raise FormatError(f"{p}: the audio holds NaN or infinite samples", "re-export the recording")
+        total += len(block)
+        if total > limit:
+            raise UsageError(f"{p}: the audio is longer than its header said", "re-export the recording")
+        out.append(block.mean(axis=1, dtype=np.float32))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _resample_blocks(wave: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """`resample` through a stream, block by block, so the resampler's memory stays bounded."""
+    import soxr
+
+    stream = soxr.ResampleStream(src_rate, dst_rate, 1, dtype="float32", quality="VHQ")
+    parts = []
+    for start in range(0, wave.size, BLOCK_FRAMES):
+        end = start + BLOCK_FRAMES
+        parts.append(stream.resample_chunk(wave[start:end], last=end >= wave.size))
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def audio_format(path: str) -> str:

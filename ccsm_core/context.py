@@ -34,6 +34,18 @@ class Fitted:
     dropped: list[int]
 
 
+def check_audio_fits(samples: int, samples_per_frame: int, rows: int, frame_rate: float = 12.5) -> int:
+    """The Mimi frames ``samples`` of audio make, checked before encoding against the ``rows``
+    of the context (its frames and end row must fit it even alone); `GenerationError` if not."""
+    frames = -(-samples // samples_per_frame)
+    if frames + 1 > rows:
+        raise GenerationError(
+            f"context audio of {frames / frame_rate:.1f} s needs {frames + 1} rows; the context holds {rows}",
+            "use a shorter recording (a few seconds), or split it into turns",
+        )
+    return frames
+
+
 def importance(index: int, n: int, turn, target_speaker: int) -> float:
     """The documented score of turn ``index`` of ``n`` (higher is kept longer)."""
     has_audio = getattr(turn, "audio", None) is not None or getattr(turn, "codes", None) is not None

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from .builtin.samplers import SPEECH_DEFAULTS
-from .context import fit_context
+from .context import check_audio_fits, fit_context
 from .errors import GenerationError, UsageError
 from .models.csm import CSM
 from .models.llama import KVCache
+from .models.mimi_blocks import encode_blocks
 from .models.prompt_cache import Chunk, PromptCache
 from .sampling import SamplerChain, SamplingSettings, sampling_with
 
@@ -167,7 +168,9 @@ class Generator:
                 "context audio needs the Mimi codec, which this model was loaded without",
                 "load a model with Mimi weights, or pass Mimi codes",
             )
-        return self.mimi.encode(np.asarray(seg.audio, np.float32))
+        audio = np.asarray(seg.audio, np.float32).reshape(-1)
+        check_audio_fits(audio.size, self.mimi.samples_per_frame, self.model.cfg.backbone.max_seq_len)
+        return encode_blocks(self.mimi, audio)
 
     def turn_rows(self, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
         """One context turn: its text rows, then its audio rows and end row (if it has audio)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .builtin.samplers import TEXT_DEFAULTS
+from .chat_template import render_chat  # noqa: F401 (where commands import it from)
 from .errors import GenerationError, UsageError
 from .loading.text import LoadedText
 from .sampling import SamplerChain, SamplingSettings, sampling_with
@@ -157,28 +158,3 @@ class TextSession:
         for _ in self.stream(prompt, settings):
             pass
         return self.last
-
-
-def render_chat(metadata: Mapping[str, Any], tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """The prompt for ``messages`` from the GGUF's ``tokenizer.chat_template`` (Jinja)."""
-    template = metadata.get("tokenizer.chat_template")
-    if not template:
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-    import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def piece(i: Any) -> str:
-        return tokenizer.token_to_piece(i) if i is not None else ""
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    try:
-        return env.from_string(template).render(
-            messages=messages,
-            add_generation_prompt=True,
-            bos_token=piece(tokenizer.bos_id),
-            eos_token=piece(tokenizer.eos_id),
-        )
-    except jinja2.TemplateError as e:
-        raise GenerationError(
-            f"the model's chat template failed: {e}", "use `ccsm generate` with your own prompt"
-        ) from None

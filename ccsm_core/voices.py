@@ -31,6 +31,8 @@ import numpy as np
 from .errors import CcsmError, FormatError, ModelError, UsageError
 from .files import write_atomic
 from .generator import Segment
+from .limits import loads_json, regular_file
+from .models.mimi_blocks import encode_blocks
 
 FORMAT_VERSION = 1
 SUFFIX = ".ccsmvoice"
@@ -43,6 +45,7 @@ MAX_FRAMES = 20_000  # per turn (26 minutes)
 MAX_TURNS = 1_000
 MAX_SPEAKER = 1_000_000
 MAX_FIELD_CHARS = 256  # model, codec, created
+MAX_FILE_BYTES = 64 + MAX_HEADER_BYTES + 2 * MAX_CODEBOOKS * MAX_FRAMES * MAX_TURNS
 DTYPE = "uint16"
 HUB_REPO = "sesame/csm-1b"
 HUB_HINT = f"download the prompts where a network exists: huggingface-cli download {HUB_REPO} --include 'prompts/*'"
@@ -253,7 +256,7 @@ def make_voice(
             audio = np.asarray(arr, np.float32).reshape(-1)
             if audio.size == 0:
                 raise UsageError("a voice turn has no audio", "give a recording of the turn")
-            codes = mimi.encode(audio)
+            codes = encode_blocks(mimi, audio)
         made.append(VoiceTurn(text, codes))
     if model is None:
         model = "demo" if getattr(speech, "demo", False) else _model_label(Path(speech.source))
@@ -330,9 +333,9 @@ def _parse(f: IO[bytes], size: int, where: str) -> Voice:
             raise bad(f"its header line is longer than {MAX_HEADER_BYTES} bytes")
         raise bad("the file is truncated (its header is incomplete)")
     try:
-        head = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise bad(f"its header is not JSON ({type(e).__name__})") from None
+        head = loads_json(line, "header", _REPAIR)
+    except FormatError as e:
+        raise bad(f"its header is not JSON ({str(e).removeprefix('header: ')})") from None
     if not isinstance(head, dict):
         raise bad("its header is not a JSON object")
 
@@ -414,9 +417,20 @@ def _parse(f: IO[bytes], size: int, where: str) -> Voice:
     return Voice(name, speaker, tuple(out), codec, model, created)
 
 
+def _regular(path: Path) -> None:
+    """A missing voice file is a `UsageError` naming it; a FIFO, device or folder is refused
+    before it is opened (it would block or never end)."""
+    if not path.exists() and not path.is_symlink():
+        raise UsageError(f"voice file {path} does not exist", "check the path")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not a voice file", f"give a {SUFFIX} file")
+    regular_file(path, "voice file")
+
+
 def read_voice(path: str | os.PathLike[str]) -> Voice:
     """The voice in ``path``, fully validated (`FormatError` naming the file and the cause)."""
     p = Path(path)
+    _regular(p)
     try:
         with open(p, "rb") as f:
             return _parse(f, os.fstat(f.fileno()).st_size, str(p))
@@ -430,7 +444,11 @@ def read_voice(path: str | os.PathLike[str]) -> Voice:
 
 def _read_bytes(path: Path) -> tuple[bytes, Voice]:
     """The bytes of a voice file and the voice they hold (read once, so both agree)."""
+    _regular(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise FormatError(f"{path}: {size} bytes is more than a voice file holds", _REPAIR)
         data = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"voice file {path} does not exist", "check the path") from None

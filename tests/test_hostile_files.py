@@ -354,3 +354,198 @@ def test_hostile_mimi_config_json_through_the_cli(tmp_path: Path, cli_runner: An
     weights = str(folder / "mimi.safetensors")
     res = cli_runner.invoke(cli, ["decode", str(codes), "-o", str(tmp_path / "o.wav"), "--mimi", weights])
     assert "num_heads = 0" in one_line_error(res)
+
+
+# --- codes files -----------------------------------------------------------------------------
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    from ccsm_core.formats.codes import codes_bytes
+
+    return codes_bytes(arr)
+
+
+def lying_npy(shape: str, descr: str = "<i8", body: bytes = b"\0" * 64, version: bytes = b"\x01\x00") -> bytes:
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (-(len(header) + 11) % 64) + b"\n"
+    size = struct.pack("<H", len(header)) if version == b"\x01\x00" else struct.pack("<I", len(header))
+    return b"\x93NUMPY" + version + size + header + body
+
+
+CODES_CASES = {
+    "shape lies (2.3 TiB)": (lying_npy("(10000000000, 32)"), "header claims shape"),
+    "shape lies (short)": (lying_npy("(3, 32)"), "header claims shape"),
+    "negative dimension": (lying_npy("(-1, 32)"), "not a .npy|expected integer codes"),
+    "float codes": (lying_npy("(2, 32)", "<f4", b"\0" * 256), "must be integers"),
+    "object codes": (lying_npy("(2, 32)", "|O"), "must be integers"),
+    "no codebook dimension": (lying_npy("(8,)"), "expected integer codes"),
+    "4-D": (lying_npy("(1, 1, 2, 32)"), "expected integer codes"),
+    "nested header": (b"\x93NUMPY\x01\x00\x00\x10" + b"(" * 4096, "not a .npy"),
+    "not npy": (b"hello world, not numpy", "not a .npy"),
+    "empty": (b"", "not a .npy"),
+    "version 9": (lying_npy("(1, 32)", version=b"\x09\x00"), "not a .npy"),
+    "code too large": (None, "code 4096 is out of range"),
+    "negative code": (None, "code -1 is out of range"),
+    "over an hour": (lying_npy("(45001, 32)", "|u1", b"\0" * 45001 * 32), "more than 45000"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CODES_CASES))
+def test_hostile_codes_file(tmp_path: Path, case: str) -> None:
+    from ccsm_core.formats.codes import read_codes
+
+    data, match = CODES_CASES[case]
+    if data is None:
+        codes = np.zeros((3, 32), np.int64)
+        codes[1, 5] = 4096 if "large" in case else -1
+        data = npy_bytes(codes)
+    path = tmp_path / "c.npy"
+    path.write_bytes(data)
+    check_error(lambda: read_codes(path), match)
+
+
+def test_codes_read_in_every_layout(tmp_path: Path) -> None:
+    from ccsm_core.formats.codes import read_codes, write_codes
+
+    codes = np.random.default_rng(0).integers(0, 2048, (32, 7))
+    for name, arr in {
+        "frames-first": codes.T.astype(np.int16),
+        "codebooks-first": codes.astype(np.uint16),
+        "batched": codes[None],
+        "fortran": np.asfortranarray(codes.T),
+    }.items():
+        path = write_codes(tmp_path / f"{name}.bin", arr)
+        assert path == tmp_path / f"{name}.bin" and path.exists()  # no .npy added
+        got = read_codes(path)
+        assert got.dtype == np.int64 and np.array_equal(got, codes), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{n}.bin" for n in ("frames-first", "codebooks-first", "batched", "fortran")
+    )
+
+
+def test_codes_memory_budget(tmp_path: Path, monkeypatch: Any) -> None:
+    from ccsm_core.formats.codes import read_codes
+
+    path = tmp_path / "c.npy"
+    path.write_bytes(npy_bytes(np.zeros((4000, 32), np.int64)))
+    monkeypatch.setattr(limits, "_budget", 1 << 20)
+    check_error(lambda: read_codes(path), "memory budget")
+
+
+def test_codes_fifo_and_folder_are_refused(tmp_path: Path) -> None:
+    from ccsm_core.formats.codes import read_codes
+
+    os.mkfifo(tmp_path / "fifo.npy")
+    check_error(lambda: read_codes(tmp_path / "fifo.npy"), "FIFO")
+    (tmp_path / "dir.npy").mkdir()
+    check_error(lambda: read_codes(tmp_path / "dir.npy"), "folder")
+    check_error(lambda: read_codes(tmp_path / "missing.npy"), "does not exist")
+
+
+# --- voice files -----------------------------------------------------------------------------
+
+
+def test_voice_fifo_is_refused_before_it_blocks(tmp_path: Path) -> None:
+    from ccsm_core.voices import VoiceStore, read_voice
+
+    fifo = tmp_path / "v.ccsmvoice"
+    os.mkfifo(fifo)
+    check_error(lambda: read_voice(fifo), "FIFO")
+    check_error(lambda: VoiceStore(tmp_path / "store").import_(fifo), "FIFO")
+
+
+@pytest.mark.parametrize(
+    "header,match",
+    [
+        (b"[" * 100_000, "nested"),
+        (b'{"speaker": ' + b"9" * 4300 + b"}", "number"),
+        (b'{"name": "\xff"}', "not JSON"),
+        (b"5", "not a JSON object"),
+    ],
+)
+def test_hostile_voice_header(tmp_path: Path, header: bytes, match: str) -> None:
+    from ccsm_core.voices import read_voice
+
+    path = tmp_path / "v.ccsmvoice"
+    path.write_bytes(b"CCSMVOICE 1\n" + header + b"\n")
+    check_error(lambda: read_voice(path), match)
+
+
+# --- audio input -----------------------------------------------------------------------------
+
+
+def wav_claiming(path: Path, rate: int, seconds: float = 0.1, real_rate: int = 24000) -> Path:
+    """A 16-bit WAV whose header says ``rate`` Hz, holding ``seconds`` at ``real_rate``."""
+    import soundfile as sf
+
+    sf.write(str(path), np.zeros(int(real_rate * seconds), np.float32), real_rate, subtype="PCM_16")
+    raw = bytearray(path.read_bytes())
+    raw[24:28] = struct.pack("<I", rate)
+    raw[28:32] = struct.pack("<I", rate * 2)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("rate", [1, 7999, 384_001, 1 << 31 - 1])
+def test_implausible_sample_rate_refused_before_resampling(tmp_path: Path, rate: int, monkeypatch: Any) -> None:
+    from ccsm_core import audio
+
+    monkeypatch.setattr(audio, "resample", lambda *a: pytest.fail("resampled"))
+    path = wav_claiming(tmp_path / "a.wav", rate, seconds=0.08)  # 4 KB
+    check_error(lambda: audio.read_audio(path), "sample rate")
+
+
+def test_audio_longer_than_allowed_is_refused_before_reading(tmp_path: Path, monkeypatch: Any) -> None:
+    from ccsm_core import audio
+
+    monkeypatch.setattr(audio, "_read_mono", lambda *a: pytest.fail("read"))
+    path = wav_claiming(tmp_path / "a.wav", 8000, seconds=3.0)
+    check_error(lambda: audio.read_audio(path, max_seconds=2.0), "more than the 2 s")
+
+
+def test_long_audio_is_resampled_in_blocks_as_at_once(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from ccsm_core.audio import BLOCK_FRAMES, read_audio, resample
+
+    x = (np.random.default_rng(0).standard_normal(3 * BLOCK_FRAMES + 17) * 0.1).astype(np.float32)
+    sf.write(str(tmp_path / "a.wav"), np.stack([x, -x * 0.5], 1), 48000, subtype="FLOAT")
+    np.testing.assert_allclose(read_audio(tmp_path / "a.wav"), resample(x * 0.25, 48000, 24000), atol=1e-6)
+
+
+def test_audio_fifo_is_refused(tmp_path: Path) -> None:
+    from ccsm_core.audio import read_audio
+
+    os.mkfifo(tmp_path / "a.wav")
+    check_error(lambda: read_audio(tmp_path / "a.wav"), "FIFO")
+
+
+def test_context_audio_checked_against_the_context_before_encoding(monkeypatch: Any) -> None:
+    from ccsm_core.generator import Segment
+    from ccsm_core.speech import load_speech
+
+    speech = load_speech("demo", "numpy")
+    gen = speech.generator
+    monkeypatch.setattr(gen.mimi, "encode", lambda *a: pytest.fail("encoded"))
+    rows = gen.model.cfg.backbone.max_seq_len
+    long = np.zeros(rows * gen.mimi.samples_per_frame, np.float32)
+    check_error(lambda: gen.segment_codes(Segment(0, "hi", audio=long)), f"the context holds {rows}")
+
+
+def test_long_audio_is_encoded_in_blocks() -> None:
+    from ccsm_core.models.mimi_blocks import encode_blocks
+    from ccsm_core.speech import load_speech
+
+    mimi = load_speech("demo", "numpy").generator.mimi
+    x = (np.random.default_rng(1).standard_normal(mimi.samples_per_frame * 9 + 5) * 0.1).astype(np.float32)
+    whole, blocks = mimi.encode(x), encode_blocks(mimi, x, block_frames=4)
+    assert whole.shape == blocks.shape and np.array_equal(whole[:, :-1], blocks[:, :-1])
+
+
+def test_hostile_context_audio_through_the_cli(tmp_path: Path, cli_runner: Any) -> None:
+    path = wav_claiming(tmp_path / "a.wav", 1)
+    res = cli_runner.invoke(
+        cli, ["run", "Hi", "--model", "demo", "--context", "0", "hello", str(path), "-o", str(tmp_path / "o.wav")]
+    )
+    assert "sample rate 1 Hz" in one_line_error(res)
+    assert not (tmp_path / "o.wav").exists()
