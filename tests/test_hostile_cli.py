@@ -462,3 +462,26 @@ def test_the_hint_scan_finds_a_raise_without_hint(tmp_path):
 def test_every_error_raised_has_a_hint():
     missing = raises_without_hint(_sources(), _error_classes())
     assert not missing, f"{len(missing)} errors without a hint:\n" + "\n".join(missing)
+
+
+def test_codes_files_are_read_and_lying_headers_refused(tmp_path):
+    import numpy as np
+
+    from ccsm_core.commands.codec import read_codes
+    from ccsm_core.errors import FormatError
+
+    good = tmp_path / "good.npy"
+    codes = np.arange(32 * 5).reshape(5, 32) % 2048
+    np.save(good, codes)
+    assert np.array_equal(read_codes(str(good)), codes.T)
+    lying = tmp_path / "lying.npy"
+    header = np.lib.format.header_data_from_array_1_0(codes)
+    with lying.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {**header, "shape": (10**12, 32)})
+        fh.write(codes.tobytes())
+    with pytest.raises(FormatError, match="more than the file holds"):
+        read_codes(str(lying))
+    pickled = tmp_path / "obj.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(FormatError, match="Python objects"):
+        read_codes(str(pickled))

@@ -42,6 +42,7 @@ def load_npy(path: str):
             if nbytes > p.stat().st_size - fh.tell():
                 raise ValueError(f"its header claims shape {list(shape)}, more than the file holds")
             check_allocation(nbytes * 3, f"codes file {p}", CODES_HINT)  # read, transposed, int64
+            fh.seek(0)
             arr = np.lib.format.read_array(fh, allow_pickle=False)
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
         raise FormatError(f"{p}: not a .npy array of codes ({e})", CODES_HINT) from None

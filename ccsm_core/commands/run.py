@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import UsageError
+from ..limits import regular_file
 from .common import MAX_SPEAKER, ModelChoice, input_path, model_options
 from .speaking import deliver, prepare, speaking_options
 
@@ -146,7 +146,7 @@ def load_voice(spec: str) -> Any:
     from ..voices import SUFFIX, VoiceStore, read_voice
 
     if spec.endswith(SUFFIX) or "/" in spec:
-        return read_voice(Path(input_path(spec, "voice file")))
+        return read_voice(regular_file(spec, "voice file"))  # its reader names what is wrong inside
     return VoiceStore().get(spec)
 
 

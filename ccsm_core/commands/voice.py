@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import UsageError
+from ..limits import regular_file
 from .common import MAX_SPEAKER, ModelChoice, input_path, model_options, print_table
 
 if TYPE_CHECKING:
@@ -235,5 +236,5 @@ def export(name: str, output: str | None) -> None:
 def import_(file: str, name: str | None, force: bool) -> None:
     """Add the voice in FILE (a .ccsmvoice file, checked first)."""
     store = _store()
-    v = store.import_(Path(input_path(file, "voice file")), name=name, replace=force)
+    v = store.import_(regular_file(file, "voice file"), name=name, replace=force)
     click.echo(f"voice {v.name}: {_turns(len(v.turns))}, {v.seconds():.1f} s, saved to {store.path(v.name)}")
