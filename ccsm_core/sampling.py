@@ -262,15 +262,28 @@ def build_sampler(
         entry = reg.get(name)
         if entry.kind != "processor":
             raise UsageError(f"{name!r} is a sampler, not a logit processor", "pass it as --sampler")
-        chain.processors.append(entry.factory(**params))
+        chain.processors.append(_make(entry, params))
         chain.names.append(name)
     sname = sampler or ("categorical" if t > 0 else "greedy")
     entry = reg.get(sname)
     if entry.kind != "sampler":
         raise UsageError(f"{sname!r} is a logit processor, not a sampler")
-    chain.sampler = entry.factory()
+    chain.sampler = _make(entry, {})
     chain.names.append(sname)
     return chain
+
+
+def _make(entry: Any, params: dict[str, Any]) -> Any:
+    """``entry.factory(**params)``: whatever the plugin's factory raises besides a `CcsmError`
+    (its word on a bad value) is a `PluginError` naming the plugin; no callable back is one too."""
+    from .plugin_code import guarded
+
+    call = guarded(entry.plugin, f"the factory of sampler {entry.name!r}")
+    with call:
+        made = entry.factory(**params)
+    if not callable(made):
+        raise call.fail(f"returned {type(made).__name__}, not a callable")
+    return made
 
 
 _KEEP_TOP = ("top-k", "top-p", "min-p")  # filters that always keep the most likely id
