@@ -1,5 +1,12 @@
 """Where models come from: a local folder or file, the demo model, the Hugging Face cache, or an
-installed package (the bundled SmolLM2 text model)."""
+installed package (the bundled SmolLM2 text model).
+
+A Hugging Face repo id (``org/name``) is looked up in the local cache only (``HF_HUB_CACHE``,
+huggingface_hub's layout: ``models--org--name/snapshots/<revision>`` of ``refs/main``, files
+linked into ``blobs/``); ``ccsm download`` is what fetches. A cached repo is used as its snapshot
+folder (a transformers model, a CSM checkpoint), or as its one GGUF file where it holds GGUF
+files only.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,15 @@ from ..errors import ModelError
 CSM_REPO = "sesame/csm-1b"
 MIMI_REPO = "kyutai/moshiko-pytorch-bf16"
 MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
-CSM_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer.model"]
+CSM_FILES = [  # what `ccsm download` fetches of a model repo: the original layout and transformers'
+    "config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+]
 NO_MODEL_HINT = (
     f"pass --model DIR|FILE.gguf|REPO, set CCSM_MODEL, or set `model` in the config file; "
     f"to get CSM-1B run `ccsm download {CSM_REPO}` where a network exists "
@@ -36,8 +51,30 @@ def resolve_model(spec: str | None) -> Path:
     if path.exists():
         return path
     if looks_like_repo(spec):
-        return hf_snapshot(spec, CSM_FILES, download=False)
+        return cached_repo(spec)
     raise ModelError(f"model {spec} does not exist", NO_MODEL_HINT)
+
+
+def local_model(spec: str | Path, hint: str = "pass a .gguf file or a transformers model folder") -> Path:
+    """An existing path, or the cached Hugging Face repo ``spec`` names (`cached_repo`)."""
+    path = Path(spec).expanduser()
+    if path.exists() or not looks_like_repo(str(spec)):
+        if not path.exists():
+            raise ModelError(f"model {path} does not exist", hint)
+        return path
+    return cached_repo(str(spec))
+
+
+def cached_repo(repo: str) -> Path:
+    """The cached snapshot of ``repo`` (no network): its folder, or its one GGUF file where the
+    snapshot holds GGUF files and no ``config.json``."""
+    folder = hf_snapshot(repo, CSM_FILES, download=False)
+    ggufs = sorted(folder.glob("*.gguf"))
+    if (folder / "config.json").exists() or not ggufs:
+        return folder
+    if len(ggufs) > 1:
+        raise ModelError(f"{repo} holds {len(ggufs)} GGUF files", f"pass one of them, e.g. --model {ggufs[0]}")
+    return ggufs[0]
 
 
 def hf_snapshot(repo: str, patterns: list[str], *, download: bool) -> Path:

@@ -1,5 +1,6 @@
 """Loading a text model: a GGUF-like weights file (any registered format with GGUF metadata) or
-a transformers folder (seen as the GGUF it converts to, `hf_text`); the tokenizer from the same
+a transformers folder (seen as the GGUF it converts to, `hf_text`), or either by its Hugging Face
+repo id in the local cache (`sources.local_model`); the tokenizer from the same
 metadata, the architecture from ``general.architecture``."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any
 
 from ..backends import get_backend
 from ..backends.base import Backend
-from ..errors import ModelError
 from ..models.text import TextConfig, TextLM
+from .sources import local_model
 from .weights import open_weights
 
 
@@ -28,9 +29,7 @@ class LoadedText:
 
 def text_source(path: str | Path) -> tuple[dict[str, Any], Mapping[str, Any]]:
     """(GGUF metadata, GGUF-named tensors) of a text model file or transformers folder."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise ModelError(f"model {p} does not exist", "pass a .gguf file or a transformers model folder")
+    p = local_model(path)
     if p.is_dir():
         from .hf_text import open_hf_text
 
@@ -46,7 +45,7 @@ def load_text_model(path: str | Path, backend: Backend | str | None = None, *, k
     default, and what its logits are recorded with) or ``float32``."""
     from ..tokenizers.gguf_tokenizer import tokenizer_from_gguf
 
-    p = Path(path).expanduser()
+    p = local_model(path)
     metadata, tensors = text_source(p)
     tok = tokenizer_from_gguf(metadata)
     cfg = TextConfig.from_metadata(metadata, tok.vocab_size, str(p))
