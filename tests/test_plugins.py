@@ -241,3 +241,155 @@ def test_wrong_register_type_fails_the_plugin(with_eps):
     rec = pm.records["typed"]
     assert rec.status == "failed"
     assert rec.error == ("PluginError: register_samplers: 'loud': summary must be str, got ['not', 'a', 'str'] (list)")
+
+
+# -- containment of plugin code (in process; tests/test_plugin_isolation.py runs the real CLI) --
+
+
+def test_keyboard_interrupt_raised_by_plugin_code_is_contained_but_a_real_sigint_passes():
+    import os
+    import signal
+
+    from ccsm_core.plugin_code import guarded
+
+    with pytest.raises(PluginError, match="plugin acme: the factory of thing 'x' raised KeyboardInterrupt"):
+        with guarded("acme", "the factory of thing 'x'"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        with guarded("acme", "the factory of thing 'x'"):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_guarded_lets_ccsm_errors_and_file_errors_through():
+    from ccsm_core.errors import UsageError
+    from ccsm_core.plugin_code import guarded
+
+    with pytest.raises(UsageError, match="bad threads"):
+        with guarded("acme", "x"):
+            raise UsageError("bad threads")
+    with pytest.raises(FileNotFoundError):
+        with guarded("acme", "x"):
+            open("/nonexistent/file")
+    with pytest.raises(PluginError, match="^plugin acme: x raised SystemExit: 2$") as e:
+        with guarded("acme", "x"):
+            raise SystemExit(2)
+    assert "CCSM_DISABLE_PLUGINS=acme" in e.value.one_line()
+
+
+def test_format_factory_failures_name_the_plugin(plugin_manager, tmp_path):
+    from ccsm_core.loading.weights import open_weights
+
+    def register_formats(register):
+        register("exit", lambda p, validate=True: exec("raise SystemExit(1)"), suffixes=(".exit",))
+        register("none", lambda p, validate=True: None, suffixes=(".none",))
+        register("picky", lambda p, validate=True: None, suffixes=(".picky",), sniff=lambda b: 1 / 0)
+
+    plugin_manager([module("fmt", register_formats=register_formats)])
+    for suffix, problem in (("exit", "raised SystemExit: 1"), ("none", "returned NoneType for")):
+        (tmp_path / f"w.{suffix}").write_bytes(b"x" * 8)
+        with pytest.raises(PluginError, match=f"plugin fmt: the factory of format '{suffix}' {problem}"):
+            open_weights(tmp_path / f"w.{suffix}")
+    (tmp_path / "w.picky").write_bytes(b"x" * 8)  # a raising sniff claims nothing; the suffix decides
+    with pytest.raises(PluginError, match="format 'picky' returned NoneType"):
+        open_weights(tmp_path / "w.picky")
+
+
+def test_tokenizer_failures_name_the_plugin(plugin_manager, tmp_path):
+    from ccsm_core.tokenizers import load_tokenizer
+
+    def register_tokenizers(register):
+        register("empty", lambda source: None)
+        register("gen", lambda source: exec("raise GeneratorExit"), sniff=lambda s: str(s).endswith(".gen"))
+
+    plugin_manager([module("tok", register_tokenizers=register_tokenizers)])
+    with pytest.raises(
+        PluginError, match="plugin tok: the factory of tokenizer 'empty' returned NoneType, which lacks"
+    ):
+        load_tokenizer("whatever", name="empty")
+    (tmp_path / "v.gen").write_text("x")
+    with pytest.raises(PluginError, match="the factory of tokenizer 'gen' raised GeneratorExit"):
+        load_tokenizer(tmp_path / "v.gen")
+
+
+def test_watermark_stream_failures_name_the_plugin(plugin_manager):
+    import numpy as np
+
+    from ccsm_core.watermark import pick_watermarker
+
+    class Stream:
+        def push(self, block):
+            raise SystemExit(1)
+
+        def flush(self):
+            return np.zeros((2, 2), np.float32)
+
+    class Marker:
+        def embed(self, audio, rate, payload):
+            return audio
+
+        def stream(self, rate, payload):
+            return Stream()
+
+    def register_watermarkers(register):
+        register("m", lambda key: Marker(), payload_bits=4, public_key=b"k", default=True)
+
+    plugin_manager([module("wm", register_watermarkers=register_watermarkers)])
+    stream = pick_watermarker().stream(24000)
+    with pytest.raises(PluginError, match=r"plugin wm: the stream's push\(\) of watermark 'm' raised SystemExit: 1"):
+        stream.push(np.zeros(10, np.float32))
+    with pytest.raises(PluginError, match=r"flush\(\) of watermark 'm' returned an array of shape \(2, 2\)") as e:
+        stream.flush()
+    assert "--no-watermark" in e.value.hint
+
+
+def test_unreadable_entry_points_fall_back_to_each_distribution(monkeypatch):
+    import importlib.metadata as md
+
+    class Dist:
+        def __init__(self, name, text):
+            self.metadata, self.version, self.requires, self.text = {"Name": name}, "1.0", [], text
+
+        def read_text(self, filename):
+            if isinstance(self.text, bytes):
+                self.text.decode()
+            return self.text
+
+        @property
+        def entry_points(self):
+            if "=" not in self.text:
+                raise TypeError("Pair.__new__() missing 1 required positional argument: 'value'")
+            return [FakeEP("good", sampler_plugin("fine"), "good-dist")]
+
+    def broken_listing(group):
+        raise TypeError("Pair.__new__() missing 1 required positional argument: 'value'")
+
+    dists = [Dist("broken-dist", "[ccsm]\nbroken\n"), Dist("other-dist", "[console_scripts]\nx\n"), Dist("good", "=")]
+    monkeypatch.setattr(md, "entry_points", broken_listing)
+    monkeypatch.setattr(md, "distributions", lambda: dists)
+    monkeypatch.setattr("ccsm_core.plugins._manager", None)
+    pm = PluginManager()
+    assert pm.records["broken-dist"].status == "failed"
+    assert "entry_points.txt is malformed" in pm.records["broken-dist"].error
+    assert "other-dist" not in pm.records  # not a ccsm plugin: none of ours to report
+    assert pm.records["good"].status == "ok" and "fine" in pm.registry("samplers")
+
+
+def test_requirement_markers_and_names_are_read_with_care(with_eps):
+    pm = with_eps(
+        FakeEP("extra", sampler_plugin("e"), "extra-dist", requires=['ccsm<0.1; extra == "old"', "ccsm-cpu>=9"]),
+        FakeEP("bad", sampler_plugin("b"), "bad-dist", requires=["ccsm >=>= 0.1"]),
+    )
+    assert pm.records["extra"].status == "ok"  # the requirement applies to an extra only
+    assert pm.records["bad"].status == "failed" and "is malformed" in pm.records["bad"].error
+
+
+def test_entry_point_named_like_a_plugin_given_directly_is_a_conflict(monkeypatch):
+    given = sampler_plugin("mine")
+    given.__name__ = "acme"
+    monkeypatch.setattr("ccsm_core.plugins.md.entry_points", lambda group: [FakeEP("acme", sampler_plugin(), "acme")])
+    pm = PluginManager(plugins=(given,))
+    assert pm.records["acme"].status == "ok" and "mine" in pm.registry("samplers")
+    assert pm.records["acme (acme)"].status == "conflict"
