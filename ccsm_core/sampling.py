@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import GenerationError, UsageError
 
 Processor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 SamplerFn = Callable[[np.ndarray, np.random.Generator], int]
@@ -207,6 +207,12 @@ class SamplerChain:
 
     def __call__(self, tokens: np.ndarray, logits: np.ndarray, rng: np.random.Generator) -> int:
         x = np.asarray(logits, dtype=np.float32)
+        if np.isnan(x).any() or np.isposinf(x).any() or not np.isfinite(x).any():
+            bad = "NaN" if np.isnan(x).any() else "infinite"
+            raise GenerationError(
+                f"the model computed {bad} logits: its weights hold NaN or infinite values, or overflow",
+                "the model file is broken; download or convert it again (or try --backend numpy to compare)",
+            )
         for proc in self.processors:
             x = proc(tokens, x)
         if not np.isfinite(x).any():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, ModelError
+from ..limits import regular_file
 from .hf_folder import read_json
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -30,6 +31,18 @@ SPLIT_PRE = {
     _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
 }
 SPECIAL_KEYS = ("bos", "eos", "unk", "pad")
+MAX_TOKENS = 1 << 24  # token ids a tokenizer file may give
+MAX_TEMPLATE_BYTES = 1 << 20  # a chat_template.jinja
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (a part the file lacks or garbles)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []
 
 
 def tokenizer_metadata(folder: Path, config: dict[str, Any], vocab_size: int, arch: str) -> dict[str, Any]:
@@ -41,7 +54,7 @@ def tokenizer_metadata(folder: Path, config: dict[str, Any], vocab_size: int, ar
         else {}
     )
     tok_json = read_json(folder / "tokenizer.json", "tokenizer") if (folder / "tokenizer.json").is_file() else None
-    model = (tok_json or {}).get("model") or {}
+    model = _dict((tok_json or {}).get("model"))
     if tok_json is not None and model.get("type") == "BPE" and not model.get("byte_fallback"):
         md = _bpe(tok_json, tok_cfg, vocab_size, folder)
     elif (folder / "tokenizer.model").is_file():
@@ -91,10 +104,11 @@ def _bpe(tok: dict[str, Any], tok_cfg: dict[str, Any], vocab_size: int, folder: 
     vocab = model.get("vocab")
     if not isinstance(vocab, dict):
         raise FormatError(f"{where}: the BPE model has no vocab", "restore the tokenizer file")
-    added = [a for a in tok.get("added_tokens") or [] if isinstance(a, dict)]
-    size = max([*vocab.values(), *(a.get("id", -1) for a in added), -1]) + 1
-    if not all(isinstance(i, int) and 0 <= i < 1 << 24 for i in vocab.values()) or size > 1 << 24:
+    added = [a for a in _list(tok.get("added_tokens")) if isinstance(a, dict)]
+    ids = [*vocab.values(), *(a.get("id", -1) for a in added)]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and -1 <= i < MAX_TOKENS for i in ids):
         raise FormatError(f"{where}: token ids are not valid", "restore the tokenizer file")
+    size = max([*ids, -1]) + 1
     tokens: list[str | None] = [None] * size
     types = [NORMAL] * size
     for text, i in vocab.items():
@@ -106,7 +120,7 @@ def _bpe(tok: dict[str, Any], tok_cfg: dict[str, Any], vocab_size: int, folder: 
         tokens[i] = text
         types[i] = CONTROL if a.get("special") or looks_special(text) else USER_DEFINED
     merges = []
-    for m in model.get("merges") or []:
+    for m in _list(model.get("merges")):
         if isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m):
             merges.append(f"{m[0]} {m[1]}")
         elif isinstance(m, str):
@@ -133,15 +147,20 @@ def looks_special(text: str) -> bool:
 
 def _pre_name(tok: dict[str, Any], tok_cfg: dict[str, Any], where: str) -> str:
     """llama.cpp's ``tokenizer.ggml.pre`` name for the tokenizer's pre-tokenizer."""
-    pre = tok.get("pre_tokenizer") or {}
-    parts = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
-    kinds = [p.get("type") for p in parts if isinstance(p, dict)]
-    normalizer = (tok.get("normalizer") or {}).get("type")
+    pre = _dict(tok.get("pre_tokenizer"))
+    parts = [_dict(p) for p in _list(pre.get("pretokenizers"))] if pre.get("type") == "Sequence" else [pre]
+    kinds = [p.get("type") for p in parts]
+    normalizer = _dict(tok.get("normalizer")).get("type")
     if normalizer not in (None, "NFC"):
         raise FormatError(f"{where}: normalizer {normalizer!r} is not supported", "byte-level BPE has none (or NFC)")
     if kinds == ["Split", "ByteLevel"] and not parts[1].get("use_regex", True):
-        regex = (parts[0].get("pattern") or {}).get("Regex")
-        if regex in SPLIT_PRE and parts[0].get("behavior") == "Isolated" and not parts[0].get("invert"):
+        regex = _dict(parts[0].get("pattern")).get("Regex")
+        if (
+            isinstance(regex, str)
+            and regex in SPLIT_PRE
+            and parts[0].get("behavior") == "Isolated"
+            and not parts[0].get("invert")
+        ):
             return SPLIT_PRE[regex]
         raise FormatError(f"{where}: pre-tokenizer regex {regex!r} is not recognised", _PRE_HINT)
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True) and not parts[0].get("add_prefix_space"):
@@ -159,8 +178,8 @@ def _sentencepiece(path: Path, tok_json: dict[str, Any] | None, vocab_size: int,
     tokens: list[str | None] = [p for p, _, _ in pieces]
     scores = [s for _, s, _ in pieces]
     types = [t for _, _, t in pieces]
-    for a in (tok_json or {}).get("added_tokens") or []:  # added beyond the SentencePiece model
-        i, text = a.get("id"), a.get("content")
+    for a in _list((tok_json or {}).get("added_tokens")):  # added beyond the SentencePiece model
+        i, text = _dict(a).get("id"), _dict(a).get("content")
         if isinstance(i, int) and isinstance(text, str) and len(tokens) <= i < vocab_size:
             tokens.extend([None] * (i + 1 - len(tokens)))
             types.extend([UNUSED] * (i + 1 - len(types)))
@@ -258,7 +277,11 @@ def _specials(
 ) -> dict[str, Any]:
     """Special token ids and add-BOS/EOS flags: ``tokenizer_config.json`` first, then ``config.json``."""
     index = {t: i for i, t in enumerate(tokens)}
-    added = {a.get("content"): a.get("id") for a in (tok_json or {}).get("added_tokens") or [] if isinstance(a, dict)}
+    added = {
+        a["content"]: a.get("id")
+        for a in _list((tok_json or {}).get("added_tokens"))
+        if isinstance(a, dict) and isinstance(a.get("content"), str)
+    }
     md: dict[str, Any] = {}
     for key in SPECIAL_KEYS:
         text = _token_text(tok_cfg.get(f"{key}_token"))
@@ -280,29 +303,41 @@ def _specials(
 def _post_processor_adds(tok_json: dict[str, Any], key: str, token_id: int | None, tokens: list[str]) -> bool | None:
     """Whether the tokenizer.json post-processor puts the BOS (first) or EOS (last) token around
     a single sequence; None when it has no template."""
-    post = tok_json.get("post_processor") or {}
-    procs = post.get("processors", []) if post.get("type") == "Sequence" else [post]
+    post = _dict(tok_json.get("post_processor"))
+    procs = _list(post.get("processors")) if post.get("type") == "Sequence" else [post]
     for p in procs:
         if isinstance(p, dict) and p.get("type") == "TemplateProcessing":
-            single = [s for s in p.get("single") or [] if isinstance(s, dict)]
+            single = [s for s in _list(p.get("single")) if isinstance(s, dict)]
             if not single or token_id is None:
                 return False
             edge = single[0] if key == "bos" else single[-1]
-            return "SpecialToken" in edge and edge["SpecialToken"].get("id") == tokens[token_id]
+            return _dict(edge.get("SpecialToken")).get("id") == tokens[token_id]
     return None
 
 
 def _chat_template(folder: Path, tok_cfg: dict[str, Any]) -> str | None:
     template = tok_cfg.get("chat_template")
     if isinstance(template, list):  # named templates: the default one
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        named = {
+            t["name"]: t.get("template") for t in template if isinstance(t, dict) and isinstance(t.get("name"), str)
+        }
         template = named.get("default")
     if isinstance(template, str):
         return template
+    if template is not None:
+        raise FormatError(
+            f"{folder / 'tokenizer_config.json'}: chat_template is {type(template).__name__}, not a text",
+            "restore the tokenizer config",
+        )
     jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        try:
-            return jinja.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise FormatError(f"{jinja}: not readable ({e})", "restore the chat template") from None
-    return None
+    if not jinja.exists():
+        return None
+    regular_file(jinja, "chat template")
+    try:
+        with open(jinja, "rb") as f:
+            raw = f.read(MAX_TEMPLATE_BYTES + 1)
+        if len(raw) > MAX_TEMPLATE_BYTES:
+            raise FormatError(f"{jinja}: larger than {MAX_TEMPLATE_BYTES} bytes", "restore the chat template")
+        return raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{jinja}: not readable ({e})", "restore the chat template") from None

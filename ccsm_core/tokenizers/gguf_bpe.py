@@ -87,7 +87,7 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
 def pre_tokenizer(name: str | None) -> PreTokenizer:
     """The pre-tokenizer for a ``tokenizer.ggml.pre`` value (missing -> llama.cpp's default)."""
     key = name or "default"
-    if key not in PRE_TOKENIZERS:
+    if not isinstance(key, str) or key not in PRE_TOKENIZERS:
         raise FormatError(
             f"unsupported GGUF pre-tokenizer {key!r} (tokenizer.ggml.pre)",
             "supported: " + ", ".join(sorted(PRE_TOKENIZERS)),

@@ -10,7 +10,6 @@ fallback; see :mod:`.gguf_spm`). Special tokens in the text are split out first,
 from __future__ import annotations
 
 import codecs
-import operator
 import os
 from collections.abc import Iterable, Mapping
 from enum import IntFlag
@@ -18,6 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from ..errors import FormatError, UsageError
+from . import gguf_vocab as vocab
 
 
 class Attr(IntFlag):
@@ -117,18 +117,6 @@ _C_SPACE = " \t\n\v\f\r"
 _K = "tokenizer.ggml."
 
 
-def _opt_id(md: Mapping[str, Any], key: str, default: int | None, n: int) -> int | None:
-    """A special-token id from metadata, falling back to ``default``; out-of-range ids are ignored."""
-    if default is not None and default >= n:
-        default = None
-    v: Any = md.get(_K + key)  # any metadata type; operator.index refuses non-integers
-    try:
-        v = None if isinstance(v, bool) else operator.index(v)
-    except TypeError:
-        v = None
-    return v if v is not None and 0 <= v < n else default
-
-
 class GGUFTokenizer:
     """A llama.cpp-compatible tokenizer for one GGUF vocabulary."""
 
@@ -140,12 +128,7 @@ class GGUFTokenizer:
                 f"GGUF tokenizer model {self.model!r} is not supported (supported: gpt2, llama)",
                 "use a model with a BPE (gpt2) or SentencePiece (llama) vocabulary",
             )
-        tokens = md.get(_K + "tokens")
-        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-            raise FormatError(
-                "GGUF metadata has no tokenizer.ggml.tokens string list",
-                "the file carries no vocabulary; pass a tokenizer file instead",
-            )
+        tokens = vocab.tokens(md)
         n = len(tokens)
         self.tokens: list[str] = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         self.token_to_id: dict[str, int] = {}
@@ -154,8 +137,8 @@ class GGUFTokenizer:
                 raise FormatError(
                     f"GGUF vocabulary has token {t!r} twice (ids {self.token_to_id[t]} and {i})", "the file is corrupt"
                 )
-        self.scores = self._numbers(md, "scores", n, float)
-        types = self._numbers(md, "token_type", n, int)
+        self.scores = vocab.scores(md, n)
+        types = vocab.token_types(md, n)
         self.attrs: list[Attr] = (
             [_TYPE_ATTR.get(t, Attr.UNDEFINED) for t in types] if types is not None else [Attr.NORMAL] * n
         )
@@ -168,14 +151,14 @@ class GGUFTokenizer:
 
             pre = pre_tokenizer(md.get(_K + "pre"))
         defaults = (None if pre and pre.bos_null else 11, 11, None) if bpe else (1, 2, 0)
-        self.bos_id = _opt_id(md, "bos_token_id", defaults[0], n)
-        self.eos_id = _opt_id(md, "eos_token_id", defaults[1], n)
-        self.unk_id = _opt_id(md, "unknown_token_id", defaults[2], n)
-        self.eot_id = _opt_id(md, "eot_token_id", None, n)
-        self.eom_id = _opt_id(md, "eom_token_id", None, n)
-        self.add_bos = bool(md.get(_K + "add_bos_token", pre.add_bos if pre else True))
-        self.add_eos = bool(md.get(_K + "add_eos_token", False))
-        self.add_space_prefix = bool(md.get(_K + "add_space_prefix", not bpe))
+        self.bos_id = vocab.special_id(md, "bos_token_id", defaults[0], n)
+        self.eos_id = vocab.special_id(md, "eos_token_id", defaults[1], n)
+        self.unk_id = vocab.special_id(md, "unknown_token_id", defaults[2], n)
+        self.eot_id = vocab.special_id(md, "eot_token_id", None, n)
+        self.eom_id = vocab.special_id(md, "eom_token_id", None, n)
+        self.add_bos = vocab.flag(md, "add_bos_token", pre.add_bos if pre else True)
+        self.add_eos = vocab.flag(md, "add_eos_token", False)
+        self.add_space_prefix = vocab.flag(md, "add_space_prefix", not bpe)
         self.clean_spaces = pre.clean_spaces if pre else False
         if self.add_bos and self.bos_id is None:
             raise FormatError(
@@ -194,13 +177,7 @@ class GGUFTokenizer:
         if bpe:
             from .gguf_bpe import BPEModel
 
-            merges = md.get(_K + "merges")
-            if not isinstance(merges, list):
-                raise FormatError(
-                    "GGUF BPE vocabulary has no tokenizer.ggml.merges list",
-                    "the file is incomplete; convert the model again",
-                )
-            self._bpe = BPEModel(self.tokens, merges, pre)  # type: ignore[arg-type]
+            self._bpe = BPEModel(self.tokens, vocab.merges(md), pre)  # type: ignore[arg-type]
         else:
             from .gguf_spm import byte_token_ids
 
@@ -208,27 +185,11 @@ class GGUFTokenizer:
                 self.scores = [0.0] * n
             self._byte_ids = byte_token_ids(self.token_to_id, self.unk_id)
 
-    @staticmethod
-    def _numbers(md: Mapping[str, Any], key: str, n: int, kind: type) -> list | None:
-        v = md.get(_K + key)
-        if v is None:
-            return None
-        try:
-            vals = [kind(x) for x in (v.tolist() if hasattr(v, "tolist") else v)]
-        except (TypeError, ValueError):
-            vals = []
-        if len(vals) < n:
-            raise FormatError(
-                f"GGUF tokenizer.ggml.{key} has {len(vals)} numbers for {n} tokens",
-                "the file is corrupt; convert the model again",
-            )
-        return vals
-
     def _mark_special_texts(self, md: Mapping[str, Any]) -> frozenset[int]:
         """Apply llama.cpp's by-text fix-ups of token attributes; return the end-of-generation ids."""
         eog: set[int] = set()
         for name, texts in _FIM_TEXTS.items():
-            tid = _opt_id(md, name + "_token_id", None, self.vocab_size)
+            tid = vocab.special_id(md, name + "_token_id", None, self.vocab_size)
             if tid is None:
                 found = [self.token_to_id[t] for t in texts if t in self.token_to_id]
                 tid = min(found) if found else None
@@ -466,7 +427,8 @@ def sniff(source: Any) -> bool:
     if isinstance(source, (str, PurePath)):
         return str(source).endswith(".gguf")
     md = _metadata_of(source)
-    return md is not None and md.get(_K + "model") in ("gpt2", "llama") and _K + "tokens" in md
+    model = md.get(_K + "model") if md is not None else None
+    return isinstance(model, str) and model in ("gpt2", "llama") and _K + "tokens" in md  # type: ignore[operator]
 
 
 def tokenizer_from_gguf(source: Mapping[str, Any] | Any) -> GGUFTokenizer:
