@@ -55,6 +55,52 @@ class Completion:
     finish_reason: str  # "stop" (end token or stop string) or "length"
 
 
+class Completer:
+    """One completion's tokens, sampled from the logits it is given, and its text: pieces are
+    UTF-8 safe and stop strings never leak out. `TextSession` and `ccsm_core.text_batch` drive it."""
+
+    def __init__(self, tokenizer: Any, settings: TextSettings, prompt_tokens: int) -> None:
+        self.chain, self.rng = settings.chain(), settings.sampling.rng()
+        self.max_tokens, self.stop = settings.max_tokens, list(settings.stop)
+        self.dec = tokenizer.incremental_decoder()
+        self.eog = set(getattr(tokenizer, "eog_ids", ()) or ()) | ({tokenizer.eos_id} - {None})
+        self.hold = max((len(x) for x in self.stop), default=0)
+        self.text, self.emitted = "", 0
+        self.result = Completion("", [], prompt_tokens, "length")
+
+    def advance(self, logits: np.ndarray, *, full: bool = False) -> tuple[str, int | None]:
+        """Sample the next token from ``logits``: (the text ready to emit, the token to run next
+        or None when the completion has ended). ``full``: the context has no room for that run."""
+        generated = self.result.ids
+        tok = self.chain(np.asarray(generated, np.int64), logits, self.rng)
+        if tok in self.eog:
+            return self._finish("stop", flush=True), None
+        generated.append(tok)
+        scanned = len(self.text)  # no stop string lies wholly in text[:scanned]: look only past it
+        self.text += self.dec.feed(tok)
+        cut = min(
+            (i for i in (self.text.find(x, max(0, scanned - len(x) + 1)) for x in self.stop) if i >= 0), default=-1
+        )
+        if cut >= 0:
+            self.text = self.text[:cut]
+            return self._finish("stop", flush=False), None
+        piece = ""
+        safe = len(self.text) - self.hold + 1 if self.hold else len(self.text)
+        if safe > self.emitted:
+            piece, self.emitted = self.text[self.emitted : safe], safe
+        if full or len(generated) >= self.max_tokens:
+            return piece + self._finish("length", flush=True), None
+        return piece, tok
+
+    def _finish(self, reason: str, *, flush: bool) -> str:
+        """End the completion; the text not emitted yet."""
+        if flush:
+            self.text += self.dec.flush()  # bytes of a character the last token left incomplete
+        self.result.finish_reason, self.result.text = reason, self.text
+        rest, self.emitted = self.text[self.emitted :], len(self.text)
+        return rest
+
+
 class TextSession:
     """One conversation with a text model; the KV cache is reused when a prompt extends the last."""
 
@@ -116,43 +162,18 @@ class TextSession:
     def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Iterator[str]:
         """Text pieces as they are generated (UTF-8 safe; stop strings never leak out)."""
         s = settings or TextSettings()
-        self.last = Completion("", [], 0, "length")
-        chain, rng = s.chain(), s.sampling.rng()
         ids = self.encode(prompt)
-        self.last.prompt_tokens = len(ids)
+        c = Completer(self.tokenizer, s, len(ids))
+        self.last = c.result
         self.reserve(len(ids) + s.max_tokens)
         logits = self.feed(ids)
-        dec = self.tokenizer.incremental_decoder()
-        eog = set(getattr(self.tokenizer, "eog_ids", ()) or ()) | ({self.tokenizer.eos_id} - {None})
-        text, emitted = "", 0
-        hold = max((len(x) for x in s.stop), default=0)
-        generated: list[int] = []
-        cut = -1
-        for _ in range(s.max_tokens):
-            tok = chain(np.asarray(generated, np.int64), logits, rng)
-            if tok in eog:
-                self.last.finish_reason = "stop"
-                break
-            generated.append(tok)
-            scanned = len(text)  # no stop string lies wholly in text[:scanned]: look only past it
-            text += dec.feed(tok)
-            cut = min((i for i in (text.find(x, max(0, scanned - len(x) + 1)) for x in s.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                text = text[:cut]
-                self.last.finish_reason = "stop"
-                break
-            safe = len(text) - hold + 1 if hold else len(text)
-            if safe > emitted:
-                yield text[emitted:safe]
-                emitted = safe
-            if len(self.tokens) >= self.context:
-                break
+        while True:
+            piece, tok = c.advance(logits, full=len(self.tokens) >= self.context)
+            if piece:
+                yield piece
+            if tok is None:
+                return
             logits = self._step(tok)
-        if cut < 0:
-            text += dec.flush()  # bytes of a character the last token left incomplete
-        if len(text) > emitted:
-            yield text[emitted:]
-        self.last.text, self.last.ids = text, generated
 
     def generate(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Completion:
         for _ in self.stream(prompt, settings):
