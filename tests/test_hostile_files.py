@@ -549,3 +549,28 @@ def test_hostile_context_audio_through_the_cli(tmp_path: Path, cli_runner: Any) 
     )
     assert "sample rate 1 Hz" in one_line_error(res)
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_long_codes_are_decoded_in_blocks_as_at_once() -> None:
+    from ccsm_core.models.mimi_blocks import decode_blocks
+    from ccsm_core.speech import load_speech
+
+    mimi = load_speech("demo", "numpy").generator.mimi
+    codes = np.random.default_rng(2).integers(0, 2048, (mimi.num_codebooks, 11))
+    blocks = list(decode_blocks(mimi, codes, block_frames=4))
+    assert [len(b) for b in blocks] == [4 * 1920, 4 * 1920, 3 * 1920]
+    np.testing.assert_allclose(np.concatenate(blocks), mimi.decode(codes), atol=1e-5)
+
+
+def test_mimi_streaming_cache_checked_against_the_memory_budget(monkeypatch: Any) -> None:
+    from ccsm_core.speech import load_speech
+
+    mimi = load_speech("demo", "numpy").generator.mimi
+    monkeypatch.setattr(mimi.decoder_transformer, "context", 1 << 16)
+    monkeypatch.setattr(limits, "_budget", 64 << 20)
+    check_error(mimi.stream_decoder, "Mimi transformer's streaming cache would need")
+
+
+def test_model_fifo_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "model.safetensors")
+    check_error(lambda: load_csm(tmp_path / "model.safetensors", "numpy"), "FIFO")

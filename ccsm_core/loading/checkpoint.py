@@ -33,6 +33,8 @@ def find_model_files(path: str | Path) -> ModelFiles:
         raise FormatError(f"{p} is a pickled PyTorch checkpoint", PICKLE_HINT)
     if not p.exists():
         raise ModelError(f"model {p} does not exist", "pass a folder with config.json and model.safetensors")
+    if not p.is_dir():
+        regular_file(p, "model")  # a FIFO or device would block or never end
     folder = p if p.is_dir() else p.parent
     if p.is_file():
         weights = p

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..limits import check_allocation
 from .mimi_layers import Weights
 
 Tensor = Any
@@ -141,6 +142,11 @@ class MimiTransformer:
     def new_state(self, be: Any) -> TransformerState:
         slots = self.context + RING_SLACK
         shape = (slots, self.heads, self.head_dim)
+        check_allocation(
+            2 * 4 * slots * self.heads * self.head_dim * len(self.layers),
+            "the Mimi transformer's streaming cache",
+            f"the Mimi config's transformer.context {self.context} is too large or broken",
+        )
         rings = [_Ring(be.zeros(shape), be.zeros(shape), np.full(slots, -1, np.int64)) for _ in self.layers]
         return TransformerState(0, rings)
 
