@@ -12,6 +12,11 @@ libraries inside the factories, never at module level.
 
 The core's own backends, formats, tokenizers and samplers register through these same hooks
 (see ``ccsm_core/builtin/``), so a built-in and a third-party plugin look alike.
+
+Whatever a plugin raises where the core calls it (import, hooks, ``available()``, ``sniff``,
+factories, a watermarker's methods), ``SystemExit`` and ``KeyboardInterrupt`` included, is
+contained (``ccsm_core/plugin_code.py``): the plugin is marked ``failed`` or the user gets one
+line naming it. Raise a ``CcsmError`` subclass with a hint to tell the user what to change.
 """
 
 from __future__ import annotations
