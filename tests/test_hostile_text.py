@@ -240,3 +240,54 @@ def test_inspect_undecodable_metadata_under_strict_utf8(tmp_path):
         )
         assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr.decode(errors="replace")
         assert b"general.description" in res.stdout
+
+
+def hf_folder(tmp_path):
+    from ccsm_core.formats.gguf_reader import load_gguf
+    from ccsm_core.testing.hf_layout import write_hf_folder
+
+    from .test_hf_text import FIXTURES
+
+    src = load_gguf(FIXTURES / "qwen2.gguf")
+    return write_hf_folder(tmp_path / "m", dict(src.metadata), {k: t.numpy() for k, t in src.items()})
+
+
+def test_hostile_transformers_folders(tmp_path, reference_backend, cli_runner):
+    import json
+
+    folder = hf_folder(tmp_path)
+    files = {n: (folder / n).read_text() for n in ("config.json", "tokenizer.json", "tokenizer_config.json")}
+    tok = json.loads(files["tokenizer.json"])
+    cases = [
+        ("config.json", {"partial_rotary_factor": "half"}, "partial_rotary_factor = 'half' is not a finite"),
+        ("tokenizer.json", {"model": ["BPE"]}, "a None model is not supported"),
+        ("tokenizer.json", {"pre_tokenizer": "Split"}, "pre-tokenizer None is not recognised"),
+        ("tokenizer.json", {"model": {**tok["model"], "merges": [5]}}, "merge 5 is not valid"),
+        ("tokenizer.json", {"added_tokens": [{"id": "7", "content": "x"}]}, "token ids are not valid"),
+        ("tokenizer_config.json", {"chat_template": 5}, "chat_template is int, not a text"),
+        ("tokenizer_config.json", {"chat_template": [{"name": ["default"]}]}, None),
+    ]
+    for name, change, message in cases:
+        (folder / name).write_text(json.dumps(json.loads(files[name]) | change))
+        if message is None:
+            load_text_model(folder, reference_backend)
+        else:
+            with pytest.raises(CcsmError, match=message) as e:
+                load_text_model(folder, reference_backend)
+            one_line_error(e.value)
+        (folder / name).write_text(files[name])
+    (folder / "tokenizer.json").write_text("[" * 100_000 + "]" * 100_000)
+    res = cli_runner.invoke(cli, ["generate", "x", "--model", str(folder), "-n", "1", "--backend", "numpy"])
+    assert res.exit_code == 2 and "Traceback" not in res.output and "nested" in res.output, res.output
+
+
+def test_layer_index_of_thousands_of_digits(tmp_path, reference_backend):
+    from ccsm_core.formats.safetensors import load_safetensors, save_safetensors
+
+    folder = hf_folder(tmp_path)
+    src = load_safetensors(folder / "model.safetensors")
+    tensors = {k: t.numpy() for k, t in src.tensors.items()}
+    tensors["model.layers." + "9" * 5000 + ".mlp.up_proj.weight"] = np.zeros((1, 1), np.float32)
+    save_safetensors(folder / "model.safetensors", tensors)
+    with pytest.raises(FormatError, match="is not understood"):
+        load_text_model(folder, reference_backend)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import schema
 from ..errors import FormatError, ModelError
 from ..models.text import arch_names, get_arch
 from ..models.text.arch import TextArch
@@ -168,7 +169,7 @@ def _metadata(cfg: dict[str, Any], arch: TextArch, where: str) -> tuple[dict[str
         md[f"{a}.rope.dimension_count"] = head_dim
     if cfg.get("head_dim") is not None and head_dim != dim // heads or a in ("gemma", "gemma3", "qwen3"):
         md[f"{a}.attention.key_length"] = md[f"{a}.attention.value_length"] = head_dim
-    if float(cfg.get("partial_rotary_factor", 1.0)) != 1.0:
+    if schema.real(cfg.get("partial_rotary_factor", 1.0), "partial_rotary_factor", where) != 1.0:
         raise FormatError(f"{where}: partial rotary embeddings are not supported", "only whole-head RoPE")
     md.update(_rope_scaling(cfg, params, arch, md[f"{a}.context_length"], dims, where))
     for key in ("final_logit_softcapping", "attn_logit_softcapping"):
@@ -271,7 +272,7 @@ def _tensors(
     """The source tensors under GGUF names, with their conversions, computed when asked for."""
     makers: dict[str, tuple[tuple[int, ...], Callable[[], Any]]] = {}
     plus_one = arch.name in ("gemma", "gemma3")
-    layer_re = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+    layer_re = re.compile(r"^model\.layers\.(\d{1,9})\.(.+)\.(weight|bias)$")
     for name, t in source.tensors.items():
         hf = name
         for old, new in TEXT_PREFIXES:
