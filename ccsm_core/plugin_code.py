@@ -9,8 +9,9 @@ file passes through (the CLI reports it as a file problem), and anything else, `
 
 The user's Ctrl-C still stops ccsm: while plugin code runs in the main thread a SIGINT is
 watched (`SigintWatch`), and a ``KeyboardInterrupt`` after a SIGINT that really arrived during
-the call passes through unchanged. Code the core does not wrap, such as a backend's tensor
-operations during generation, is not contained: a Ctrl-C there stops the run as usual.
+the call passes through unchanged. A third-party sampler called once per token (`Contained`)
+lets every ``KeyboardInterrupt`` through. A backend's tensor operations during generation are not
+wrapped: a Ctrl-C there stops the run as usual.
 """
 
 from __future__ import annotations
@@ -107,3 +108,22 @@ class guarded:
     def fail(self, problem: str) -> PluginError:
         """A `PluginError` for a result that breaks the contract (``problem``: what is wrong)."""
         return PluginError(f"plugin {self.plugin}: {self.what} {problem}", self.hint)
+
+
+class Contained:
+    """A plugin's callable that is called again and again while generating (a sampler, once
+    per token): ``Contained(fn, plugin, "sampler 'x'")(*args)``. What it raises becomes a
+    `PluginError` as with `guarded`, except that a ``KeyboardInterrupt`` always passes: SIGINT
+    is not watched on this path (that would cost more than the call), so during generation it
+    is taken for the user's Ctrl-C."""
+
+    def __init__(self, fn: Any, plugin: str, what: str) -> None:
+        self.fn, self.plugin, self.what = fn, plugin, what
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.fn(*args, **kwargs)
+        except (CcsmError, KeyboardInterrupt):
+            raise
+        except BaseException as e:
+            raise PluginError(f"plugin {self.plugin}: {self.what} raised {reason(e)}", fix_hint(self.plugin)) from e

@@ -9,6 +9,7 @@ recorded as ``failed`` with its cause and the others keep working. Environment v
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata as md
@@ -148,8 +149,9 @@ class PluginManager:
 
     def _contain(self, name: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, the plugin ``name`` marked failed if it raises anything
-        (the user's Ctrl-C excepted); None then."""
-        with SigintWatch() as watch:
+        (the user's Ctrl-C excepted); None then. What it prints goes to stderr: stdout carries
+        ccsm's own output (``--json``, audio with ``-o -``)."""
+        with SigintWatch() as watch, contextlib.redirect_stdout(sys.stderr):
             try:
                 return fn(*args, **kwargs)
             except BaseException as e:

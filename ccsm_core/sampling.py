@@ -281,15 +281,16 @@ def build_sampler(
 
 def _make(entry: Any, params: dict[str, Any]) -> Any:
     """``entry.factory(**params)``: whatever the plugin's factory raises besides a `CcsmError`
-    (its word on a bad value) is a `PluginError` naming the plugin; no callable back is one too."""
-    from .plugin_code import guarded
+    (its word on a bad value) is a `PluginError` naming the plugin; no callable back is one too.
+    A third-party processor or sampler is contained the same way each time it is called."""
+    from .plugin_code import Contained, guarded
 
     call = guarded(entry.plugin, f"the factory of sampler {entry.name!r}")
     with call:
         made = entry.factory(**params)
     if not callable(made):
         raise call.fail(f"returned {type(made).__name__}, not a callable")
-    return made
+    return made if entry.plugin.startswith("ccsm.") else Contained(made, entry.plugin, f"sampler {entry.name!r}")
 
 
 _KEEP_TOP = ("top-k", "top-p", "min-p")  # filters that always keep the most likely id

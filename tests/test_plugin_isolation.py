@@ -143,6 +143,26 @@ def test_base_exceptions_in_hooks_mark_the_plugin_failed(tmp_path):
     assert_others_listed(recs)
 
 
+def test_what_a_plugin_prints_while_loading_stays_off_stdout(tmp_path):
+    fake_plugin(
+        tmp_path,
+        "chatty",
+        "chatty",
+        """
+        print("hello from chatty")
+
+        @hookimpl
+        def register_samplers(register):
+            print("registering")
+            register("loud", lambda: lambda lp, rng: 0, kind="sampler")
+        """,
+    )
+    res = ccsm(tmp_path, "plugins", "--json").ok()
+    recs = {r["name"]: r for r in json.loads(res.out)}  # stdout is only the JSON
+    assert recs["chatty"]["registered"] == {"samplers": ["loud"]}
+    assert "hello from chatty" in res.err and "registering" in res.err
+
+
 def test_a_plugin_cannot_replace_a_core_command(tmp_path):
     fake_plugin(
         tmp_path,

@@ -393,3 +393,37 @@ def test_entry_point_named_like_a_plugin_given_directly_is_a_conflict(monkeypatc
     pm = PluginManager(plugins=(given,))
     assert pm.records["acme"].status == "ok" and "mine" in pm.registry("samplers")
     assert pm.records["acme (acme)"].status == "conflict"
+
+
+def test_third_party_sampler_raising_while_generating_names_the_plugin(plugin_manager):
+    import numpy as np
+
+    from ccsm_core.sampling import build_sampler
+
+    def processor(how):
+        def run(tokens, logits):
+            raise how
+
+        return run
+
+    def register_samplers(register):
+        register("exits", lambda: processor(SystemExit(1)), kind="processor")
+        register("stops", lambda: processor(KeyboardInterrupt()), kind="processor")
+        register("nothing", lambda: None, kind="processor")
+
+    plugin_manager([module("procs", register_samplers=register_samplers)])
+    rng, logits = np.random.default_rng(0), np.zeros(4, np.float32)
+    chain = build_sampler(temperature=0, extra=[("exits", {})])
+    with pytest.raises(PluginError, match="plugin procs: sampler 'exits' raised SystemExit: 1"):
+        chain(np.zeros(0, np.int64), logits, rng)
+    with pytest.raises(KeyboardInterrupt):  # taken for the user's Ctrl-C while generating
+        build_sampler(temperature=0, extra=[("stops", {})])(np.zeros(0, np.int64), logits, rng)
+    with pytest.raises(PluginError, match="the factory of sampler 'nothing' returned NoneType, not a callable"):
+        build_sampler(temperature=0, extra=[("nothing", {})])
+
+
+def test_strict_mode_turns_base_exceptions_into_plugin_errors(with_eps, monkeypatch):
+    monkeypatch.setenv("CCSM_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="plugin exiting: SystemExit: 3") as e:
+        with_eps(FakeEP("exiting", SystemExit(3), "exiting"))
+    assert isinstance(e.value.__cause__, SystemExit)
