@@ -291,3 +291,27 @@ def test_layer_index_of_thousands_of_digits(tmp_path, reference_backend):
     save_safetensors(folder / "model.safetensors", tensors)
     with pytest.raises(FormatError, match="is not understood"):
         load_text_model(folder, reference_backend)
+
+
+def gguf_bytes(tensors: list[tuple[str, list[int], int]]) -> bytes:
+    """A GGUF v3 file with no metadata and ``tensors`` as (name, ne, GGML type) at offset 0."""
+    import struct
+
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), 0)
+    for name, ne, kind in tensors:
+        raw = name.encode()
+        out += struct.pack("<Q", len(raw)) + raw + struct.pack("<I", len(ne))
+        out += b"".join(struct.pack("<Q", d) for d in ne) + struct.pack("<IQ", kind, 0)
+    return out + b"\0" * (-len(out) % 32)
+
+
+@pytest.mark.parametrize("ne", [[0, 1 << 62], [1 << 62, 0], [1 << 30, 1 << 30, 0, 1 << 30]])
+def test_empty_tensors_of_impossible_shape(tmp_path, ne):
+    from ccsm_core.formats.gguf_reader import load_gguf
+
+    path = tmp_path / "empty.gguf"
+    path.write_bytes(gguf_bytes([("t", ne, 0)]))
+    with pytest.raises(FormatError, match="impossible shape"):
+        load_gguf(path)
+    path.write_bytes(gguf_bytes([("t", [0, 1 << 20], 0)]))
+    assert load_gguf(path).tensors["t"].shape == (1 << 20, 0)

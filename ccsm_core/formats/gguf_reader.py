@@ -12,6 +12,7 @@ dimension first); :class:`TensorData` shapes are NumPy order, i.e. ``ne`` revers
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -30,6 +31,7 @@ DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ARRAY_NESTING = 4  # arrays of arrays (rare); deeper is refused
 BIG_ARRAY = 64  # numeric arrays longer than this stay NumPy arrays
+MAX_ELEMENTS = 1 << 48  # an empty tensor's nonzero dimensions multiplied (others are bounded by the file)
 _HEADER_SIZE = 24
 _MIN_KV_SIZE = 8 + 4 + 1  # key length, value type, smallest value
 _MIN_TENSOR_INFO_SIZE = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
@@ -263,6 +265,8 @@ def _parse_header(mm: Any, size: int, path: Path, validate: bool) -> GGUFHeader:
         ne = tuple(cur.unpack("Q", f"shape of tensor {name!r}") for _ in range(n_dims))
         if any(d >= 1 << 63 for d in ne):
             raise cur.fail(f"tensor {name!r} has a negative dimension {ne}")
+        if 0 in ne and math.prod(d for d in ne if d) > MAX_ELEMENTS:  # NumPy could not shape it, even empty
+            raise cur.fail(f"tensor {name!r} has an impossible shape {list(ne)}")
         type_id = cur.unpack("I", f"type of tensor {name!r}")
         offset = cur.unpack("Q", f"offset of tensor {name!r}")
         if type_id not in names:
