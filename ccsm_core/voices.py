@@ -109,7 +109,8 @@ class VoiceTurn:
         arr = np.asarray(self.codes)
         if arr.ndim != 2 or arr.dtype.kind not in "iu":
             raise UsageError(
-                f"voice codes must be integers of shape [codebooks, frames], got {arr.dtype} {list(arr.shape)}"
+                f"voice codes must be integers of shape [codebooks, frames], got {arr.dtype} {list(arr.shape)}",
+                "use codes made by Mimi (ccsm encode)",
             )
         if not 1 <= arr.shape[0] <= MAX_CODEBOOKS or not 1 <= arr.shape[1] <= MAX_FRAMES:
             raise UsageError(
@@ -150,18 +151,26 @@ class Voice:
     def __post_init__(self) -> None:
         check_name(self.name)
         if not _is_int(self.speaker) or not 0 <= self.speaker <= MAX_SPEAKER:
-            raise UsageError(f"speaker must be an integer in 0..{MAX_SPEAKER}, got {self.speaker!r}")
+            raise UsageError(
+                f"speaker must be an integer in 0..{MAX_SPEAKER}, got {self.speaker!r}", "give a speaker id such as 0"
+            )
         object.__setattr__(self, "speaker", int(self.speaker))
         turns = tuple(self.turns)
         if not 1 <= len(turns) <= MAX_TURNS or not all(isinstance(t, VoiceTurn) for t in turns):
-            raise UsageError(f"a voice needs 1..{MAX_TURNS} turns (VoiceTurn), got {len(turns)}")
+            raise UsageError(
+                f"a voice needs 1..{MAX_TURNS} turns (VoiceTurn), got {len(turns)}", "give each turn its text and audio"
+            )
         if len({t.codes.shape[0] for t in turns}) != 1:
-            raise UsageError("the turns of a voice must have the same number of codebooks")
+            raise UsageError(
+                "the turns of a voice must have the same number of codebooks", "encode every turn with the same Mimi"
+            )
         object.__setattr__(self, "turns", turns)
         for field in ("codec", "model", "created"):
             value = getattr(self, field)
             if not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS:
-                raise UsageError(f"voice {field} must be a string of 1..{MAX_FIELD_CHARS} characters")
+                raise UsageError(
+                    f"voice {field} must be a string of 1..{MAX_FIELD_CHARS} characters", "shorten the text given"
+                )
 
     @property
     def num_codebooks(self) -> int:

@@ -6,11 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import FormatError
 from ..files import atomic_path, check_output
 from .common import ModelChoice, input_path, model_options
-
-CODES_HINT = "use a file written by ccsm encode or --codes-out"
 
 
 def read_codes(path: str, num_codebooks: int = 32):
@@ -19,51 +16,18 @@ def read_codes(path: str, num_codebooks: int = 32):
 
 
 def load_npy(path: str):
-    """The array in a ``.npy`` file; its header's shape is checked against the file's size and
-    the memory budget before the array is read."""
-    import numpy as np
+    """The integer array of a codes ``.npy``, checked against the file before it is read
+    (`ccsm_core.formats.codes.load_codes_npy`)."""
+    from ..formats.codes import load_codes_npy
 
-    from ..limits import check_allocation
-
-    p = Path(input_path(path, "codes file"))
-    try:
-        with p.open("rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-            if dtype.hasobject:
-                raise ValueError("it holds Python objects")
-            count = 1
-            for n in shape:
-                count *= n
-            nbytes = count * dtype.itemsize
-            if nbytes > p.stat().st_size - fh.tell():
-                raise ValueError(f"its header claims shape {list(shape)}, more than the file holds")
-            check_allocation(nbytes * 3, f"codes file {p}", CODES_HINT)  # read, transposed, int64
-            fh.seek(0)
-            arr = np.lib.format.read_array(fh, allow_pickle=False)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
-        raise FormatError(f"{p}: not a .npy array of codes ({e})", CODES_HINT) from None
-    return arr
+    return load_codes_npy(input_path(path, "codes file"))
 
 
 def as_codes(arr, path: str, num_codebooks: int):
-    """``arr`` as ``[codebooks, T]`` int64 codes, or a `FormatError` naming ``path``."""
-    import numpy as np
+    """``arr`` as ``[codebooks, T]`` int64 codes in range, or a `FormatError` naming ``path``."""
+    from ..formats.codes import as_codes as checked
 
-    p = path
-    if arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2 or num_codebooks not in arr.shape or arr.dtype.kind not in "iu":
-        raise FormatError(
-            f"{p}: expected integer codes of shape [T, {num_codebooks}] or [{num_codebooks}, T], "
-            f"got {arr.dtype} {list(arr.shape)}",
-            CODES_HINT,
-        )
-    codes = arr.T if arr.shape[1] == num_codebooks else arr
-    return codes.astype(np.int64)
+    return checked(arr, path, num_codebooks)
 
 
 def _codec(models: ModelChoice):
@@ -98,11 +62,12 @@ def encode(
     import numpy as np
 
     from ..audio import read_audio
+    from ..models.mimi_blocks import encode_blocks
 
     input_path(audio, "audio file")
     check_output(output)
     codec = _codec(models)
-    codes = codec.encode(read_audio(audio, codec.sample_rate))
+    codes = encode_blocks(codec, read_audio(audio, codec.sample_rate))
     with atomic_path(output) as tmp, open(tmp, "wb") as fh:
         np.save(fh, codes.T)  # a file object: numpy adds no .npy to the name
     click.echo(f"{codes.shape[1]} frames -> {output}", err=True)
@@ -127,7 +92,10 @@ def decode(
     Example:
       ccsm decode frames.npy -o out.wav --model ~/csm-1b
     """
+    import numpy as np
+
     from ..audio import audio_format, write_audio
+    from ..models.mimi_blocks import decode_blocks
 
     input_path(codes, "codes file")
     if output != "-":
@@ -136,7 +104,7 @@ def decode(
     raw = load_npy(codes)
     codec = _codec(models)
     arr = as_codes(raw, codes, codec.num_codebooks)
-    wave = codec.decode(arr)
+    wave = np.concatenate([np.zeros(0, np.float32), *decode_blocks(codec, arr)])
     if output == "-":
         write_audio(output, wave, codec.sample_rate, pcm16=pcm16, out_rate=sample_rate)
     else:

@@ -92,16 +92,17 @@ def read_codes(path: str | os.PathLike[str], num_codebooks: int = 32, cardinalit
 
 def _check_shape(dtype: np.dtype, shape: tuple[int, ...], data: int, ncb: int | None, where: str) -> None:
     if dtype.kind not in "iu" or dtype.itemsize > 8 or dtype.hasobject:
-        raise FormatError(f"{where}: codes must be integers, the file holds {dtype}", _HINT)
+        held = "Python objects" if dtype.hasobject else str(dtype)
+        raise FormatError(f"{where}: codes must be integers, the file holds {held}", _HINT)
     ok = len(shape) == 2 or (len(shape) == 3 and shape[0] == 1)
     if not ok or not all(isinstance(d, int) and d >= 0 for d in shape) or (ncb is not None and ncb not in shape[-2:]):
         want = f"[T, {ncb}] or [{ncb}, T]" if ncb is not None else "[T, codebooks]"
         raise FormatError(f"{where}: expected integer codes of shape {want}, got {dtype} {list(shape)[:4]}", _HINT)
     count = math.prod(shape)
     if count * dtype.itemsize != data:
+        more = "more" if count * dtype.itemsize > data else "less"
         raise FormatError(
-            f"{where}: its header claims shape {list(shape)} ({count * dtype.itemsize} bytes) "
-            f"but the file holds {data} bytes of data",
+            f"{where}: its header claims shape {list(shape)}, {more} than the file holds ({data} bytes of data)",
             "the file is truncated or damaged; " + _HINT,
         )
     frames = max(shape[-2:]) if count else 0
