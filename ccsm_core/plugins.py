@@ -94,6 +94,11 @@ class Registrar:
     def __call__(self, name: str, factory: Any, **keywords: Any) -> None:
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {self.plugin} registered a {self.kind} entry without a name")
+        if len(name) > 64 or not name.isprintable() or any(c.isspace() for c in name):
+            raise PluginError(
+                f"plugin {self.plugin} registered the name {name[:64]!r}: "
+                "names are at most 64 printable characters without spaces"
+            )
         if not callable(factory):
             raise PluginError(f"plugin {self.plugin} registered {name!r} with a factory that is not callable")
         if self.manager.trace:
@@ -114,7 +119,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager("ccsm")
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
-        self.registries: dict[str, Registry[Any]] = {k: Registry(k) for k in KINDS}
+        self.registries: dict[str, Registry[Any]] = {k: Registry(k, self._not_loaded) for k in KINDS}
         self._built: set[str] = set()
         self.strict = os.environ.get("CCSM_STRICT_PLUGINS", "") not in ("", "0")
         self.trace = os.environ.get("CCSM_TRACE_PLUGINS", "") not in ("", "0")
@@ -295,6 +300,10 @@ class PluginManager:
     def build_all(self) -> None:
         for kind in KINDS:
             self.registry(kind)
+
+    def _not_loaded(self) -> list[str]:
+        """``name (status)`` of every plugin that failed, conflicts or is incompatible."""
+        return [f"{r.name} ({r.status})" for r in self.records.values() if r.status in FAILING]
 
     def unusable(self, kind: str) -> list[PluginRecord]:
         """The plugins that provide ``kind`` (or would, had they loaded) but are not ``ok``."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from .errors import PluginError
+from .plugin_code import guarded
 from .specs import Spec
 
 S = TypeVar("S", bound=Spec)
@@ -15,9 +16,11 @@ S = TypeVar("S", bound=Spec)
 class Registry(Generic[S]):
     """The specs of one kind, by name. Two plugins registering one name make that name a conflict."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, not_loaded: Callable[[], list[str]] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, S] = {}
+        # "name (status)" of the plugins that are not loaded: an unknown name may be theirs
+        self._not_loaded = not_loaded or (lambda: [])
 
     def add(self, entry: S) -> None:
         old = self._entries.get(entry.name)
@@ -52,6 +55,9 @@ class Registry(Generic[S]):
                 if close
                 else (f"known {self.kind}: {', '.join(sorted(self._entries)) or 'none'}")
             )
+            missing = self._not_loaded()
+            if missing:
+                hint += f"; not loaded: {', '.join(missing)} (see `ccsm plugins`)"
             raise PluginError(f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}", hint)
         if entry.conflict_with:
             others = ", ".join([entry.plugin, *entry.conflict_with])
@@ -62,4 +68,8 @@ class Registry(Generic[S]):
         return entry
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.get(name).factory(*args, **kwargs)
+        """``factory(*args, **kwargs)`` of the spec called ``name``; what the plugin's factory
+        raises (a `CcsmError` aside) is a `PluginError` naming the plugin."""
+        entry = self.get(name)
+        with guarded(entry.plugin, f"the factory of {self.kind[:-1]} {name!r}"):
+            return entry.factory(*args, **kwargs)

@@ -427,3 +427,20 @@ def test_strict_mode_turns_base_exceptions_into_plugin_errors(with_eps, monkeypa
     with pytest.raises(PluginError, match="plugin exiting: SystemExit: 3") as e:
         with_eps(FakeEP("exiting", SystemExit(3), "exiting"))
     assert isinstance(e.value.__cause__, SystemExit)
+
+
+def test_unknown_name_hint_lists_the_plugins_not_loaded(with_eps):
+    pm = with_eps(FakeEP("ccsm_cpu", ImportError("libggml.so: cannot open"), "ccsm-cpu"))
+    with pytest.raises(PluginError, match="unknown backend 'ggml-cpu'") as e:
+        pm.registry("backends").get("ggml-cpu")
+    assert "not loaded: ccsm_cpu (failed)" in e.value.hint
+
+
+@pytest.mark.parametrize("name", ["two words", "line\nbreak", "x" * 65, "tab\there"])
+def test_registered_names_are_plain(with_eps, name):
+    def register_samplers(register):
+        register(name, lambda: lambda lp, rng: 0, kind="sampler")
+
+    pm = with_eps(FakeEP("names", module("names", register_samplers=register_samplers), "names"))
+    pm.registry("samplers")
+    assert pm.records["names"].status == "failed" and "printable characters without spaces" in pm.records["names"].error

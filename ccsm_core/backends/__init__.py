@@ -26,7 +26,7 @@ def backend_details(entry: BackendSpec) -> str | None:
         return None
     try:
         with guarded(entry.plugin, f"backend {entry.name!r}'s describe()"):
-            return str(entry.describe())
+            return " ".join(str(entry.describe()).split())
     except BackendUnavailable as e:
         return f"({e})"
     except Exception as e:  # a broken description is shown, not fatal
