@@ -32,6 +32,8 @@ LAYERS: dict[str, int] = {
     "hookspecs": 0,
     "specs": 0,
     "registry": 0,
+    "plugin_code": 0,
+    "plugin_dists": 0,
     "config": 0,
     "context": 0,
     "audio": 0,
