@@ -127,3 +127,92 @@ def test_projections_written_back_to_back(converted):
         assert names[i : i + 3] == [p + "attn.q_proj.weight", p + "attn.k_proj.weight", p + "attn.v_proj.weight"]
         j = names.index(p + "mlp.w1.weight")
         assert names[j + 1] == p + "mlp.w3.weight"
+
+
+def wide_checkpoint(folder, layers: int = 8, dim: int = 256, ff: int = 1024):
+    """A CSM checkpoint in the original layout whose weights are spread over many tensors of
+    similar size (8 wide backbone layers, a small audio vocabulary): 34 MB, the largest tensor 2 MB."""
+    from ccsm_core.formats.safetensors import save_safetensors
+
+    cfg = json.loads((FIXTURE / "config.json").read_text())
+    cfg["audio_vocab_size"] = 64
+    back = cfg["flavors"][cfg["backbone_flavor"]]
+    back.update(num_layers=layers, embed_dim=dim, intermediate_dim=ff)
+    dec = cfg["flavors"][cfg["decoder_flavor"]]
+    rng = np.random.default_rng(0)
+    tensors: dict[str, np.ndarray] = {}
+
+    def stack(prefix: str, f: dict) -> None:
+        d, hd = f["embed_dim"], f["embed_dim"] // f["num_heads"]
+        for i in range(f["num_layers"]):
+            p = f"{prefix}.layers.{i}."
+            shapes = {
+                "attn.q_proj.weight": (f["num_heads"] * hd, d),
+                "attn.k_proj.weight": (f["num_kv_heads"] * hd, d),
+                "attn.v_proj.weight": (f["num_kv_heads"] * hd, d),
+                "attn.output_proj.weight": (d, f["num_heads"] * hd),
+                "mlp.w1.weight": (f["intermediate_dim"], d),
+                "mlp.w2.weight": (d, f["intermediate_dim"]),
+                "mlp.w3.weight": (f["intermediate_dim"], d),
+                "sa_norm.scale": (d,),
+                "mlp_norm.scale": (d,),
+            }
+            tensors.update({p + k: rng.standard_normal(s, np.float32) * 0.02 for k, s in shapes.items()})
+        tensors[f"{prefix}.norm.scale"] = np.ones(d, np.float32)
+
+    stack("backbone", back)
+    stack("decoder", dec)
+    v, n, d, dd = cfg["audio_vocab_size"], cfg["audio_num_codebooks"], dim, dec["embed_dim"]
+    for name, shape in {
+        "text_embeddings.weight": (cfg["text_vocab_size"], d),
+        "audio_embeddings.weight": (v * n, d),
+        "projection.weight": (dd, d),
+        "codebook0_head.weight": (v, d),
+        "audio_head": (n - 1, dd, v),
+    }.items():
+        tensors[name] = rng.standard_normal(shape, np.float32) * 0.02
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(cfg))
+    save_safetensors(folder / "model.safetensors", tensors)
+    (folder / "tokenizer.json").write_bytes((FIXTURE / "tokenizer.json").read_bytes())
+    return folder, tensors
+
+
+@pytest.mark.parametrize("qtype, layout", [("f32", "original"), ("q8_0", "original"), ("q8_0", "transformers")])
+def test_convert_streams_one_tensor_at_a_time(tmp_path, monkeypatch, qtype, layout):
+    """Converting holds about one tensor: the traced peak stays within twice the largest tensor,
+    far below the model's size (the model held at once would exceed it), and progress counts
+    every tensor of a known total. The transformers layout (Mimi inside, q/k rows moved back to
+    adjacent pairs) is computed one tensor at a time as well."""
+    import tracemalloc
+
+    from ccsm_core.formats.gguf_reader import load_gguf
+    from ccsm_core.loading.csm_gguf import convert_csm
+
+    folder, tensors = wide_checkpoint(tmp_path / "wide")
+    size = sum(t.nbytes for t in tensors.values())
+    largest = max(t.nbytes for t in tensors.values())
+    del tensors
+    if layout == "transformers":
+        import shutil
+
+        from tests import test_hf_csm
+
+        for name in ("mimi.safetensors", "mimi_config.json"):
+            shutil.copy(FIXTURE / name, folder / name)
+        monkeypatch.setattr(test_hf_csm, "FIXTURE", folder)
+        folder = test_hf_csm.write_hf_csm(tmp_path / "wide-hf")
+    convert_csm(folder, tmp_path / "warm.gguf", qtype)  # imports and caches before measuring
+    steps: list[tuple[str, int]] = []
+    tracemalloc.start()
+    try:
+        out = convert_csm(
+            folder, tmp_path / "wide.gguf", qtype, progress=lambda name, total: steps.append((name, total))
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size > 15 * largest and peak < 2 * largest + 1_000_000, (size, largest, peak)
+    written = list(load_gguf(out).tensors)
+    assert [name for name, _ in steps] == written and {total for _, total in steps} == {len(written)}
+    assert "audio_head.30.weight" in written and "audio_head" not in written

@@ -60,19 +60,19 @@ def convert(model: str, output: str, qtype: str | None) -> None:
     check_output(output)
     src = resolve_model(input_or_name(model, "model") or model)
     with tqdm(desc="converting", unit="tensor", leave=False, disable=None) as bar:
+
+        def step(name: str, total: int) -> None:  # one tensor written of ``total``
+            bar.total = total
+            bar.update(1)
+
         if is_text_model(src):
             qtype = qtype or "f16"
-
-            def step(name: str, total: int) -> None:
-                bar.total = total
-                bar.update(1)
-
             path = convert_text(src, output, qtype, progress=step)
         else:
             from ..loading.csm_gguf import convert_csm
 
             qtype = qtype or "f32"
-            path = convert_csm(src, output, qtype, progress=lambda name: bar.update(1))
+            path = convert_csm(src, output, qtype, progress=step)
     click.echo(f"{src} -> {path} ({path.stat().st_size / 1e6:.1f} MB, {qtype})", err=True)
 
 

@@ -29,7 +29,7 @@ from ..errors import FormatError, ModelError, UsageError
 from ..limits import loads_json
 from ..models.mimi import mimi_config
 from ..models.mimi_schema import check_sections
-from ..tensors import TensorData, float32_values
+from ..tensors import TensorData, float32_values, take_rows
 from .weights import open_weights
 
 ARCH = "csm"
@@ -61,46 +61,85 @@ def mimi_original_name(name: str) -> str:
     return name
 
 
-def _store_type(name: str, arr: np.ndarray, qtype: str) -> str:
-    """The GGML type a CSM tensor is written as for ``--type qtype``."""
-    if arr.ndim < 2 or name.endswith(".scale"):
+def _store_type(name: str, shape: tuple[int, ...], qtype: str) -> str:
+    """The GGML type a CSM tensor of ``shape`` is written as for ``--type qtype``."""
+    if len(shape) < 2 or name.endswith(".scale"):
         return "F32"
     if qtype in ("f32", "f16", "bf16"):
         return qtype.upper()
     block = 32
-    return qtype.upper() if arr.shape[-1] % block == 0 else "F16"
+    return qtype.upper() if shape[-1] % block == 0 else "F16"
 
 
-def _fusable_order(tensors: dict[str, Any]) -> dict[str, Any]:
+def _fusable_order(names: list[str]) -> list[str]:
     """Each layer's q/k/v projections, and its w1/w3, back to back: loaders then fuse them into
     one product over a view of the mapped file, without a copy (`stack_rows`)."""
     groups = (("attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight"), ("mlp.w1.weight", "mlp.w3.weight"))
-    out: dict[str, Any] = {}
-    for name in tensors:
+    present = set(names)
+    out: dict[str, None] = {}
+    for name in names:
         if name in out:
             continue
         for group in groups:
             hit = next((g for g in group if name.endswith("." + g)), None)
             if hit is not None:
                 prefix = name[: -len(hit)]
-                for g in group:
-                    if prefix + g in tensors:
-                        out[prefix + g] = tensors[prefix + g]
+                out.update(dict.fromkeys(prefix + g for g in group if prefix + g in present))
                 break
         else:
-            out[name] = tensors[name]
-    return out
+            out[name] = None
+    return list(out)
+
+
+def _shape(tensors: Mapping[str, Any], name: str) -> tuple[int, ...]:
+    """A tensor's shape without computing it (lazy mappings know it)."""
+    shape_of = getattr(tensors, "shape", None)
+    return tuple(shape_of(name)) if callable(shape_of) else tuple(tensors[name].shape)
+
+
+def _check_shapes(cfg: Any, weights: Mapping[str, Any]) -> None:
+    """Every CSM tensor exists with its shape (read from the names, nothing computed)."""
+    from ..models.csm import csm_shapes
+
+    for name, shape in csm_shapes(cfg).items():
+        if name not in weights:
+            raise FormatError(
+                f"csm: tensor {name!r} is missing", "the checkpoint is incomplete or for a different model flavour"
+            )
+        if _shape(weights, name) != shape:
+            raise FormatError(
+                f"csm: tensor {name!r} has shape {list(_shape(weights, name))}, expected {list(shape)}",
+                "the checkpoint does not match its config",
+            )
+
+
+def _value(tensors: Mapping[str, Any], name: str) -> Callable[[], np.ndarray]:
+    return lambda: float32_values(tensors[name])
+
+
+def _audio_head(weights: Mapping[str, Any], i: int) -> Callable[[], np.ndarray]:
+    """Codebook ``i``'s head ``[vocab, decoder_dim]``, read from its slice of ``audio_head`` alone."""
+
+    def make() -> np.ndarray:
+        row = float32_values(take_rows(weights["audio_head"], i, i + 1))
+        return np.ascontiguousarray(row.reshape(row.shape[-2:]).T)
+
+    return make
 
 
 def convert_csm(
-    folder: str | Path, out: str | Path, qtype: str = "f32", *, progress: Callable[[str], None] | None = None
+    folder: str | Path,
+    out: str | Path,
+    qtype: str = "f32",
+    *,
+    progress: Callable[[str, int], None] | None = None,
 ) -> Path:
-    """Write the CSM checkpoint ``folder`` (+ its Mimi and tokenizer) into one GGUF file."""
-    from ..backends.numpy_backend import NumpyBackend
-    from ..formats.gguf_writer import write_gguf
-    from ..models.csm import CSM
-    from .checkpoint import find_model_files, read_config
-    from .mimi import read_mimi_config
+    """Write the CSM checkpoint ``folder`` (+ its Mimi and tokenizer) into one GGUF file, one
+    tensor at a time: each is read (or computed), converted and written before the next, so
+    memory stays near one tensor. Every name and shape is checked first, so a broken checkpoint
+    fails before anything is written. ``progress(name, total)`` follows each tensor written."""
+    from ..formats.gguf_writer import PlannedTensor, write_gguf_stream
+    from .checkpoint import find_model_files, read_config, read_mimi_config
     from .sources import find_mimi
 
     if qtype not in TYPES:
@@ -114,13 +153,7 @@ def convert_csm(
     else:
         files = find_model_files(folder)
         cfg, weights, tokenizer = read_config(files.config), open_weights(files.weights), files.tokenizer
-    # validate every name and shape before writing anything
-
-    class _ShapesOnly(NumpyBackend):
-        def weight(self, t: Any) -> Any:
-            return t
-
-    CSM(_ShapesOnly(), cfg, weights)
+    _check_shapes(cfg, weights)
     full = {**cfg.as_dict()}
     full["flavors"] = {cfg.backbone_flavor: _flavor(cfg.backbone), cfg.decoder_flavor: _flavor(cfg.decoder)}
     metadata: dict[str, Any] = {
@@ -128,18 +161,19 @@ def convert_csm(
         "general.name": Path(folder).name,
         "general.file_type": qtype,
     }
-    tensors: dict[str, Any] = {}
-    for name, t in weights.items():
-        if progress:
-            progress(name)
-        arr = float32_values(t)
+    planned: dict[str, PlannedTensor] = {}
+    for name in weights:
+        shape = _shape(weights, name)
         if name == "audio_head":
-            for i in range(arr.shape[0]):
-                head = np.ascontiguousarray(arr[i].T)
-                tensors[f"audio_head.{i}.weight"] = (head, _store_type("audio_head", head, qtype))
+            for i in range(shape[0]):
+                head_shape = (shape[2], shape[1])
+                head = f"audio_head.{i}.weight"
+                planned[head] = PlannedTensor(
+                    head, head_shape, _store_type("audio_head", head_shape, qtype), _audio_head(weights, i)
+                )
             continue
-        tensors[name] = (arr, _store_type(name, arr, qtype))
-    tensors = _fusable_order(tensors)
+        planned[name] = PlannedTensor(name, shape, _store_type(name, shape, qtype), _value(weights, name))
+    plan = [planned[name] for name in _fusable_order(list(planned))]
     if tokenizer is not None and tokenizer.suffix == ".json":
         metadata["tokenizer.huggingface.json"] = tokenizer.read_text()
     elif tokenizer is not None:
@@ -156,17 +190,19 @@ def convert_csm(
             mimi_source = (open_weights(mimi[0]), read_mimi_config(mimi[1]) if mimi[1] is not None else None)
     if mimi_source is not None:
         metadata["csm.mimi_config"] = json.dumps(mimi_config(mimi_source[1]))
-        for name, t in mimi_source[0].items():
+        mimi_weights = mimi_source[0]
+        for name in mimi_weights:
             if name.endswith("_initialized"):
                 continue
             gname = mimi_gguf_name(name)
             if len(gname.encode()) > MAX_NAME:
                 raise FormatError(f"Mimi tensor name {name!r} is too long for GGUF even shortened")
-            tensors[gname] = (float32_values(t), "F32")
-    for name in tensors:
-        if len(name.encode()) > MAX_NAME:
-            raise FormatError(f"tensor name {name!r} is longer than GGUF's {MAX_NAME} bytes")
-    return write_gguf(out, metadata, tensors, ARCH)
+            plan.append(PlannedTensor(gname, _shape(mimi_weights, name), "F32", _value(mimi_weights, name)))
+    for t in plan:
+        if len(t.name.encode()) > MAX_NAME:
+            raise FormatError(f"tensor name {t.name!r} is longer than GGUF's {MAX_NAME} bytes")
+    done = None if progress is None else (lambda name: progress(name, len(plan)))
+    return write_gguf_stream(out, metadata, ARCH, plan, progress=done)
 
 
 def _flavor(cfg: Any) -> dict[str, Any]:

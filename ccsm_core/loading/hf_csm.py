@@ -7,6 +7,7 @@ from rotate-half order back to adjacent pairs, ``depth_decoder.codebooks_head.we
 ``[31, decoder_dim, audio_vocab]`` is the original ``audio_head``; the tied decoder embedding is
 checked against the audio embeddings' shape and dropped. The Mimi codec inside (``codec_model.``
 with transformers' Mimi names, q/k/v split) becomes moshi's names and constructor arguments.
+Every tensor is computed when asked for (`LazyTensors`), so a conversion holds one at a time.
 The RoPE scaling the converter rewrote (factor 32, low 0.125, high 0.5, original length 1024)
 is the same Llama 3 scaling as the original's (1, 4, 8192), read as given.
 """
@@ -14,8 +15,9 @@ is the same Llama 3 scaling as the original's (1, 4, 8192), read as given.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from ..tensors import TensorData
 from .hf_folder import config_count as _count
 from .hf_folder import config_real as _real
 from .hf_folder import hf_config, open_shards
+from .hf_text import LazyTensors
 
 CSM_LAYER = {
     "self_attn.q_proj": "attn.q_proj",
@@ -76,8 +79,8 @@ class HfCsm:
     """A transformers CSM folder as the original: config, tensors under original names, Mimi."""
 
     config: CsmConfig
-    tensors: dict[str, Any]
-    mimi_tensors: dict[str, Any] | None
+    tensors: LazyTensors  # original names -> values, each computed when asked for
+    mimi_tensors: LazyTensors | None
     mimi_config: dict[str, Any] | None
     tokenizer: Path | None
 
@@ -92,14 +95,18 @@ def is_hf_csm(path: str | Path) -> bool:
     return cfg is not None and cfg.get("model_type") == "csm"
 
 
+def _check_halves(shape: tuple[int, ...], heads: int, where: str) -> None:
+    if len(shape) != 2 or shape[0] % (2 * heads):
+        raise FormatError(f"{where}: a q/k projection of shape {list(shape)} does not split into {heads} heads")
+
+
 def pairs_from_halves(t: Any, heads: int, where: str) -> Any:
     """q/k rows from rotate-half order (transformers) to adjacent pairs (the original): per head,
     rows ``i`` and ``i + hd/2`` become rows ``2i`` and ``2i + 1``. Raw storage moves unconverted
     (a `TensorData` stays one, an array an array)."""
     raw = np.asarray(t.data if isinstance(t, TensorData) else t)
     shape = tuple(t.shape)
-    if len(shape) != 2 or shape[0] % (2 * heads):
-        raise FormatError(f"{where}: a q/k projection of shape {list(shape)} does not split into {heads} heads")
+    _check_halves(shape, heads, where)
     rows, cols = shape
     moved = np.ascontiguousarray(raw.reshape(heads, 2, rows // heads // 2, -1).swapaxes(1, 2)).reshape(rows, -1)
     return TensorData(t.name, shape, t.dtype, moved) if isinstance(t, TensorData) else moved.reshape(shape)
@@ -216,26 +223,44 @@ def moshi_name(name: str, transposed: set[str]) -> str:
     return name
 
 
-def mimi_tensors(codec: Mapping[str, Any], cfg: Mapping[str, Any], where: str) -> dict[str, Any]:
+def mimi_tensors(codec: Mapping[str, Any], cfg: Mapping[str, Any], where: str) -> LazyTensors:
     """The codec's tensors (names without ``codec_model.``) under moshi's names, q/k/v joined
-    into ``in_proj_weight`` with q/k rows back in adjacent-pair order."""
+    into ``in_proj_weight`` with q/k rows back in adjacent-pair order (computed when asked for)."""
     transposed = decoder_transposed(cfg["seanet"])
     heads = int(cfg["transformer"]["num_heads"])
-    out: dict[str, Any] = {}
+    out: dict[str, tuple[tuple[int, ...], Callable[[], Any]]] = {}
     pending: dict[str, dict[str, Any]] = {}
     for name, t in codec.items():
         m = re.match(r"^(.*)\.self_attn\.([qkv])_proj\.weight$", name)
         if m is not None:
             pending.setdefault(m.group(1), {})[m.group(2)] = t
             continue
-        out[moshi_name(name, transposed)] = t
+        out[moshi_name(name, transposed)] = (tuple(t.shape), _given(t))
     for prefix, qkv in pending.items():
         if set(qkv) != {"q", "k", "v"}:
             raise FormatError(f"{where}: {prefix} lacks some of q/k/v_proj", "the codec weights are incomplete")
-        q, k = (pairs_from_halves(qkv[n], heads, where) for n in "qk")
-        parts = [np.asarray(x.numpy() if isinstance(x, TensorData) else x, np.float32) for x in (q, k, qkv["v"])]
-        out[moshi_name(prefix, transposed) + ".self_attn.in_proj_weight"] = np.concatenate(parts)
-    return out
+        shapes = [tuple(qkv[n].shape) for n in "qkv"]
+        for shape in shapes[:2]:
+            _check_halves(shape, heads, where)
+        if len({s[1:] for s in shapes}) != 1:
+            raise FormatError(f"{where}: {prefix}'s q/k/v_proj differ in width", "the codec weights are broken")
+        shape = (sum(s[0] for s in shapes), *shapes[0][1:])
+        out[moshi_name(prefix, transposed) + ".self_attn.in_proj_weight"] = (
+            shape,
+            partial(_in_proj, qkv, heads, where),
+        )
+    return LazyTensors(out)
+
+
+def _given(t: Any) -> Callable[[], Any]:
+    return lambda: t
+
+
+def _in_proj(qkv: Mapping[str, Any], heads: int, where: str) -> np.ndarray:
+    """Mimi's joined q/k/v projection (q/k rows in adjacent-pair order), float32."""
+    q, k = (pairs_from_halves(qkv[n], heads, where) for n in "qk")
+    parts = [np.asarray(x.numpy() if isinstance(x, TensorData) else x, np.float32) for x in (q, k, qkv["v"])]
+    return np.concatenate(parts)
 
 
 def open_hf_csm(folder: str | Path) -> HfCsm:
@@ -247,7 +272,7 @@ def open_hf_csm(folder: str | Path) -> HfCsm:
     where = str(p / "config.json")
     cfg = csm_config(raw, where)
     source = open_shards(p)
-    tensors: dict[str, Any] = {}
+    tensors: dict[str, tuple[tuple[int, ...], Callable[[], Any]]] = {}
     codec: dict[str, Any] = {}
     layer = re.compile(r"^(backbone_model|depth_decoder\.model)\.layers\.(\d+)\.(.+)$")
     for name, t in source.tensors.items():
@@ -267,16 +292,17 @@ def open_hf_csm(folder: str | Path) -> HfCsm:
             st = cfg.backbone if stack == "backbone" else cfg.decoder
             if part.endswith(("attn.q_proj.weight", "attn.k_proj.weight")):
                 heads = st.num_heads if "q_proj" in part else st.num_kv_heads
-                tensors[new] = pairs_from_halves(t, heads, where)
+                _check_halves(tuple(t.shape), heads, where)
+                tensors[new] = (tuple(t.shape), partial(pairs_from_halves, t, heads, where))
             else:
-                tensors[new] = t
+                tensors[new] = (tuple(t.shape), _given(t))
         elif name in CSM_TOP:
-            tensors[CSM_TOP[name]] = t
+            tensors[CSM_TOP[name]] = (tuple(t.shape), _given(t))
         else:
             raise FormatError(f"{where}: tensor {name!r} is not part of CsmForConditionalGeneration")
     for name in TIED:
         if name in source.tensors and "audio_embeddings.weight" in tensors:
-            if tuple(source.tensors[name].shape) != tuple(tensors["audio_embeddings.weight"].shape):
+            if tuple(source.tensors[name].shape) != tensors["audio_embeddings.weight"][0]:
                 raise FormatError(f"{where}: {name} does not match the audio embeddings", "the checkpoint is broken")
     mimi, mimi_cfg = None, None
     if codec:
@@ -286,4 +312,4 @@ def open_hf_csm(folder: str | Path) -> HfCsm:
         mimi_cfg = moshi_config(codec_cfg, f"{where}: codec_config")
         mimi = mimi_tensors(codec, mimi_cfg, where)
     tokenizer = next((p / n for n in ("tokenizer.json", "tokenizer.model") if (p / n).is_file()), None)
-    return HfCsm(cfg, tensors, mimi, mimi_cfg, tokenizer)
+    return HfCsm(cfg, LazyTensors(tensors), mimi, mimi_cfg, tokenizer)
