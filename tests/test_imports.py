@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module may import its own layer or lower ones):
 
-0 foundation: errors, tensor types, the backend contract, hook specs and registrations, user config
+0 foundation: errors, limits and schemas, tensor types, the backend contract, hook specs and registrations, user config
 1 the plugin manager
 2 formats, the NumPy backend, tokenizer implementations
 3 models
@@ -26,6 +26,8 @@ PACKAGE = "ccsm_core"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "files": 0,
+    "limits": 0,
+    "schema": 0,
     "version": 0,
     "tensors": 0,
     "backends.base": 0,

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import FormatError, ModelError
 from ..limits import loads_json, regular_file
 from ..models.config import CsmConfig
+from ..models.mimi_schema import check_sections
 from .weights import PICKLE_HINT, PICKLE_SUFFIXES, weight_suffixes
 
 WEIGHTS_STEM = "model"  # a checkpoint folder holds model.<suffix of a registered format>
@@ -75,3 +76,13 @@ def read_config(path: Path) -> CsmConfig:
     """The checked `CsmConfig` of an original checkpoint's ``config.json``."""
     data = read_json_file(path, "config", "restore the model's config.json")
     return CsmConfig.from_dict(data, str(path))
+
+
+MIMI_HINT = "pass moshi's mimi_config.json, or none for the released Mimi"
+
+
+def read_mimi_config(path: Path) -> dict[str, Any]:
+    """moshi's ``mimi_config.json``: bounded JSON, an object whose sections are objects (the
+    values are checked with the defaults merged in, by `mimi_config`)."""
+    data = read_json_file(path, "Mimi config", MIMI_HINT)
+    return dict(check_sections(data, str(path)))

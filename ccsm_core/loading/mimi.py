@@ -6,19 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..models.mimi import Mimi
-from ..models.mimi_schema import check_sections
+from .checkpoint import read_mimi_config
 from .weights import open_weights
-
-MIMI_HINT = "pass moshi's mimi_config.json, or none for the released Mimi"
-
-
-def read_mimi_config(path: Path) -> dict[str, Any]:
-    """moshi's ``mimi_config.json``: bounded JSON, an object whose sections are objects (the
-    values are checked with the defaults merged in, by `mimi_config`)."""
-    from .checkpoint import read_json_file
-
-    data = read_json_file(path, "Mimi config", MIMI_HINT)
-    return dict(check_sections(data, str(path)))
 
 
 def load_mimi(path: str | Path, config_path: str | Path | None = None, backend: Any = None) -> Mimi:
