@@ -109,7 +109,8 @@ class TextSession:
         limit = loaded.model.cfg.stack.max_seq_len
         self.context = min(context or limit, limit)
         self.batch = batch
-        self.cache = self.model.new_cache(min(self.context, FIRST_CACHE))  # grows with the runs (`reserve`)
+        # grows with the runs (`reserve`); made for the session's context (LongRoPE's factors)
+        self.cache = self.model.new_cache(min(self.context, FIRST_CACHE), self.context)
         self.tokens: list[int] = []  # what the cache holds, in order
 
     def reserve(self, positions: int) -> None:
@@ -119,7 +120,7 @@ class TextSession:
         if need <= self.cache.capacity:
             return
         size = min(self.context, -(-max(need, 2 * self.cache.capacity) // FIRST_CACHE) * FIRST_CACHE)
-        self.cache = self.model.new_cache(size)
+        self.cache = self.model.new_cache(size, self.context)
         self.tokens = []
 
     def reset(self) -> None:

@@ -115,11 +115,20 @@ def test_the_rope_scaling_matters(tmp_path, reference_backend):
 
 
 def test_longrope_takes_the_long_factors_beyond_the_original_context(reference_backend):
-    """As llama.cpp: the long factors where the context, padded to 256, exceeds the original."""
-    model = load_text_model(FIXTURES / "phi3-longrope-short.gguf", reference_backend).model  # original 256
+    """As llama.cpp: the long factors where the context, padded to 256, exceeds the original; a
+    session's cache, however small, is made for the session's context."""
+    from ccsm_core.loading.text import load_text_model as load
+    from ccsm_core.textgen import TextSession
+
+    loaded = load(FIXTURES / "phi3-longrope-short.gguf", reference_backend)  # original context 256
+    model = loaded.model
     assert model.stack_for(model.new_cache(256)) is model.stack
     assert model.stack_for(model.new_cache(257)) is model.long_stack is not None
+    assert model.stack_for(model.new_cache(64, context=1024)) is model.long_stack
     assert not np.array_equal(model.stack.freqs, model.long_stack.freqs)
+    for context, stack in ((200, model.stack), (1024, model.long_stack)):
+        session = TextSession(loaded, context=context)
+        assert session.cache.capacity < 257 and model.stack_for(session.cache) is stack
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -134,22 +135,25 @@ class TextLM:
             self.long_stack.freqs = rope.frequencies(st.rope_freqs(), st.rope_base, st.max_seq_len, long_factors)
             self.long_stack.rope_base = None
 
-    def stack_for(self, cache: KVCache) -> Llama:
-        """The stack that runs on ``cache``: LongRoPE's long one where the cache's context
-        exceeds the original context as llama.cpp decides it, else the one stack."""
-        if self.long_stack is not None and self.cfg.rope.use_long(cache.capacity, self.cfg.stack.max_seq_len):
-            return self.long_stack
-        return self.stack
+        self._long_caches: weakref.WeakSet[KVCache] = weakref.WeakSet()  # caches the long stack runs on
 
-    def new_cache(self, capacity: int | None = None) -> KVCache:
+    def stack_for(self, cache: KVCache) -> Llama:
+        """The stack that runs on ``cache``: LongRoPE's long one where the context the cache was
+        made for exceeds the original context as llama.cpp decides it, else the one stack."""
+        return self.long_stack if self.long_stack is not None and cache in self._long_caches else self.stack
+
+    def new_cache(self, capacity: int | None = None, context: int | None = None) -> KVCache:
         """A KV cache of ``capacity`` positions (default: the model's context), checked against
-        the memory budget before it is allocated."""
+        the memory budget before it is allocated. ``context``: the context of the run it serves
+        (default: the capacity), which picks LongRoPE's factors as llama.cpp's context does."""
         st = self.cfg.stack
         size = capacity or st.max_seq_len
         row = 2 * st.num_layers * st.num_kv_heads * st.head_dim * np.dtype(self.kv_dtype).itemsize
         check_allocation(size * row, f"a KV cache of {size} positions", "shorten the prompt or lower --max-tokens")
         cache = self.stack.new_cache(size, self.kv_dtype, WINDOW)
         cache.full_hint = f"shorten the prompt or lower --max-tokens (the model's context is {st.max_seq_len})"
+        if self.long_stack is not None and self.cfg.rope.use_long(context or size, st.max_seq_len):
+            self._long_caches.add(cache)
         return cache
 
     def next_logits(self, ids: Sequence[int], cache: KVCache) -> np.ndarray:
