@@ -196,11 +196,16 @@ def convert_csm(
                 continue
             gname = mimi_gguf_name(name)
             if len(gname.encode()) > MAX_NAME:
-                raise FormatError(f"Mimi tensor name {name!r} is too long for GGUF even shortened")
+                raise FormatError(
+                    f"Mimi tensor name {name!r} is too long for GGUF even shortened", "pass moshi's Mimi weights"
+                )
             plan.append(PlannedTensor(gname, _shape(mimi_weights, name), "F32", _value(mimi_weights, name)))
     for t in plan:
         if len(t.name.encode()) > MAX_NAME:
-            raise FormatError(f"tensor name {t.name!r} is longer than GGUF's {MAX_NAME} bytes")
+            raise FormatError(
+                f"tensor name {t.name!r} is longer than GGUF's {MAX_NAME} bytes",
+                "the checkpoint's names are not CSM's; pass a CSM checkpoint",
+            )
     done = None if progress is None else (lambda name: progress(name, len(plan)))
     return write_gguf_stream(out, metadata, ARCH, plan, progress=done)
 

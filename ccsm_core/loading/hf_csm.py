@@ -97,7 +97,10 @@ def is_hf_csm(path: str | Path) -> bool:
 
 def _check_halves(shape: tuple[int, ...], heads: int, where: str) -> None:
     if len(shape) != 2 or shape[0] % (2 * heads):
-        raise FormatError(f"{where}: a q/k projection of shape {list(shape)} does not split into {heads} heads")
+        raise FormatError(
+            f"{where}: a q/k projection of shape {list(shape)} does not split into {heads} heads",
+            "the weights do not match config.json; restore the model's files",
+        )
 
 
 def pairs_from_halves(t: Any, heads: int, where: str) -> Any:
@@ -148,7 +151,9 @@ def csm_config(cfg: Mapping[str, Any], where: str) -> CsmConfig:
     decoder = stack_config(dec, f"{where}: depth_decoder_config")
     codebooks = _count(cfg, "num_codebooks", where, 32)
     if _count(dec, "num_codebooks", where, codebooks) != codebooks:
-        raise FormatError(f"{where}: the depth decoder's num_codebooks differs from the model's")
+        raise FormatError(
+            f"{where}: the depth decoder's num_codebooks differs from the model's", "restore the model's config.json"
+        )
     out = CsmConfig(
         backbone=backbone,
         decoder=decoder,
@@ -166,7 +171,9 @@ def moshi_config(codec: Mapping[str, Any], where: str) -> dict[str, Any]:
     hidden = _count(codec, "hidden_size", where, 512)
     ratios = codec.get("upsampling_ratios", [8, 6, 5, 4])
     if not isinstance(ratios, list) or not all(isinstance(r, int) and 0 < r < 64 for r in ratios):
-        raise FormatError(f"{where}: upsampling_ratios {ratios!r} are not valid")
+        raise FormatError(
+            f"{where}: upsampling_ratios {str(ratios)[:40]} are not valid", "give a list of counts below 64"
+        )
     return {
         "seanet": {
             "dimension": hidden,
@@ -299,7 +306,10 @@ def open_hf_csm(folder: str | Path) -> HfCsm:
         elif name in CSM_TOP:
             tensors[CSM_TOP[name]] = (tuple(t.shape), _given(t))
         else:
-            raise FormatError(f"{where}: tensor {name!r} is not part of CsmForConditionalGeneration")
+            raise FormatError(
+                f"{where}: tensor {name!r} is not part of CsmForConditionalGeneration",
+                "the folder holds another model's weights; pass a CSM folder",
+            )
     for name in TIED:
         if name in source.tensors and "audio_embeddings.weight" in tensors:
             if tuple(source.tensors[name].shape) != tensors["audio_embeddings.weight"][0]:
