@@ -29,7 +29,7 @@ GGML_FLAGS_avx512 := -DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -D
 GGML_FLAGS_sse    := -DGGML_NATIVE=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF
 TEST_ENV := $(if $(GGML),CCSM_GGML_LIB=$(CURDIR)/build/ggml-$(GGML)/ggml/lib)
 
-.PHONY: install run test lint docs clean ggml-avx2 ggml-avx512 ggml-sse
+.PHONY: install run test lint docs clean ggml-avx2 ggml-avx512 ggml-sse fuzz
 
 install: $(STAMP)
 
@@ -84,6 +84,13 @@ test: install $(if $(GGML),build/ggml-$(GGML)/.built)
 	echo "== docs"; $(DOCS_BUILD) || failed="$$failed docs"; \
 	if [ -n "$$failed" ]; then echo "== failed suites:$$failed"; exit 1; fi; \
 	echo "== every suite passed: $(SUITES) lint docs"
+
+# Fuzzing (not part of `make test`): FUZZ_CASES (10000) cases per parser and command line in
+# FUZZ_JOBS (2) worker processes, 30 s and 1 GiB + 2x the input per case; failing inputs and a
+# summary under build/fuzz/; FUZZ_TARGETS=a,b for some targets only (see docs/testing.md)
+fuzz: install
+	$(BIN)/python -m ccsm_core.testing.fuzz --out build/fuzz --cases $(or $(FUZZ_CASES),10000) \
+		--jobs $(or $(FUZZ_JOBS),2) $(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS))
 
 # ruff (lint rules and formatting) and mypy, configured in pyproject.toml
 LINT_PATHS := ccsm_core tests scripts $(dir $(PLUGINS)) $(dir $(EXAMPLES)) $(APP_EXAMPLES)
