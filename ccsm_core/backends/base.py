@@ -33,7 +33,8 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -156,3 +157,29 @@ def matmul_rows(be: Backend, x: Tensor, w: Tensor, group: int = 1) -> Tensor:
     computed exactly as alone: batched decoding), else ``be.matmul``."""
     rows = getattr(be, "matmul_rows", None)
     return be.matmul(x, w) if rows is None else rows(x, w, group=group)
+
+
+class Replays:
+    """Graphs a backend with ``capture`` captured, by key (a shape), replayed with new inputs;
+    at most ``keep`` are kept (the least recently used is dropped first)."""
+
+    def __init__(self, be: Any, keep: int = 48) -> None:
+        self.be, self.keep = be, keep
+        self._steps: OrderedDict[Any, Any] = OrderedDict()
+
+    def replay(self, key: Any, fn: Callable[..., Any], args: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        """Run ``fn`` on ``args`` through the graph captured for ``key`` (captured when missing)."""
+        step = self._steps.get(key)
+        if step is None:
+            step = self._steps[key] = self.be.capture(fn, *args)
+            while len(self._steps) > self.keep:
+                self._steps.popitem(last=False)
+        self._steps.move_to_end(key)
+        return step(*args)
+
+    def clear(self) -> None:
+        """Forget every graph (the buffers they were captured on are gone)."""
+        self._steps.clear()
+
+    def __len__(self) -> int:
+        return len(self._steps)

@@ -13,14 +13,12 @@ own rows (a longer window only adds rows the mask hides), and everything else wo
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import numpy as np
 
-from ..backends.base import Tensor, matmul_rows
+from ..backends.base import Replays, Tensor, matmul_rows
 from ..errors import GenerationError
 from .config import DECODER_CACHE
 from .csm import BACKBONE_WINDOW, CSM
@@ -37,7 +35,7 @@ class BatchCaches:
         self.span = model.cfg.backbone.max_seq_len
         self.backbone = model.backbone.new_cache(slots * self.span, window_multiple=BACKBONE_WINDOW)
         self.decoder = model.decoder.new_cache(slots * DECODER_CACHE)
-        self.steps: OrderedDict[Any, Any] = OrderedDict()
+        self.graphs = Replays(model.be, MAX_CAPTURED)
 
     def load(self, slot: int, cache: KVCache, rows: int) -> None:
         """Copy the first ``rows`` backbone rows of a stream's own ``cache`` into ``slot``."""
@@ -46,17 +44,6 @@ class BatchCaches:
     def move(self, src: int, dst: int, rows: int) -> None:
         """Move a stream's first ``rows`` backbone rows from slot ``src`` to slot ``dst``."""
         self.backbone.write_rows(*self.backbone.read_rows(rows, src * self.span), at=dst * self.span)
-
-    def replay(self, key: Any, fn: Callable[..., Any], args: tuple[np.ndarray, ...]) -> list[np.ndarray]:
-        """Run ``fn`` on ``args`` through the graph captured for ``key`` (captured when missing)."""
-        step = self.steps.get(key)
-        if step is None:
-            be: Any = self.model.be  # a backend with ``capture``
-            step = self.steps[key] = be.capture(fn, *args)
-            while len(self.steps) > MAX_CAPTURED:
-                self.steps.popitem(last=False)
-        self.steps.move_to_end(key)
-        return step(*args)
 
 
 def backbone_rows(
@@ -82,7 +69,7 @@ def backbone_rows(
     if capture is None:
         h, c0 = fn(*(be.asarray(a) for a in args))
         return be.to_numpy(h), be.to_numpy(c0)
-    h, c0 = caches.replay(("row", first, b, windows[0]), fn, args)
+    h, c0 = caches.graphs.replay(("row", first, b, windows[0]), fn, args)
     return h, c0
 
 
@@ -125,7 +112,7 @@ def decode_frames(
         if capture is None:
             logits = be.to_numpy(fn(*(be.asarray(a) for a in args))[0])
         else:
-            logits = caches.replay(("decoder", first, b, i), fn, args)[0]
+            logits = caches.graphs.replay(("decoder", first, b, i), fn, args)[0]
         codes[:, i] = [sample(i, logits[j]) for j, sample in enumerate(samplers)]
     return codes
 

@@ -356,6 +356,57 @@ class BackendConformance:
             np.testing.assert_array_equal(np.stack(got[i]), frames)
             np.testing.assert_array_equal(np.stack(iters[i][1]), want)
 
+    @pytest.mark.parametrize("arch", ["llama", "gemma3", "mistral3"])
+    @pytest.mark.parametrize("temperature", [0.0, 0.9])
+    def test_tiny_text_batch_is_each_sequence_alone(self, be, tmp_path, monkeypatch, arch, temperature):
+        """Completions decoded together (more than the slots, joining and leaving between
+        tokens, windows past one step of 256 rows) give exactly the tokens, text and logits
+        each gives alone; sliding windows (gemma3) and attention temperature (mistral3) too."""
+        from ..loading.text import load_text_model
+        from ..text_batch import TextBatch
+        from ..textgen import Completer, TextSession, TextSettings
+        from .text_models import write_tiny_text
+
+        loaded = load_text_model(write_tiny_text(tmp_path / "t.gguf", arch, seed=3, context=640), be)
+        seen: dict[int, list[np.ndarray]] = {}
+        advance = Completer.advance
+
+        def recording(self, logits, **kw):  # type: ignore[no-untyped-def]
+            seen.setdefault(id(self), []).append(np.array(logits))
+            return advance(self, logits, **kw)
+
+        monkeypatch.setattr(Completer, "advance", recording)
+        prompts = [[0] + [(5 * i + j) % 16 + 2 for j in range(n)] for i, n in enumerate((3, 300, 17, 250, 40))]
+        settings = [
+            TextSettings(max_tokens=m, temperature=temperature, topk=18, top_p=1.0, min_p=0.0, seed=i, stop=stop)
+            for i, (m, stop) in enumerate(((40, ()), (12, ("ab",)), (30, ()), (20, ()), (9, ())))
+        ]
+        alone = []
+        for p, st in zip(prompts, settings):
+            seen.clear()
+            c = TextSession(loaded, context=600).generate(p, st)
+            alone.append((c, np.stack(next(iter(seen.values())))))
+        seen.clear()
+        batch = TextBatch(loaded, slots=3, context=600)
+        streams = [batch.stream(p, st) for p, st in zip(prompts, settings)]
+        texts = ["" for _ in streams]
+        live = list(range(len(streams)))
+        while live:  # readers take turns, one piece each
+            for i in list(live):
+                piece = next(streams[i], None)
+                if piece is None:
+                    live.remove(i)
+                else:
+                    texts[i] += piece
+        assert batch.steps < sum(len(c.ids) for c, _ in alone)  # sequences did share steps
+        logits = list(seen.values())  # one Completer per sequence, in the order they joined
+        assert len(logits) == len(streams)
+        for i, (c, want) in enumerate(alone):
+            got = streams[i].last
+            assert (got.ids, got.text, got.finish_reason) == (c.ids, c.text, c.finish_reason)
+            assert texts[i] == c.text
+            np.testing.assert_array_equal(np.stack(logits[i]), want)
+
     def test_tiny_csm_frames_match_reference(self, be, ref):
         """Greedy frames of a tiny random CSM equal the NumPy backend's, logits within 1e-3."""
         from ..generator import GenerationSettings, Generator

@@ -1,0 +1,309 @@
+"""Continuous batching of text completions: several sequences decoded in one pass per token.
+
+A `TextBatch` holds up to ``slots`` sequences of one text model. Each sequence owns a *slot* of
+``span`` rows in one shared KV cache; active sequences occupy slots ``0..B-1`` (a sequence that
+ends frees its slot and the last one moves into it), so one decode step depends only on ``B``
+and the attention window, and backends that capture graphs replay one per shape. A step reads
+the weights once for all ``B`` sequences: on a memory-bound CPU that is what makes it cheaper
+than ``B`` single steps.
+
+A sequence joins between steps: its prompt is prefilled on a `TextSession` of the batch's
+context (exactly as alone) and its cache rows
+are copied into its slot. Every sequence gets exactly the tokens it gets alone from
+``TextSession(loaded, context=context)`` with the same settings: products go through the
+backend's ``matmul_rows`` (each row computed as by itself) and attention runs per sequence over
+its own rows (a longer window only adds rows its mask hides). Sampling, detokenizing and stop
+strings are each sequence's own `ccsm_core.textgen.Completer`.
+
+Not thread-safe: one thread drives a batch (the server's worker, a CLI loop).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from .backends.base import Replays, Tensor, matmul_rows
+from .errors import UsageError
+from .loading.text import LoadedText
+from .models.llama import KVCache
+from .models.text.model import WINDOW
+from .textgen import Completer, Completion, TextSession, TextSettings
+
+MAX_SLOTS = 64
+
+
+@dataclass(eq=False)
+class _Seq:
+    ids: list[int]
+    settings: TextSettings
+    completer: Completer | None = None
+    pieces: deque[str] = field(default_factory=deque)
+    slot: int = -1
+    length: int = 0  # rows in its cache (its next token's position)
+    pending: int = -1  # the token its next step runs
+    done: bool = False
+    error: BaseException | None = None
+
+    @property
+    def need(self) -> int:
+        """Positions it may use: its prompt and every token it may generate."""
+        return len(self.ids) + self.settings.max_tokens
+
+
+class TextBatch:
+    """Up to ``slots`` completions of one text model decoded together (see module doc); each
+    is as from ``TextSession(loaded, context=context)``."""
+
+    def __init__(self, loaded: LoadedText, slots: int = 8, *, context: int | None = None) -> None:
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
+            raise UsageError(f"batch size must be an integer in 1..{MAX_SLOTS}, got {slots!r}")
+        self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
+        self.slots = slots
+        self.prefill = TextSession(loaded, context=context)  # joiners' prompts, as alone
+        self.context = self.prefill.context
+        # backends with ``matmul_rows`` step every sequence in one pass, each exactly as alone;
+        # on others the sequences are stepped one after another
+        self.batched = hasattr(self.model.be, "matmul_rows")
+        self.span = 0  # cache rows per slot (grows with the sequences' needs)
+        self._cache: KVCache | None = None
+        self._graphs = Replays(self.model.be)
+        self._active: list[_Seq] = []  # in slot order
+        self._waiting: deque[_Seq] = deque()
+        self.steps = 0  # batched decode steps run
+        self.tokens = 0  # tokens decoded, summed over sequences
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Pieces:
+        """Join a new sequence and return its text pieces (`Pieces`; ``.last`` is its
+        `Completion` once it ends). Closing (or dropping) the iterator early frees its slot."""
+        s = settings or TextSettings()
+        s.chain()  # bad settings fail here, at the caller
+        ids = self.prefill.encode(prompt)
+        seq = _Seq(ids, s)
+        self._waiting.append(seq)
+        return Pieces(self, seq)
+
+    def lane(self) -> BatchedSession:
+        """A `TextSession`-like view whose ``stream`` joins this batch (the server's text lanes)."""
+        return BatchedSession(self)
+
+    # -- stepping ----------------------------------------------------------------------------
+    def step(self) -> None:
+        """Admit waiting sequences into free slots, then one token for every active sequence."""
+        while self._waiting and len(self._active) < self.slots:
+            seq = self._waiting.popleft()
+            try:
+                self._admit(seq)
+            except Exception as e:  # this sequence's prompt failed: only its reader sees it
+                seq.done, seq.error = True, e
+        if not self._active:
+            return
+        active = list(self._active)
+        logits = self._decode(active)
+        self.steps += 1
+        for seq in active:  # every row of this step is in the cache before any slot moves
+            seq.length += 1
+        self.tokens += len(active)
+        for seq, lg in zip(active, logits):
+            self._advance(seq, lg)
+
+    def _admit(self, seq: _Seq) -> None:
+        """Prefill ``seq``'s prompt as alone, sample its first token, and give it a slot."""
+        seq.completer = Completer(self.tokenizer, seq.settings, len(seq.ids))
+        self.prefill.reset()  # from scratch, as alone (a reused prefix would be chunked otherwise)
+        self.prefill.reserve(seq.need)
+        logits = self.prefill.feed(seq.ids)
+        seq.length = len(seq.ids)
+        self._advance(seq, logits, admitted=False)
+        if seq.done:
+            return
+        self._grow(min(self.context, _round_up(seq.need)))
+        seq.slot = len(self._active)
+        cache = self._cache
+        assert cache is not None
+        cache.write_rows(*self.prefill.cache.read_rows(seq.length), at=seq.slot * self.span)
+        self._active.append(seq)
+
+    def _advance(self, seq: _Seq, logits: np.ndarray, admitted: bool = True) -> None:
+        """Sample ``seq``'s next token from ``logits``; it ends when its completion does."""
+        assert seq.completer is not None
+        piece, tok = seq.completer.advance(logits, full=seq.length >= self.context)
+        if piece:
+            seq.pieces.append(piece)
+        if tok is None:
+            seq.done = True
+            if admitted:
+                self._release(seq)
+        else:
+            seq.pending = tok
+
+    def _grow(self, span: int) -> None:
+        """Make every slot hold ``span`` rows; a larger cache takes the active rows along."""
+        if self._cache is not None and span <= self.span:
+            return
+        old, old_span = self._cache, self.span
+        self.span = max(span, 2 * old_span if old is not None else span)
+        self.span = min(_round_up(self.span), _round_up(self.context))
+        self._cache = self.model.new_cache(self.slots * self.span)
+        self._graphs.clear()
+        if old is not None:
+            for seq in self._active:
+                self._cache.write_rows(*old.read_rows(seq.length, seq.slot * old_span), at=seq.slot * self.span)
+
+    def _release(self, seq: _Seq) -> None:
+        """Free ``seq``'s slot; the last active sequence moves into it (slots stay packed)."""
+        if seq not in self._active:
+            return
+        j, last = seq.slot, self._active.pop()
+        if last is not seq:
+            assert self._cache is not None
+            rows = self._cache.read_rows(last.length, last.slot * self.span)
+            self._cache.write_rows(*rows, at=j * self.span)
+            self._active[j], last.slot = last, j
+        seq.slot = -1
+
+    def _leave(self, seq: _Seq) -> None:
+        seq.done = True
+        if seq in self._waiting:
+            self._waiting.remove(seq)
+        self._release(seq)
+
+    # -- one decode step ---------------------------------------------------------------------
+    def _decode(self, active: list[_Seq]) -> np.ndarray:
+        """The logits ``[B, vocab]`` after each active sequence's pending token."""
+        if self.batched:
+            return self._run(active, 0)
+        return np.concatenate([self._run([seq], j) for j, seq in enumerate(active)])
+
+    def _run(self, seqs: list[_Seq], first: int) -> np.ndarray:
+        """One token for each of ``seqs`` (in slots ``first..``): their logits on the host."""
+        model, be, span = self.model, self.model.be, self.span
+        b = len(seqs)
+        positions = np.array([seq.length for seq in seqs], np.int32)
+        # each sequence's window as alone (its context, in steps of WINDOW rows); backends that
+        # capture take the largest for all: a graph per (B, window), the masks hide the rest
+        windows = [min(self.context, _round_up(int(p) + 1)) for p in positions]
+        capture = getattr(be, "capture", None)
+        if capture is not None:
+            windows = [max(windows)] * b
+        rows = ((first + np.arange(b)) * span + positions).astype(np.int32)
+        per_seq = [model.stack.inputs(positions[j : j + 1], windows[j]) for j in range(b)]
+        args = (np.array([seq.pending for seq in seqs], np.int32), positions, rows, *sum(per_seq, []))
+        cache = self._cache
+        assert cache is not None
+        fn = partial(_decode_rows, model, cache, [(first + j) * span for j in range(b)])
+        if capture is None:
+            return be.to_numpy(fn(*(be.asarray(a) for a in args))[0])
+        return self._graphs.replay(("text", first, b, windows[0]), fn, args)[0]
+
+
+def _decode_rows(model: Any, cache: KVCache, starts: list[int], *inputs: Tensor) -> list[Tensor]:
+    """Embed each sequence's token, run the stack on its own rows, and the output head."""
+    be = model.be
+    ids, pos, rows, *rest = inputs
+    b = len(starts)
+    per = len(rest) // b
+    x = be.embedding(model.embeddings, ids)
+    if model.cfg.embed_scale is not None:
+        x = be.scale(x, model.cfg.embed_scale)
+    h = model.stack.batch_step(x, pos, rows, [rest[j * per : (j + 1) * per] for j in range(b)], cache, starts)
+    return [matmul_rows(be, h, model.output)]
+
+
+def _round_up(n: int) -> int:
+    return -(-n // WINDOW) * WINDOW
+
+
+class Pieces:
+    """One sequence's text pieces; reading one steps the batch until this sequence has one."""
+
+    def __init__(self, batch: TextBatch, seq: _Seq) -> None:
+        self.batch, self.seq = batch, seq
+
+    @property
+    def last(self) -> Completion:
+        """The completion: its text, token ids and finish reason (complete once it ended)."""
+        c = self.seq.completer
+        return c.result if c is not None else Completion("", [], len(self.seq.ids), "length")
+
+    def __iter__(self) -> Pieces:
+        return self
+
+    def __next__(self) -> str:
+        seq = self.seq
+        while not seq.pieces and not seq.done:
+            self.batch.step()
+        if seq.pieces:
+            return seq.pieces.popleft()
+        self.close()
+        if seq.error is not None:
+            error, seq.error = seq.error, None
+            raise error
+        raise StopIteration
+
+    def close(self) -> None:
+        """Leave the batch (pieces not read yet are dropped)."""
+        self.batch._leave(self.seq)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class BatchedSession:
+    """``stream``/``generate``/``last`` as `TextSession` has them, over a shared `TextBatch`."""
+
+    def __init__(self, batch: TextBatch) -> None:
+        self.batch, self.tokenizer, self.context = batch, batch.tokenizer, batch.context
+        self.last = Completion("", [], 0, "length")
+
+    def encode(self, prompt: str | Sequence[int]) -> list[int]:
+        return self.batch.prefill.encode(prompt)
+
+    def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Iterator[str]:
+        pieces = self.batch.stream(prompt, settings)
+        try:
+            yield from pieces
+        finally:
+            pieces.close()
+            self.last = pieces.last
+
+    def generate(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Completion:
+        for _ in self.stream(prompt, settings):
+            pass
+        return self.last
+
+
+def generate_many(
+    loaded: LoadedText,
+    prompts: Sequence[str | Sequence[int]],
+    settings: TextSettings | Sequence[TextSettings] | None = None,
+    *,
+    batch: int = 8,
+    context: int | None = None,
+) -> list[Completion]:
+    """Every prompt's completion, ``batch`` at a time in one `TextBatch` (each as alone)."""
+    per = list(settings) if isinstance(settings, Sequence) else [settings or TextSettings()] * len(prompts)
+    if len(per) != len(prompts):
+        raise UsageError(f"{len(per)} settings for {len(prompts)} prompts", "give one settings per prompt, or one")
+    tb = TextBatch(loaded, batch, context=context)
+    streams = [tb.stream(p, s) for p, s in zip(prompts, per)]
+    for st in streams:
+        for _ in st:
+            pass
+    return [st.last for st in streams]
