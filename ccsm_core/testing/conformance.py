@@ -371,7 +371,7 @@ class BackendConformance:
         seen: dict[int, list[np.ndarray]] = {}
         advance = Completer.advance
 
-        def recording(self, logits, **kw):  # type: ignore[no-untyped-def]
+        def recording(self, logits, **kw):
             seen.setdefault(id(self), []).append(np.array(logits))
             return advance(self, logits, **kw)
 
