@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,7 +53,7 @@ def read_audio(path: str | Path, rate: int = SAMPLE_RATE, *, max_seconds: float 
         raise UsageError(f"audio file {p} does not exist", "check the path")
     regular_file(p, "audio file")
     try:
-        with sf.SoundFile(str(p)) as f:
+        with _quiet_native_stderr(), sf.SoundFile(str(p)) as f:
             sr, channels, frames = check_rate(f.samplerate, str(p)), f.channels, f.frames
             if not 1 <= channels <= MAX_CHANNELS:
                 raise FormatError(f"{p}: {channels} channels", f"give audio of 1..{MAX_CHANNELS} channels")
@@ -71,6 +74,26 @@ def read_audio(path: str | Path, rate: int = SAMPLE_RATE, *, max_seconds: float 
     if sr == rate or mono.size <= BLOCK_FRAMES:
         return resample(mono, sr, rate)
     return _resample_blocks(mono, sr, rate)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Keep what native decoders print straight to file descriptor 2 (libsndfile's MP3 decoder
+    notes every damaged frame) off the terminal while a file is read: our own error says it."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def _read_mono(f: Any, p: Path, limit: int) -> np.ndarray:

@@ -574,3 +574,16 @@ def test_mimi_streaming_cache_checked_against_the_memory_budget(monkeypatch: Any
 def test_model_fifo_is_refused(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "model.safetensors")
     check_error(lambda: load_csm(tmp_path / "model.safetensors", "numpy"), "FIFO")
+
+
+def test_damaged_mp3_noise_stays_off_stderr(tmp_path: Path, capfd: Any) -> None:
+    """libsndfile's MP3 decoder writes notes on damaged frames to fd 2; the one error is ours."""
+    from ccsm_core.audio import read_audio
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        path = tmp_path / f"{i}.wav"
+        path.write_bytes(b"\xff\xfb\x90\x64" + rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+        with pytest.raises(CcsmError):
+            read_audio(path)
+    assert capfd.readouterr().err == ""
