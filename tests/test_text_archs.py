@@ -156,6 +156,23 @@ def test_bad_metadata_is_one_clear_error(tmp_path, reference_backend, key, value
         load_text_model(path, reference_backend)
 
 
+@pytest.mark.parametrize(
+    "case, key, value, message",
+    [
+        ("qwen3-yarn", "qwen3.rope.freq_base", 1.0, "RoPE base of 1 is not defined"),
+        ("mistral3-yarn", "mistral3.rope.scaling.yarn_log_multiplier", -1.0, "yarn_log_multiplier"),
+        ("phi3-longrope", "phi3.rope.scaling.attn_factor", float("inf"), "attn_factor"),
+    ],
+)
+def test_bad_rope_scaling_is_one_clear_error(tmp_path, reference_backend, case, key, value, message):
+    src = load_gguf(FIXTURES / f"{case}.gguf")
+    md = {k: v for k, v in src.metadata.items() if not k.startswith("general.")}
+    md[key] = value
+    path = write_gguf(tmp_path / "bad.gguf", md, dict(src.tensors), str(src.metadata["general.architecture"]))
+    with pytest.raises(FormatError, match=message):
+        load_text_model(path, reference_backend)
+
+
 def test_mistral_is_not_an_architecture_name(tmp_path, reference_backend):
     """llama.cpp writes Mistral 7B as ``llama``; ``mistral`` is refused with the supported list."""
     from ccsm_core.errors import ModelError

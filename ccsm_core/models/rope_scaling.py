@@ -121,9 +121,8 @@ class RopeScaling:
         )
 
     @property
-    def is_plain(self) -> bool:
-        """No change to the frequencies nor the magnitude."""
-        return self.factor == 1.0 and self.ext_factor == 0.0 and self.attn_factor == 1.0
+    def changes_frequencies(self) -> bool:
+        return self.factor != 1.0 or self.ext_factor != 0.0
 
     def frequencies(
         self, freqs: np.ndarray, base: float, n_ctx_train: int, factors: np.ndarray | None = None
@@ -137,6 +136,8 @@ class RopeScaling:
         if self.ext_factor == 0.0:
             return (out * fs).astype(np.float32)
         n_dims = 2 * len(out)
+        if not base > 1.0:
+            raise FormatError(f"YaRN over a RoPE base of {base:g} is not defined", _HINT)
         low, high = yarn_corr_dims(n_dims, self.original_context or n_ctx_train, base, self.beta_fast, self.beta_slow)
         y = (np.arange(len(out)) - low) / max(0.001, high - low)
         mix = (1.0 - np.clip(y, 0.0, 1.0)) * self.ext_factor

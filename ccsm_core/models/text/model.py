@@ -21,7 +21,7 @@ import numpy as np
 from ...backends.base import BUFFER_DTYPES, Backend, Tensor
 from ...errors import FormatError, UsageError
 from ...limits import check_allocation
-from ...schema import positive
+from ...schema import real
 from ...tensors import float32_values
 from ..config import LlamaConfig
 from ..llama import KVCache, LayerOptions, Llama, fuse_projections
@@ -55,7 +55,7 @@ class TextConfig:
         local_base = arch.local_rope_base(meta)
         rope = RopeScaling.from_metadata(md, arch.name, where)
         if local_base is not None:
-            local_base = positive(local_base, "the RoPE base of the sliding-window layers", where)
+            local_base = real(local_base, "the RoPE base of the sliding-window layers", where, low=1.0, high=1e30)
         return cls(
             arch.name,
             stack,
@@ -120,7 +120,7 @@ class TextLM:
             factors = _rope_factors(tensors, "rope_factors_short.weight", st.head_dim)
         long_factors = _rope_factors(tensors, "rope_factors_long.weight", st.head_dim)
         freqs = None
-        if factors is not None or rope.factor != 1.0 or rope.ext_factor != 0.0:
+        if factors is not None or rope.changes_frequencies:
             freqs = rope.frequencies(st.rope_freqs(), st.rope_base, st.max_seq_len, factors)
         local_freqs = None
         if cfg.local_rope_base is not None:
