@@ -54,6 +54,7 @@ def one_line_error(e: CcsmError) -> None:
         ({"llama.attention.layer_norm_rms_epsilon": float("inf")}, "epsilon = inf is not a finite number"),
         ({"llama.rope.freq_base": 0.0}, "freq_base = 0.0 is not a finite number"),
         ({"llama.rope.freq_base": "big"}, "freq_base = 'big' is not a finite number"),
+        ({"llama.rope.freq_base": 1e-30}, "freq_base = 1.* is not a finite number in \\[1, 1e\\+30\\]"),
         ({"llama.vocab_size": 99}, "vocab_size = 99 but the tokenizer has 12 tokens"),
     ],
 )
@@ -315,3 +316,28 @@ def test_empty_tensors_of_impossible_shape(tmp_path, ne):
         load_gguf(path)
     path.write_bytes(gguf_bytes([("t", [0, 1 << 20], 0)]))
     assert load_gguf(path).tensors["t"].shape == (1 << 20, 0)
+
+
+def test_rope_factors_keep_frequencies_finite(tmp_path, reference_backend):
+    """Llama 3's per-pair divisors: a tiny or infinite one would make a frequency infinite."""
+    for bad in (1e-30, np.inf, np.nan):
+        factors = np.ones(8, np.float32)
+        factors[3] = bad
+        path = hostile(tmp_path, {}, tensors={"rope_freqs.weight": factors})
+        with pytest.raises(FormatError, match="holds 8 RoPE factors, expected 8 in"):
+            load_text_model(path, reference_backend)
+
+
+def test_tokenizer_json_the_library_cannot_run(tmp_path):
+    import json
+
+    from ccsm_core.tokenizers.hf_json import HFJsonTokenizer
+
+    model = {"type": "BPE", "vocab": {"a": 0}, "merges": [], "unk_token": "<unk>"}
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps({"version": "1.0", "model": model}))
+    with pytest.raises(FormatError, match="cannot encode .*Unk token"):
+        HFJsonTokenizer(path).encode("b")
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(FormatError, match="nested"):
+        HFJsonTokenizer(path)

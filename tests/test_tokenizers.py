@@ -46,7 +46,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(FormatError, match="does not exist"):
         load_tokenizer(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{]")
-    with pytest.raises(FormatError, match="not a readable tokenizer.json"):
+    with pytest.raises(FormatError, match="bad.json: not valid JSON"):
         load_tokenizer(tmp_path / "bad.json")
     (tmp_path / "bad.model").write_bytes(b"garbage")
     with pytest.raises(FormatError, match="SentencePiece"):

@@ -168,4 +168,10 @@ class BPEModel:
         """Ids of one raw text fragment."""
         if not text:
             return []
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
+        try:
+            return list(self._tok.encode(text, add_special_tokens=False).ids)
+        except Exception as e:  # the library raises plain Exceptions
+            raise FormatError(
+                f"the GGUF BPE vocabulary cannot encode the text ({' '.join(str(e).split())[:200]})",
+                "the file's tokenizer.ggml.* entries are inconsistent",
+            ) from None

@@ -5,9 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FormatError
+from ..limits import loads_json, regular_file
 
 BOS_NAMES = ("<|begin_of_text|>", "<s>", "<bos>", "<|endoftext|>")
 EOS_NAMES = ("<|end_of_text|>", "</s>", "<eos>", "<|endoftext|>")
+_HINT = "use the tokenizer.json that came with the model"
+
+
+def _read(path: Path) -> str:
+    regular_file(path, "tokenizer file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not a readable tokenizer.json ({e})", _HINT) from None
+
+
+def _cause(e: Exception) -> str:
+    return " ".join(str(e).split())[:200] or type(e).__name__
 
 
 class HFJsonTokenizer:
@@ -18,13 +32,13 @@ class HFJsonTokenizer:
         from tokenizers import Tokenizer
 
         self.path = Path(path)
+        if text is None:
+            text = _read(self.path)
+        loads_json(text, str(self.path), _HINT)  # nesting and number bounds before the library parses it
         try:
-            self.tok = Tokenizer.from_str(text) if text is not None else Tokenizer.from_file(str(self.path))
+            self.tok = Tokenizer.from_str(text)
         except Exception as e:  # the library raises plain Exceptions on bad JSON
-            raise FormatError(
-                f"{self.path}: not a readable tokenizer.json ({str(e).splitlines()[0]})",
-                "use the tokenizer.json that came with the model",
-            ) from None
+            raise FormatError(f"{self.path}: not a readable tokenizer.json ({_cause(e)})", _HINT) from None
         self.bos_id = self._first(BOS_NAMES)
         self.eos_id = self._first(EOS_NAMES)
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
@@ -37,7 +51,10 @@ class HFJsonTokenizer:
         return None
 
     def encode(self, text: str, *, add_special: bool = True) -> list[int]:
-        ids = list(self.tok.encode(text, add_special_tokens=False).ids)
+        try:
+            ids = list(self.tok.encode(text, add_special_tokens=False).ids)
+        except Exception as e:  # the library raises plain Exceptions on a broken model
+            raise self._broken("encode", e) from None
         if add_special:
             ids = (
                 ([self.bos_id] if self.bos_id is not None else [])
@@ -47,4 +64,10 @@ class HFJsonTokenizer:
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=True)
+        try:
+            return str(self.tok.decode(list(ids), skip_special_tokens=True))
+        except Exception as e:  # as in encode
+            raise self._broken("decode", e) from None
+
+    def _broken(self, what: str, e: Exception) -> FormatError:
+        return FormatError(f"{self.path}: the tokenizer cannot {what} ({_cause(e)})", _HINT)

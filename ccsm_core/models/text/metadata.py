@@ -16,6 +16,7 @@ import numpy as np
 
 from ... import schema
 from ...errors import FormatError
+from ...tensors import float32_values
 from ..config import LlamaConfig
 from .arch import EXTRA_NORMS, FusedArch, TextArch, need_tensor
 
@@ -24,6 +25,8 @@ MAX_LAYERS = 1 << 12
 MAX_WIDTH = 1 << 20  # embedding width, head size, feed-forward width
 MAX_CONTEXT = 1 << 31
 MAX_VOCAB = 1 << 24
+MAX_ROPE_BASE = 1e30
+ROPE_FACTORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 _HINT = "the GGUF file is broken; convert the model again"
 _MISSING = object()
 
@@ -52,6 +55,11 @@ class ArchMetadata:
 
     def positive(self, key: str, default: Any = _MISSING, *, high: float = 1e30) -> float:
         return schema.positive(self.raw(key, default), f"metadata {self.arch}.{key}", self.where, high=high, hint=_HINT)
+
+    def rope_base(self, key: str, default: Any = _MISSING) -> float:
+        """A RoPE frequency base: >= 1, so that every frequency is finite (real ones are 1e4..1e7)."""
+        name = f"metadata {self.arch}.{key}"
+        return schema.real(self.raw(key, default), name, self.where, low=1.0, high=MAX_ROPE_BASE, hint=_HINT)
 
 
 def stack_config(md: Mapping[str, Any], arch: TextArch, where: str) -> LlamaConfig:
@@ -86,7 +94,7 @@ def stack_config(md: Mapping[str, Any], arch: TextArch, where: str) -> LlamaConf
         intermediate_dim=m.count("feed_forward_length"),
         max_seq_len=m.count("context_length", 4096, high=MAX_CONTEXT),
         norm_eps=m.positive("attention.layer_norm_rms_epsilon", 1e-5, high=1.0),
-        rope_base=m.positive("rope.freq_base", 10000.0),
+        rope_base=m.rope_base("rope.freq_base", 10000.0),
         scale_factor=None,
         rope_interleaved=not arch.neox_rope,
         head_size=head_size if head_size * heads != dim else None,
@@ -144,6 +152,9 @@ def check_tensor_shapes(
     if "output.weight" in tensors:
         check("output.weight", tensors["output.weight"], (vocab_size, d))
     check("output_norm.weight", need_tensor(tensors, "output_norm.weight"), (d,))
+    for name in ROPE_FACTORS:
+        if name in tensors:
+            check_rope_factors(name, tensors[name], stack.head_dim, where)
     want = expected_layer_shapes(stack)
     fused = isinstance(arch, FusedArch)
     for i in range(stack.num_layers):
@@ -156,3 +167,13 @@ def check_tensor_shapes(
                 check(prefix + "ffn_up.weight", tensors[prefix + "ffn_up.weight"], (2 * stack.intermediate_dim, d))
         for key, t in arch.layer_weights(tensors, prefix, stack).items():
             check(str(getattr(t, "name", prefix + key)), t, want[key])
+
+
+def check_rope_factors(name: str, tensor: Any, head_dim: int, where: str) -> None:
+    """Per-pair RoPE divisors: ``head_dim / 2`` finite values in [1e-4, 1e4] (frequencies stay finite)."""
+    values = float32_values(tensor).reshape(-1)
+    if values.shape != (head_dim // 2,) or not np.all((values >= 1e-4) & (values <= 1e4)):
+        raise FormatError(
+            f"{where}: tensor {name!r} holds {values.size} RoPE factors, expected {head_dim // 2} in [1e-4, 1e4]",
+            _HINT,
+        )
