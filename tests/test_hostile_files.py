@@ -587,3 +587,26 @@ def test_damaged_mp3_noise_stays_off_stderr(tmp_path: Path, capfd: Any) -> None:
         with pytest.raises(CcsmError):
             read_audio(path)
     assert capfd.readouterr().err == ""
+
+
+def test_hostile_files_in_a_real_process(tmp_path: Path) -> None:
+    """A lying codes header and damaged MP3-like context audio, through the command in a process:
+    exit 2 and stderr exactly one ``error: ... (hint: ...)`` line (native notes included)."""
+    import subprocess
+    import sys
+
+    ccsm = [sys.executable, "-c", "from ccsm_core.cli import main; main()"]
+    codes = tmp_path / "c.npy"
+    codes.write_bytes(lying_npy("(10000000000, 32)"))
+    noise = tmp_path / "a.wav"
+    noise.write_bytes(b"\xff\xfb\x90\x64" + bytes(range(256)) * 12)
+    for args in (
+        ["decode", str(codes), "-o", str(tmp_path / "o.wav"), "--model", "demo"],
+        ["run", "Hi", "--model", "demo", "--context", "0", "hello", str(noise), "-o", str(tmp_path / "o.wav")],
+    ):
+        res = subprocess.run([*ccsm, *args], capture_output=True, cwd=tmp_path, timeout=120)
+        err = res.stderr.decode("utf-8", "replace")
+        lines = [line for line in err.splitlines() if not line.startswith("note: ")]
+        assert res.returncode == 2 and len(lines) == 1, err
+        assert lines[0].startswith("error: ") and "(hint: " in lines[0], err
+        assert not (tmp_path / "o.wav").exists()
