@@ -44,9 +44,10 @@ def entry_points() -> tuple[list[Any], list[BrokenDist]]:
     seen: set[str] = set()
     for dist in md.distributions():
         name = _name(dist)
-        if name is not None and normalize(name) in seen:
-            continue  # the same distribution further down sys.path
-        seen.add(normalize(name or ""))
+        if name is not None:
+            if normalize(name) in seen:
+                continue  # the same distribution further down sys.path
+            seen.add(normalize(name))
         try:
             eps.extend(ep for ep in dist.entry_points if ep.group == GROUP)
         except Exception as e:
