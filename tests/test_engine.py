@@ -110,3 +110,23 @@ def test_timeout_and_errors_end_only_their_request(speech):
         assert isinstance(list(engine.submit("speech", job("Fine.", 3)))[-1], Finished)
     finally:
         engine.stop()
+
+
+def test_text_requests_share_decode_steps_and_match_a_lone_run(tmp_path):
+    from ccsm_core.loading.text import load_text_model
+    from ccsm_core.testing.text_models import write_tiny_text
+    from ccsm_core.textgen import TextSession, TextSettings
+
+    loaded = load_text_model(write_tiny_text(tmp_path / "t.gguf", "llama", seed=2, context=512), "numpy")
+    prompts = [[0, 2, 3, 4], [0, 5, 6, 7, 8, 9]]
+    settings = [TextSettings(max_tokens=n, temperature=0.9, seed=i) for i, n in enumerate((30, 12))]
+    engine = Engine(text=loaded, max_active=2).start()
+    try:
+        tickets = [engine.submit("text", lambda lane, p=p, s=s: lane.stream(p, s)) for p, s in zip(prompts, settings)]
+        texts = ["".join(t) for t in tickets]
+        steps = engine._text_batch.steps
+    finally:
+        engine.stop()
+    alone = [TextSession(loaded).generate(p, s) for p, s in zip(prompts, settings)]
+    assert texts == [c.text for c in alone]
+    assert steps < sum(len(c.ids) for c in alone)  # the two requests were decoded together

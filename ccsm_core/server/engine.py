@@ -1,12 +1,13 @@
 """The serving engine: one worker thread owns the models; requests advance in turn.
 
-Each admitted request gets a *lane* (its own KV caches over the shared weights: a `Speech` or a
-`TextSession`) and an event iterator (`ccsm_core.pipeline.speak`, which yields after every
-frame, or `TextSession.stream`, after every token). The worker calls ``next`` on each active
-iterator in turn, so a new request starts streaming while a long one is still running. Speech
-lanes share one `ccsm_core.batching.FrameBatch`: the frame one request asks for is computed
-together with every other active request's next frame (one pass over the weights for all),
-and each request still gets exactly the frames it would get alone. At
+Each admitted request gets a *lane* (its own KV cache rows over the shared weights: a `Speech`
+or a `ccsm_core.text_batch.BatchedSession`) and an event iterator (`ccsm_core.pipeline.speak`,
+which yields after every frame, or the lane's ``stream``, after every text piece). The worker
+calls ``next`` on each active iterator in turn, so a new request starts streaming while a long
+one is still running. Speech lanes share one `ccsm_core.batching.FrameBatch` and text lanes one
+`ccsm_core.text_batch.TextBatch`: the frame (token) one request asks for is computed together
+with every other active request's next one (one pass over the weights for all), and each
+request still gets exactly what it would get alone. At
 most ``max_active`` run at once; up to ``max_queue`` more wait; beyond that `QueueFull`
 (HTTP 429). A cancelled or timed-out request is closed at its next turn (within one frame).
 
@@ -143,6 +144,7 @@ class Engine:
         self._active: list[Ticket] = []
         self._lanes: dict[int, Any] = {}
         self._batch: Any = None  # the speech lanes' shared FrameBatch, made with the first lane
+        self._text_batch: Any = None  # the text lanes' shared TextBatch, likewise
         self._cv = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -180,7 +182,7 @@ class Engine:
         self, kind: str, make: Callable[[Any], Iterator[Any]], *, loop: asyncio.AbstractEventLoop | None = None
     ) -> Ticket:
         """Queue a request: ``make(lane)`` returns its event iterator once it is admitted (a lane
-        is a `Speech` for "speech", a `TextSession` for "text"). Raises `QueueFull`."""
+        is a `Speech` for "speech", a `BatchedSession` for "text"). Raises `QueueFull`."""
         if kind not in self._free:
             raise UsageError(f"unknown request kind {kind!r}")
         if (self.speech if kind == "speech" else self.text) is None:
@@ -206,9 +208,11 @@ class Engine:
             if self._batch is None:
                 self._batch = FrameBatch(self.speech.generator.model, slots=self.max_active)
             return self.speech.lane(self._batch)
-        from ..textgen import TextSession
+        from ..text_batch import TextBatch
 
-        return TextSession(self.text)
+        if self._text_batch is None:
+            self._text_batch = TextBatch(self.text, slots=self.max_active)
+        return self._text_batch.lane()
 
     # -- the worker --------------------------------------------------------------------------
     def _run(self) -> None:
