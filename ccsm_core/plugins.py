@@ -301,9 +301,14 @@ class PluginManager:
         for kind in KINDS:
             self.registry(kind)
 
-    def _not_loaded(self) -> list[str]:
-        """``name (status)`` of every plugin that failed, conflicts or is incompatible."""
-        return [f"{r.name} ({r.status})" for r in self.records.values() if r.status in FAILING]
+    def _not_loaded(self, kind: str) -> list[str]:
+        """``name (status)`` of the plugins that failed, conflict or are incompatible and
+        provide ``kind`` (or might: those that failed before registering anything)."""
+        return [
+            f"{r.name} ({r.status})"
+            for r in self.records.values()
+            if r.status in FAILING and (kind in r.kinds or not r.kinds)
+        ]
 
     def unusable(self, kind: str) -> list[PluginRecord]:
         """The plugins that provide ``kind`` (or would, had they loaded) but are not ``ok``."""

@@ -16,11 +16,11 @@ S = TypeVar("S", bound=Spec)
 class Registry(Generic[S]):
     """The specs of one kind, by name. Two plugins registering one name make that name a conflict."""
 
-    def __init__(self, kind: str, not_loaded: Callable[[], list[str]] | None = None) -> None:
+    def __init__(self, kind: str, not_loaded: Callable[[str], list[str]] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, S] = {}
         # "name (status)" of the plugins that are not loaded: an unknown name may be theirs
-        self._not_loaded = not_loaded or (lambda: [])
+        self._not_loaded = not_loaded or (lambda kind: [])
 
     def add(self, entry: S) -> None:
         old = self._entries.get(entry.name)
@@ -55,9 +55,9 @@ class Registry(Generic[S]):
                 if close
                 else (f"known {self.kind}: {', '.join(sorted(self._entries)) or 'none'}")
             )
-            missing = self._not_loaded()
+            missing = self._not_loaded(self.kind)
             if missing:
-                hint += f"; not loaded: {', '.join(missing)} (see `ccsm plugins`)"
+                hint += f"; not loaded: {', '.join(missing)}, see `ccsm plugins`"
             raise PluginError(f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}", hint)
         if entry.conflict_with:
             others = ", ".join([entry.plugin, *entry.conflict_with])
