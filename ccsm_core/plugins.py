@@ -220,11 +220,12 @@ class PluginManager:
         foreign = owner is not None and any(normalize(d) != normalize(owner) for d in dists)
         taken = name in self.records  # by a plugin given directly or a broken distribution
         if len(eps) > 1 or foreign or taken:
-            claimants = sorted({*dists, *([owner] if foreign and owner else [])}, key=normalize)
-            problem = f"entry point {name!r} is provided by {' and '.join(claimants)}"
+            claimants = " and ".join(sorted({*dists, *([owner] if foreign and owner else [])}, key=normalize))
             if foreign:
-                problem += f"; the name belongs to {owner}"
-            elif taken:
+                problem = f"entry point {name!r} is provided by {claimants}; the name belongs to {owner}"
+            elif len(eps) > 1:
+                problem = f"entry point {name!r} is provided by {claimants}"
+            else:
                 problem = f"another plugin is already called {name!r}"
             for ep in eps:
                 key = f"{name} ({dist_name(ep)})"
