@@ -45,6 +45,8 @@ class AppliedWatermark:
             raise
         if marked.shape != np.shape(wave):
             raise call.fail(f"returned audio of shape {marked.shape} for audio of shape {np.shape(wave)}")
+        if not np.isfinite(marked).all():
+            raise call.fail("returned audio with NaN or infinite samples")
         return marked
 
     def stream(self, sample_rate: int) -> MarkStream | None:
@@ -92,6 +94,8 @@ class MarkStream:
     def _checked(out: np.ndarray, call: guarded) -> np.ndarray:
         if out.ndim != 1:
             raise call.fail(f"returned an array of shape {out.shape}, not samples of shape (n,)")
+        if not np.isfinite(out).all():
+            raise call.fail("returned NaN or infinite samples")
         return out
 
 

@@ -343,6 +343,9 @@ def test_watermark_stream_failures_name_the_plugin(plugin_manager):
     with pytest.raises(PluginError, match=r"flush\(\) of watermark 'm' returned an array of shape \(2, 2\)") as e:
         stream.flush()
     assert "--no-watermark" in e.value.hint
+    Marker.embed = lambda self, audio, rate, payload: audio * np.nan
+    with pytest.raises(PluginError, match=r"the embed\(\) of watermark 'm' returned audio with NaN"):
+        pick_watermarker().embed(np.zeros(10, np.float32), 24000)
 
 
 def test_unreadable_entry_points_fall_back_to_each_distribution(monkeypatch):
