@@ -157,7 +157,7 @@ class TextBatch:
         old, old_span = self._cache, self.span
         self.span = max(span, 2 * old_span if old is not None else span)
         self.span = min(_round_up(self.span), _round_up(self.context))
-        self._cache = self.model.new_cache(self.slots * self.span)
+        self._cache = self.model.new_cache(self.slots * self.span, self.context)  # each slot: the context
         self._graphs.clear()
         if old is not None:
             for seq in self._active:
@@ -200,10 +200,10 @@ class TextBatch:
         if capture is not None:
             windows = [max(windows)] * b
         rows = ((first + np.arange(b)) * span + positions).astype(np.int32)
-        per_seq = [model.stack.inputs(positions[j : j + 1], windows[j]) for j in range(b)]
-        args = (np.array([seq.pending for seq in seqs], np.int32), positions, rows, *sum(per_seq, []))
         cache = self._cache
         assert cache is not None
+        per_seq = [model.stack_for(cache).inputs(positions[j : j + 1], windows[j]) for j in range(b)]
+        args = (np.array([seq.pending for seq in seqs], np.int32), positions, rows, *sum(per_seq, []))
         fn = partial(_decode_rows, model, cache, [(first + j) * span for j in range(b)])
         if capture is None:
             return be.to_numpy(fn(*(be.asarray(a) for a in args))[0])
@@ -219,7 +219,9 @@ def _decode_rows(model: Any, cache: KVCache, starts: list[int], *inputs: Tensor)
     x = be.embedding(model.embeddings, ids)
     if model.cfg.embed_scale is not None:
         x = be.scale(x, model.cfg.embed_scale)
-    h = model.stack.batch_step(x, pos, rows, [rest[j * per : (j + 1) * per] for j in range(b)], cache, starts)
+    h = model.stack_for(cache).batch_step(
+        x, pos, rows, [rest[j * per : (j + 1) * per] for j in range(b)], cache, starts
+    )
     return [matmul_rows(be, h, model.output)]
 
 

@@ -131,6 +131,23 @@ def test_longrope_takes_the_long_factors_beyond_the_original_context(reference_b
         assert session.cache.capacity < 257 and model.stack_for(session.cache) is stack
 
 
+def test_longrope_batch_decodes_as_alone(reference_backend):
+    """Completions decoded together in a `TextBatch` run LongRoPE's long factors as each alone."""
+    from ccsm_core.text_batch import TextBatch
+    from ccsm_core.textgen import TextSession, TextSettings
+
+    loaded = load_text_model(FIXTURES / "phi3-longrope.gguf", reference_backend, kv_dtype="float32")
+    prompts = [[0, 2, 3, 16, 4], [0, 5, 6, 17, 7, 8, 9]]
+    settings = TextSettings(max_tokens=12, temperature=0.0)
+    alone = [TextSession(loaded, context=64).generate(p, settings).ids for p in prompts]
+    batch = TextBatch(loaded, slots=2, context=64)
+    streams = [batch.stream(p, settings) for p in prompts]
+    for stream in streams:
+        for _ in stream:
+            pass
+    assert [s.last.ids for s in streams] == alone
+
+
 @pytest.mark.parametrize(
     "key, value, message",
     [
