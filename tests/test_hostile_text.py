@@ -341,3 +341,28 @@ def test_tokenizer_json_the_library_cannot_run(tmp_path):
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(FormatError, match="nested"):
         HFJsonTokenizer(path)
+
+
+def test_ids_outside_the_vocabulary_and_fifos(tmp_path):
+    from ccsm_core.errors import UsageError
+    from ccsm_core.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(write_tokenizer_json(tmp_path))
+    for ids in ([1 << 40], [-1]):
+        with pytest.raises(UsageError, match="outside the vocabulary"):
+            tok.decode(ids)
+    fifo = tmp_path / "tokenizer.model"
+    os.mkfifo(fifo)
+    from ccsm_core.tokenizers.sentencepiece_model import SentencePieceTokenizer
+
+    with pytest.raises(CcsmError, match="is a FIFO"):
+        SentencePieceTokenizer(fifo)
+
+
+def write_tokenizer_json(tmp_path):
+    import json
+
+    model = {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps({"version": "1.0", "model": model}))
+    return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import FormatError
+from ..errors import FormatError, UsageError
 from ..limits import loads_json, regular_file
 
 BOS_NAMES = ("<|begin_of_text|>", "<s>", "<bos>", "<|endoftext|>")
@@ -64,8 +64,15 @@ class HFJsonTokenizer:
         return ids
 
     def decode(self, ids: list[int]) -> str:
+        ids = [int(i) for i in ids]
+        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise UsageError(
+                f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})",
+                "the ids come from another model",
+            )
         try:
-            return str(self.tok.decode(list(ids), skip_special_tokens=True))
+            return str(self.tok.decode(ids, skip_special_tokens=True))
         except Exception as e:  # as in encode
             raise self._broken("decode", e) from None
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import FormatError
+from ..errors import FormatError, UsageError
+from ..limits import regular_file
 
 
 class SentencePieceTokenizer:
@@ -13,7 +14,7 @@ class SentencePieceTokenizer:
     def __init__(self, path: str | Path) -> None:
         import sentencepiece as spm
 
-        self.path = Path(path)
+        self.path = regular_file(path, "tokenizer file")  # the C++ reader would block on a FIFO
         self.sp = spm.SentencePieceProcessor()
         try:
             self.sp.Load(str(self.path))
@@ -36,4 +37,11 @@ class SentencePieceTokenizer:
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        return self.sp.decode(list(ids))
+        ids = [int(i) for i in ids]
+        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise UsageError(
+                f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})",
+                "the ids come from another model",
+            )
+        return str(self.sp.decode(ids))
