@@ -610,3 +610,11 @@ def test_hostile_files_in_a_real_process(tmp_path: Path) -> None:
         assert res.returncode == 2 and len(lines) == 1, err
         assert lines[0].startswith("error: ") and "(hint: " in lines[0], err
         assert not (tmp_path / "o.wav").exists()
+
+
+def test_hf_config_nulls_mean_the_default() -> None:
+    from ccsm_core.loading.hf_folder import config_count, config_real
+
+    assert config_count({"head_dim": None}, "head_dim", "c", 64) == 64
+    assert config_real({"rope_theta": None}, "rope_theta", "c", 1e4) == 1e4
+    check_error(lambda: config_count({"hidden_size": None}, "hidden_size", "c"), "hidden_size = None")

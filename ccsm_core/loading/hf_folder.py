@@ -71,11 +71,19 @@ def open_shards(folder: Path) -> WeightSource:
 _CONFIG_HINT = "restore the model's config.json"
 
 
+def _value(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``cfg[key]``; transformers writes unset fields as null, which means ``default`` too."""
+    value = cfg.get(key)
+    return default if value is None else value
+
+
 def config_count(cfg: Mapping[str, Any], key: str, where: str, default: Any = None, low: int = 1) -> int:
-    """``cfg[key]`` as an int in ``low..schema.MAX_COUNT`` (`schema.count`), else `FormatError`."""
-    return schema.count(cfg.get(key, default), key, where, low=low, hint=_CONFIG_HINT)
+    """``cfg[key]`` (null or absent: ``default``) as an int in ``low..schema.MAX_COUNT``
+    (`schema.count`), else `FormatError`."""
+    return schema.count(_value(cfg, key, default), key, where, low=low, hint=_CONFIG_HINT)
 
 
 def config_real(cfg: Mapping[str, Any], key: str, where: str, default: Any = None) -> float:
-    """``cfg[key]`` as a positive finite float (`schema.positive`), else `FormatError`."""
-    return schema.positive(cfg.get(key, default), key, where, hint=_CONFIG_HINT)
+    """``cfg[key]`` (null or absent: ``default``) as a positive finite float (`schema.positive`),
+    else `FormatError`."""
+    return schema.positive(_value(cfg, key, default), key, where, hint=_CONFIG_HINT)
