@@ -1,7 +1,11 @@
 """The plugin manager: built-in plugins plus entry points of the group ``ccsm``.
 
-Loading is defensive: a plugin that fails to import, register or that uses an unknown hook is
-recorded as ``failed`` with its cause and the others keep working. Environment variables:
+Loading is defensive: a plugin that fails to import or register (whatever it raises,
+``SystemExit`` included; see `ccsm_core.plugin_code`), uses an unknown hook, replaces a command
+or has malformed metadata (`ccsm_core.plugin_dists`) is recorded as ``failed`` with its cause
+and the others keep working. An entry point named like a built-in (``ccsm.*``) or a plugin
+shipped with ccsm (`CORE_PLUGINS`) from another distribution is a ``conflict``. Environment
+variables:
 ``CCSM_LOAD_PLUGINS`` (comma list of distributions to load; empty loads none),
 ``CCSM_DISABLE_PLUGINS`` (comma list of plugin names to skip), ``CCSM_STRICT_PLUGINS=1``
 (re-raise plugin errors), ``CCSM_TRACE_PLUGINS=1`` (log registrations to stderr).
