@@ -377,7 +377,7 @@ def run_llama_cpp_speech_one(
                 ("decoder", cfg.decoder, cfg.audio_num_codebooks),
             ):
                 path = write_llama_stack(Path(tmp) / f"{part}.gguf", c, cfg.audio_vocab_size, dtype.upper(), rng)
-                stacks.append(_LlamaCppStack(lc, path, n, n_ctx, extra))
+                stacks.append(LlamaCppContext(lc, path, n, n_ctx, extra))
             load_s = time.perf_counter() - t0
             backbone, decoder = stacks
             backbone.decode(list(range(prompt)), 0)
@@ -413,17 +413,18 @@ def llama_cpp_extra_bufts(lc: Any) -> bool:
     return b"AMX_INT8 = 1" not in lc.llama_print_system_info()
 
 
-class _LlamaCppStack:
+class LlamaCppContext:
     """One model and context of llama.cpp's C API (flash attention on, as its tools default to
-    on CPUs), fed token by token."""
+    on CPUs) for up to ``n_seq`` sequences, fed token by token (`decode`) or one token of each
+    sequence at once (`decode_rows`)."""
 
     _quiet: Any = None  # llama.cpp's log callback, kept alive
 
-    def __init__(self, lc: Any, path: Path, threads: int, n_ctx: int, extra_bufts: bool) -> None:
+    def __init__(self, lc: Any, path: Path, threads: int, n_ctx: int, extra_bufts: bool, n_seq: int = 1) -> None:
         self.lc = lc
-        if _LlamaCppStack._quiet is None:
-            _LlamaCppStack._quiet = lc.llama_log_callback(lambda _level, _text, _user: None)
-            lc.llama_log_set(_LlamaCppStack._quiet, None)
+        if LlamaCppContext._quiet is None:
+            LlamaCppContext._quiet = lc.llama_log_callback(lambda _level, _text, _user: None)
+            lc.llama_log_set(LlamaCppContext._quiet, None)
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
         mparams.use_extra_bufts = extra_bufts
@@ -432,6 +433,7 @@ class _LlamaCppStack:
             raise UsageError(f"llama.cpp could not load {path.name}", "update llama-cpp-python")
         cparams = lc.llama_context_default_params()
         cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = max(n_ctx, 32), 512, 512
+        cparams.n_seq_max = n_seq
         cparams.n_threads = cparams.n_threads_batch = threads
         cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.ctx = lc.llama_init_from_model(self.model, cparams)
@@ -451,6 +453,24 @@ class _LlamaCppStack:
             if lc.llama_decode(self.ctx, batch) != 0:
                 raise UsageError("llama.cpp failed to decode", "report this as a bug")
             lc.llama_get_logits_ith(self.ctx, -1)
+        finally:
+            lc.llama_batch_free(batch)
+
+    def decode_rows(self, tokens: list[int], positions: list[int], seqs: list[int]) -> np.ndarray:
+        """Token ``tokens[i]`` of sequence ``seqs[i]`` at ``positions[i]``, all in one batch; the
+        logits ``[len(tokens), vocab]`` after each."""
+        lc, n = self.lc, len(tokens)
+        batch = lc.llama_batch_init(n, 0, 1)
+        try:
+            batch.n_tokens = n
+            for i, (tok, pos, seq) in enumerate(zip(tokens, positions, seqs)):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, pos, 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = True
+            if lc.llama_decode(self.ctx, batch) != 0:
+                raise UsageError("llama.cpp failed to decode", "report this as a bug")
+            vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self.model))
+            return np.ctypeslib.as_array(lc.llama_get_logits(self.ctx), shape=(n, vocab)).copy()
         finally:
             lc.llama_batch_free(batch)
 

@@ -7,6 +7,12 @@ that a change in the machine's load falls on every count alike. One step makes a
 stream of its batch. Reported per count: seconds per step (each stream's seconds per frame),
 aggregate frames per second (``N`` / step), and both relative to one stream. Mimi decoding is
 per stream and not part of a step.
+
+Text (`run_text_streams_all`): a GGUF text model decodes ``N`` sequences together
+(`ccsm_core.text_batch.TextBatch`, greedy, end-of-generation tokens banned so no sequence ends),
+each after its own random prompt; a step is one token of every sequence, sampling included.
+``llama.cpp`` among the backends decodes the same way through its C API (one batch of ``N``
+tokens, one per sequence, the next tokens picked by argmax), for a ratio in the same run.
 """
 
 from __future__ import annotations
@@ -87,6 +93,103 @@ def run_streams_one(
     return out
 
 
+def run_text_streams_one(
+    backend: str, model: str, counts: list[int], n_prompt: int, n_gen: int, warmup: int, threads: int | None
+) -> list[dict[str, Any]]:
+    """Median seconds per decode step (one token of every sequence) for each count, in turns."""
+    from .bench import LLAMA_CPP
+
+    prompts = [[int(t) for t in np.random.default_rng(i).integers(10, 30000, n_prompt)] for i in range(max(counts))]
+    total = warmup + n_gen
+    if backend == LLAMA_CPP:
+        times = _llama_cpp_text_steps(model, counts, prompts, total, threads)
+    else:
+        times = _ccsm_text_steps(backend, model, counts, prompts, total, threads)
+    out = []
+    for count in counts:
+        step_s = statistics.median(times[count][warmup:])
+        out.append(
+            {
+                "backend": backend,
+                "model": model,
+                "threads": threads,
+                "streams": count,
+                "tokens": n_gen,
+                "step_s_median": step_s,
+                "tokens_per_s": count / step_s,
+            }
+        )
+    return out
+
+
+def _ccsm_text_steps(
+    backend: str, model: str, counts: list[int], prompts: list[list[int]], total: int, threads: int | None
+) -> dict[int, list[float]]:
+    from .backends import get_backend
+    from .loading.text import load_text_model
+    from .text_batch import TextBatch
+    from .textgen import TextSettings
+
+    be = get_backend(backend, **({"threads": threads} if threads else {}))
+    loaded = load_text_model(model, be)
+    tok = loaded.tokenizer
+    ends = set(getattr(tok, "eog_ids", ()) or ()) | ({tok.eos_id} - {None})
+    settings = TextSettings(max_tokens=total + 2, temperature=0.0, logit_bias={i: -np.inf for i in ends})
+    batches = {}
+    for count in counts:
+        tb = TextBatch(loaded, slots=count, context=len(prompts[0]) + total + 4)
+        batches[count] = (tb, [tb.stream(prompts[i], settings) for i in range(count)])
+        tb.step()  # admits every sequence (prefill) and decodes its first token
+    times: dict[int, list[float]] = {c: [] for c in counts}
+    for _ in range(total):
+        for count, (tb, _) in batches.items():
+            t0 = time.perf_counter()
+            tb.step()
+            times[count].append(time.perf_counter() - t0)
+    return times
+
+
+def _llama_cpp_text_steps(
+    model: str, counts: list[int], prompts: list[list[int]], total: int, threads: int | None
+) -> dict[int, list[float]]:
+    import os
+    from pathlib import Path
+
+    from .bench import LlamaCppContext, llama_cpp_extra_bufts
+    from .errors import UsageError
+
+    try:
+        import llama_cpp as lc
+    except ImportError:
+        raise UsageError("llama.cpp is not installed", "pip install llama-cpp-python; ccsm does not need it") from None
+    n, extra = threads or os.cpu_count() or 1, llama_cpp_extra_bufts(lc)
+    n_prompt = len(prompts[0])
+    runs: dict[int, Any] = {}
+    state: dict[int, tuple[list[int], int]] = {}
+    try:
+        for count in counts:
+            ctx = LlamaCppContext(lc, Path(model), n, count * (n_prompt + total + 4), extra, n_seq=count)
+            runs[count] = ctx
+            last = [
+                int(np.argmax(ctx.decode_rows(prompts[j], list(range(n_prompt)), [j] * n_prompt)[-1]))
+                for j in range(count)
+            ]
+            state[count] = (last, n_prompt)
+        times: dict[int, list[float]] = {c: [] for c in counts}
+        for _ in range(total):
+            for count, ctx in runs.items():
+                toks, pos = state[count]
+                t0 = time.perf_counter()
+                logits = ctx.decode_rows(toks, [pos] * count, list(range(count)))
+                toks = [int(i) for i in np.argmax(logits, axis=1)]
+                times[count].append(time.perf_counter() - t0)
+                state[count] = (toks, pos + 1)
+    finally:
+        for ctx in runs.values():
+            ctx.close()
+    return times
+
+
 def run_streams_all(
     backends: list[str],
     types: list[str],
@@ -122,6 +225,46 @@ def run_streams_all(
     return results
 
 
+def run_text_streams_all(
+    backends: list[str],
+    model: str,
+    counts: list[int],
+    n_prompt: int,
+    n_gen: int,
+    warmup: int,
+    threads: list[int | None],
+    progress: Any = None,
+) -> list[dict[str, Any]]:
+    """Every (backend, threads) in a fresh interpreter; each count relative to one sequence
+    measured in the same rounds, and to llama.cpp's figure at the same count when it ran."""
+    from .bench import LLAMA_CPP, _child
+
+    results = []
+    wanted = sorted(set([1, *counts]))
+    for backend in backends:
+        for n in threads:
+            if progress:
+                progress(f"{backend}{f', {n} threads' if n else ''}: {', '.join(map(str, wanted))} sequences")
+            cmd = [sys.executable, "-m", "ccsm_core.bench_streams", "--text", backend, model]
+            cmd += [",".join(map(str, wanted)), str(n_prompt), str(n_gen), str(warmup), str(n or 0)]
+            got = _child(cmd, {"backend": backend, "model": model, "threads": n})
+            if "error" in got:
+                results += [{**got, "streams": c} for c in counts]
+                continue
+            rows = {r["streams"]: r for r in got["rows"]}
+            for c in counts:
+                r = rows[c]
+                r["speedup"] = r["tokens_per_s"] / rows[1]["tokens_per_s"]
+                r["peak_rss_mb"] = got["peak_rss_mb"]
+                results.append(r)
+    ref = {(r["threads"], r["streams"]): r for r in results if r["backend"] == LLAMA_CPP and "error" not in r}
+    for r in results:
+        other = ref.get((r["threads"], r["streams"]))
+        if other is not None and "error" not in r and r["backend"] != LLAMA_CPP:
+            r["vs_llama_cpp"] = r["tokens_per_s"] / other["tokens_per_s"]
+    return results
+
+
 if __name__ == "__main__":  # one configuration, JSON on stdout (used by run_streams_all)
     import json
 
@@ -129,8 +272,13 @@ if __name__ == "__main__":  # one configuration, JSON on stdout (used by run_str
     from .errors import CcsmError
 
     try:
-        b, ty, cnts, n, w, th, sh = sys.argv[1:8]
-        rows = run_streams_one(b, ty, [int(c) for c in cnts.split(",")], int(n), int(w), int(th) or None, sh)
+        if sys.argv[1] == "--text":
+            b, mdl, cnts, n_p, n_g, w, th = sys.argv[2:9]
+            counts = [int(c) for c in cnts.split(",")]
+            rows = run_text_streams_one(b, mdl, counts, int(n_p), int(n_g), int(w), int(th) or None)
+        else:
+            b, ty, cnts, n, w, th, sh = sys.argv[1:8]
+            rows = run_streams_one(b, ty, [int(c) for c in cnts.split(",")], int(n), int(w), int(th) or None, sh)
         print(json.dumps({"rows": rows, "peak_rss_mb": peak_rss_mb()}))
     except CcsmError as e:
         print(e.one_line(), file=sys.stderr)

@@ -252,4 +252,17 @@ def test_streams_bench_reports_each_count_against_one_stream(cli_runner):
     assert row["frames_per_s"] == pytest.approx(3 / row["step_s_median"])
     assert row["speedup"] > 0 and row["per_stream_vs_one"] > 0
     res = cli_runner.invoke(cli, ["bench", "--streams", "2", "--ttfa"])
-    assert res.exit_code == 2 and "--streams measures batched speech" in res.output
+    assert res.exit_code == 2 and "--streams measures batched generation" in res.output
+
+
+def test_text_streams_bench_reports_each_count_against_one_sequence(cli_runner, tmp_path):
+    from ccsm_core.testing.text_models import write_tiny_text
+
+    model = write_tiny_text(tmp_path / "t.gguf", "llama", context=256)
+    args = ["bench", "--streams", "3", "--model", str(model), "--backend", "numpy", "--prompt-tokens", "5"]
+    res = cli_runner.invoke(cli, [*args, "--gen-tokens", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    assert row["streams"] == 3 and row["backend"] == "numpy" and "error" not in row
+    assert row["tokens_per_s"] == pytest.approx(3 / row["step_s_median"])
+    assert row["speedup"] > 0 and "vs_llama_cpp" not in row  # llama.cpp was not asked for

@@ -192,8 +192,9 @@ def inspect(path: str, as_json: bool, tensors: bool) -> None:
     "streams",
     multiple=True,
     type=click.IntRange(min=1, max=64),
-    help="Speech: generate this many utterances together (batched) and report aggregate frames/s and "
-    "per-stream s/frame against one stream; repeat for several, e.g. --streams 4 --streams 8.",
+    help="Generate this many utterances (with --model: text sequences) together, batched, and report "
+    "aggregate frames/s (tokens/s) and per-stream time against one stream; repeat for several, "
+    "e.g. --streams 4 --streams 8.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
 def bench(
@@ -230,9 +231,15 @@ def bench(
     names = _bench_backends(backends)
     thread_counts = threads or [None]
     progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
+    if streams and text_model is not None:
+        if ttfa:
+            raise UsageError("--ttfa measures speech", "drop --model (a text model) or --ttfa")
+        run_text = (str(_text_model_path(text_model)), list(streams), thread_counts, prompt_tokens, gen_tokens)
+        _bench_text_streams(names, *run_text, background_load, as_json)
+        return
     if streams:
-        if ttfa or text_model is not None:
-            raise UsageError("--streams measures batched speech", "drop --ttfa and --model, or --streams")
+        if ttfa:
+            raise UsageError("--streams measures batched generation, not time to first audio", "drop --ttfa")
         run = (list(types) or ["q4_0"], list(streams), thread_counts, shape, frames, warmup)
         _bench_streams(names, *run, background_load, as_json)
         return
@@ -398,6 +405,50 @@ def _bench_streams(
                 f"{r['speedup']:.2f}x" if "speedup" in r else "-",
                 f"{r['per_stream_vs_one']:.2f}x one stream" if "per_stream_vs_one" in r else "-",
             )
+        )
+    print_table(rows)
+
+
+def _bench_text_streams(
+    names: list[str],
+    model: str,
+    counts: list[int],
+    threads: list[int | None],
+    prompt_tokens: int,
+    gen_tokens: int,
+    load: int,
+    as_json: bool,
+) -> None:
+    """`ccsm bench --model M --streams`: a row per backend and sequence count."""
+    import json
+    from pathlib import Path
+
+    from .. import bench as b
+    from ..bench_streams import run_text_streams_all
+
+    progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
+    with b.background_load(load):
+        results = run_text_streams_all(names, model, counts, prompt_tokens, gen_tokens, 3, threads, progress)
+    for r in results:
+        r["background_load"] = load
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+        return
+    click.echo(
+        f"{Path(model).name}: sequences decoded together after a {prompt_tokens}-token prompt each, greedy; "
+        f"median of {gen_tokens} steps after 3 warm-up; one step decodes one token of every sequence"
+        + (f"; {load} busy processes beside it" if load else "")
+    )
+    rows = [("BACKEND", "THREADS", "SEQUENCES", "S/STEP", "TOKENS/S", "VS 1 SEQUENCE", "VS LLAMA.CPP")]
+    for r in results:
+        n = str(r.get("threads") or "auto")
+        if "error" in r:
+            rows.append((r["backend"], n, str(r["streams"]), "error: " + r["error"], "", "", ""))
+            continue
+        vs = f"{r['vs_llama_cpp']:.2f}x" if "vs_llama_cpp" in r else "-"
+        speedup = f"{r['speedup']:.2f}x"
+        rows.append(
+            (r["backend"], n, str(r["streams"]), f"{r['step_s_median']:.4f}", f"{r['tokens_per_s']:.1f}", speedup, vs)
         )
     print_table(rows)
 
