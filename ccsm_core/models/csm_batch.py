@@ -20,8 +20,9 @@ import numpy as np
 
 from ..backends.base import Replays, Tensor, matmul_rows
 from ..errors import GenerationError
+from ..limits import check_allocation
 from .config import DECODER_CACHE
-from .csm import BACKBONE_WINDOW, CSM
+from .csm import BACKBONE_WINDOW, CSM, cache_bytes
 from .llama import KVCache, causal_mask
 
 MAX_CAPTURED = 48  # captured batch graphs kept (least recently used dropped first)
@@ -33,6 +34,9 @@ class BatchCaches:
     def __init__(self, model: CSM, slots: int) -> None:
         self.model, self.slots = model, slots
         self.span = model.cfg.backbone.max_seq_len
+        cfg = model.cfg
+        need = cache_bytes(cfg.backbone, slots * self.span) + cache_bytes(cfg.decoder, slots * DECODER_CACHE)
+        check_allocation(need, f"the KV caches of {slots} streams", "batch fewer streams at once")
         self.backbone = model.backbone.new_cache(slots * self.span, window_multiple=BACKBONE_WINDOW)
         self.decoder = model.decoder.new_cache(slots * DECODER_CACHE)
         self.graphs = Replays(model.be, MAX_CAPTURED)
