@@ -618,3 +618,12 @@ def test_hf_config_nulls_mean_the_default() -> None:
     assert config_count({"head_dim": None}, "head_dim", "c", 64) == 64
     assert config_real({"rope_theta": None}, "rope_theta", "c", 1e4) == 1e4
     check_error(lambda: config_count({"hidden_size": None}, "hidden_size", "c"), "hidden_size = None")
+
+
+def test_batch_caches_are_checked_against_the_memory_budget(monkeypatch: Any) -> None:
+    from ccsm_core.models.csm_batch import BatchCaches
+    from ccsm_core.speech import load_speech
+
+    model = load_speech("demo", "numpy").generator.model
+    monkeypatch.setattr(limits, "_budget", 8 << 20)
+    check_error(lambda: BatchCaches(model, 4096), "the KV caches of 4096 streams would need")
