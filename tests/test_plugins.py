@@ -447,3 +447,45 @@ def test_registered_names_are_plain(with_eps, name):
     pm = with_eps(FakeEP("names", module("names", register_samplers=register_samplers), "names"))
     pm.registry("samplers")
     assert pm.records["names"].status == "failed" and "printable characters without spaces" in pm.records["names"].error
+
+
+def test_any_distribution_metadata_leaves_the_cli_working(monkeypatch, cli_runner):
+    """Property: whatever names, values, versions and requirements the entry points carry, the
+    manager is built, every entry point has a record, and `ccsm plugins` prints its table."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+    requirement = st.one_of(text, text.map(lambda t: "ccsm" + t))
+    name = st.one_of(text, st.sampled_from(["ccsm.formats", "ccsm_watermark", "acme", ""]))
+    entry = st.tuples(name, text, st.one_of(st.none(), text), st.lists(requirement, max_size=3))
+
+    class Dist:
+        def __init__(self, name, version, requires):
+            self.metadata, self.version, self.requires = {"Name": name}, version, requires
+
+    class EP:
+        group = "ccsm"
+
+        def __init__(self, i, name, value, version, requires):
+            self.name, self.value, self.dist = name, value, Dist(f"d{i}-{name}", version, requires)
+
+        def load(self):
+            return sampler_plugin(f"s{abs(hash(self.name))}")
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(entry, max_size=4))
+    def check(entries):
+        eps = [EP(i, *e) for i, e in enumerate(entries)]
+        monkeypatch.setattr("ccsm_core.plugins.md.entry_points", lambda group: eps)
+        monkeypatch.setattr("ccsm_core.plugins._manager", None)
+        from ccsm_core.plugins import get_plugin_manager
+
+        pm = get_plugin_manager()
+        pm.build_all()
+        shown = {r.entry_point for r in pm.records.values()}
+        assert all(f"{ep.name} = {ep.value}" in shown for ep in eps)
+        res = cli_runner.invoke(cli, ["plugins"])
+        assert res.exit_code == 0 and res.exception is None, res.output
+
+    check()
