@@ -13,6 +13,7 @@ EXAMPLES = {
     "csm-config": 80,
     "mimi-config": 150,
     "wav": 150,
+    "codes-npy": 200,
     "voice": 300,
 }
 

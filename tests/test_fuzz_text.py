@@ -9,8 +9,10 @@ import pytest
 from ccsm_core.testing.fuzz.properties import check_target
 
 EXAMPLES = {
+    "gguf-text": 100,
     "hf-config": 100,
     "tokenizer-json": 100,
+    "tokenizer-config": 100,
     "sentencepiece": 200,
 }
 
