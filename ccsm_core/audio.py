@@ -44,7 +44,7 @@ def read_audio(path: str | Path, rate: int = SAMPLE_RATE, *, max_seconds: float 
     """A file as mono float32 at ``rate`` Hz (channels averaged, resampled with soxr).
 
     The sample rate, channel count and duration (at most ``max_seconds``) are checked, and the
-    result's size against the memory budget, before a sample is read; long files are read,
+    result's size against the memory budget, before a sample is read; the file is then read,
     mixed and resampled block by block."""
     import soundfile as sf
 
@@ -64,16 +64,14 @@ def read_audio(path: str | Path, rate: int = SAMPLE_RATE, *, max_seconds: float 
                     "trim the recording (a context turn needs a few seconds)",
                 )
             check_allocation(
-                frames * 4 * (rate / sr + 1) + BLOCK_FRAMES * channels * 8, f"reading {p}", "trim the recording"
+                frames * 4 * rate / sr + BLOCK_FRAMES * (channels + 8) * 8, f"reading {p}", "trim the recording"
             )
-            mono = _read_mono(f, p, limit)
+            wave = _read_resampled(f, p, limit, rate)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise FormatError(f"{p}: cannot read audio ({e})", "use WAV, FLAC or OGG") from None
-    if mono.size == 0:
+    if wave.size == 0:
         raise FormatError(f"{p}: the audio is empty", "give a recording of the context turn")
-    if sr == rate or mono.size <= BLOCK_FRAMES:
-        return resample(mono, sr, rate)
-    return _resample_blocks(mono, sr, rate)
+    return wave
 
 
 @contextlib.contextmanager
@@ -96,9 +94,13 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(null)
 
 
-def _read_mono(f: Any, p: Path, limit: int) -> np.ndarray:
-    """Every sample of the open SoundFile ``f``, mixed to mono, block by block (at most ``limit``
-    frames, whatever its header said)."""
+def _read_resampled(f: Any, p: Path, limit: int, rate: int) -> np.ndarray:
+    """Every sample of the open SoundFile ``f`` (at most ``limit`` frames, whatever its header
+    said), mixed to mono and resampled to ``rate`` block by block: only the result and one
+    block are held. The streamed resampler gives exactly what `resample` gives at once."""
+    import soxr
+
+    stream = None if f.samplerate == rate else soxr.ResampleStream(f.samplerate, rate, 1, "float32", "VHQ")
     out, total = [], 0
     for block in f.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
         if not np.isfinite(block).all():
@@ -106,20 +108,11 @@ def _read_mono(f: Any, p: Path, limit: int) -> np.ndarray:
         total += len(block)
         if total > limit:
             raise UsageError(f"{p}: the audio is longer than its header said", "re-export the recording")
-        out.append(block.mean(axis=1, dtype=np.float32))
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
-def _resample_blocks(wave: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
-    """`resample` through a stream, block by block, so the resampler's memory stays bounded."""
-    import soxr
-
-    stream = soxr.ResampleStream(src_rate, dst_rate, 1, dtype="float32", quality="VHQ")
-    parts = []
-    for start in range(0, wave.size, BLOCK_FRAMES):
-        end = start + BLOCK_FRAMES
-        parts.append(stream.resample_chunk(wave[start:end], last=end >= wave.size))
-    return np.concatenate(parts).astype(np.float32, copy=False)
+        mono = block.mean(axis=1, dtype=np.float32)
+        out.append(mono if stream is None else stream.resample_chunk(mono))
+    if stream is not None and total:
+        out.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, np.float32)
 
 
 def audio_format(path: str) -> str:

@@ -498,7 +498,7 @@ def test_implausible_sample_rate_refused_before_resampling(tmp_path: Path, rate:
 def test_audio_longer_than_allowed_is_refused_before_reading(tmp_path: Path, monkeypatch: Any) -> None:
     from ccsm_core import audio
 
-    monkeypatch.setattr(audio, "_read_mono", lambda *a: pytest.fail("read"))
+    monkeypatch.setattr(audio, "_read_resampled", lambda *a: pytest.fail("read"))
     path = wav_claiming(tmp_path / "a.wav", 8000, seconds=3.0)
     check_error(lambda: audio.read_audio(path, max_seconds=2.0), "more than the 2 s")
 
@@ -627,3 +627,22 @@ def test_batch_caches_are_checked_against_the_memory_budget(monkeypatch: Any) ->
     model = load_speech("demo", "numpy").generator.model
     monkeypatch.setattr(limits, "_budget", 8 << 20)
     check_error(lambda: BatchCaches(model, 4096), "the KV caches of 4096 streams would need")
+
+
+def test_reading_audio_holds_the_result_and_one_block(tmp_path: Path) -> None:
+    """20 s of 384 kHz silence in a small FLAC: read at 24 kHz (1.9 MB) without holding the
+    30 MB it decodes to at its own rate."""
+    import tracemalloc
+
+    import soundfile as sf
+
+    from ccsm_core.audio import read_audio
+
+    sf.write(str(tmp_path / "a.flac"), np.zeros(384_000 * 20, np.int16), 384_000, subtype="PCM_16")
+    tracemalloc.start()
+    try:
+        wave = read_audio(tmp_path / "a.flac")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert wave.shape == (24_000 * 20,) and peak < 16 << 20, peak
