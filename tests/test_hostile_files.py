@@ -91,7 +91,12 @@ def test_hostile_safetensors_header(tmp_path: Path, case: str) -> None:
 
 
 def test_good_safetensors_still_load(tmp_path: Path) -> None:
-    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(0, np.int64), "c": np.ones(3, np.int8)}
+    arrays = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": np.zeros(0, np.int64),
+        "c": np.ones(3, np.int8),
+        "d": np.zeros((1000, 0), np.float64),
+    }
     save_safetensors(tmp_path / "m.safetensors", arrays, {"format": "pt"})
     src = load_safetensors(tmp_path / "m.safetensors")
     assert src.metadata == {"format": "pt"}

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..limits import loads_json, regular_file
+from ..schema import MAX_COUNT
 from ..tensors import PLAIN_DTYPES, TensorData, WeightSource
 
 _ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "I16": 2, "I32": 4, "I64": 8, "U8": 1, "BOOL": 1}
@@ -66,31 +67,34 @@ def check_metadata(value: Any, where: str) -> dict[str, str]:
 
 def check_entry(name: str, info: Any, data_size: int, where: str) -> tuple[str, tuple[int, ...], int, int]:
     """One tensor's ``(dtype, shape, start, end)``, every field checked against the data size."""
+    what = f"{where}: tensor {_quoted(name)}"
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
-        raise FormatError(f"{where}: tensor {name!r} has a malformed header entry", _HINT)
+        raise FormatError(f"{what} has a malformed header entry", _HINT)
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
         shown = dtype if isinstance(dtype, str) and len(dtype) <= 16 else type(dtype).__name__
-        raise FormatError(
-            f"{where}: tensor {name!r} has unsupported dtype {shown}", "supported: " + ", ".join(_ITEMSIZE)
-        )
-    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_count(d, data_size) for d in shape):
-        raise FormatError(f"{where}: tensor {name!r} has a malformed shape (not {MAX_DIMS} or fewer counts)", _HINT)
+        raise FormatError(f"{what} has unsupported dtype {shown}", "supported: " + ", ".join(_ITEMSIZE))
+    high = max(data_size, MAX_COUNT)  # a dimension beside a zero one may exceed the data
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_count(d, high) for d in shape):
+        raise FormatError(f"{what} has a malformed shape (not {MAX_DIMS} or fewer counts)", _HINT)
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o, data_size) for o in offsets):
-        raise FormatError(
-            f"{where}: tensor {name!r} lies outside the file (data_offsets not two integers in 0..{data_size})", _HINT
-        )
+        raise FormatError(f"{what} lies outside the file (data_offsets not two integers in 0..{data_size})", _HINT)
     start, end = offsets
     if start > end:
-        raise FormatError(f"{where}: tensor {name!r} ends before it starts (bytes {start}..{end})", _HINT)
-    nbytes = _ITEMSIZE[dtype]
-    for d in shape:  # each factor is at most data_size, so this stays a small int
+        raise FormatError(f"{what} ends before it starts (bytes {start}..{end})", _HINT)
+    nbytes = 0 if 0 in shape else _ITEMSIZE[dtype]
+    for d in shape:  # each factor is bounded: stop once past the data, the int stays small
         nbytes *= d
         if nbytes > data_size:
             break
     if nbytes != end - start:
-        raise FormatError(f"{where}: tensor {name!r} shape {shape} does not match its {end - start} bytes", _HINT)
+        raise FormatError(f"{what} shape {shape} does not match its {end - start} bytes", _HINT)
     return dtype, tuple(shape), start, end
+
+
+def _quoted(name: str) -> str:
+    """A tensor name for a message (a file may give a name of any length)."""
+    return repr(name) if len(name) <= 80 else repr(name[:77]) + "..."
 
 
 def _is_count(value: Any, high: int) -> bool:
@@ -102,7 +106,7 @@ def check_layout(spans: list[tuple[int, int, str]], data_size: int, where: str) 
     at = 0
     for start, end, name in sorted(spans):
         if start < at:
-            raise FormatError(f"{where}: tensor {name!r} overlaps another (bytes {start}..{end})", _HINT)
+            raise FormatError(f"{where}: tensor {_quoted(name)} overlaps another (bytes {start}..{end})", _HINT)
         if start > at:
             raise FormatError(f"{where}: bytes {at}..{start} of the data belong to no tensor", _HINT)
         at = end

@@ -56,7 +56,7 @@ class LlamaConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ModelError(
-                f"{where}: unknown flavour keys {unknown[:8]}",
+                f"{where}: unknown flavour keys {[k[:40] for k in unknown[:8]]}",
                 f"use torchtune llama3_2 names: {', '.join(sorted(known))}",
             )
         missing = [k for k in TORCHTUNE_KEYS[:5] if k not in d]
