@@ -140,6 +140,7 @@ def _environment() -> Any:
     env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True)
     env.filters = {name: _guard_filter(name, f) for name, f in env.filters.items()}
     env.globals["raise_exception"] = _raise_exception
+    env.globals.pop("lipsum", None)  # text generation no chat template needs (lipsum(65536) is 30 MB)
     return env
 
 
