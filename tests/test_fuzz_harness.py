@@ -11,7 +11,7 @@ import pytest
 
 from ccsm_core.errors import CcsmError, FormatError
 from ccsm_core.testing.fuzz import Case, Target
-from ccsm_core.testing.fuzz.command_line import check_result, old_outputs
+from ccsm_core.testing.fuzz.command_line import check_result, old_outputs, output_case, snapshot
 from ccsm_core.testing.fuzz.execute import execute
 from ccsm_core.testing.fuzz.mutate import deep, dumps
 
@@ -67,21 +67,30 @@ def test_outputs_must_be_old_after_a_failure_and_complete_after_a_success(tmp_pa
         def __init__(self, code, stderr=""):
             self.exit_code, self.stderr = code, stderr
 
-    def folder_with(out_wav: bytes):
-        case = Case(old_outputs(), args=("run", "-o", "out.wav"))
-        folder = case.write(tmp_path / "case")
-        (folder / "out.wav").write_bytes(out_wav)
-        return folder
+    def check(result, out: str, write: bytes | None = None, replace_link: bool = False):
+        folder = output_case({}, {}, ("run", "-o", out)).write(tmp_path / "case")
+        before = {out: snapshot(folder, out)}
+        if replace_link:
+            (folder / out).unlink()
+        if write is not None:
+            (folder / out).write_bytes(write)
+        check_result(folder, result, before)
 
-    refused = Result(2, "error: bad value (hint: fix it)\n")
+    refused = Result(2, "note: demo\nerror: bad value (hint: fix it)\n")
+    wav = old_outputs()["out.wav"]
     with pytest.raises(CcsmError):  # a clean refusal
-        check_result(folder_with(old_outputs()["out.wav"]), refused)
+        check(refused, "out.wav")
     with pytest.raises(AssertionError, match="changed although the run failed"):
-        check_result(folder_with(b"RIFF"), refused)
+        check(refused, "out.wav", b"RIFF")
     with pytest.raises(AssertionError, match="not a complete file"):
-        check_result(folder_with(b"RIFF\0\0\0\0WAVE"), Result(0))
+        check(Result(0), "out.wav", b"RIFF\0\0\0\0WAVE")
+    with pytest.raises(AssertionError, match="not written although the run succeeded"):
+        check(Result(0), "new.wav")
+    with pytest.raises(AssertionError, match="replaced it by a file"):
+        check(Result(0), "link.wav", wav, replace_link=True)
     with pytest.raises(AssertionError, match="without one 'error"):
-        check_result(folder_with(old_outputs()["out.wav"]), Result(2, "Usage: ccsm run\nError: no\n"))
+        check(Result(2, "Usage: ccsm run\nError: no\n"), "out.wav")
+    check(Result(0), "link.wav", wav)  # written through the link: fine
 
 
 def test_structured_json_keeps_raw_pieces_verbatim():

@@ -13,7 +13,8 @@ ARGS_FILE = "args.json"
 
 @dataclass(frozen=True)
 class Case:
-    """Files (name -> bytes), links to unchanged seed files (name -> path) and arguments."""
+    """Files (name -> bytes), symbolic links (name -> target: an absolute path to an unchanged
+    seed file, or a path relative to the link within the case), FIFOs and arguments."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     links: dict[str, Path] = field(default_factory=dict)
@@ -23,7 +24,7 @@ class Case:
     @property
     def size(self) -> int:
         """Bytes of input the case gives the code under test (linked seeds included)."""
-        linked = sum(p.stat().st_size for p in self.links.values() if p.is_file())
+        linked = sum(p.stat().st_size for p in self.links.values() if p.is_absolute() and p.is_file())
         return sum(len(b) for b in self.files.values()) + linked + sum(len(a) for a in self.args)
 
     def write(self, folder: Path) -> Path:
@@ -35,7 +36,7 @@ class Case:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_bytes(data)
         for name, target in self.links.items():
-            os.symlink(target.resolve(), folder / name)
+            os.symlink(target, folder / name)
         for name in self.fifos:
             os.mkfifo(folder / name)
         (folder / ARGS_FILE).write_text(json.dumps(list(self.args), ensure_ascii=True))

@@ -60,6 +60,16 @@ def wav_header(
     return b"RIFF" + struct.pack("<I", (riff_size if riff_size is not None else len(body) + data_size) % 2**32) + body
 
 
+def wav_files(seed: bytes) -> st.SearchStrategy[bytes]:
+    """WAV files made from ``seed``: lying header fields or byte edits."""
+    return _wav_cases(seed, {}).map(lambda case: case.files["audio.wav"])
+
+
+def codes_files(seed: bytes) -> st.SearchStrategy[bytes]:
+    """``.npy`` files made from ``seed``: lying headers or byte edits."""
+    return _codes_cases(seed, {}).map(lambda case: case.files["codes.npy"])
+
+
 def _wav_cases(seed: bytes, links: dict[str, Path]) -> st.SearchStrategy[Case]:
     pcm = seed[44:]
     ints = st.sampled_from([0, 1, 2, 3, 8, 255, 65535, 2**31, 2**32 - 1])

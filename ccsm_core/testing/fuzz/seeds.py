@@ -94,7 +94,7 @@ class Seeds:
     """The seed files, made on first use under ``root`` (kept between runs of one process)."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
