@@ -154,7 +154,9 @@ def logit_bias(bias: Mapping[int, float] | None = None) -> Processor:
         out = logits.copy()
         for k, v in items:
             if k >= len(out):
-                raise UsageError(f"logit bias id {k} is outside the vocabulary of {len(out)}")
+                raise UsageError(
+                    f"logit bias id {k} is outside the vocabulary of {len(out)}", f"give ids 0..{len(out) - 1}"
+                )
             out[k] += np.float32(v)
         return out
 

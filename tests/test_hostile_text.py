@@ -366,3 +366,13 @@ def write_tokenizer_json(tmp_path):
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps({"version": "1.0", "model": model}))
     return path
+
+
+def test_prompt_ids_outside_the_vocabulary(tmp_path, reference_backend):
+    from ccsm_core.errors import UsageError
+
+    loaded = load_text_model(hostile(tmp_path, {}), reference_backend)
+    for ids in ([1, 2, 1 << 40], [-1, 2], [len(VOCAB)], [1 << 70]):
+        with pytest.raises(UsageError, match="outside the vocabulary|must be integers in 0..11") as e:
+            TextSession(loaded).generate(ids, TextSettings(temperature=0, max_tokens=1))
+        one_line_error(e.value)

@@ -156,19 +156,29 @@ class TextLM:
             self._long_caches.add(cache)
         return cache
 
+    def checked_ids(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``ids`` as int32 after checking each is in the vocabulary (`UsageError` otherwise)."""
+        v = self.cfg.vocab_size
+        try:
+            arr = np.asarray(ids, np.int64).reshape(-1)
+        except (OverflowError, TypeError, ValueError):
+            raise UsageError(f"token ids must be integers in 0..{v - 1}", "the ids come from another model") from None
+        if arr.size and not (arr.min() >= 0 and arr.max() < v):
+            bad = int(arr.max() if arr.max() >= v else arr.min())
+            raise UsageError(f"token id {bad} is outside the vocabulary of {v}", "the ids come from another model")
+        return arr.astype(np.int32)
+
     def next_logits(self, ids: Sequence[int], cache: KVCache) -> np.ndarray:
         """Append ``ids`` to ``cache``; the logits ``[vocab]`` after the last of them.
 
         A single token runs as a captured step where the backend can capture (one graph per
         attention window of `WINDOW` rows, replayed with new inputs); longer runs are one batch."""
         be = self.be
-        arr = np.asarray(ids, np.int32).reshape(-1)
+        arr = self.checked_ids(ids)
         start = cache.length
         capture = getattr(be, "capture", None)
         if len(arr) != 1 or capture is None:
             return be.to_numpy(self.forward(arr, np.arange(start, start + len(arr)), cache))[0]
-        if not 0 <= int(arr[0]) < self.cfg.vocab_size:
-            raise UsageError(f"token id {int(arr[0])} is outside the vocabulary of {self.cfg.vocab_size}")
         cache.check_room(start + 1)
         window = cache.window(start + 1)
         args = (arr, np.array([start], np.int32), *self.stack_for(cache).inputs(np.array([start]), window))
@@ -190,7 +200,7 @@ class TextLM:
     def forward(self, ids: np.ndarray, positions: np.ndarray, cache: KVCache, *, all_logits: bool = False) -> Tensor:
         """Logits ``[1, vocab]`` for the last position (``[S, vocab]`` with ``all_logits``)."""
         be = self.be
-        x = be.embedding(self.embeddings, be.asarray(np.asarray(ids, np.int32)))
+        x = be.embedding(self.embeddings, be.asarray(self.checked_ids(ids)))
         if self.cfg.embed_scale is not None:
             x = be.scale(x, self.cfg.embed_scale)
         h = self.stack_for(cache).forward(x, np.asarray(positions), cache)
