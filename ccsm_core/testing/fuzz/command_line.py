@@ -50,6 +50,7 @@ LOGIT_BIAS = [
 STOPS = ["\\x", "\\u12", "\\", "", "\\n", "\\N{nope}", "\udcff"]
 TEXTS = ["Hi.", "Hi.", "Hi.", "Hi\udcff.", "", " ", "\x00", "a" * 600]
 GENERATE_TEXTS = ["ab cd", "ab cd", "ab cd", "ab\udcff", "", " ", "\x00", "abcd " * 150]  # in the tiny vocabulary
+ODD_PATHS = ["fifo", "/dev/zero", "/proc/self/mem", "real", "missing.gguf", ""]  # as --model
 VALID = ["0", "1", "0.5", "0.9", "3", "100", "400", "8000"]
 AUDIO_OUTPUTS = ["out.wav", "out.wav", "new.wav", "link.wav", "missing/out.wav", "fifo", "real", "out.mp3"]
 CODES_OUTPUTS = ["codes.npy", "codes.bin", "link.npy", "missing/codes.npy", "fifo"]
@@ -109,7 +110,7 @@ def _options(names: list[str]) -> st.SearchStrategy[list[str]]:
 
 
 def _run_cases(seeds: Seeds) -> st.SearchStrategy[Case]:
-    base = ["run", "--model", "demo", "--max-audio-ms", "240", "--no-progress"]
+    base = ["run", "--max-audio-ms", "240", "--no-progress"]
     extra = st.one_of(
         _options(RUN_OPTIONS),
         st.sampled_from(LOGIT_BIAS).map(lambda v: ["--logit-bias", v]),
@@ -121,9 +122,10 @@ def _run_cases(seeds: Seeds) -> st.SearchStrategy[Case]:
         ).map(list),
     )
     return st.builds(
-        lambda text, opts, out, flags: output_case(
-            {"ctx.wav": wav_bytes(seconds=0.1)}, {}, (*base, "-o", out, *flags, *opts, "--", text)
+        lambda model, text, opts, out, flags: output_case(
+            {"ctx.wav": wav_bytes(seconds=0.1)}, {}, (*base, "--model", model, "-o", out, *flags, *opts, "--", text)
         ),
+        st.sampled_from(["demo"] * 8 + ODD_PATHS),
         st.sampled_from(TEXTS),
         st.lists(extra, max_size=2).map(lambda xs: [x for o in xs for x in o]),
         st.sampled_from(AUDIO_OUTPUTS),
@@ -132,14 +134,17 @@ def _run_cases(seeds: Seeds) -> st.SearchStrategy[Case]:
 
 
 def _generate_cases(seeds: Seeds) -> st.SearchStrategy[Case]:
-    base = ["generate", "--model", "model.gguf", "-n", "3"]
+    base = ["generate", "-n", "3"]
     extra = st.one_of(
         _options(GENERATE_OPTIONS),
         st.sampled_from(LOGIT_BIAS).map(lambda v: ["--logit-bias", v]),
         st.sampled_from(STOPS).map(lambda v: ["--stop", v]),
     )
     return st.builds(
-        lambda text, opts: Case({}, {"model.gguf": seeds.text_gguf}, args=(*base, *opts, "--", text)),
+        lambda model, text, opts: Case(
+            {}, {"model.gguf": seeds.text_gguf}, args=(*base, "--model", model, *opts, "--", text), fifos=("fifo",)
+        ),
+        st.sampled_from(["model.gguf"] * 8 + ODD_PATHS),
         st.sampled_from(GENERATE_TEXTS),
         st.lists(extra, max_size=2).map(lambda xs: [x for o in xs for x in o]),
     )
@@ -175,6 +180,19 @@ def _codec_cases(seeds: Seeds) -> st.SearchStrategy[Case]:
         rate,
     )
     return st.one_of(encode, decode)
+
+
+def _inspect_cases(seeds: Seeds) -> st.SearchStrategy[Case]:
+    from .gguf import gguf_cases
+
+    files = gguf_cases(seeds.text_gguf).map(lambda case: case.files["model.gguf"])
+    flags = st.sampled_from([(), ("--json",)])
+    return st.one_of(
+        st.builds(lambda data, f: Case({"model.gguf": data}, args=("inspect", "model.gguf", *f)), files, flags),
+        st.builds(
+            lambda path, f: Case({}, args=("inspect", path, *f), fifos=("fifo",)), st.sampled_from(ODD_PATHS), flags
+        ),
+    )
 
 
 def invoke(folder: Path, args: list[str]) -> Any:
@@ -299,5 +317,6 @@ TARGETS = [
         _run_cli,
     ),
     Target("config-toml", "cli", "config.toml [run] defaults: ccsm --config FILE run", _toml_cases, _run_cli),
+    Target("cli-inspect", "cli", "ccsm inspect of mutated GGUF files, FIFOs, devices", _inspect_cases, _run_cli),
     Target("cli-codec", "cli", "ccsm encode/decode (demo Mimi): hostile audio, codes, outputs", _codec_cases, _run_cli),
 ]
