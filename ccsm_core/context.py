@@ -34,6 +34,12 @@ class Fitted:
     dropped: list[int]
 
 
+def audio_seconds_fitting(rows: int, frame_rate: float = 12.5) -> float:
+    """The longest audio whose frames and end row fit ``rows`` context rows (checked before a
+    file is read or resampled; `check_audio_fits` checks the samples before encoding)."""
+    return max(rows - 1, 0) / frame_rate
+
+
 def check_audio_fits(samples: int, samples_per_frame: int, rows: int, frame_rate: float = 12.5) -> int:
     """The Mimi frames ``samples`` of audio make, checked before encoding against the ``rows``
     of the context (its frames and end row must fit it even alone); `GenerationError` if not."""

@@ -651,3 +651,19 @@ def test_reading_audio_holds_the_result_and_one_block(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert wave.shape == (24_000 * 20,) and peak < 16 << 20, peak
+
+
+def test_context_audio_longer_than_the_context_refused_before_reading(
+    tmp_path: Path, cli_runner: Any, monkeypatch: Any
+) -> None:
+    import soundfile as sf
+
+    from ccsm_core import audio
+
+    monkeypatch.setattr(audio, "_read_resampled", lambda *a: pytest.fail("read"))
+    path = tmp_path / "long.wav"
+    sf.write(str(path), np.zeros(8000 * 170, np.int16), 8000, subtype="PCM_16")  # 170 s; 2047 rows hold 163.8 s
+    res = cli_runner.invoke(
+        cli, ["run", "Hi", "--model", "demo", "--context", "0", "hello", str(path), "-o", str(tmp_path / "o.wav")]
+    )
+    assert "170.0 s of audio is more than the 163.76 s" in one_line_error(res)

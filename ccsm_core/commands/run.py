@@ -163,12 +163,14 @@ def _segment(sp: Any, speaker: int, text: str, audio: str):
     """A context turn from an audio file (resampled to 24 kHz, Mimi-encoded) or a .npy of codes."""
     from ..audio import read_audio
     from ..commands.codec import read_codes
+    from ..context import audio_seconds_fitting
     from ..generator import Segment, check_turn
 
     check_turn(speaker, text)
     if audio.endswith(".npy"):
         return Segment(speaker, text, codes=read_codes(audio))
-    return Segment(speaker, text, audio=read_audio(audio, sp.sample_rate))
+    rows = sp.generator.model.cfg.backbone.max_seq_len
+    return Segment(speaker, text, audio=read_audio(audio, sp.sample_rate, max_seconds=audio_seconds_fitting(rows)))
 
 
 # the outputs --batch-file names per line: option key -> (flag, example suffix)

@@ -89,7 +89,7 @@ def add(
       ccsm voice add --from-hub --model sesame/csm-1b
     """
     from ..audio import read_audio
-    from ..voices import check_name, hub_prompts, make_voice
+    from ..voices import FRAME_RATE, MAX_FRAMES, check_name, hub_prompts, make_voice
 
     store = _store()
     jobs: list[tuple[str, int, list[tuple[str, str]]]] = []  # name, speaker, [(text, audio file)]
@@ -138,7 +138,9 @@ def add(
         made = [
             (
                 text,
-                read_codes(audio, codec.num_codebooks) if audio.endswith(".npy") else read_audio(audio, sp.sample_rate),
+                read_codes(audio, codec.num_codebooks)
+                if audio.endswith(".npy")
+                else read_audio(audio, sp.sample_rate, max_seconds=MAX_FRAMES / FRAME_RATE),
             )
             for text, audio in turns
         ]
