@@ -129,8 +129,13 @@ def _metadata_edits(draw: st.DrawFn, seed: dict[str, Typed], json_keys: tuple[st
             md.pop(key, None)
         elif action == "json" and json_keys:
             jkey = draw(st.sampled_from(json_keys))
-            if jkey in md:
-                md[jkey] = (STR, dumps(draw(mutated_json(json.loads(md[jkey][1])))))
+            vtype, text = md.get(jkey, (None, None))
+            try:
+                parsed = json.loads(text) if vtype == STR and isinstance(text, str) else None
+            except (ValueError, RecursionError):  # an earlier edit broke it: edit it no further
+                parsed = None
+            if parsed is not None:
+                md[jkey] = (STR, dumps(draw(mutated_json(parsed))))
         elif action == "template":
             md["tokenizer.chat_template"] = (STR, draw(st.sampled_from(TEMPLATES)))
         else:

@@ -105,7 +105,8 @@ def mutated_json(draw: st.DrawFn, seed: Any, max_edits: int = 3, values: st.Sear
     for _ in range(draw(st.integers(1, max_edits))):
         path = draw(st.sampled_from(paths(value)))
         action = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add", "wrap"]))
-        new = draw(values) if action in ("replace", "add") else None
+        # a copy: sampled values are shared objects, and later edits must not reach them
+        new = copy.deepcopy(draw(values)) if action in ("replace", "add") else None
         if not path:
             value = new if action == "replace" else [value] if action == "wrap" else value
             continue

@@ -346,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     for t in targets:
         print(f"== {t.name} ({t.owner}): {t.what}", file=sys.stderr)
         tallies[t.name] = Run(t, out, a.cases, max(1, a.jobs), a.seed, a.timeout).run()
+    short = [f"{name} ran {t.cases} of {a.cases} cases" for name, t in tallies.items() if t.cases < a.cases]
     report = f"{table(tallies)}\n\n{failures_text(out, tallies) or 'no failures'}\n"
+    if short:  # a worker failed outside any case (its log is under OUT/work/)
+        report += "incomplete: " + "; ".join(short) + "\n"
     print(report)
     total = sum(t.cases for t in tallies.values())
     print(f"{total} cases in {time.monotonic() - start:.0f} s; inputs of failures under {out}")
@@ -365,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             indent=1,
         )
     )
-    return 1 if any(t.failed for t in tallies.values()) else 0
+    return 1 if short or any(t.failed for t in tallies.values()) else 0
 
 
 if __name__ == "__main__":
