@@ -121,6 +121,7 @@ def test_every_numeric_option_refuses_non_finite_numbers(path, option, value):
         (["run", "hi", "--logit-bias", "0=1e400"], "--logit-bias"),
         (["run", "hi", "--logit-bias", "0=nan"], "--logit-bias"),
         (["run", "hi", "--logit-bias", "-3=1"], "--logit-bias"),
+        (["run", "hi", "--logit-bias", f"{2**64}=1"], "--logit-bias"),
         (["run", "hi", "--logit-bias", "1" * 5000 + "=1"], "--logit-bias"),
         (["run", "hi", "--repetition-penalty", "1e-300"], "--repetition-penalty"),
         (["run", "hi", "--temperature", "nan"], "--temperature"),

@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 MAX_SEED = 2**63 - 1
 MAX_SPEAKER = 1_000_000  # speaker ids
+MAX_TOKEN_ID = 1 << 31  # ids of any vocabulary are below this
 MAX_BIAS = 1e6  # a larger logit bias is no different from -inf / always
 
 
@@ -57,7 +58,8 @@ def parse_kv(items: tuple[str, ...], what: str) -> dict[str, Any]:
 
 
 def parse_bias(items: tuple[str, ...]) -> dict[int, float]:
-    """``--logit-bias ID=BIAS`` values: an id >= 0 and a finite bias in +-1e6, or -inf (banned)."""
+    """``--logit-bias ID=BIAS`` values: an id in 0..2^31-1 and a finite bias in +-1e6, or -inf
+    (banned); the model then checks the id against its vocabulary."""
     bias: dict[int, float] = {}
     hint = f"give ID=BIAS with an integer id >= 0 and a bias within +-{MAX_BIAS:g}, or -inf to ban the id"
     for item in items:
@@ -66,7 +68,8 @@ def parse_bias(items: tuple[str, ...]) -> dict[int, float]:
             token, value = int(key.strip()), float(raw)
         except ValueError:
             raise UsageError(f"--logit-bias {item!r} is not an integer ID=BIAS", hint) from None
-        if not sep or token < 0 or math.isnan(value) or (value != -math.inf and abs(value) > MAX_BIAS):
+        finite = value == -math.inf or abs(value) <= MAX_BIAS  # False for NaN
+        if not sep or not 0 <= token < MAX_TOKEN_ID or not finite:
             raise UsageError(f"--logit-bias {item!r} is out of range", hint)
         bias[token] = value
     return bias
