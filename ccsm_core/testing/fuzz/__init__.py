@@ -18,7 +18,7 @@ __all__ = ["Case", "Seeds", "Target", "Violation", "all_targets", "get_target"]
 
 def all_targets() -> list[Target]:
     """Every fuzz target, by family."""
-    from . import command_line, configs, gguf, media, tokenizer_files, weights
+    from . import command_line, configs, gguf, media, probe, tokenizer_files, weights
 
     return [
         *gguf.TARGETS,
@@ -27,6 +27,7 @@ def all_targets() -> list[Target]:
         *tokenizer_files.TARGETS,
         *media.TARGETS,
         *command_line.TARGETS,
+        *probe.probe_targets(),
     ]
 
 
