@@ -376,3 +376,20 @@ def test_prompt_ids_outside_the_vocabulary(tmp_path, reference_backend):
         with pytest.raises(UsageError, match="outside the vocabulary|must be integers in 0..11") as e:
             TextSession(loaded).generate(ids, TextSettings(temperature=0, max_tokens=1))
         one_line_error(e.value)
+
+
+def test_empty_embedding_claiming_a_huge_vocabulary(tmp_path, reference_backend):
+    """A zero-byte embedding of 2^30 rows must not make the tokenizer list 2^30 tokens."""
+    import json
+
+    from ccsm_core.formats.safetensors import load_safetensors, save_safetensors
+
+    folder = hf_folder(tmp_path)
+    src = load_safetensors(folder / "model.safetensors")
+    tensors = {k: t.numpy() for k, t in src.tensors.items()}
+    tensors["model.embed_tokens.weight"] = np.zeros((1 << 30, 0), np.float32)
+    save_safetensors(folder / "model.safetensors", tensors)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(cfg | {"vocab_size": 1 << 30}))
+    with pytest.raises(FormatError, match="vocab_size = 1073741824 is not an integer in 1..16777216"):
+        load_text_model(folder, reference_backend)

@@ -53,6 +53,7 @@ TEXT_PREFIXES = (("model.language_model.", "model."), ("language_model.model.", 
 SKIPPED = re.compile(
     r"^(vision_tower|vision_model|multi_modal_projector|model\.vision_tower|model\.multi_modal_projector)\."
 )
+MAX_VOCAB = 1 << 24  # tokens of a vocabulary (the tokenizer lists them all)
 PERMUTED = ("llama", "mistral3", "smollm3")  # llama.cpp runs these with RoPE on adjacent pairs
 
 
@@ -125,6 +126,12 @@ def open_hf_text(folder: str | Path, source: WeightSource | None = None) -> HfTe
     vocab = tensors.shape("token_embd.weight")[0]
     if vocab != dims["vocab"]:
         raise FormatError(f"{where}: vocab_size {dims['vocab']} but the embedding has {vocab} rows", "the files differ")
+    embedding = tuple(tensors.shape("token_embd.weight"))
+    schema.count(vocab, "vocab_size", where, high=MAX_VOCAB, hint="restore config.json")  # tokens are listed one by one
+    if embedding != (vocab, dims["dim"]):
+        raise FormatError(
+            f"{where}: the embedding has shape {list(embedding)}, expected [{vocab}, {dims['dim']}]", "the files differ"
+        )
     md.update(tokenizer_metadata(p, cfg, vocab, arch.name))
     md["general.name"] = p.name
     return HfText(p, arch, md, tensors)
