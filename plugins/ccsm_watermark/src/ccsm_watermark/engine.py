@@ -3,14 +3,12 @@
 A method splits the 16 kHz STFT into *cells*: a time slot of ``slot_frames`` hops (16 ms
 each) times one *unit* (a frequency band, or a pair of bands). The key draws, for one
 block of ``period`` slots, a random sign (chip) per cell and gives each cell a role: part of
-the synchronisation pattern, or a carrier of one of the 150 code bits of the payload. The
+the synchronisation pattern, or a carrier of one of the 150 code bits or 75 check bits of the payload. The
 block repeats for the whole signal, so any excerpt of a marked signal holds the pattern.
 
 Embedding changes the level of every cell by ``chip * strength`` dB (times the code bit's
 sign for data cells): a multiplicative change, so the mark follows the signal's own
-spectrum and is masked by it. The strength is *informed*: it is set per group of cells (the
-sync pattern, each code bit) from what the detector would read on the host, so the host's
-own spectrum does not flip bits. Detection computes one residual per frame and unit (the
+spectrum and is masked by it (see `embedder` for the shaping). Detection computes one residual per frame and unit (the
 method's ``features``), folds the frames onto the block for every candidate time scale and
 offset, and correlates with the sync chips. With chips that are independent random signs,
 ``S = sum(chip * R)`` obeys Hoeffding's bound ``P(S >= z * sqrt(sum R^2)) <= exp(-z^2 / 2)``

@@ -33,7 +33,7 @@ def local_normalise(r: np.ndarray, frames: int = 9, units: int = 3) -> np.ndarra
 
 
 class SpreadSpectrum(Method):
-    """Spread spectrum: every 62.5 Hz band of every 64 ms slot (1 - 6 kHz) is raised or
+    """Spread spectrum: every 62.5 Hz band of every 64 ms slot (0.5 - 7 kHz) is raised or
     lowered by ``strength_db`` following a keyed +-1 chip sequence. The change is a gain,
     so it is shaped by the signal's own spectrum (masked by it); the detector whitens band
     log-levels against their frequency neighbours before correlating."""
@@ -43,7 +43,7 @@ class SpreadSpectrum(Method):
     def __init__(
         self,
         key: bytes,
-        strength_db: float = 1.3,
+        strength_db: float = 2.0,
         threshold: float = 1e-6,
         payload_threshold: float = PAYLOAD_THRESHOLD,
     ) -> None:
@@ -61,7 +61,7 @@ class SpreadSpectrum(Method):
 
 
 class Patchwork(Method):
-    """Patchwork on band energies: adjacent 62.5 Hz bands (1 - 6 kHz) form pairs; in every 64 ms slot one
+    """Patchwork on band energies: adjacent 62.5 Hz bands (0.5 - 7 kHz) form pairs; in every 64 ms slot one
     band of each pair is raised and the other lowered by ``strength_db / 2`` (which one is
     keyed), so the critical-band energy barely moves. The detector reads the log ratio of
     the two energies."""

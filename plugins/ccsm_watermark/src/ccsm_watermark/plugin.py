@@ -12,8 +12,8 @@ from ccsm_core import hookimpl
 from . import DEFAULT_METHOD, METHODS, PAYLOAD_BITS, PUBLIC_DEFAULT_KEY, create
 
 SUMMARIES = {
-    "ss-stft": "spread spectrum on 62.5 Hz STFT bands, 1-6 kHz, masked by the signal's own spectrum",
-    "patchwork": "patchwork on pairs of band energies, 1-6 kHz",
+    "ss-stft": "spread spectrum on 62.5 Hz STFT bands, 0.5-7 kHz, masked by the signal's own spectrum",
+    "patchwork": "patchwork on pairs of band energies, 0.5-7 kHz",
 }
 
 
