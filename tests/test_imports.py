@@ -9,7 +9,7 @@ Layers, bottom to top (a module may import its own layer or lower ones):
 4 registry lookups: get_backend, samplers, load_tokenizer, watermarking
 5 loading (sources, discovery, assembly) and the built-in plugins
 6 the API: speech, text generation, the generator, bench, testing helpers
-7 the CLI and the package's lazy top-level API
+7 the CLI, the fuzzing harness that drives it, and the package's lazy top-level API
 """
 
 from __future__ import annotations
@@ -63,11 +63,14 @@ LAYERS: dict[str, int] = {
     "speech": 6,
     "pipeline": 6,
     "textgen": 6,
+    "chat_template": 6,
+    "text_batch": 6,
     "bench": 6,
     "bench_ttfa": 6,
     "bench_streams": 6,
     "voices": 6,
     "testing": 6,
+    "testing.fuzz": 7,  # drives the CLI itself
     "commands": 7,
     "server": 7,
     "cli": 7,
