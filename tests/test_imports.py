@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "tokenizers.gguf_bpe": 2,
     "tokenizers.gguf_spm": 2,
     "tokenizers.gguf_tokenizer": 2,
+    "tokenizers.gguf_vocab": 2,
     "tokenizers.hf_json": 2,
     "tokenizers.sentencepiece_model": 2,
     "models": 3,
