@@ -222,11 +222,11 @@ def test_the_kv_cache_is_checked_against_the_memory_budget(tiny_csm_dir: Path, m
     """A max_seq_len within the schema's range still may not allocate more than the budget."""
     cfg = json.loads((tiny_csm_dir / "config.json").read_text())
     for f in cfg["flavors"].values():
-        f["max_seq_len"] = 1 << 24
+        f["max_seq_len"] = 1 << 16
     (tiny_csm_dir / "config.json").write_text(json.dumps(cfg))
-    monkeypatch.setattr(limits, "_budget", 256 << 20)
+    monkeypatch.setattr(limits, "_budget", 8 << 20)
     model = load_csm(tiny_csm_dir, "numpy").model
-    check_error(model.new_caches, "the KV caches would need 4.0 GiB")
+    check_error(model.new_caches, "the KV caches would need 16.0 MiB")
 
 
 # --- transformers config.json of CSM ---------------------------------------------------------

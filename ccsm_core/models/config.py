@@ -19,7 +19,8 @@ from ..errors import FormatError, ModelError
 MAX_LAYERS = 1024  # layers of one stack
 MAX_HEADS = 1 << 12
 MAX_DIM = 1 << 20  # a width (embedding, feed-forward, head)
-MAX_SEQ_LEN = 1 << 24  # positions of a context; the cache it sizes is checked against the memory budget
+MAX_SEQ_LEN = 1 << 16  # positions of a context (CSM's is 2048); the cache it sizes is checked against the budget
+MAX_ROPE_LEN = 1 << 24  # the original context length RoPE scaling refers to
 MAX_VOCAB = 1 << 24
 ACTIVATIONS = ("silu", "gelu_tanh")
 
@@ -99,7 +100,7 @@ def check_llama(cfg: LlamaConfig, where: str) -> LlamaConfig:
         ("embed_dim", MAX_DIM),
         ("intermediate_dim", MAX_DIM),
         ("max_seq_len", MAX_SEQ_LEN),
-        ("old_context_len", MAX_SEQ_LEN),
+        ("old_context_len", MAX_ROPE_LEN),
     ):
         schema.count(getattr(cfg, name), name, where, high=high, hint=hint)
     if cfg.head_size is not None:
