@@ -124,6 +124,8 @@ def _value(p: Path, where: str, key: str, value: Any, param: click.Parameter, cm
                 f"config file {p}: [{where}] {key} = {_short(value)} is {kind}",
                 f"give {key} a {'list of values' if many else 'single value'} in {p}",
             )
+    for item in items:
+        _check_paths(p, where, key, param.type, item)
     try:
         return param.type_cast_value(click.Context(cmd), value)
     except click.BadParameter as e:
@@ -131,6 +133,22 @@ def _value(p: Path, where: str, key: str, value: Any, param: click.Parameter, cm
             f"config file {p}: [{where}] {key} = {_short(value)}: {' '.join(e.format_message().split())}",
             f"fix the value of {key} in {p}",
         ) from None
+    except (TypeError, ValueError, OverflowError):  # a value click's type cannot take at all
+        raise UsageError(
+            f"config file {p}: [{where}] {key} = {_short(value)} is not a value it takes",
+            f"fix the value of {key} in {p}; see 'ccsm {where.replace('.', ' ')} --help'",
+        ) from None
+
+
+def _check_paths(p: Path, where: str, key: str, kind: click.ParamType, value: Any) -> None:
+    """A path must be given as a string (click would take a number for a file descriptor)."""
+    if isinstance(kind, click.Tuple) and isinstance(value, list):
+        for sub, item in zip(kind.types, value):
+            _check_paths(p, where, key, sub, item)
+    elif isinstance(kind, (click.Path, click.File)) and not isinstance(value, str):
+        raise UsageError(
+            f"config file {p}: [{where}] {key} = {_short(value)} is not a path", f'write it as a string, {key} = "..."'
+        )
 
 
 def _short(value: Any) -> str:
