@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in targets:
         print(f"== {t.name} ({t.owner}): {t.what}", file=sys.stderr)
         tallies[t.name] = Run(t, out, a.cases, max(1, a.jobs), a.seed, a.timeout).run()
+        (out / "summary.txt").write_text(f"{table(tallies)}\n\n{failures_text(out, tallies)}\n(so far)\n")
     short = [f"{name} ran {t.cases} of {a.cases} cases" for name, t in tallies.items() if t.cases < a.cases]
     report = f"{table(tallies)}\n\n{failures_text(out, tallies) or 'no failures'}\n"
     if short:  # a worker failed outside any case (its log is under OUT/work/)
