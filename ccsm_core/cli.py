@@ -102,6 +102,10 @@ class CcsmGroup(click.Group):
             if os.environ.get("CCSM_DEBUG") or isinstance(e, BrokenPipeError):
                 raise
             _fail(_os_error_line(e))
+        except MemoryError:
+            if os.environ.get("CCSM_DEBUG"):
+                raise
+            _fail("out of memory (hint: give a smaller input, or lower --max-memory so that large files fail at once)")
         except KeyboardInterrupt as e:
             click.echo("interrupted", err=True)
             ctx.exit(143 if isinstance(e, Terminated) else 130)

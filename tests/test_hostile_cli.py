@@ -489,3 +489,20 @@ def test_codes_files_are_read_and_lying_headers_refused(tmp_path):
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(FormatError, match="Python objects"):
         read_codes(str(pickled))
+
+
+@pytest.mark.parametrize(
+    "exc,needle",
+    [
+        (MemoryError(), "out of memory"),
+        (OSError(5, "Input/output error", "/some/file"), "cannot use /some/file: Input/output error"),
+    ],
+)
+def test_memory_and_io_errors_are_one_line(cli_runner, monkeypatch, exc, needle):
+    import ccsm_core.commands.run as run_cmd
+
+    def fail(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(run_cmd, "read_text", fail)
+    one_error_line(cli_runner.invoke(cli, ["run", "hi", "--model", "demo"]), needle)
