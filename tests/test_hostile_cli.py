@@ -18,7 +18,6 @@ import pytest
 
 from ccsm_core import limits
 from ccsm_core.cli import cli
-from ccsm_core.errors import CcsmError
 
 ROOT = Path(__file__).resolve().parents[1]
 CCSM = [sys.executable, "-c", "from ccsm_core.cli import main; main()"]
@@ -422,49 +421,69 @@ def test_a_folder_where_a_file_is_expected(cli_runner, tmp_path):
 # --- every error carries a hint ---------------------------------------------------------
 
 
-def _error_classes() -> set[str]:
-    """Names of `CcsmError` and every subclass defined in ccsm (and the plugins)."""
-    seen, todo = set(), [CcsmError]
-    while todo:
-        c = todo.pop()
-        seen.add(c.__name__)
-        todo.extend(c.__subclasses__())
-    return seen
-
-
 def _sources() -> list[Path]:
     roots = [ROOT / "ccsm_core", *sorted((ROOT / "plugins").glob("*/src"))]
     return [f for r in roots for f in sorted(r.rglob("*.py"))]
 
 
-def raises_without_hint(files: list[Path], names: set[str]) -> list[str]:
-    """``file:line`` of each call of a ccsm error class given no hint (and no default one)."""
-    from ccsm_core import errors
+def _name(node: ast.expr) -> str | None:
+    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
 
-    defaults = {n for n in names if getattr(getattr(errors, n, None), "default_hint", "")}
+
+def error_classes(trees: list[ast.Module]) -> tuple[set[str], set[str]]:
+    """Names of `CcsmError` and its subclasses defined in ``trees`` (by their bases), and those
+    of them that set a non-empty ``default_hint`` (or inherit one)."""
+    names, hinted = {"CcsmError"}, set()
+    classes = [n for t in trees for n in ast.walk(t) if isinstance(n, ast.ClassDef)]
+    changed = True
+    while changed:
+        changed = False
+        for c in classes:
+            bases = {_name(b) for b in c.bases}
+            if c.name not in names and bases & names:
+                names.add(c.name)
+                changed = True
+            own = any(
+                isinstance(st, ast.Assign)
+                and any(_name(t) == "default_hint" for t in st.targets)
+                and isinstance(st.value, ast.Constant)
+                and bool(st.value.value)
+                for st in c.body
+            )
+            if c.name in names and c.name not in hinted and (own or bases & hinted):
+                hinted.add(c.name)
+                changed = True
+    return names, hinted
+
+
+def raises_without_hint(files: list[Path]) -> list[str]:
+    """``file:line`` of each call of a ccsm error class given no hint (and with no default one)."""
+    trees = {f: ast.parse(f.read_text(encoding="utf-8")) for f in files}
+    names, hinted = error_classes([*trees.values(), ast.parse((ROOT / "ccsm_core" / "errors.py").read_text())])
     missing = []
-    for f in files:
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.Call):
+    for f, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or _name(node.func) not in names - hinted:
                 continue
-            fn = node.func
-            name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else None
-            if name not in names or name in defaults:
-                continue
-            hinted = len(node.args) >= 2 or any(k.arg == "hint" for k in node.keywords)
-            if not hinted and not any(isinstance(a, ast.Starred) for a in node.args):
-                missing.append(f"{f}:{node.lineno}: {name}")
+            given = len(node.args) >= 2 or any(k.arg in ("hint", None) for k in node.keywords)
+            if not given and not any(isinstance(a, ast.Starred) for a in node.args):
+                missing.append(f"{f}:{node.lineno}: {_name(node.func)}")
     return missing
 
 
 def test_the_hint_scan_finds_a_raise_without_hint(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("raise UsageError('x')\nraise UsageError('x', 'y')\nraise errors.FormatError('a', hint='b')\n")
-    assert raises_without_hint([f], _error_classes()) == [f"{f}:1: UsageError"]
+    f.write_text(
+        "class Mine(errors.UsageError):\n    pass\n"
+        "class Kind(Mine):\n    default_hint = 'do this'\n"
+        "raise UsageError('x')\nraise UsageError('x', 'y')\nraise errors.FormatError('a', hint='b')\n"
+        "raise Mine('m')\nraise Kind('k')\nraise BackendUnavailable('b')\nraise ValueError('v')\n"
+    )
+    assert raises_without_hint([f]) == [f"{f}:5: UsageError", f"{f}:8: Mine"]
 
 
 def test_every_error_raised_has_a_hint():
-    missing = raises_without_hint(_sources(), _error_classes())
+    missing = raises_without_hint(_sources())
     assert not missing, f"{len(missing)} errors without a hint:\n" + "\n".join(missing)
 
 
