@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+BUG_HINT = "this is a bug in ccsm or a plugin, not in your input: please report it with the CCSM_DEBUG=1 output"
+"""The hint of an error only a mistake in ccsm's (or a plugin's) own code can cause, such as a
+backend op called with shapes that do not fit."""
+
 
 class CcsmError(Exception):
     """Root of all ccsm errors. ``str(e)`` is the one-line cause; ``e.hint`` says what to do."""

@@ -430,6 +430,18 @@ def _name(node: ast.expr) -> str | None:
     return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
 
 
+def _passes_hint(node: ast.stmt) -> bool:
+    """``node`` is an ``__init__`` that hands ``super().__init__`` a message and a hint."""
+    if not (isinstance(node, ast.FunctionDef) and node.name == "__init__"):
+        return False
+    return any(
+        isinstance(c, ast.Call)
+        and _name(c.func) == "__init__"
+        and (len(c.args) >= 2 or any(k.arg == "hint" for k in c.keywords))
+        for c in ast.walk(node)
+    )
+
+
 def error_classes(trees: list[ast.Module]) -> tuple[set[str], set[str]]:
     """Names of `CcsmError` and its subclasses defined in ``trees`` (by their bases), and those
     of them that set a non-empty ``default_hint`` (or inherit one)."""
@@ -449,7 +461,7 @@ def error_classes(trees: list[ast.Module]) -> tuple[set[str], set[str]]:
                 and isinstance(st.value, ast.Constant)
                 and bool(st.value.value)
                 for st in c.body
-            )
+            ) or any(_passes_hint(st) for st in c.body)
             if c.name in names and c.name not in hinted and (own or bases & hinted):
                 hinted.add(c.name)
                 changed = True
@@ -476,10 +488,13 @@ def test_the_hint_scan_finds_a_raise_without_hint(tmp_path):
     f.write_text(
         "class Mine(errors.UsageError):\n    pass\n"
         "class Kind(Mine):\n    default_hint = 'do this'\n"
+        "class Full(Mine):\n    def __init__(self, n):\n        super().__init__(f'{n}', 'wait')\n"
         "raise UsageError('x')\nraise UsageError('x', 'y')\nraise errors.FormatError('a', hint='b')\n"
         "raise Mine('m')\nraise Kind('k')\nraise BackendUnavailable('b')\nraise ValueError('v')\n"
     )
-    assert raises_without_hint([f]) == [f"{f}:5: UsageError", f"{f}:8: Mine"]
+    s = "raise Full(3)\n"
+    f.write_text(f.read_text() + s)
+    assert raises_without_hint([f]) == [f"{f}:8: UsageError", f"{f}:11: Mine"]
 
 
 def test_every_error_raised_has_a_hint():
