@@ -45,15 +45,23 @@ def save_case(case_dir: Path, dest: Path, target: str, outcome: Outcome) -> None
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for entry in case_dir.iterdir():
+    _copy_entries(case_dir, dest)
+    info = {"target": target, **dataclasses.asdict(outcome)}
+    (dest / "failure.json").write_text(json.dumps(info, indent=1))
+
+
+def _copy_entries(source: Path, dest: Path) -> None:
+    """Files, folders, links (as links) and FIFOs (made anew) of ``source`` into ``dest``."""
+    for entry in source.iterdir():
         if entry.is_symlink():
             os.symlink(os.readlink(entry), dest / entry.name)
         elif entry.is_fifo():
             os.mkfifo(dest / entry.name)
+        elif entry.is_dir():
+            (dest / entry.name).mkdir()
+            _copy_entries(entry, dest / entry.name)
         elif entry.is_file():
             shutil.copyfile(entry, dest / entry.name)
-    info = {"target": target, **dataclasses.asdict(outcome)}
-    (dest / "failure.json").write_text(json.dumps(info, indent=1))
 
 
 # --- the worker ---------------------------------------------------------------------------------
@@ -290,14 +298,12 @@ def replay(folder: Path) -> int:
     info = json.loads((folder / "failure.json").read_text())
     os.environ.update(fuzz_environment(folder.parent.parent))
     target = get_target(info["target"])
-    import traceback
-
     from .case import Case, case_args
 
     work = folder.parent.parent / "work" / "replay"
     files = {
-        p.name: p.read_bytes()
-        for p in folder.iterdir()
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
         if p.is_file() and not p.is_symlink() and p.name not in ("failure.json", "args.json")
     }
     links = {p.name: Path(os.readlink(p)) for p in folder.iterdir() if p.is_symlink()}
@@ -308,7 +314,6 @@ def replay(folder: Path) -> int:
     print(f"now: {outcome.kind}: {outcome.detail}")
     if outcome.trace:
         print(outcome.trace)
-    del traceback
     return 1 if outcome.failed else 0
 
 
