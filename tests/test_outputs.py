@@ -267,3 +267,17 @@ def test_sigterm_mid_stream_keeps_the_old_file_and_a_valid_partial(tmp_path):
     assert info.samplerate == 24000 and info.frames > 1920, err
     assert "out.wav.partial" in err and "Traceback" not in err
     assert not leftovers(tmp_path)
+
+
+def test_encode_writes_exactly_the_name_given_and_decode_replaces_atomically(cli_runner, tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, (0.1 * np.sin(np.arange(4800) / 7)).astype(np.float32), 24000)
+    codes = tmp_path / "codes.bin"
+    res = cli_runner.invoke(cli, ["encode", str(wav), "-o", str(codes), "--model", "demo"])
+    assert res.exit_code == 0, res.output
+    assert codes.exists() and not (tmp_path / "codes.bin.npy").exists() and f"-> {codes}" in res.stderr
+    out = tmp_path / "back.wav"
+    out.write_bytes(b"old")
+    res = cli_runner.invoke(cli, ["decode", str(codes), "-o", str(out), "--model", "demo"])
+    assert res.exit_code == 0, res.output
+    assert sf.info(str(out)).frames > 0 and not leftovers(tmp_path)
