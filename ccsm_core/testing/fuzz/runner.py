@@ -31,6 +31,8 @@ from .seeds import Seeds
 from .target import Target
 
 TIMEOUT_S = 30.0
+CASES_PER_WORKER = 1000  # a worker is replaced after this many cases: what one case leaves
+# behind (caches, leaks) must not count against another's memory limit
 KEEP_PER_FAILURE = 3  # inputs kept for each distinct failure
 POLL_S = 0.02
 
@@ -106,6 +108,7 @@ class Worker:
     size: int = 0
     rss: int = 0
     restarts: int = 0
+    done: int = 0  # cases the current process finished
 
 
 @dataclass
@@ -158,7 +161,8 @@ class Run:
         read, write = os.pipe()
         log = open(self.out / "work" / f"{self.target.name}-{w.wid}.log", "ab")  # noqa: SIM115
         cmd = [sys.executable, "-m", "ccsm_core.testing.fuzz.runner", "--worker", self.target.name]
-        cmd += ["--out", str(self.out), "--cases", str(w.count), "--seed", str(w.seed), "--wid", str(w.wid)]
+        count = min(w.count, CASES_PER_WORKER)
+        cmd += ["--out", str(self.out), "--cases", str(count), "--seed", str(w.seed), "--wid", str(w.wid)]
         cmd += ["--fd", str(write)]
         w.proc = subprocess.Popen(
             cmd,
@@ -171,7 +175,7 @@ class Run:
         )
         log.close()
         os.close(write)
-        w.pipe, w.buffer, w.started = os.fdopen(read, "rb", buffering=0), b"", None
+        w.pipe, w.buffer, w.started, w.done = os.fdopen(read, "rb", buffering=0), b"", None, 0
 
     def _lost(self, w: Worker, kind: str, detail: str) -> None:
         """The worker died in a case (crash) or was killed (hang, memory): count and keep it."""
@@ -188,7 +192,6 @@ class Run:
                 )
             self.kept[outcome.key] += 1
         w.count -= 1
-        w.seed += 7919
         w.restarts += 1
 
     def _log_tail(self, w: Worker) -> str:
@@ -219,6 +222,7 @@ class Run:
                 msg.pop("done")
                 self.tally.add(Outcome(**msg))
                 w.count -= 1
+                w.done += 1
                 w.started = None
 
     def run(self, progress: bool = True) -> Tally:
@@ -250,7 +254,7 @@ class Run:
                     if w.started is not None and w.proc.returncode is not None and code != -signal.SIGKILL:
                         name = signal.Signals(-code).name if code < 0 else f"exit status {code}"
                         self._lost(w, "crash", f"worker ended by {name}")
-                    elif w.started is None and w.count > 0 and code != 0:
+                    elif w.started is None and w.count > 0 and (code != 0 or not w.done):
                         w.count = 0  # the worker failed outside any case: see its log
                         print(
                             f"  worker {w.wid} of {self.target.name} failed: {self._log_tail(w)[-500:]}",
@@ -259,6 +263,7 @@ class Run:
                     w.pipe.close()
                     w.proc, w.started = None, None
                     if w.count > 0 and w.restarts < 1000:
+                        w.seed += 7919  # new cases, not the ones the last worker began with
                         self.start(w)
             if progress and time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
