@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 import traceback
@@ -49,7 +50,8 @@ class Outcome:
     @property
     def key(self) -> str:
         """What tells distinct failures apart: the kind, the exception type and where it arose."""
-        return f"{self.kind}|{self.detail.split(':', 1)[0][:60]}|{self.where}"
+        first = re.sub(r"\d+", "#", self.detail.split(":", 1)[0][:60])  # "RSS reached # MiB" once
+        return f"{self.kind}|{first}|{self.where}"
 
 
 def memory_limit(size: int) -> int:
@@ -136,11 +138,14 @@ def _alarm(signum: int, frame: object) -> None:
     raise CaseTimeout("the case ran past its time limit")
 
 
-def execute(target: Target, case: Case, folder: Path, *, in_process_limits: float | None = None) -> Outcome:
-    """Materialize ``case`` in ``folder`` and run ``target`` on it. ``in_process_limits``: a
-    time limit in seconds, with the memory limit as an address-space limit (see `guarded`), for
-    runs without a watching parent process."""
-    case.write(folder)
+def execute(
+    target: Target, case: Case, folder: Path, *, in_process_limits: float | None = None, written: bool = False
+) -> Outcome:
+    """Materialize ``case`` in ``folder`` (unless ``written``) and run ``target`` on it.
+    ``in_process_limits``: a time limit in seconds, with the memory limit as an address-space
+    limit (see `guarded`), for runs without a watching parent process."""
+    if not written:
+        case.write(folder)
     size = case.size
     before = _status("VmRSS")
     _reset_peak()

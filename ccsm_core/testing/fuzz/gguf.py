@@ -130,10 +130,7 @@ def _metadata_edits(draw: st.DrawFn, seed: dict[str, Typed], json_keys: tuple[st
         elif action == "json" and json_keys:
             jkey = draw(st.sampled_from(json_keys))
             vtype, text = md.get(jkey, (None, None))
-            try:
-                parsed = json.loads(text) if vtype == STR and isinstance(text, str) else None
-            except (ValueError, RecursionError):  # an earlier edit broke it: edit it no further
-                parsed = None
+            parsed = _shallow_json(text) if vtype == STR and isinstance(text, str) else None
             if parsed is not None:
                 md[jkey] = (STR, dumps(draw(mutated_json(parsed))))
         elif action == "template":
@@ -141,6 +138,18 @@ def _metadata_edits(draw: st.DrawFn, seed: dict[str, Typed], json_keys: tuple[st
         else:
             md[key] = draw(typed_values())
     return md
+
+
+def _shallow_json(text: str) -> Any:
+    """``text`` parsed, or None where an earlier edit made it no JSON or nested it too deeply to
+    edit further."""
+    from ...errors import FormatError
+    from ...limits import loads_json
+
+    try:
+        return loads_json(text, "metadata")
+    except FormatError:
+        return None
 
 
 def gguf_cases(

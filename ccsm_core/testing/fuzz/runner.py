@@ -31,7 +31,7 @@ from .seeds import Seeds
 from .target import Target
 
 TIMEOUT_S = 30.0
-CASES_PER_WORKER = 1000  # a worker is replaced after this many cases: what one case leaves
+CASES_PER_WORKER = 100  # a worker is replaced after this many cases: what one case leaves
 # behind (caches, leaks) must not count against another's memory limit
 KEEP_PER_FAILURE = 3  # inputs kept for each distinct failure
 POLL_S = 0.02
@@ -79,8 +79,9 @@ def worker(target: Target, out: Path, count: int, seed: int, wid: int, fd: int) 
 
     def on_case(case: Any) -> None:
         nonlocal n
+        case.write(case_dir)  # whole before the parent may keep it
         pipe.write(json.dumps({"start": n, "size": case.size}) + "\n")
-        outcome = execute(target, case, case_dir)
+        outcome = execute(target, case, case_dir, written=True)
         if outcome.failed and kept[outcome.key] < KEEP_PER_FAILURE:
             save_case(
                 case_dir, failure_dir(out, target.name, outcome, kept[outcome.key] + 100 * wid), target.name, outcome
