@@ -8,7 +8,7 @@ import pytest
 
 from ccsm_core.testing.fuzz.properties import check_target
 
-EXAMPLES = {"cli-run": 25, "cli-generate": 100, "cli-codec": 30, "cli-inspect": 100}
+EXAMPLES = {"cli-run": 25, "cli-generate": 100, "config-toml": 40, "cli-codec": 30, "cli-inspect": 100}
 
 
 @pytest.fixture(scope="module")
