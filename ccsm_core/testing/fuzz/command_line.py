@@ -48,12 +48,12 @@ LOGIT_BIAS = [
     "18446744073709551616=1",
 ]
 STOPS = ["\\x", "\\u12", "\\", "", "\\n", "\\N{nope}", "\udcff"]
-TEXTS = ["Hi.", "Hi.", "Hi.", "Hi\udcff.", "", " ", "\x00", "a" * 600]
+TEXTS = ["Hi.", "Hi.", "Hi.", "Hi.", "Hi.", "Hi\udcff.", "", " ", "\x00", "a" * 600]
 GENERATE_TEXTS = ["ab cd", "ab cd", "ab cd", "ab\udcff", "", " ", "\x00", "abcd " * 150]  # in the tiny vocabulary
 ODD_PATHS = ["fifo", "/dev/zero", "/proc/self/mem", "real", "missing.gguf", ""]  # as --model
 VALID = ["0", "1", "0.5", "0.9", "3", "100", "400", "8000"]
-AUDIO_OUTPUTS = ["out.wav", "out.wav", "new.wav", "link.wav", "missing/out.wav", "fifo", "real", "out.mp3"]
-CODES_OUTPUTS = ["codes.npy", "codes.bin", "link.npy", "missing/codes.npy", "fifo"]
+AUDIO_OUTPUTS = ["out.wav", "out.wav", "new.wav", "link.wav", "missing/out.wav", "pipe.wav", "dir.wav", "out.mp3"]
+CODES_OUTPUTS = ["codes.npy", "codes.bin", "link.npy", "missing/codes.npy", "pipe.npy"]
 OUTPUT_FLAGS = st.one_of(
     st.just(()),
     st.sampled_from([("--stream",), ("--pcm16",), ("--srt", "out.srt"), ("--srt", "missing/out.srt")]),
@@ -98,9 +98,10 @@ def old_outputs() -> dict[str, bytes]:
 
 def output_case(files: dict[str, bytes], links: dict[str, Path], args: tuple[str, ...]) -> Case:
     """A case with the old outputs in place: files, ``link.wav``/``link.npy`` (symbolic links
-    into ``real/``), a FIFO ``fifo`` and the folder ``real``."""
+    into ``real/``), FIFOs ``fifo``, ``pipe.wav``, ``pipe.npy`` and a folder ``dir.wav``."""
     links = links | {"link.wav": Path("real/target.wav"), "link.npy": Path("real/target.npy")}
-    return Case(old_outputs() | files, links, args, fifos=("fifo",))
+    files = old_outputs() | {"dir.wav/keep": b""} | files
+    return Case(files, links, args, fifos=("fifo", "pipe.wav", "pipe.npy"))
 
 
 def _options(names: list[str]) -> st.SearchStrategy[list[str]]:
@@ -125,9 +126,9 @@ def _run_cases(seeds: Seeds) -> st.SearchStrategy[Case]:
         lambda model, text, opts, out, flags: output_case(
             {"ctx.wav": wav_bytes(seconds=0.1)}, {}, (*base, "--model", model, "-o", out, *flags, *opts, "--", text)
         ),
-        st.sampled_from(["demo"] * 8 + ODD_PATHS),
+        st.sampled_from(["demo"] * 12 + ODD_PATHS),
         st.sampled_from(TEXTS),
-        st.lists(extra, max_size=2).map(lambda xs: [x for o in xs for x in o]),
+        st.one_of(st.just([]), st.lists(extra, min_size=1, max_size=2).map(lambda xs: [x for o in xs for x in o])),
         st.sampled_from(AUDIO_OUTPUTS),
         OUTPUT_FLAGS,
     )
