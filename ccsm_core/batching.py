@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .batch_reader import Reader
 from .errors import UsageError
 from .models.csm_batch import BatchCaches, backbone_rows, decode_frames
 from .models.prompt_cache import Chunk
@@ -35,7 +36,7 @@ class _Stream:
     max_frames: int
     pin: int
     progress: Callable[[int, int], None] | None
-    frames: deque[np.ndarray] = field(default_factory=deque)
+    out: deque[np.ndarray] = field(default_factory=deque)  # frames made, not read yet
     slot: int = -1
     position: int = 0  # the backbone position of its next row
     h: np.ndarray = field(default_factory=lambda: np.zeros((1, 0), np.float32))  # backbone state for its next frame
@@ -89,7 +90,7 @@ class FrameBatch:
             raise UsageError("a batch serves one model: this generator has another")
         st = _Stream(generator, chunks, sampler, max_frames, pin, progress)
         self._waiting.append(st)
-        return _Frames(self, st)
+        return Reader(self, st)
 
     # -- stepping ----------------------------------------------------------------------------
     def step(self) -> None:
@@ -138,7 +139,7 @@ class FrameBatch:
                 st.done = True
             else:
                 self.stream_frames += 1
-                st.frames.append(frame)
+                st.out.append(frame)
                 st.row = frame
                 if st.progress is not None:
                     st.progress(st.made, st.max_frames)
@@ -180,40 +181,9 @@ class FrameBatch:
             self._active[j], last.slot = last, j
         st.slot = -1
 
-    def _leave(self, st: _Stream) -> None:
+    def leave(self, st: _Stream) -> None:
+        """``st`` ends now (its reader closed): its slot or its place in the queue is freed."""
         st.done = True
         if st in self._waiting:
             self._waiting.remove(st)
         self._release(st)
-
-
-class _Frames:
-    """One stream's frames; reading one steps the batch until this stream has a frame."""
-
-    def __init__(self, batch: FrameBatch, st: _Stream) -> None:
-        self.batch, self.st = batch, st
-
-    def __iter__(self) -> _Frames:
-        return self
-
-    def __next__(self) -> np.ndarray:
-        st = self.st
-        while not st.frames and not st.done:
-            self.batch.step()
-        if st.frames:
-            return st.frames.popleft()
-        self.close()
-        if st.error is not None:
-            error, st.error = st.error, None
-            raise error
-        raise StopIteration
-
-    def close(self) -> None:
-        """Leave the batch (frames not read yet are dropped)."""
-        self.batch._leave(self.st)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

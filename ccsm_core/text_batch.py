@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Replays, Tensor, matmul_rows
+from .batch_reader import Reader
 from .errors import UsageError
 from .loading.text import LoadedText
 from .models.llama import KVCache
@@ -43,7 +44,7 @@ class _Seq:
     ids: list[int]
     settings: TextSettings
     completer: Completer | None = None
-    pieces: deque[str] = field(default_factory=deque)
+    out: deque[str] = field(default_factory=deque)  # text pieces made, not read yet
     slot: int = -1
     length: int = 0  # rows in its cache (its next token's position)
     pending: int = -1  # the token its next step runs
@@ -142,7 +143,7 @@ class TextBatch:
         assert seq.completer is not None
         piece, tok = seq.completer.advance(logits, full=seq.length >= self.context)
         if piece:
-            seq.pieces.append(piece)
+            seq.out.append(piece)
         if tok is None:
             seq.done = True
             if admitted:
@@ -175,7 +176,8 @@ class TextBatch:
             self._active[j], last.slot = last, j
         seq.slot = -1
 
-    def _leave(self, seq: _Seq) -> None:
+    def leave(self, seq: _Seq) -> None:
+        """``seq`` ends now (its reader closed): its slot or its place in the queue is freed."""
         seq.done = True
         if seq in self._waiting:
             self._waiting.remove(seq)
@@ -229,42 +231,20 @@ def _round_up(n: int) -> int:
     return -(-n // WINDOW) * WINDOW
 
 
-class Pieces:
+class Pieces(Reader[str]):
     """One sequence's text pieces; reading one steps the batch until this sequence has one."""
 
+    seq: _Seq
+
     def __init__(self, batch: TextBatch, seq: _Seq) -> None:
-        self.batch, self.seq = batch, seq
+        super().__init__(batch, seq)
+        self.seq = seq
 
     @property
     def last(self) -> Completion:
         """The completion: its text, token ids and finish reason (complete once it ended)."""
         c = self.seq.completer
         return c.result if c is not None else Completion("", [], len(self.seq.ids), "length")
-
-    def __iter__(self) -> Pieces:
-        return self
-
-    def __next__(self) -> str:
-        seq = self.seq
-        while not seq.pieces and not seq.done:
-            self.batch.step()
-        if seq.pieces:
-            return seq.pieces.popleft()
-        self.close()
-        if seq.error is not None:
-            error, seq.error = seq.error, None
-            raise error
-        raise StopIteration
-
-    def close(self) -> None:
-        """Leave the batch (pieces not read yet are dropped)."""
-        self.batch._leave(self.seq)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class BatchedSession:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,6 @@ def bench(
     generation tokens/s. Every configuration runs in its own process. Compare figures only
     within one run: machines, and one machine's load, differ.
     """
-    import json
 
     from .. import bench as b
 
@@ -230,7 +230,6 @@ def bench(
             raise UsageError(f"unknown --type {t!r}", f"one of {', '.join(b.TYPES)}")
     names = _bench_backends(backends)
     thread_counts = threads or [None]
-    progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
     if streams and text_model is not None:
         if ttfa:
             raise UsageError("--ttfa measures speech", "drop --model (a text model) or --ttfa")
@@ -250,17 +249,19 @@ def bench(
         return
     if text_model is not None:
         path = _text_model_path(text_model)
-        with b.background_load(background_load):
-            results = b.run_text_all(names, str(path), thread_counts, prompt_tokens, gen_tokens, 3, progress=progress)
+        results = _measure(
+            lambda p: b.run_text_all(names, str(path), thread_counts, prompt_tokens, gen_tokens, 3, progress=p),
+            background_load,
+            as_json,
+        )
     else:
-        with b.background_load(background_load):
-            results = b.run_all(
-                names, list(types) or ["q8_0", "q4_0"], frames, warmup, thread_counts, shape, progress=progress
-            )
-    for r in results:
-        r["background_load"] = background_load
-    if as_json:
-        click.echo(json.dumps(results, indent=1))
+        speech_types = list(types) or ["q8_0", "q4_0"]
+        results = _measure(
+            lambda p: b.run_all(names, speech_types, frames, warmup, thread_counts, shape, progress=p),
+            background_load,
+            as_json,
+        )
+    if results is None:
         return
     load = f"; {background_load} busy processes beside it" if background_load else ""
     if text_model is not None:
@@ -312,22 +313,34 @@ def bench(
         )
 
 
-def _bench_ttfa(
-    names: list[str], types: list[str], threads: list[int | None], shape: str, reps: int, load: int, as_json: bool
-) -> None:
-    """`ccsm bench --ttfa`: a row per configuration, seconds to the first audio chunk per case."""
+def _measure(run: Callable[[Any], list[dict[str, Any]]], load: int, as_json: bool) -> list[dict[str, Any]] | None:
+    """``run(progress)`` with ``load`` busy processes beside it, each result noting the load.
+    With ``as_json`` the results are printed here and None is returned; else they are returned
+    for a table (and progress went to stderr)."""
     import json
 
     from .. import bench as b
-    from ..bench_ttfa import run_ttfa_all
 
     progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
     with b.background_load(load):
-        results = run_ttfa_all(names, types, threads, shape, min(reps, 5), progress=progress)
+        results = run(progress)
     for r in results:
         r["background_load"] = load
     if as_json:
         click.echo(json.dumps(results, indent=1))
+        return None
+    return results
+
+
+def _bench_ttfa(
+    names: list[str], types: list[str], threads: list[int | None], shape: str, reps: int, load: int, as_json: bool
+) -> None:
+    """`ccsm bench --ttfa`: a row per configuration, seconds to the first audio chunk per case."""
+
+    from ..bench_ttfa import run_ttfa_all
+
+    results = _measure(lambda p: run_ttfa_all(names, types, threads, shape, min(reps, 5), progress=p), load, as_json)
+    if results is None:
         return
     click.echo(
         f"Time to first audio, CSM-1B ({shape} shape), median of {min(reps, 5)} requests, each with new text"
@@ -369,19 +382,15 @@ def _bench_streams(
     as_json: bool,
 ) -> None:
     """`ccsm bench --streams`: a row per configuration and stream count, against one stream."""
-    import json
 
     from .. import bench as b
     from ..bench_streams import run_streams_all
 
-    progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
     names = [n for n in names if n != b.LLAMA_CPP]
-    with b.background_load(load):
-        results = run_streams_all(names, types, counts, frames, warmup, threads, shape, progress=progress)
-    for r in results:
-        r["background_load"] = load
-    if as_json:
-        click.echo(json.dumps(results, indent=1))
+    results = _measure(
+        lambda p: run_streams_all(names, types, counts, frames, warmup, threads, shape, progress=p), load, as_json
+    )
+    if results is None:
         return
     click.echo(
         f"CSM-1B speech ({shape} shape), streams generated together: median of {frames} frame steps after "
@@ -420,19 +429,14 @@ def _bench_text_streams(
     as_json: bool,
 ) -> None:
     """`ccsm bench --model M --streams`: a row per backend and sequence count."""
-    import json
     from pathlib import Path
 
-    from .. import bench as b
     from ..bench_streams import run_text_streams_all
 
-    progress = None if as_json else (lambda what: click.echo(f"measuring {what} ...", err=True))
-    with b.background_load(load):
-        results = run_text_streams_all(names, model, counts, prompt_tokens, gen_tokens, 3, threads, progress)
-    for r in results:
-        r["background_load"] = load
-    if as_json:
-        click.echo(json.dumps(results, indent=1))
+    results = _measure(
+        lambda p: run_text_streams_all(names, model, counts, prompt_tokens, gen_tokens, 3, threads, p), load, as_json
+    )
+    if results is None:
         return
     click.echo(
         f"{Path(model).name}: sequences decoded together after a {prompt_tokens}-token prompt each, greedy; "
