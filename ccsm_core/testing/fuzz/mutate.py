@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 INTERESTING_INTS = (0, 1, -1, 2, 3, 7, 255, 256, 2**15, 2**16, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**53)
 HUGE_INTS = (2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**31), -(2**63), 10**40)
 INTERESTING_FLOATS = (0.0, -0.0, -1.0, 1e-300, -1e-300, 1e308, -1e308, 0.5, math.nan, math.inf, -math.inf)
+# in range for a "positive number" check, out of range for what float32 arithmetic makes of it
+EXTREME_POSITIVES = (5e-324, 1e-300, 1e-45, 1e-38, 1e-8, 1e20, 1e30, 3.4e38, 1e300, 2**24 + 1, 2**31 - 1)
 _WORDS = (0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 2**63, 2**64 - 1)
 
 
@@ -160,10 +162,12 @@ def mutated_bytes(draw: st.DrawFn, seed: bytes, hot: int | None = None, max_edit
 
 
 def json_file(seed: Any, *, raw_text: Callable[[Any], str] = dumps, max_edits: int = 3) -> st.SearchStrategy[bytes]:
-    """The bytes of a JSON file built from ``seed``: structured edits (mostly), byte edits of the
-    valid text, or text that is not UTF-8."""
+    """The bytes of a JSON file built from ``seed``: structured edits (mostly; some of one field
+    to a barely valid extreme), byte edits of the valid text, or text that is not UTF-8."""
     text = raw_text(seed).encode()
+    extreme = st.sampled_from(EXTREME_POSITIVES)
     return st.one_of(
+        mutated_json(seed, 1, extreme).map(lambda v: raw_text(v).encode()),  # one field, barely valid
         mutated_json(seed, max_edits).map(lambda v: raw_text(v).encode("utf-8", "surrogatepass")),
         mutated_json(seed, max_edits).map(lambda v: raw_text(v).encode("utf-8", "surrogatepass")),
         mutated_bytes(text),
