@@ -26,11 +26,16 @@ def test_quick_run_reports_every_kind(tmp_path, capsys) -> None:
         assert r["fp"]["trials"] == 3 * len(bench.QUICK_ATTACKS) and r["fp"]["present"] == 0
         assert r["fp"]["payloads"] == 0 and r["fp"]["min_p"] > 1e-6
         q = r["quality"][0]
-        assert 10.0 < q["snr"] < 40.0
+        assert 10.0 < q["snr"] < 40.0 and len(q["bands"]) == len(bench.SPECTRAL_BANDS)
         assert ("pesq" in q) == (kind in bench.PESQ_KINDS) and ("pesq_speech" in q) == (kind == "speech+music")
         assert r["speed"]["embed_x"] > 1.0 and r["speed"]["detect_x"] > 1.0
     out = capsys.readouterr().out
-    assert "| SNR dB, mean (min) | " in out and "| mp3 64k | " in out and "False positives: 0/48" in out
+    assert (
+        "| SNR dB, mean (min) | " in out
+        and "| change vs signal 2-4 kHz, dB | " in out
+        and "| mp3 64k | " in out
+        and "False positives: 0/48" in out
+    )
 
 
 def test_bad_options_are_refused(capsys) -> None:

@@ -189,6 +189,22 @@ def snr_db(ref: np.ndarray, deg: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(r**2) / max(np.sum((deg - r) ** 2), 1e-30)))
 
 
+SPECTRAL_BANDS = ((0, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 7000), (7000, 12000))
+
+
+def spectral_change(ref: np.ndarray, deg: np.ndarray) -> list[float]:
+    """Where the change sits: per band of `SPECTRAL_BANDS`, the energy of ``deg - ref`` relative
+    to the energy of ``ref`` in that band, in dB (over the whole clip)."""
+    f = np.fft.rfftfreq(len(ref), 1 / SR)
+    r = np.abs(np.fft.rfft(ref.astype(np.float64))) ** 2
+    d = np.abs(np.fft.rfft(deg.astype(np.float64) - ref)) ** 2
+    out = []
+    for lo, hi in SPECTRAL_BANDS:
+        sel = (f >= lo) & (f < hi)
+        out.append(float(10 * np.log10(max(d[sel].sum(), 1e-30) / max(r[sel].sum(), 1e-30))))
+    return out
+
+
 def pesq_wb(ref: np.ndarray, deg: np.ndarray) -> float:
     """Wideband PESQ of ``deg`` against ``ref`` (24 kHz mono, resampled to 16 kHz)."""
     import soxr
@@ -212,7 +228,7 @@ def run_kind(
     qual: list[dict] = []
     for label, clip, speech in clips(kind, count, work, seconds):
         marked = wm.embed(clip, SR, PAYLOAD)
-        q: dict = {"clip": label, "snr": snr_db(clip, marked)}
+        q: dict = {"clip": label, "snr": snr_db(clip, marked), "bands": spectral_change(clip, marked)}
         if kind == "speech":
             q["pesq"] = pesq_wb(clip, marked)
         elif speech is not None:
@@ -320,6 +336,12 @@ def table(results: dict) -> str:
             lines.append(
                 "| PESQ wb, speech alone + the change | "
                 + " | ".join(_mean_min([c["pesq_speech"] for c in q[k] if "pesq_speech" in c]) for k in ks)
+                + " |"
+            )
+        for j, (lo, hi) in enumerate(SPECTRAL_BANDS):
+            lines.append(
+                f"| change vs signal {lo / 1000:g}-{hi / 1000:g} kHz, dB | "
+                + " | ".join(f"{np.mean([c['bands'][j] for c in q[k]]):.1f}" for k in ks)
                 + " |"
             )
         for a in kinds[ks[0]]["rows"]:
