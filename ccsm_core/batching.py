@@ -52,7 +52,10 @@ class FrameBatch:
 
     def __init__(self, model: Any, slots: int = 8) -> None:
         if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-            raise UsageError(f"batch size must be an integer in 1..{MAX_SLOTS}, got {slots!r}")
+            raise UsageError(
+                f"batch size must be an integer in 1..{MAX_SLOTS}, got {slots!r}",
+                f"give a batch size from 1 to {MAX_SLOTS}",
+            )
         self.model, self.slots = model, slots
         self.ncb = model.cfg.audio_num_codebooks
         # backends with ``matmul_rows`` compute a batch in one pass, each stream exactly as alone;
@@ -87,7 +90,7 @@ class FrameBatch:
         `ccsm_core.generator.FrameSampler`. Closing (or dropping) the iterator early frees the
         slot."""
         if generator.model is not self.model:
-            raise UsageError("a batch serves one model: this generator has another")
+            raise UsageError("a batch serves one model: this generator has another", "make one batch per model")
         st = _Stream(generator, chunks, sampler, max_frames, pin, progress)
         self._waiting.append(st)
         return Reader(self, st)

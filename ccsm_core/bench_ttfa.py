@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CcsmError, UsageError
+from .errors import BUG_HINT, CcsmError, UsageError
 
 VOICE_FRAMES = 125  # 10 s of audio
 VOICE_TEXT = (
@@ -83,7 +83,7 @@ def run_ttfa_one(backend: str, dtype: str, threads: int | None, shape: str, reps
         for ev in speak(sp, [Line(text, 0, v)], settings=settings, options=opts):
             if isinstance(ev, Audio):
                 return time.perf_counter() - t0
-        raise UsageError("no audio was generated")
+        raise UsageError("no audio was generated", BUG_HINT)
 
     cache = sp.generator.prompt_cache
     ttfa(None)  # warm-up: graphs captured, buffers made

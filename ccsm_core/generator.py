@@ -36,7 +36,7 @@ class Segment:
 
 def check_turn(speaker: Any, text: Any) -> None:
     if isinstance(speaker, bool) or not isinstance(speaker, (int, np.integer)) or speaker < 0:
-        raise UsageError(f"speaker must be a non-negative integer, got {speaker!r}")
+        raise UsageError(f"speaker must be a non-negative integer, got {speaker!r}", "give a speaker id of 0 or more")
     if not isinstance(text, str) or not text.strip():
         raise UsageError("text is empty", "give the words to speak")
 
@@ -72,7 +72,7 @@ class GenerationSettings:
     @property
     def max_frames(self) -> int:
         if not (self.max_audio_ms > 0):
-            raise UsageError(f"max audio length must be > 0 ms, got {self.max_audio_ms}")
+            raise UsageError(f"max audio length must be > 0 ms, got {self.max_audio_ms}", "give --max-audio-ms above 0")
         return int(self.max_audio_ms / FRAME_MS)
 
 
@@ -148,9 +148,15 @@ class Generator:
         """Mimi codes ``[32, T]`` plus the all-zero end-of-audio row, in the audio columns."""
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[0] != self.ncb:
-            raise UsageError(f"context codes must have shape [{self.ncb}, T], got {list(codes.shape)}")
+            raise UsageError(
+                f"context codes must have shape [{self.ncb}, T], got {list(codes.shape)}",
+                "use codes written by ccsm encode or --codes-out",
+            )
         if codes.size and (codes.min() < 0 or codes.max() >= self.model.cfg.audio_vocab_size):
-            raise UsageError("context codes are outside the audio vocabulary")
+            raise UsageError(
+                "context codes are outside the audio vocabulary",
+                "use codes written by ccsm encode or --codes-out with this model's codec",
+            )
         t = codes.shape[1]
         tokens = np.zeros((t + 1, self.ncb + 1), np.int64)
         mask = np.zeros_like(tokens, dtype=bool)

@@ -97,14 +97,21 @@ class Registrar:
 
     def __call__(self, name: str, factory: Any, **keywords: Any) -> None:
         if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {self.plugin} registered a {self.kind} entry without a name")
+            raise PluginError(
+                f"plugin {self.plugin} registered a {self.kind} entry without a name",
+                "give every registered entry a name; until then disable the plugin with CCSM_DISABLE_PLUGINS",
+            )
         if len(name) > 64 or not name.isprintable() or any(c.isspace() for c in name):
             raise PluginError(
                 f"plugin {self.plugin} registered the name {name[:64]!r}: "
-                "names are at most 64 printable characters without spaces"
+                "names are at most 64 printable characters without spaces",
+                "register a shorter name without spaces; until then disable the plugin with CCSM_DISABLE_PLUGINS",
             )
         if not callable(factory):
-            raise PluginError(f"plugin {self.plugin} registered {name!r} with a factory that is not callable")
+            raise PluginError(
+                f"plugin {self.plugin} registered {name!r} with a factory that is not callable",
+                "register a callable factory; until then disable the plugin with CCSM_DISABLE_PLUGINS",
+            )
         if self.manager.trace:
             print(f"ccsm: {self.plugin} registers {self.kind[:-1]} {name!r}", file=sys.stderr)
         spec = specs.make_spec(self.kind, name, factory, self.plugin, keywords)

@@ -24,10 +24,10 @@ def _number(name: str, value: Any, *, lo: float | None = None, hi: float | None 
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{name} must be a number, got {value!r}") from None
+        raise UsageError(f"{name} must be a number, got {value!r}", "give a number") from None
     if np.isnan(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
         rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise UsageError(f"{name} must be in {rng}, got {value!r}")
+        raise UsageError(f"{name} must be in {rng}, got {value!r}", f"give {name} within {rng}")
     return v
 
 
@@ -41,7 +41,7 @@ def temperature(temperature: float = 1.0) -> Processor:
 def top_k(k: int = 50) -> Processor:
     """Keep logits >= the k-th largest (ties at the k-th value survive, as the original)."""
     if isinstance(k, bool) or int(k) != k or k < 1:
-        raise UsageError(f"top-k must be an integer >= 1, got {k!r}")
+        raise UsageError(f"top-k must be an integer >= 1, got {k!r}", "give --top-k 1 or more")
     k = int(k)
 
     def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -146,7 +146,7 @@ def logit_bias(bias: Mapping[int, float] | None = None) -> Processor:
     items = [(int(k), float(v)) for k, v in (bias or {}).items()]
     for k, _ in items:
         if k < 0:
-            raise UsageError(f"logit bias id must be >= 0, got {k}")
+            raise UsageError(f"logit bias id must be >= 0, got {k}", "give token ids of 0 or more")
 
     def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
         if not items:
@@ -275,7 +275,10 @@ def build_sampler(
     sname = sampler or ("categorical" if t > 0 else "greedy")
     entry = reg.get(sname)
     if entry.kind != "sampler":
-        raise UsageError(f"{sname!r} is a logit processor, not a sampler")
+        raise UsageError(
+            f"{sname!r} is a logit processor, not a sampler",
+            "name a sampler for --sampler (see `ccsm plugins`)",
+        )
     chain.sampler = _make(entry, {})
     chain.names.append(sname)
     return chain

@@ -40,7 +40,7 @@ def speak_many(
 ) -> Iterator[tuple[int, Event | Failed]]:
     """Speak every job (a list of `Line`) as `speak` would alone, ``slots`` at a time together."""
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
-        raise UsageError(f"batch size must be a positive integer, got {slots!r}")
+        raise UsageError(f"batch size must be a positive integer, got {slots!r}", "give a batch size of 1 or more")
     batch = FrameBatch(speech.generator.model, slots=slots)
     free: list[Any] = []
     running: deque[tuple[int, Iterator[Event], Any]] = deque()

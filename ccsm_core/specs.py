@@ -62,7 +62,8 @@ class Spec:
             if not _fits(value, tp):
                 raise PluginError(
                     f"{self._where()}: {f.name} must be {_expected(tp, f.type)}, "
-                    f"got {value!r} ({type(value).__name__}){_advice(value, tp)}"
+                    f"got {value!r} ({type(value).__name__}){_advice(value, tp)}",
+                    "fix the plugin's registration (see docs/plugins.md)",
                 )
         self._check()
 
@@ -176,10 +177,14 @@ class WatermarkerSpec(Spec):
 
     def _check(self) -> None:
         if self.payload_bits < 1:
-            raise PluginError(f"{self._where()}: payload_bits must be at least 1, got {self.payload_bits}")
+            raise PluginError(
+                f"{self._where()}: payload_bits must be at least 1, got {self.payload_bits}",
+                "fix the plugin's registration (see docs/plugins.md)",
+            )
         if not 0 <= self.default_payload < 2**self.payload_bits:
             raise PluginError(
-                f"{self._where()}: default_payload {self.default_payload} does not fit {self.payload_bits} bits"
+                f"{self._where()}: default_payload {self.default_payload} does not fit {self.payload_bits} bits",
+                "fix the plugin's registration (see docs/plugins.md)",
             )
 
 
@@ -221,11 +226,17 @@ def make_spec(kind: str, name: str, factory: Callable[..., Any], plugin: str, op
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-            raise PluginError(f"{hook}: {name!r}: unknown keyword {key!r} - {hint}")
+            raise PluginError(
+                f"{hook}: {name!r}: unknown keyword {key!r} - {hint}",
+                "fix the plugin's registration (see docs/plugins.md)",
+            )
     hints = _hints(cls)
     for f in keywords(cls):
         if f.name not in options and f.default is MISSING and f.default_factory is MISSING:
-            raise PluginError(f"{hook}: {name!r}: missing keyword {f.name!r} ({_expected(hints[f.name], f.type)})")
+            raise PluginError(
+                f"{hook}: {name!r}: missing keyword {f.name!r} ({_expected(hints[f.name], f.type)})",
+                "fix the plugin's registration (see docs/plugins.md)",
+            )
     return cls(name=name, factory=factory, plugin=plugin, **options)
 
 

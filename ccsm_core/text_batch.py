@@ -63,7 +63,10 @@ class TextBatch:
 
     def __init__(self, loaded: LoadedText, slots: int = 8, *, context: int | None = None) -> None:
         if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-            raise UsageError(f"batch size must be an integer in 1..{MAX_SLOTS}, got {slots!r}")
+            raise UsageError(
+                f"batch size must be an integer in 1..{MAX_SLOTS}, got {slots!r}",
+                f"give a batch size from 1 to {MAX_SLOTS}",
+            )
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
         self.slots = slots
         self.prefill = TextSession(loaded, context=context)  # joiners' prompts, as alone

@@ -43,7 +43,7 @@ class TextSettings:
     def chain(self) -> SamplerChain:
         """The sampler chain (validates the limits and every sampling value)."""
         if self.max_tokens < 1:
-            raise UsageError(f"max tokens must be >= 1, got {self.max_tokens}")
+            raise UsageError(f"max tokens must be >= 1, got {self.max_tokens}", "give --max-tokens 1 or more")
         return self.sampling.to_chain()
 
 

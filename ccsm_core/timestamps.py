@@ -45,18 +45,30 @@ class Cue:
         for name in ("start", "end"):
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value < 0:
-                raise UsageError(f"{where}: {name} must be a finite number of seconds >= 0, got {value!r}")
+                raise UsageError(
+                    f"{where}: {name} must be a finite number of seconds >= 0, got {value!r}",
+                    "give times in seconds, 0 or more",
+                )
             object.__setattr__(self, name, float(value))
         if self.start > self.end:
-            raise UsageError(f"{where}: it starts at {self.start} s, after its end at {self.end} s")
+            raise UsageError(
+                f"{where}: it starts at {self.start} s, after its end at {self.end} s",
+                "give each cue an end after its start",
+            )
         if not isinstance(self.text, str) or not _lines(self.text):
             raise UsageError(f"{where}: it has no text", "give each cue the words spoken")
         if self.speaker is not None:
             if not _is_int(self.speaker) or self.speaker < 0:
-                raise UsageError(f"{where}: the speaker must be an integer >= 0, got {self.speaker!r}")
+                raise UsageError(
+                    f"{where}: the speaker must be an integer >= 0, got {self.speaker!r}",
+                    "give a speaker id of 0 or more",
+                )
             object.__setattr__(self, "speaker", int(self.speaker))
         if self.voice is not None and (not isinstance(self.voice, str) or not self.voice.strip()):
-            raise UsageError(f"{where}: the voice must be a non-empty name, got {self.voice!r}")
+            raise UsageError(
+                f"{where}: the voice must be a non-empty name, got {self.voice!r}",
+                "give the voice's name, or none",
+            )
 
 
 def _is_int(value: object) -> bool:
@@ -118,7 +130,7 @@ def _checked(cues: Iterable[Cue]) -> list[Cue]:
     out = list(cues)
     for i, cue in enumerate(out):
         if not isinstance(cue, Cue):
-            raise UsageError(f"item {i} is a {type(cue).__name__}, not a Cue")
+            raise UsageError(f"item {i} is a {type(cue).__name__}, not a Cue", "pass a list of Cue")
         if i:
             prev = out[i - 1]
             if cue.index <= prev.index:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import BUG_HINT, UsageError
 from ..tensors import float32_values
 from .base import BUFFER_DTYPES
 
@@ -50,7 +50,7 @@ class NumpyBackend:
 
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> np.ndarray:
         if dtype not in BUFFER_DTYPES:
-            raise UsageError(f"numpy: zeros() dtype must be one of {', '.join(BUFFER_DTYPES)}, got {dtype!r}")
+            raise UsageError(f"numpy: zeros() dtype must be one of {', '.join(BUFFER_DTYPES)}, got {dtype!r}", BUG_HINT)
         return np.zeros(tuple(shape), dtype)
 
     def write(self, buf: np.ndarray, x: np.ndarray, start: Any, axis: int = 0) -> np.ndarray:
@@ -111,7 +111,7 @@ class NumpyBackend:
         """`matmul` of ``x [B*group, K]`` with each group of rows computed as it is alone (a
         stacked product runs the same BLAS call per group), for batched decoding."""
         if x.ndim != 2 or group < 1 or x.shape[0] % group:
-            raise UsageError(f"matmul_rows: {list(x.shape)} is not a whole number of groups of {group} rows")
+            raise UsageError(f"matmul_rows: {list(x.shape)} is not a whole number of groups of {group} rows", BUG_HINT)
         stacked = np.matmul(x.reshape(-1, group, x.shape[1]), w.T)
         return stacked.reshape(x.shape[0], -1).astype(_F32, copy=False)
 

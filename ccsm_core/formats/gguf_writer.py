@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import BUG_HINT, UsageError
 from ..files import atomic_path
 from ..tensors import PLAIN_DTYPES, TensorData, f32_to_bf16
 from .gguf_reader import NP_SCALARS
@@ -269,7 +269,7 @@ def _encoded(t: PlannedTensor) -> np.ndarray:
         value = value.numpy()
     values = np.asarray(value, np.float32)
     if tuple(values.shape) != t.shape:
-        raise UsageError(f"tensor {t.name!r}: computed shape {list(values.shape)}, planned {list(t.shape)}")
+        raise UsageError(f"tensor {t.name!r}: computed shape {list(values.shape)}, planned {list(t.shape)}", BUG_HINT)
     if t.dtype == "Q4_K":
         from .q4_k import quantize_q4_k
 
@@ -287,7 +287,10 @@ def _nbytes(t: PlannedTensor) -> int:
         return count * 2
     block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t.dtype]]
     if not t.shape or t.shape[-1] % block:
-        raise UsageError(f"tensor {t.name!r} of shape {list(t.shape)} cannot be stored as {t.dtype}")
+        raise UsageError(
+            f"tensor {t.name!r} of shape {list(t.shape)} cannot be stored as {t.dtype}",
+            "choose another --type (its rows must be a whole number of the type's blocks), e.g. f16",
+        )
     return count // block * size
 
 
@@ -324,7 +327,7 @@ def write_gguf_stream(
             for t in tensors:
                 raw = _encoded(t)
                 if raw.nbytes != _nbytes(t):
-                    raise UsageError(f"tensor {t.name!r}: {raw.nbytes} bytes encoded, {_nbytes(t)} planned")
+                    raise UsageError(f"tensor {t.name!r}: {raw.nbytes} bytes encoded, {_nbytes(t)} planned", BUG_HINT)
                 writer.write_tensor_data(raw)
                 del raw
                 if progress is not None:

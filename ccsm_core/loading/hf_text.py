@@ -193,7 +193,10 @@ def _metadata(cfg: dict[str, Any], arch: TextArch, where: str) -> tuple[dict[str
             from ..models.text.gemma3 import PATTERN, sliding_layers
 
             if len(flags) != layers:
-                raise FormatError(f"{where}: layer_types has {len(flags)} entries for {layers} layers")
+                raise FormatError(
+                    f"{where}: layer_types has {len(flags)} entries for {layers} layers",
+                    "give layer_types in config.json one entry per layer",
+                )
             if tuple(i for i, f in enumerate(flags) if f) != sliding_layers(layers, PATTERN):
                 md["gemma3.attention.sliding_window_pattern"] = flags
         scalar = cfg.get("query_pre_attn_scalar", head_dim)
@@ -342,7 +345,8 @@ def _permuted(t: TensorData, heads: int, where: str) -> Callable[[], TensorData]
     second become rows ``2i`` and ``2i + 1``. Raw rows move; nothing is converted."""
     if len(t.shape) != 2 or t.shape[0] % (2 * heads) or t.dtype not in (*PLAIN_DTYPES, "BF16"):
         raise FormatError(
-            f"{where}: tensor {t.name!r} of shape {list(t.shape)} is not a q/k projection of {heads} heads"
+            f"{where}: tensor {t.name!r} of shape {list(t.shape)} is not a q/k projection of {heads} heads",
+            "the weights do not match config.json: check num_attention_heads and num_key_value_heads",
         )
 
     def make() -> TensorData:

@@ -222,7 +222,10 @@ class Mimi:
                 "pass one channel of 24 kHz samples",
             )
         if a.dtype.kind not in "fiu":
-            raise UsageError(f"Mimi expects numeric audio samples, got dtype {a.dtype}")
+            raise UsageError(
+                f"Mimi expects numeric audio samples, got dtype {a.dtype}",
+                "pass the audio as float samples",
+            )
         a = a.astype(np.float32)
         if not np.isfinite(a).all():
             raise UsageError("audio contains NaN or infinite samples", "clean the audio first")
@@ -266,7 +269,7 @@ class Mimi:
         """Unquantized latent ``float32 [D, ceil(N / 1920)]`` (moshi ``_encode_to_unquantized_latent``)."""
         a = self._check_wave(wave)
         if a.size == 0:
-            raise UsageError("cannot encode empty audio")
+            raise UsageError("cannot encode empty audio", "give at least 80 ms of audio")
         return self.be.to_numpy(self.be.transpose(self._latent(self.be.asarray(a[None])), (1, 0)))
 
     def _codes_from_latent(self, lat: Tensor) -> np.ndarray:

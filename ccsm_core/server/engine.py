@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CcsmError, UsageError
+from ..errors import BUG_HINT, CcsmError, UsageError
 from ..pipeline import Audio, Finished
 
 _DONE = object()
@@ -135,7 +135,10 @@ class Engine:
         timeout_s: float = 600.0,
     ) -> None:
         if max_active < 1 or max_queue < 0:
-            raise UsageError("max_active must be >= 1 and max_queue >= 0")
+            raise UsageError(
+                "max_active must be >= 1 and max_queue >= 0",
+                "pass --max-active 1 or more and --max-queue 0 or more",
+            )
         self.speech, self.text = speech, text
         self.max_active, self.max_queue, self.timeout_s = max_active, max_queue, timeout_s
         self.stats = Stats()
@@ -184,7 +187,7 @@ class Engine:
         """Queue a request: ``make(lane)`` returns its event iterator once it is admitted (a lane
         is a `Speech` for "speech", a `BatchedSession` for "text"). Raises `QueueFull`."""
         if kind not in self._free:
-            raise UsageError(f"unknown request kind {kind!r}")
+            raise UsageError(f"unknown request kind {kind!r}", BUG_HINT)
         if (self.speech if kind == "speech" else self.text) is None:
             raise UsageError(f"no {kind} model is loaded", f"start the server with a {kind} model")
         ticket = Ticket(kind, make, loop)
@@ -222,12 +225,18 @@ class Engine:
                     self._cv.wait()
                 if self._stop:
                     for t in [*self._active, *self._pending]:
-                        self._end(t, Cancelled("the server is stopping"))
+                        self._end(
+                            t,
+                            Cancelled(
+                                "the server is stopping",
+                                "send the request again when the server is back",
+                            ),
+                        )
                     return
                 while self._pending and len(self._active) < self.max_active:
                     t = self._pending.popleft()
                     if t.cancelled:
-                        self._end(t, Cancelled("cancelled while waiting"), count=False)
+                        self._end(t, Cancelled("cancelled while waiting", "send the request again"), count=False)
                         continue
                     self._active.append(t)
                 active = list(self._active)
@@ -238,7 +247,7 @@ class Engine:
         """Advance ``t`` by one event (a frame or a token)."""
         try:
             if t.cancelled:
-                raise Cancelled("cancelled")
+                raise Cancelled("cancelled", "send the request again")
             if time.monotonic() - t.submitted > self.timeout_s:
                 raise Cancelled(f"the request ran past {self.timeout_s:g} s", "ask for less, or raise --timeout")
             if t.iterator is None:

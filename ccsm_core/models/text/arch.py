@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import FormatError, ModelError
+from ...errors import BUG_HINT, FormatError, ModelError
 from ...tensors import take_rows
 from ..config import LlamaConfig
 from ..llama import LayerOptions
@@ -121,5 +121,5 @@ def get_arch(name: str, where: str = "model") -> TextArch:
         raise ModelError(f"{where}: architecture {name!r} is not supported", f"supported: {', '.join(names)}")
     arch = importlib.import_module(f"{__package__}.{name}").ARCH
     if not isinstance(arch, TextArch) or arch.name != name:
-        raise ModelError(f"architecture module {name!r} does not define its ARCH")
+        raise ModelError(f"architecture module {name!r} does not define its ARCH", BUG_HINT)
     return arch

@@ -32,7 +32,10 @@ class Gemma3(TextArch):
         if isinstance(pattern, (list, np.ndarray)):  # per layer: true = sliding
             flags = [bool(x) for x in pattern]
             if len(flags) != stack.num_layers:
-                raise FormatError(f"sliding_window_pattern has {len(flags)} entries for {stack.num_layers} layers")
+                raise FormatError(
+                    f"sliding_window_pattern has {len(flags)} entries for {stack.num_layers} layers",
+                    "give sliding_window_pattern one entry per layer",
+                )
             sliding = tuple(i for i, f in enumerate(flags) if f)
         elif isinstance(pattern, int) and 0 <= pattern <= stack.num_layers + 1:
             sliding = sliding_layers(stack.num_layers, pattern)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ccsm_core.errors import UsageError
+from ccsm_core.errors import BUG_HINT, UsageError
 
 from . import _ffi
 from ._graph_builder import GraphBuilder
@@ -33,15 +33,18 @@ def rope(
     is given, by the frequencies GGML derives from it (as llama.cpp does)."""
     xs = x.shape
     if len(xs) != 3 or xs[2] % 2:
-        raise UsageError(f"rope: x must be [S, H, D] with even D, got {list(xs)}")
+        raise UsageError(f"rope: x must be [S, H, D] with even D, got {list(xs)}", BUG_HINT)
     if positions.type != I32 or positions.shape != (xs[0],):
-        raise UsageError(f"rope: positions must be int [{xs[0]}], got shape {list(positions.shape)}")
+        raise UsageError(f"rope: positions must be int [{xs[0]}], got shape {list(positions.shape)}", BUG_HINT)
     fast = isinstance(freqs, np.ndarray) and freqs.dtype == np.float32 and freqs.shape == (xs[2] // 2,)
     ff = memory.known_freq_factors(freqs.tobytes()) if fast else None  # validated when first seen
     if ff is None:
         arr = np.asarray(freqs, np.float32).reshape(-1)
         if arr.shape[0] != xs[2] // 2 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            raise UsageError(f"rope: need {xs[2] // 2} finite, non-negative freqs, got {arr.shape[0]}")
+            raise UsageError(
+                f"rope: need {xs[2] // 2} finite, non-negative freqs, got {arr.shape[0]}",
+                "the model's RoPE settings (rope_base, rope scaling) give non-finite frequencies: fix its config",
+            )
         ff = memory.freq_factors(arr)
     ctx = gb.room()
     mode = _ffi.ROPE_NORMAL if interleaved else _ffi.ROPE_NEOX
@@ -59,11 +62,14 @@ def attention(gb: GraphBuilder, q: GTensor, k: GTensor, v: GTensor, mask: GTenso
     """``softmax(q k^T * scale + mask) v`` per head: ``q [S, H, D]``, ``k``/``v`` ``[T, KV, D]``."""
     qs, ks, vs = q.shape, k.shape, v.shape
     if len(qs) != 3 or len(ks) != 3 or len(vs) != 3 or ks[0] != vs[0] or ks[1] != vs[1] or qs[2] != ks[2]:
-        raise UsageError(f"attention: need q [S, H, D], k/v [T, KV, D]; got {list(qs)}, {list(ks)}, {list(vs)}")
+        raise UsageError(
+            f"attention: need q [S, H, D], k/v [T, KV, D]; got {list(qs)}, {list(ks)}, {list(vs)}",
+            BUG_HINT,
+        )
     if qs[1] % ks[1]:
-        raise UsageError(f"attention: {qs[1]} query heads are not a multiple of {ks[1]} kv heads")
+        raise UsageError(f"attention: {qs[1]} query heads are not a multiple of {ks[1]} kv heads", BUG_HINT)
     if mask is not None and mask.shape != (qs[0], ks[0]):
-        raise UsageError(f"attention: mask must be [{qs[0]}, {ks[0]}], got {list(mask.shape)}")
+        raise UsageError(f"attention: mask must be [{qs[0]}, {ks[0]}], got {list(mask.shape)}", BUG_HINT)
     gb.work += qs[0] * qs[1] * ks[0] * (qs[2] + vs[2])
     lib, ctx = gb.lib, gb.room()
     if k.type == _ffi.F16 and v.type == _ffi.F16:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ccsm_core.errors import UsageError
+from ccsm_core.errors import BUG_HINT, UsageError
 
 from ._tensor import GTensor
 from .lib import Context, GgmlError, Owned
@@ -42,7 +42,7 @@ class Captured:
             outs = fn(*args)
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
             if not outs or not all(isinstance(o, GTensor) and o.owner is be for o in outs):
-                raise UsageError("ggml-cpu: a captured function must return tensors of this backend")
+                raise UsageError("ggml-cpu: a captured function must return tensors of this backend", BUG_HINT)
             self.in_dtypes = [np.asarray(a).dtype for a in examples]
             self.in_shapes = [np.asarray(a).shape for a in examples]
             arg_ptrs = [a.ptr if a.epoch == gb.epoch else None for a in args]
@@ -72,7 +72,7 @@ class Captured:
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         be, lib, ffi = self.be, self._lib, self._ffi
         if len(arrays) != len(self.args):
-            raise UsageError(f"ggml-cpu: captured graph takes {len(self.args)} inputs, got {len(arrays)}")
+            raise UsageError(f"ggml-cpu: captured graph takes {len(self.args)} inputs, got {len(arrays)}", BUG_HINT)
         be.flush()
         start = time.perf_counter()
         for t, arr in self.consts:
@@ -80,9 +80,15 @@ class Captured:
         for t, a, dtype, shape, bound in zip(self.args, arrays, self.in_dtypes, self.in_shapes, self.bounds):
             arr = np.ascontiguousarray(a, dtype=np.int32 if dtype.kind in "iub" else np.float32)
             if arr.shape != shape:
-                raise UsageError(f"ggml-cpu: captured input has shape {list(arr.shape)}, expected {list(shape)}")
+                raise UsageError(
+                    f"ggml-cpu: captured input has shape {list(arr.shape)}, expected {list(shape)}",
+                    BUG_HINT,
+                )
             if bound is not None and arr.size and (arr.min() < 0 or arr.max() >= bound):
-                raise UsageError(f"ggml-cpu: captured row indices {arr.min()}..{arr.max()} are outside [0, {bound})")
+                raise UsageError(
+                    f"ggml-cpu: captured row indices {arr.min()}..{arr.max()} are outside [0, {bound})",
+                    BUG_HINT,
+                )
             if t is not None:
                 ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
         be.compute_graph(self.graph, self.work, "captured graph compute", self.nodes)

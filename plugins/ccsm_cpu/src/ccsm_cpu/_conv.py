@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ccsm_core.errors import UsageError
+from ccsm_core.errors import BUG_HINT, UsageError
 
 from . import _ffi
 from ._graph_builder import GraphBuilder
@@ -40,7 +40,7 @@ BIAS_BUDGET = 64 << 20  # bytes of such blocks per backend (one per layer and le
 def _positive(what: str, **values: Any) -> None:
     for name, v in values.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise UsageError(f"{what}: {name} must be a positive int, got {v!r}")
+            raise UsageError(f"{what}: {name} must be a positive int, got {v!r}", BUG_HINT)
 
 
 def _bias(
@@ -56,7 +56,7 @@ def _bias(
     if b is None:
         return out
     if b.shape != (cout,):
-        raise UsageError(f"{what}: bias shape {list(b.shape)} does not match {cout} output channels")
+        raise UsageError(f"{what}: bias shape {list(b.shape)} does not match {cout} output channels", BUG_HINT)
     lib = gb.lib
     if tout is not None and b.kind == WEIGHT and tout <= BIAS_MAX_T:
         block = memory.derived_within(
@@ -88,17 +88,21 @@ def conv1d(
     """``x [Cin, T]``, ``w [Cout, Cin/groups, K]`` -> ``[Cout, Tout]`` (no padding)."""
     _positive("conv1d", stride=stride, dilation=dilation, groups=groups)
     if len(x.shape) != 2 or len(w.shape) != 3:
-        raise UsageError(f"conv1d: need x [Cin, T] and w [Cout, Cin/groups, K], got {list(x.shape)}, {list(w.shape)}")
+        raise UsageError(
+            f"conv1d: need x [Cin, T] and w [Cout, Cin/groups, K], got {list(x.shape)}, {list(w.shape)}",
+            BUG_HINT,
+        )
     cin, t = x.shape
     cout, cin_g, k = w.shape
     if cin % groups or cout % groups or cin // groups != cin_g:
         raise UsageError(
             f"conv1d: {cin} input / {cout} output channels do not fit {groups} groups "
-            f"of a kernel with {cin_g} input channels"
+            f"of a kernel with {cin_g} input channels",
+            BUG_HINT,
         )
     span = (k - 1) * dilation + 1
     if t < span:
-        raise UsageError(f"conv1d: input length {t} is shorter than the kernel span {span}")
+        raise UsageError(f"conv1d: input length {t} is shorter than the kernel span {span}", BUG_HINT)
     tout = (t - span) // stride + 1
     cout_g = cout // groups
     gb.work += cout * tout * cin_g * k
@@ -137,12 +141,16 @@ def conv_transpose1d(
     _positive("conv_transpose1d", stride=stride, groups=groups)
     if len(x.shape) != 2 or len(w.shape) != 3:
         raise UsageError(
-            f"conv_transpose1d: need x [Cin, T] and w [Cin, Cout/groups, K], got {list(x.shape)}, {list(w.shape)}"
+            f"conv_transpose1d: need x [Cin, T] and w [Cin, Cout/groups, K], got {list(x.shape)}, {list(w.shape)}",
+            BUG_HINT,
         )
     cin, t = x.shape
     wcin, cout_g, k = w.shape
     if wcin != cin or cin % groups:
-        raise UsageError(f"conv_transpose1d: weight for {wcin} input channels, input has {cin} ({groups} groups)")
+        raise UsageError(
+            f"conv_transpose1d: weight for {wcin} input channels, input has {cin} ({groups} groups)",
+            BUG_HINT,
+        )
     cout, length, cin_g = cout_g * groups, (t - 1) * stride + k, cin // groups
     gb.work += cout * t * k * cin_g
     lib = gb.lib

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ccsm_core.errors import CcsmError, UsageError
+from ccsm_core.errors import BUG_HINT, CcsmError, UsageError
 
 from . import _ffi
 from ._persistent_memory import PersistentMemory
@@ -79,10 +79,10 @@ class GraphBuilder:
     def room(self, n: int = ROOM) -> Any:
         """The current epoch context, with room for ``n`` more tensor objects."""
         if self.closed:
-            raise UsageError("ggml-cpu: the backend is closed")
+            raise UsageError("ggml-cpu: the backend is closed", BUG_HINT)
         if self.lib.ggml_used_mem(self._ctx) + n * self._ovh > self._limit:
             if n > EPOCH_OBJECTS:
-                raise UsageError(f"ggml-cpu: one op needs {n} graph nodes (limit {EPOCH_OBJECTS})")
+                raise UsageError(f"ggml-cpu: one op needs {n} graph nodes (limit {EPOCH_OBJECTS})", BUG_HINT)
             self._next_ctx()
         return self._ctx
 
@@ -119,9 +119,9 @@ class GraphBuilder:
     def _relink(self, h: GTensor) -> Any:
         """A new input tensor for a handle whose value is on the host."""
         if h.owner is not self._owner():
-            raise UsageError("ggml-cpu: this tensor belongs to another backend instance")
+            raise UsageError("ggml-cpu: this tensor belongs to another backend instance", BUG_HINT)
         if self.closed:
-            raise UsageError("ggml-cpu: the backend is closed")
+            raise UsageError("ggml-cpu: the backend is closed", BUG_HINT)
         if h.host is None:
             raise CcsmError("ggml-cpu: this tensor was lost when an evaluation failed", "recompute it from its inputs")
         t = self.lib.ggml_new_tensor_4d(self.room(1), h.type, *ne(h.shape))

@@ -47,7 +47,8 @@ def weight_data(t: Any) -> tuple[tuple[int, ...], int, np.ndarray]:
         blck, bsize = _ffi.TYPE_BLOCKS[gtype]
         if shape[-1] % blck:
             raise FormatError(
-                f"weight {name}: row length {shape[-1]} is not a multiple of the {dtype} block size {blck}"
+                f"weight {name}: row length {shape[-1]} is not a multiple of the {dtype} block size {blck}",
+                "the file is damaged; convert or download it again",
             )
         want = prod(shape) // blck * bsize
         if raw.nbytes != want:
@@ -61,7 +62,10 @@ def weight_data(t: Any) -> tuple[tuple[int, ...], int, np.ndarray]:
     if arr.dtype == np.float16 and len(shape) == 2:
         return shape, _ffi.F16, np.ascontiguousarray(arr)
     if arr.dtype.kind not in "fiub":
-        raise FormatError(f"weight {name}: cannot use an array of dtype {arr.dtype}")
+        raise FormatError(
+            f"weight {name}: cannot use an array of dtype {arr.dtype}",
+            "convert the model again with ccsm convert",
+        )
     return shape, F32, np.ascontiguousarray(arr, np.float32)
 
 
@@ -106,11 +110,14 @@ class PersistentMemory:
         t = lib.ggml_new_tensor_4d(self._context(), gtype, *ne(shape))
         nbytes = lib.ggml_nbytes(t)
         if nbytes != data.nbytes:  # validated by callers; never hand ggml a short buffer
-            raise FormatError(f"ggml-cpu: tensor of shape {list(shape)} needs {nbytes} bytes, got {data.nbytes}")
+            raise FormatError(
+                f"ggml-cpu: tensor of shape {list(shape)} needs {nbytes} bytes, got {data.nbytes}",
+                "the file is truncated or damaged; convert or download it again",
+            )
         ptr = ffi.cast("void *", data.ctypes.data)
         buf = lib.ggml_backend_cpu_buffer_from_ptr(ptr, nbytes)
         if buf == ffi.NULL:
-            raise GgmlError("ggml_backend_cpu_buffer_from_ptr failed")
+            raise GgmlError("ggml_backend_cpu_buffer_from_ptr failed", "free some memory, or use --backend numpy")
         self._bufs.append(Owned(buf, lib.ggml_backend_buffer_free))
         check_status(self._g, lib.ggml_backend_tensor_alloc(buf, t, ptr), "ggml_backend_tensor_alloc")
         self._pins.append(data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ccsm_core.errors import UsageError
+from ccsm_core.errors import BUG_HINT, UsageError
 
 from . import _ffi
 from ._graph_builder import GraphBuilder
@@ -32,7 +32,7 @@ def transpose(gb: GraphBuilder, x: GTensor, perm: Sequence[int]) -> GTensor:
     n = len(x.shape)
     perm = tuple(int(i) for i in perm)
     if sorted(perm) != list(range(n)):
-        raise UsageError(f"transpose: {list(perm)} is not a permutation of {n} axes")
+        raise UsageError(f"transpose: {list(perm)} is not a permutation of {n} axes", BUG_HINT)
     if perm == tuple(range(n)):
         return x
     out = permute(gb, gb.f32(x), n, perm, cont=True)
@@ -45,11 +45,11 @@ def reshape(gb: GraphBuilder, x: GTensor, shape: Sequence[int]) -> GTensor:
     if shape.count(-1) == 1:
         rest = -prod(shape)
         if rest <= 0 or size % rest:
-            raise UsageError(f"reshape: cannot reshape {list(x.shape)} into {list(shape)}")
+            raise UsageError(f"reshape: cannot reshape {list(x.shape)} into {list(shape)}", BUG_HINT)
         shape = tuple(size // rest if d == -1 else d for d in shape)
     shape = check_shape(shape, "reshape")
     if prod(shape) != size:
-        raise UsageError(f"reshape: cannot reshape {list(x.shape)} into {list(shape)}")
+        raise UsageError(f"reshape: cannot reshape {list(x.shape)} into {list(shape)}", BUG_HINT)
     if shape == x.shape:
         return x
     ctx = gb.room()
@@ -68,7 +68,7 @@ def slice_(gb: GraphBuilder, x: GTensor, axis: int, start: int, stop: int) -> GT
     axis = axis_of(axis, len(shape), "slice")
     start, stop, _ = slice(int(start), int(stop)).indices(shape[axis])
     if stop <= start:
-        raise UsageError(f"slice: [{start}:{stop}] of axis {axis} (size {shape[axis]}) is empty")
+        raise UsageError(f"slice: [{start}:{stop}] of axis {axis} (size {shape[axis]}) is empty", BUG_HINT)
     if start == 0 and stop == shape[axis]:
         return x
     new = shape[:axis] + (stop - start,) + shape[axis + 1 :]
@@ -90,7 +90,7 @@ def pad(gb: GraphBuilder, x: GTensor, axis: int, left: int, right: int, mode: st
     axis = axis_of(axis, len(shape), "pad")
     left, right = int(left), int(right)
     if left < 0 or right < 0 or max(left, right) >= 2**31:
-        raise UsageError(f"pad: widths must be non-negative, got {left}, {right}")
+        raise UsageError(f"pad: widths must be non-negative, got {left}, {right}", BUG_HINT)
     if mode not in ("constant", "replicate"):
         raise UsageError(f"pad: unknown mode {mode!r}", "use 'constant' or 'replicate'")
     if left == right == 0:
@@ -122,13 +122,13 @@ def _edge(gb: GraphBuilder, x: GTensor, axis: int, index: int, count: int) -> GT
 def concat(gb: GraphBuilder, xs: Sequence[GTensor], axis: int) -> GTensor:
     xs = list(xs)
     if not xs:
-        raise UsageError("concat: nothing to join")
+        raise UsageError("concat: nothing to join", BUG_HINT)
     first = xs[0].shape
     axis = axis_of(axis, len(first), "concat")
     for t in xs[1:]:
         s = t.shape
         if len(s) != len(first) or s[:axis] != first[:axis] or s[axis + 1 :] != first[axis + 1 :]:
-            raise UsageError(f"concat: shapes {list(first)} and {list(s)} differ off axis {axis}")
+            raise UsageError(f"concat: shapes {list(first)} and {list(s)} differ off axis {axis}", BUG_HINT)
     if len(xs) == 1:
         return xs[0]
     dim = len(first) - 1 - axis

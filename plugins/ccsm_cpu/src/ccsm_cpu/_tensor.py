@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ccsm_core.errors import UsageError
+from ccsm_core.errors import BUG_HINT, UsageError
 
 PERSIST = -1  # epoch of tensors that live as long as the backend (weights, buffers)
 STALE = -2  # epoch of host-backed handles not yet placed in the current graph
@@ -60,7 +60,7 @@ def strides(shape: tuple[int, ...], item: int = 4) -> tuple[int, int, int]:
 def axis_of(axis: int, ndim: int, what: str) -> int:
     """Normalise a NumPy axis (negative allowed); `UsageError` if out of range."""
     if not isinstance(axis, int) or not -ndim <= axis < ndim:
-        raise UsageError(f"{what}: axis {axis!r} is out of range for a {ndim}-d tensor")
+        raise UsageError(f"{what}: axis {axis!r} is out of range for a {ndim}-d tensor", BUG_HINT)
     return axis + ndim if axis < 0 else axis
 
 
@@ -69,11 +69,11 @@ def check_shape(shape: Sequence[int], what: str) -> tuple[int, ...]:
     try:
         out = tuple(int(d) for d in shape)
     except (TypeError, ValueError):
-        raise UsageError(f"{what}: shape {shape!r} is not a sequence of ints") from None
+        raise UsageError(f"{what}: shape {shape!r} is not a sequence of ints", BUG_HINT) from None
     if len(out) > MAX_DIMS:
-        raise UsageError(f"{what}: {len(out)}-d tensors are not supported (GGML has at most {MAX_DIMS} dims)")
+        raise UsageError(f"{what}: {len(out)}-d tensors are not supported (GGML has at most {MAX_DIMS} dims)", BUG_HINT)
     if any(d <= 0 for d in out):
-        raise UsageError(f"{what}: shape {list(out)} has an empty or negative dimension")
+        raise UsageError(f"{what}: shape {list(out)} has an empty or negative dimension", BUG_HINT)
     return out
 
 
@@ -85,7 +85,7 @@ def broadcast(sa: tuple[int, ...], sb: tuple[int, ...], what: str) -> tuple[int,
     out = []
     for x, y in zip(a, b):
         if x != y and x != 1 and y != 1:
-            raise UsageError(f"{what}: shapes {list(sa)} and {list(sb)} do not broadcast")
+            raise UsageError(f"{what}: shapes {list(sa)} and {list(sb)} do not broadcast", BUG_HINT)
         out.append(x if y == 1 else y)
     return tuple(out)
 

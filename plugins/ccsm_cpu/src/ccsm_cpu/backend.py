@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ccsm_core.errors import CcsmError, UsageError
+from ccsm_core.errors import BUG_HINT, CcsmError, UsageError
 
 from . import _attention, _conv, _ffi, _load, _shape_ops
 from ._graph_builder import GraphBuilder
@@ -71,9 +71,15 @@ class GgmlBackend:
             )
         n = _load.usable_cores() if threads is None else threads
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 512:
-            raise UsageError(f"ggml-cpu: threads must be an int in 1..512, got {threads!r}")
+            raise UsageError(
+                f"ggml-cpu: threads must be an int in 1..512, got {threads!r}",
+                "pass --threads N with N from 1 to 512",
+            )
         if not isinstance(min_parallel_work, int) or min_parallel_work < 0:
-            raise UsageError(f"ggml-cpu: min_parallel_work must be an int >= 0, got {min_parallel_work!r}")
+            raise UsageError(
+                f"ggml-cpu: min_parallel_work must be an int >= 0, got {min_parallel_work!r}",
+                "pass --backend-option min_parallel_work=N with N >= 0",
+            )
         self.threads, self.min_parallel_work = n, min_parallel_work
         self.idle_cores = _load.IdleCores(n) if threads is None else None
         self._n_threads = n
@@ -167,12 +173,12 @@ class GgmlBackend:
         a = np.asarray(a)
         if a.dtype.kind in "iub":
             if a.size and (a.min() < -(2**31) or a.max() >= 2**31):
-                raise UsageError("ggml-cpu: integer input does not fit int32")
+                raise UsageError("ggml-cpu: integer input does not fit int32", BUG_HINT)
             arr, gtype = np.array(a, np.int32, order="C"), I32
         elif a.dtype.kind == "f":
             arr, gtype = np.array(a, np.float32, order="C"), F32
         else:
-            raise UsageError(f"ggml-cpu: cannot make a tensor of dtype {a.dtype}")
+            raise UsageError(f"ggml-cpu: cannot make a tensor of dtype {a.dtype}", BUG_HINT)
         shape = check_shape(arr.shape, "asarray")
         return GTensor(None, shape, gtype, STALE, arr, None, HOST, self)
 
@@ -192,7 +198,10 @@ class GgmlBackend:
         shape = check_shape(shape, "zeros")
         gtype = _BUFFER_TYPES.get(dtype)
         if gtype is None:
-            raise UsageError(f"ggml-cpu: zeros() dtype must be one of {', '.join(_BUFFER_TYPES)}, got {dtype!r}")
+            raise UsageError(
+                f"ggml-cpu: zeros() dtype must be one of {', '.join(_BUFFER_TYPES)}, got {dtype!r}",
+                BUG_HINT,
+            )
         ptr = self.memory.buffer(gtype, shape, _shape_ops.ITEM[gtype])
         h = GTensor(ptr, shape, gtype, PERSIST, None, None, BUFFER, self)
         h.base = h
@@ -200,22 +209,25 @@ class GgmlBackend:
 
     def write(self, buf: GTensor, x: GTensor, start: Any, axis: int = 0) -> GTensor:
         if getattr(buf, "kind", None) != BUFFER:
-            raise UsageError("ggml-cpu: write() needs a buffer from zeros() or an earlier write()")
+            raise UsageError("ggml-cpu: write() needs a buffer from zeros() or an earlier write()", BUG_HINT)
         bs, xs = buf.shape, x.shape
         if axis != 0:
             axis = axis_of(axis, len(bs), "write")
         if len(xs) != len(bs) or xs[:axis] != bs[:axis] or xs[axis + 1 :] != bs[axis + 1 :]:
-            raise UsageError(f"ggml-cpu: cannot write shape {list(xs)} into {list(bs)} along axis {axis}")
+            raise UsageError(f"ggml-cpu: cannot write shape {list(xs)} into {list(bs)} along axis {axis}", BUG_HINT)
         if isinstance(start, GTensor):
             return self._write_rows(buf, x, start, axis)
         if not isinstance(start, (int, np.integer)) or start < 0 or start + xs[axis] > bs[axis]:
-            raise UsageError(f"ggml-cpu: write of {xs[axis]} rows at {start} exceeds axis {axis} of size {bs[axis]}")
+            raise UsageError(
+                f"ggml-cpu: write of {xs[axis]} rows at {start} exceeds axis {axis} of size {bs[axis]}",
+                BUG_HINT,
+            )
         if buf.type != F32:
             rows = np.arange(int(start), int(start) + xs[axis], dtype=np.int32)
             return self._write_rows(buf, x, self.asarray(rows), axis)
         offset = int(start) * 4 * prod(bs[axis + 1 :])
         if offset >= _SET_MAX_OFFSET:
-            raise UsageError(f"ggml-cpu: write offset {offset} bytes exceeds ggml's limit of 1 GiB")
+            raise UsageError(f"ggml-cpu: write offset {offset} bytes exceeds ggml's limit of 1 GiB", BUG_HINT)
         px = self._pf(x)
         pb = self._p(buf)
         out = self._lib.ggml_set_inplace(self._room(), pb, px, *strides(bs), offset)
@@ -226,14 +238,16 @@ class GgmlBackend:
         row of ``x``), so a captured step can write at a row that changes between replays."""
         bs, xs = buf.shape, x.shape
         if axis != 0:
-            raise UsageError("ggml-cpu: writes at tensor-given rows (or into float16 buffers) need axis 0")
+            raise UsageError("ggml-cpu: writes at tensor-given rows (or into float16 buffers) need axis 0", BUG_HINT)
         if start.type != I32 or start.shape != (xs[0],):
             raise UsageError(
-                f"ggml-cpu: write rows must be an int tensor of shape [{xs[0]}], got shape {list(start.shape)}"
+                f"ggml-cpu: write rows must be an int tensor of shape [{xs[0]}], got shape {list(start.shape)}",
+                BUG_HINT,
             )
         if start.host is not None and (start.host.min() < 0 or start.host.max() >= bs[0]):
             raise UsageError(
-                f"ggml-cpu: write rows {start.host.min()}..{start.host.max()} exceed axis 0 of size {bs[0]}"
+                f"ggml-cpu: write rows {start.host.min()}..{start.host.max()} exceed axis 0 of size {bs[0]}",
+                BUG_HINT,
             )
         lib, ctx = self._lib, self._room()
         inner = prod(bs[1:])
@@ -245,7 +259,7 @@ class GgmlBackend:
 
     def to_numpy(self, x: GTensor) -> np.ndarray:
         if getattr(x, "owner", None) is not self:
-            raise UsageError("ggml-cpu: to_numpy() needs a tensor of this backend")
+            raise UsageError("ggml-cpu: to_numpy() needs a tensor of this backend", BUG_HINT)
         if x.host is not None:
             return x.host.copy()
         if x.type != F32 and x.type != I32:  # a weight or half-precision buffer: to f32 in a graph
@@ -300,7 +314,7 @@ class GgmlBackend:
 
     def swiglu(self, gate: GTensor, up: GTensor) -> GTensor:
         if gate.shape != up.shape:
-            raise UsageError(f"swiglu: gate {list(gate.shape)} and up {list(up.shape)} differ")
+            raise UsageError(f"swiglu: gate {list(gate.shape)} and up {list(up.shape)} differ", BUG_HINT)
         out = self._lib.ggml_swiglu_split(self._room(), self._pf(gate), self._pf(up))
         return self._new(out, gate.shape, gate.base is not None or up.base is not None)
 
@@ -355,14 +369,17 @@ class GgmlBackend:
     # -- layers --------------------------------------------------------------------------
     def embedding(self, table: GTensor, ids: GTensor) -> GTensor:
         if len(table.shape) != 2:
-            raise UsageError(f"embedding: table must be 2-d, got shape {list(table.shape)}")
+            raise UsageError(f"embedding: table must be 2-d, got shape {list(table.shape)}", BUG_HINT)
         if ids.type != I32 or len(ids.shape) != 1:
-            raise UsageError(f"embedding: ids must be a 1-d int tensor, got shape {list(ids.shape)}")
+            raise UsageError(f"embedding: ids must be a 1-d int tensor, got shape {list(ids.shape)}", BUG_HINT)
         if ids.host is None:
-            raise UsageError("embedding: ids must come from asarray() so they can be range-checked")
+            raise UsageError("embedding: ids must come from asarray() so they can be range-checked", BUG_HINT)
         rows = table.shape[0]
         if ids.host.min() < 0 or ids.host.max() >= rows:
-            raise UsageError(f"embedding: ids outside [0, {rows}): min {ids.host.min()}, max {ids.host.max()}")
+            raise UsageError(
+                f"embedding: ids outside [0, {rows}): min {ids.host.min()}, max {ids.host.max()}",
+                BUG_HINT,
+            )
         ctx = self._room()
         out = self._lib.ggml_get_rows(ctx, self._p(table), self._index(ids, rows))
         return self._new(out, (ids.shape[0], table.shape[1]), table.base is not None)
@@ -370,7 +387,10 @@ class GgmlBackend:
     def matmul(self, x: GTensor, w: GTensor) -> GTensor:
         ws, xs = w.shape, x.shape
         if len(ws) != 2 or not xs or xs[-1] != ws[1]:
-            raise UsageError(f"matmul: cannot multiply {list(xs)} by a weight of shape {list(ws)} ([..., K] x [N, K])")
+            raise UsageError(
+                f"matmul: cannot multiply {list(xs)} by a weight of shape {list(ws)} ([..., K] x [N, K])",
+                BUG_HINT,
+            )
         self.builder.work += prod(xs) * ws[0]
         ctx = self._room()
         out = self._lib.ggml_mul_mat(ctx, self.memory.matmul_weight(w, self._p(w)), self._pf(x))
@@ -383,14 +403,14 @@ class GgmlBackend:
         row takes another kernel, so single-row groups are multiplied one by one there."""
         rows = x.shape[0] if len(x.shape) == 2 else 0
         if group < 1 or not rows or rows % group:
-            raise UsageError(f"matmul_rows: {list(x.shape)} is not a whole number of groups of {group} rows")
+            raise UsageError(f"matmul_rows: {list(x.shape)} is not a whole number of groups of {group} rows", BUG_HINT)
         if group > 1 or rows == 1 or w.type not in _FLOAT_WEIGHTS:
             return self.matmul(x, w)
         return self.concat([self.matmul(self.slice(x, 0, i, i + 1), w) for i in range(rows)], axis=0)
 
     def _vector(self, w: GTensor, d: int, what: str) -> Any:
         if w.shape != (d,):
-            raise UsageError(f"{what}: weight shape {list(w.shape)} does not match the last axis ({d})")
+            raise UsageError(f"{what}: weight shape {list(w.shape)} does not match the last axis ({d})", BUG_HINT)
         return self._pf(w)
 
     def rms_norm(self, x: GTensor, w: GTensor, eps: float) -> GTensor:

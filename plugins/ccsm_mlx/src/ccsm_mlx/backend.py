@@ -20,7 +20,7 @@ import mlx.core as mx
 import numpy as np
 
 from ccsm_core.backends.base import BUFFER_DTYPES
-from ccsm_core.errors import BackendUnavailable, UsageError
+from ccsm_core.errors import BUG_HINT, BackendUnavailable, UsageError
 
 from .cache import WeightCache, tensor_key
 from .weights import Precision, QWeight, convert, needs_work, source_info
@@ -34,7 +34,7 @@ _INV_SQRT_2 = float(np.float32(1.0 / np.sqrt(2.0)))
 def _axis(x: Any, axis: int) -> int:
     nd = len(x.shape)
     if not -nd <= axis < nd:
-        raise UsageError(f"axis {axis} is out of range for a {nd}-D tensor")
+        raise UsageError(f"axis {axis} is out of range for a {nd}-D tensor", BUG_HINT)
     return axis % nd
 
 
@@ -152,7 +152,7 @@ class MlxBackend:
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> mx.array:
         """A float32 buffer; ``float16`` buffers keep float32 storage holding half-precision values."""
         if dtype not in BUFFER_DTYPES:
-            raise UsageError(f"mlx: zeros() dtype must be one of {', '.join(BUFFER_DTYPES)}, got {dtype!r}")
+            raise UsageError(f"mlx: zeros() dtype must be one of {', '.join(BUFFER_DTYPES)}, got {dtype!r}", BUG_HINT)
         buf = mx.zeros(tuple(int(s) for s in shape), _F32)
         mx.eval(buf)
         self._buffers.add(id(buf))
@@ -164,13 +164,16 @@ class MlxBackend:
 
     def write(self, buf: mx.array, x: Any, start: Any, axis: int = 0) -> mx.array:
         if id(buf) not in self._buffers:
-            raise UsageError("write: the target is not a buffer made by zeros()")
+            raise UsageError("write: the target is not a buffer made by zeros()", BUG_HINT)
         x = self._dense(x)
         if id(buf) in self._half:
             x = x.astype(mx.float16)
         if isinstance(start, mx.array):  # one row index per row of x, on axis 0
             if axis != 0 or start.shape != (x.shape[0],) or x.shape[1:] != buf.shape[1:]:
-                raise UsageError(f"write: rows {list(start.shape)} do not fit {list(x.shape)} into {list(buf.shape)}")
+                raise UsageError(
+                    f"write: rows {list(start.shape)} do not fit {list(x.shape)} into {list(buf.shape)}",
+                    BUG_HINT,
+                )
             buf[start] = x.astype(_F32)
             self._pending[id(buf)] = buf
             return buf
@@ -181,7 +184,7 @@ class MlxBackend:
             or any(x.shape[i] != buf.shape[i] for i in range(buf.ndim) if i != ax)
             or not 0 <= start <= buf.shape[ax] - n
         ):
-            raise UsageError(f"write: {list(x.shape)} does not fit {list(buf.shape)} at {start} on axis {ax}")
+            raise UsageError(f"write: {list(x.shape)} does not fit {list(buf.shape)} at {start} on axis {ax}", BUG_HINT)
         idx = [slice(None)] * buf.ndim
         idx[ax] = slice(start, start + n)
         buf[tuple(idx)] = x if x.dtype == _F32 else x.astype(_F32)
@@ -269,7 +272,9 @@ class MlxBackend:
         rows = table.shape[0]
         if ids.dtype != mx.int32 or (bounds is not None and (bounds[0] < 0 or bounds[1] >= rows)):
             raise UsageError(
-                f"embedding: ids must be int32 in 0..{rows - 1}" + (f", got {bounds[0]}..{bounds[1]}" if bounds else "")
+                f"embedding: ids must be int32 in 0..{rows - 1}"
+                + (f", got {bounds[0]}..{bounds[1]}" if bounds else ""),
+                BUG_HINT,
             )
         if isinstance(table, QWeight):
             return table.rows(ids)
@@ -281,7 +286,8 @@ class MlxBackend:
         k = x.shape[-1]
         if len(w.shape) != 2 or w.shape[1] != k:
             raise UsageError(
-                f"matmul: {list(x.shape)} x weight {list(w.shape)}: inner sizes differ or weight is not 2-D"
+                f"matmul: {list(x.shape)} x weight {list(w.shape)}: inner sizes differ or weight is not 2-D",
+                BUG_HINT,
             )
         if isinstance(w, QWeight):
             if self._on_gpu and w.scales.dtype != _F32:  # Metal's fast path: activations in the scale type
@@ -346,7 +352,7 @@ class MlxBackend:
     def attention(self, q, k, v, mask, scale: float):
         q, k, v = self._dense(q), self._dense(k), self._dense(v)
         if q.shape[1] % k.shape[1]:
-            raise UsageError(f"attention: {q.shape[1]} query heads do not group over {k.shape[1]} KV heads")
+            raise UsageError(f"attention: {q.shape[1]} query heads do not group over {k.shape[1]} KV heads", BUG_HINT)
         qh, kh, vh = (mx.transpose(t, (1, 0, 2))[None] for t in (q, k, v))
         m = None if mask is None else self._dense(mask)
         out = mx.fast.scaled_dot_product_attention(qh, kh, vh, scale=float(scale), mask=m)
@@ -377,16 +383,17 @@ class MlxBackend:
     def _check_conv(x: mx.array, cin: int, span: int, stride: int, groups: int, cout: int) -> None:
         if x.ndim != 2 or x.shape[0] != cin or stride < 1 or groups < 1 or cin % groups or cout % groups:
             raise UsageError(
-                f"conv: input {list(x.shape)} does not match {cin} channels in {groups} groups, stride {stride}"
+                f"conv: input {list(x.shape)} does not match {cin} channels in {groups} groups, stride {stride}",
+                BUG_HINT,
             )
         if x.shape[1] < span:
-            raise UsageError(f"conv: input of {x.shape[1]} steps is shorter than the kernel span {span}")
+            raise UsageError(f"conv: input of {x.shape[1]} steps is shorter than the kernel span {span}", BUG_HINT)
 
     # -- shape ops ---------------------------------------------------------------------------
     def pad(self, x, axis: int, left: int, right: int, mode: str = "constant"):
         x = self._dense(x)
         if mode not in ("constant", "replicate") or left < 0 or right < 0:
-            raise UsageError(f"pad: mode {mode!r} with ({left}, {right}) is not supported")
+            raise UsageError(f"pad: mode {mode!r} with ({left}, {right}) is not supported", BUG_HINT)
         widths = [(0, 0)] * x.ndim
         widths[_axis(x, axis)] = (int(left), int(right))
         return mx.pad(x, widths, mode="edge" if mode == "replicate" else "constant")
@@ -396,19 +403,19 @@ class MlxBackend:
         try:
             return mx.concatenate(xs, axis=_axis(xs[0], axis))
         except ValueError as e:
-            raise UsageError(f"concat: {e}") from None
+            raise UsageError(f"concat: {e}", BUG_HINT) from None
 
     def reshape(self, x, shape):
         x = self._dense(x)
         try:
             return mx.reshape(x, tuple(int(s) for s in shape))
         except ValueError as e:
-            raise UsageError(f"reshape: {e}") from None
+            raise UsageError(f"reshape: {e}", BUG_HINT) from None
 
     def transpose(self, x, perm):
         x = self._dense(x)
         if sorted(perm) != list(range(x.ndim)):
-            raise UsageError(f"transpose: {list(perm)} is not a permutation of {x.ndim} axes")
+            raise UsageError(f"transpose: {list(perm)} is not a permutation of {x.ndim} axes", BUG_HINT)
         return mx.transpose(x, tuple(perm))
 
     def slice(self, x, axis: int, start: int, stop: int):
@@ -416,7 +423,7 @@ class MlxBackend:
         ax = _axis(x, axis)
         lo, hi, _ = slice(start, stop).indices(x.shape[ax])
         if hi <= lo:
-            raise UsageError(f"slice: [{start}:{stop}] of an axis of {x.shape[ax]} is empty")
+            raise UsageError(f"slice: [{start}:{stop}] of an axis of {x.shape[ax]} is empty", BUG_HINT)
         idx = [slice(None)] * x.ndim
         idx[ax] = slice(lo, hi)
         return x[tuple(idx)]

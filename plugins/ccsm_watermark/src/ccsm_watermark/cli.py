@@ -95,7 +95,7 @@ def _watermarker(method: str, key: bytes, **params: Any) -> Any:
     try:
         return create(method, key, **params)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(str(e), "give --strength in (0, 6] dB and a non-empty --key-file") from None
 
 
 @click.group("watermark")
@@ -124,7 +124,7 @@ def embed_cmd(
     try:
         marked = wm.embed(audio, rate, value)
     except ValueError as e:
-        raise UsageError(f"{input_path}: {e}") from None
+        raise UsageError(f"{input_path}: {e}", "give audio of 8 kHz or more without NaN or infinite samples") from None
     subtype = None
     if info is not None:
         fmt = os.path.splitext(output)[1].lstrip(".").upper() or "WAV"
@@ -305,5 +305,8 @@ def keygen_cmd(output: str | None, force: bool) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
     except OSError as e:
-        raise CcsmError(f"cannot write key file {output!r}: {e.strerror}") from None
+        raise CcsmError(
+            f"cannot write key file {output!r}: {e.strerror}",
+            "choose a path in a folder you can write to",
+        ) from None
     click.echo(f"wrote a new key to {output}", err=True)
