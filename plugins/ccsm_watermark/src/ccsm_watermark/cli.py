@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ccsm_core.commands.common import Real
 from ccsm_core.errors import CcsmError, FormatError, UsageError
 
 from . import DEFAULT_METHOD, METHODS, PAYLOAD_BITS, PUBLIC_DEFAULT_KEY
@@ -109,7 +110,9 @@ def watermark() -> None:
 @click.option("--key-file", default=None, help="private key (ccsm watermark keygen); default: the public key")
 @click.option("--payload", default="0", show_default=True, help="32-bit payload, e.g. 0xC0FFEE42")
 @click.option("--method", type=click.Choice(list(METHODS)), default=DEFAULT_METHOD, show_default=True)
-@click.option("--strength", type=float, default=None, help="modulation depth in dB (default: the method's)")
+@click.option(
+    "--strength", type=Real(0, 6, min_open=True), default=None, help="modulation depth in dB (default: the method's)"
+)
 def embed_cmd(
     input_path: str, output: str, key_file: str | None, payload: str, method: str, strength: float | None
 ) -> None:
@@ -163,14 +166,14 @@ def embed_cmd(
 )
 @click.option(
     "--threshold",
-    type=float,
+    type=Real(0, 1, min_open=True, max_open=True),
     default=1e-6,
     show_default=True,
     help="report present when the false-positive p-value is below this",
 )
 @click.option(
     "--payload-threshold",
-    type=float,
+    type=Real(0, 1, min_open=True, max_open=True),
     default=1e-4,
     show_default=True,
     help="report the payload when the chance that a wrong one passes its check is below this",
