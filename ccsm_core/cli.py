@@ -106,17 +106,23 @@ class CcsmGroup(click.Group):
             if os.environ.get("CCSM_DEBUG"):
                 raise
             _fail("out of memory (hint: give a smaller input, or lower --max-memory so that large files fail at once)")
-        except KeyboardInterrupt as e:
+        except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            ctx.exit(143 if isinstance(e, Terminated) else 130)
+            ctx.exit(143 if _terminated else 130)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that outputs are cleaned up as for Ctrl-C."""
+_terminated = False  # a SIGTERM arrived
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated()
+    """SIGTERM stops ccsm as Ctrl-C does (outputs cleaned up, a stream's audio kept), through
+    the SIGINT handler in place, so that code watching for the user's Ctrl-C sees it too."""
+    global _terminated
+    _terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    raise KeyboardInterrupt
 
 
 def _os_error_line(e: OSError) -> str:

@@ -26,6 +26,7 @@ def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
     call it before the work whose result is written, so that nothing is computed in vain."""
     given = Path(path)
     target = Path(os.path.realpath(given)) if given.is_symlink() else given
+    _check_folder(target)
     try:
         mode = target.stat().st_mode
     except FileNotFoundError:
@@ -34,8 +35,7 @@ def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
         raise _cannot(given, e) from None
     if mode is not None and not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
-        raise UsageError(f"{what} {given} is {kind}", "write to a regular file: give a file name")
-    _check_folder(target)
+        raise UsageError(f"cannot write {what} {given}: it is {kind}", "write to a regular file: give a file name")
     return target
 
 
