@@ -106,7 +106,7 @@ def check_llama(cfg: LlamaConfig, where: str) -> LlamaConfig:
     if cfg.head_size is not None:
         schema.count(cfg.head_size, "head_size", where, high=MAX_DIM, hint=hint)
     schema.positive(cfg.norm_eps, "norm_eps", where, high=1.0, hint=hint)
-    schema.positive(cfg.rope_base, "rope_base", where, hint=hint)
+    schema.real(cfg.rope_base, "rope_base", where, low=1.0, high=1e30, hint=hint)  # below 1: infinite frequencies
     if cfg.scale_factor is not None:
         schema.positive(cfg.scale_factor, "scale_factor", where, hint=hint)
         low_f = schema.positive(cfg.low_freq_factor, "low_freq_factor", where, hint=hint)
