@@ -594,3 +594,15 @@ def test_load_eight_clients_two_hundred_requests(tmp_path: Path) -> None:
         f"p95 {p95 * 1000:.0f} ms; RSS {rss[50] // 1024} -> {rss[total] // 1024} MiB ({growth:+.1%})"
     )
     assert growth < 0.10
+
+
+def test_no_watermark_serves_unmarked_speech(speech: Any, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ccsm_core.cli import cli
+
+    engine = Engine(speech)
+    marked = create_app(engine, voices_root=tmp_path).state.ctx.marker
+    assert marked is not None and marked.name == pick_watermarker(None, None).name
+    assert create_app(engine, voices_root=tmp_path, watermark=False).state.ctx.marker is None
+    assert "--no-watermark" in CliRunner().invoke(cli, ["serve", "--help"]).output

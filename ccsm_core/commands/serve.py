@@ -64,6 +64,12 @@ LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
     help="Folder of saved voices (share it between replicas). [default: the voice store's]",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request.")
+@click.option(
+    "--watermark/--no-watermark",
+    default=True,
+    show_default=True,
+    help="Mark the speech served with the default watermarker (--no-watermark: unmarked audio).",
+)
 def serve(
     models: ModelChoice,
     text_model: str | None,
@@ -78,6 +84,7 @@ def serve(
     max_body_bytes: int,
     voices_dir: str | None,
     access_log: bool,
+    watermark: bool,
 ) -> None:
     """Serve CSM speech (and a text model) over an OpenAI-compatible HTTP API.
 
@@ -116,6 +123,7 @@ def serve(
         voices_root=voices_dir,
         max_input_chars=max_input_chars,
         max_body_bytes=max_body_bytes,
+        watermark=watermark,
     )
     _setup_logging(access_log)
     bound = sock.getsockname()[1]

@@ -39,8 +39,10 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     model_name: str = "csm",
     text_model_name: str | None = None,
+    watermark: bool = True,
 ) -> FastAPI:
-    """The app serving ``engine`` (started and stopped by the caller)."""
+    """The app serving ``engine`` (started and stopped by the caller); speech is watermarked
+    with the default watermarker unless ``watermark`` is False."""
     from ..voices import VoiceStore
     from ..watermark import pick_watermarker
 
@@ -51,7 +53,7 @@ def create_app(
     ctx = AppContext(
         engine=engine,
         store=VoiceStore(Path(voices_root) if voices_root is not None else None),
-        marker=pick_watermarker(None, None) if engine.speech is not None else None,
+        marker=pick_watermarker(None, None) if engine.speech is not None and watermark else None,
         metrics=Metrics(engine),
         api_key=api_key or None,
         max_input_chars=max_input_chars,
