@@ -21,9 +21,13 @@ from ccsm_core.errors import FormatError
 
 from .graph import Use, is_linear, scope
 
-PARAM = re.compile(r"^(model\.layers\.\d+\.[\w.]+|model\.embed_tokens|model\.norm|lm_head)\.(weight|bias)$")
+# a parameter or module path, after any prefix a wrapper module adds (``model.model.norm.weight``
+# where the exported module holds the LlamaForCausalLM as ``self.model``)
+PARAM = re.compile(
+    r"(?:^|\.)(?P<path>(?:model\.layers\.\d+\.[\w.]+|model\.embed_tokens|model\.norm|lm_head)\.(?:weight|bias))$"
+)
 MODULE = re.compile(
-    r"^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj|\w+_layernorm)"
+    r"(?:^|\.)(?P<path>model\.layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj|\w+_layernorm)"
     r"|model\.norm|model\.embed_tokens|lm_head)$"
 )
 LINEAR_ROLES: tuple[str, ...] = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
@@ -71,8 +75,8 @@ def recover_names(
             owner = _linear_of(u.node, linear, uses, names)
             if owner is not None:
                 names[n] = owner[: -len("weight")] + "bias"
-        elif n not in names and PARAM.match(n) and not n.endswith("rotary_emb.inv_freq"):
-            names[n] = n
+        elif n not in names and param_name(n) and not n.endswith("rotary_emb.inv_freq"):
+            names[n] = str(param_name(n))
     seen: dict[str, str] = {}
     for n, param in names.items():
         if param in seen:
@@ -89,10 +93,17 @@ def _is_norm(use: Use, shape: tuple[int, ...], dims: Dims) -> bool:
 
 def _scoped(name: str, use: Use, kind: str) -> str | None:
     """The parameter name from the initializer's own name or its consumer's scope."""
-    if PARAM.match(name):
-        return name
-    module = scope(use.node)
-    return f"{module}.{kind}" if module is not None and MODULE.match(module) else None
+    param = param_name(name)
+    if param is not None:
+        return param
+    module = MODULE.search(scope(use.node) or "")
+    return f"{module['path']}.{kind}" if module else None
+
+
+def param_name(name: str) -> str | None:
+    """The transformers parameter name an initializer carries, less a wrapper's prefix."""
+    found = PARAM.search(name)
+    return found["path"] if found else None
 
 
 def _linear_slots(
