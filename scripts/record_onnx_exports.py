@@ -26,6 +26,11 @@ the versions of torch, transformers, onnx and optimum. Exports:
 - ``optimum-past``: the same with ``text-generation-with-past``, weights moved to
   ``model.onnx_data``.
 
+- ``torch-script-tied``, ``torch-dynamo-tied``: a second model whose head shares the embedding
+  and whose norms are all ones as initialised: the exporters store the identical norms once
+  (TorchScript reads the copy through ``Identity`` nodes, dynamo from every norm) and the dynamo
+  exporter names the embedding ``lm_head.weight``.
+
 An exporter that is not installed or fails is reported and skipped.
 """
 
@@ -85,8 +90,10 @@ def tokenizer(folder: Path) -> None:
     fast.save_pretrained(folder)
 
 
-def transformers_folder(folder: Path) -> LlamaForCausalLM:
-    torch.manual_seed(0)
+def transformers_folder(folder: Path, tied: bool = False) -> LlamaForCausalLM:
+    """The random model saved as a transformers folder; ``tied``: the head shares the embedding
+    and the norms keep their initial all-ones weights (which the exporters store once)."""
+    torch.manual_seed(1 if tied else 0)
     cfg = LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=64,
@@ -96,14 +103,14 @@ def transformers_folder(folder: Path) -> LlamaForCausalLM:
         num_key_value_heads=2,
         max_position_embeddings=128,
         rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         bos_token_id=0,
         eos_token_id=1,
     )
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # spread the norm weights away from 1 so a misplaced one shows
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name and not tied:
                 p.copy_(1 + 0.5 * torch.randn_like(p))
     model.save_pretrained(folder)
     tokenizer(folder)
@@ -236,18 +243,21 @@ def main() -> None:
     ap.add_argument("cases", nargs="*", help="export names (default: all)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "tiny-llama"
-        model = transformers_folder(folder)
+        folder, tied_folder = Path(tmp) / "tiny-llama", Path(tmp) / "tiny-llama-tied"
+        model, tied = transformers_folder(folder), transformers_folder(tied_folder, tied=True)
         cases: dict[str, Callable[[Path], dict]] = {
             "torch-script": lambda out: torch_script(model, out, folding=True),
             "torch-script-external": lambda out: torch_script(model, out, folding=False) | {"move_to_external": True},
             "torch-dynamo": lambda out: torch_dynamo(model, out),
             "optimum": lambda out: optimum(folder, out, "text-generation"),
             "optimum-past": lambda out: optimum(folder, out, "text-generation-with-past") | {"move_to_external": True},
+            "torch-script-tied": lambda out: torch_script(tied, out, folding=True),
+            "torch-dynamo-tied": lambda out: torch_dynamo(tied, out),
         }
         for name, run in cases.items():
             if not args.cases or name in args.cases:
-                record(args.out, name, folder, model, run)
+                which = (tied_folder, tied) if name.endswith("-tied") else (folder, model)
+                record(args.out, name, *which, run)
 
 
 if __name__ == "__main__":

@@ -34,12 +34,20 @@ def logits(path: Path, ids: list[int], backend) -> np.ndarray:
 
 
 def test_every_exporter_was_recorded():
-    """The script's five exports are all here, each with the versions that wrote it."""
-    assert EXPORTS == ["optimum", "optimum-past", "torch-dynamo", "torch-script", "torch-script-external"]
+    """The script's seven exports are all here, each with the versions that wrote it."""
+    assert EXPORTS == [
+        "optimum",
+        "optimum-past",
+        "torch-dynamo",
+        "torch-dynamo-tied",
+        "torch-script",
+        "torch-script-external",
+        "torch-script-tied",
+    ]
     for name in EXPORTS:
         assert {"torch", "transformers", "onnx"} <= set(reference(name)["versions"])
     external = {p.parent.name for p in FIXTURES.glob("*/model.onnx*data")}
-    assert external == {"optimum-past", "torch-dynamo", "torch-script-external"}
+    assert external == {"optimum-past", "torch-dynamo", "torch-dynamo-tied", "torch-script-external"}
 
 
 def test_exports_rename_the_weights():
@@ -48,6 +56,22 @@ def test_exports_rename_the_weights():
         graph = onnx.load(str(FIXTURES / name / "model.onnx"), load_external_data=False).graph
         inits = {t.name for t in graph.initializer}
         assert not any("proj" in n or "lm_head" in n for n in inits), name
+
+
+def test_tied_exports_share_their_weights():
+    """What the tied fixtures hold: the five all-ones norms stored once (TorchScript passes the
+    copy on through Identity nodes; dynamo reads it from each norm), and dynamo names the shared
+    embedding after the head."""
+    for name in ("torch-script-tied", "torch-dynamo-tied"):
+        graph = onnx.load(str(FIXTURES / name / "model.onnx"), load_external_data=False).graph
+        norms = [t.name for t in graph.initializer if "norm" in t.name]
+        assert len(norms) == 1, (name, norms)
+        readers = [n for n in graph.node if norms[0] in n.input]
+        ops = {n.op_type for n in readers}
+        assert ops == ({"Identity", "Mul"} if "script" in name else {"Mul"}) and len(readers) == 5, (name, ops)
+    dynamo = onnx.load(str(FIXTURES / "torch-dynamo-tied" / "model.onnx"), load_external_data=False).graph
+    gather = next(n for n in dynamo.node if n.op_type == "Gather" and "input_ids" in n.input)
+    assert gather.input[0] == "model.lm_head.weight"
 
 
 @pytest.mark.parametrize("name", EXPORTS)
@@ -59,7 +83,7 @@ def test_export_gives_transformers_logits(name, reference_backend):
     np.testing.assert_allclose(got, want, atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["torch-script", "torch-dynamo", "optimum-past"])
+@pytest.mark.parametrize("name", ["torch-script", "torch-dynamo", "optimum-past", "torch-dynamo-tied"])
 def test_convert_to_gguf_keeps_the_logits(name, tmp_path, reference_backend, cli_runner):
     out = tmp_path / "x.gguf"
     res = cli_runner.invoke(cli, ["convert", str(FIXTURES / name / "model.onnx"), "-o", str(out), "--type", "f32"])

@@ -68,6 +68,36 @@ def first_uses(nodes: list[Any], names: set[str]) -> dict[str, Use]:
     return uses
 
 
+def unshare(nodes: list[Any], names: set[str]) -> tuple[list[Any], dict[str, str]]:
+    """``nodes`` with each initializer read by one node only, and the aliases that takes.
+
+    The exporters store identical weights once (an untrained model's all-ones norms): torch.onnx
+    (TorchScript) reads the copy through ``Identity`` nodes, the dynamo exporter from several
+    nodes directly. Identities of an initializer are dropped and their readers read it; the
+    second and later readers read an alias (``name#1``) instead, so each reader names a weight
+    of its own. Returns the nodes left and alias -> initializer; the nodes' inputs are rewritten."""
+    source: dict[str, str] = {}  # an Identity's output -> the initializer it passes on
+    readers: dict[str, int] = {}
+    aliases: dict[str, str] = {}
+    kept = []
+    for node in nodes:
+        if node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1:
+            real = source.get(node.input[0], node.input[0])
+            if real in names:
+                source[node.output[0]] = real
+                continue
+        for i, name in enumerate(node.input):
+            real = source.get(name, name)
+            if real not in names:
+                continue
+            k = readers[real] = readers.get(real, -1) + 1
+            if k:
+                aliases[f"{real}#{k}"] = real
+            node.input[i] = f"{real}#{k}" if k else real
+        kept.append(node)
+    return kept, aliases
+
+
 def is_linear(use: Use) -> bool:
     """Whether the use is the weight operand of a MatMul or Gemm."""
     return use.node.op_type in ("MatMul", "Gemm") and use.index == 1

@@ -11,7 +11,7 @@ from typing import Any, cast
 from ccsm_core.errors import FormatError
 from ccsm_core.tensors import TensorData, WeightSource
 
-from .graph import first_uses, is_linear, walk
+from .graph import first_uses, is_linear, unshare, walk
 from .initializers import Initializers
 from .names import Dims, recover_names
 
@@ -28,8 +28,10 @@ def load_onnx(path: str | Path, *, validate: bool = True) -> WeightSource:
     where = str(p)
     graph = read_graph(p).graph
     inits = Initializers(p, {t.name: t for t in graph.initializer})
+    nodes, aliases = unshare(list(walk(graph)), set(inits.protos))
+    inits.protos |= {alias: inits.protos[real] for alias, real in aliases.items()}
     # float initializers, and any a MatMul/Gemm reads as its weight (its type is checked when read)
-    found = first_uses(list(walk(graph)), set(inits.protos))
+    found = first_uses(nodes, set(inits.protos))
     uses = {n: u for n, u in found.items() if inits.is_float(n) or is_linear(u)}
     if not any(is_linear(u) for u in uses.values()):
         ops = sorted({u.node.op_type for u in uses.values()}) or ["no node"]

@@ -66,8 +66,8 @@ def recover_names(
     table = (dims.vocab, dims.dim)
     embed = [n for n, u in uses.items() if u.node.op_type == "Gather" and u.index == 0 and shapes[n] == table]
     norms = [n for n, u in uses.items() if _is_norm(u, shapes[n], dims)]
-    for n in embed:
-        names[n] = _scoped(n, uses[n], "weight") or "model.embed_tokens.weight"
+    for n in embed:  # whatever its name: a tied export may call it lm_head.weight
+        names[n] = "model.embed_tokens.weight"
     _name_positions(linear, uses, names, lambda: _linear_slots(linear, uses, shapes, dims, where), where)
     _name_positions(norms, uses, names, lambda: _norm_slots(dims), where)
     for n, u in uses.items():  # biases: an Add after a named Linear
