@@ -26,6 +26,9 @@ the versions of torch, transformers, onnx and optimum. Exports:
 - ``optimum-past``: the same with ``text-generation-with-past``, weights moved to
   ``model.onnx_data``.
 
+- ``optimum-ort-fused``: the ``optimum`` export through onnxruntime's optimizer (fused RMSNorms);
+- ``optimum-ort-quantized``: the same through onnxruntime's dynamic int8 quantization (which ccsm
+  refuses; its logits are the float model's);
 - ``torch-script-tied``, ``torch-dynamo-tied``: a second model whose head shares the embedding
   and whose norms are all ones as initialised: the exporters store the identical norms once
   (TorchScript reads the copy through ``Identity`` nodes, dynamo from every norm) and the dynamo
@@ -65,7 +68,7 @@ FOLDER_FILES += ("special_tokens_map.json",)
 
 def versions() -> dict[str, str]:
     out = {}
-    for name in ("torch", "transformers", "onnx", "onnxscript", "optimum", "optimum-onnx", "tokenizers"):
+    for name in ("torch", "transformers", "onnx", "onnxscript", "optimum", "optimum-onnx", "onnxruntime", "tokenizers"):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -187,6 +190,24 @@ def optimum(folder: Path, out: Path, task: str) -> dict:
     return {"exporter": "optimum.exporters.onnx.main_export", "task": task}
 
 
+def onnxruntime_pass(folder: Path, out: Path, kind: str) -> dict:
+    """optimum's export, then onnxruntime's optimizer (``fused``: its RMSNorm fusions,
+    ``SimplifiedLayerNormalization`` and ``SkipSimplifiedLayerNormalization``) or its dynamic
+    int8 quantization (``quantized``: ``MatMulInteger`` over int8 weights)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        how = optimum(folder, Path(tmp), "text-generation")
+        src, dst = str(Path(tmp) / "model.onnx"), str(out / "model.onnx")
+        if kind == "fused":
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            optimize_model(src, model_type="gpt2", num_heads=4, hidden_size=64, opt_level=1).save_model_to_file(dst)
+            return how | {"then": "onnxruntime.transformers.optimizer.optimize_model(model_type='gpt2', opt_level=1)"}
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        return how | {"then": "onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)"}
+
+
 def move_to_external(path: Path) -> None:
     """The weights of ``path`` into ``model.onnx_data`` (tensors of 1 KiB and over), as the
     exporters save a model past protobuf's 2 GiB."""
@@ -251,6 +272,8 @@ def main() -> None:
             "torch-dynamo": lambda out: torch_dynamo(model, out),
             "optimum": lambda out: optimum(folder, out, "text-generation"),
             "optimum-past": lambda out: optimum(folder, out, "text-generation-with-past") | {"move_to_external": True},
+            "optimum-ort-fused": lambda out: onnxruntime_pass(folder, out, "fused"),
+            "optimum-ort-quantized": lambda out: onnxruntime_pass(folder, out, "quantized"),
             "torch-script-tied": lambda out: torch_script(tied, out, folding=True),
             "torch-dynamo-tied": lambda out: torch_dynamo(tied, out),
         }

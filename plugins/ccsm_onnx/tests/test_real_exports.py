@@ -19,7 +19,8 @@ from ccsm_core.loading.text import load_text_model
 from ccsm_core.loading.weights import open_weights
 
 FIXTURES = Path(__file__).parent / "fixtures"
-EXPORTS = sorted(p.name for p in FIXTURES.iterdir() if (p / "model.onnx").is_file())
+RECORDED = sorted(p.name for p in FIXTURES.iterdir() if (p / "model.onnx").is_file())
+EXPORTS = [name for name in RECORDED if name != "optimum-ort-quantized"]  # the float ones
 TOLERANCE = 1e-4  # float32: transformers (torch) against ccsm's numpy backend
 
 
@@ -34,9 +35,11 @@ def logits(path: Path, ids: list[int], backend) -> np.ndarray:
 
 
 def test_every_exporter_was_recorded():
-    """The script's seven exports are all here, each with the versions that wrote it."""
-    assert EXPORTS == [
+    """The script's nine exports are all here, each with the versions that wrote it."""
+    assert RECORDED == [
         "optimum",
+        "optimum-ort-fused",
+        "optimum-ort-quantized",
         "optimum-past",
         "torch-dynamo",
         "torch-dynamo-tied",
@@ -44,7 +47,7 @@ def test_every_exporter_was_recorded():
         "torch-script-external",
         "torch-script-tied",
     ]
-    for name in EXPORTS:
+    for name in RECORDED:
         assert {"torch", "transformers", "onnx"} <= set(reference(name)["versions"])
     external = {p.parent.name for p in FIXTURES.glob("*/model.onnx*data")}
     assert external == {"optimum-past", "torch-dynamo", "torch-dynamo-tied", "torch-script-external"}
@@ -135,3 +138,21 @@ def test_names_under_a_wrapper_prefix_are_read(tmp_path):
     tensors = open_weights(folder / "model.onnx").tensors
     for i, name in enumerate((a, b)):
         np.testing.assert_array_equal(np.asarray(tensors[f"blk.{i}.attn_norm.weight"].data), data[name])
+
+
+def test_fused_norms_are_read():
+    """onnxruntime's optimizer fuses the RMSNorms: no norm Mul reads a weight any more."""
+    graph = onnx.load(str(FIXTURES / "optimum-ort-fused" / "model.onnx")).graph
+    norms = {t.name for t in graph.initializer if "norm" in t.name}
+    readers = {n.op_type for n in graph.node if norms & set(n.input)}
+    assert len(norms) == 5 and readers == {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
+
+
+def test_a_quantized_export_is_refused(cli_runner):
+    """onnxruntime's dynamic int8 quantization: the ops found are named in one line."""
+    path = FIXTURES / "optimum-ort-quantized" / "model.onnx"
+    res = cli_runner.invoke(cli, ["generate", "hi", "--model", str(path), "--backend", "numpy", "-n", "1"])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "a quantized graph (DequantizeLinear, DynamicQuantizeLinear, MatMulInteger)" in lines[0]
+    assert "hint: convert the float export" in lines[0]

@@ -17,6 +17,9 @@ from .names import Dims, recover_names
 
 MAX_PROTO = (1 << 31) - 1  # protobuf's limit: larger exports keep their weights in external data
 MAX_COUNT = 1 << 31
+# onnxruntime's quantized weights: int8/int4 MatMuls and the (de)quantizing ops around them
+QUANTIZED_OPS = {"MatMulInteger", "MatMulNBits", "QLinearMatMul", "DequantizeLinear", "QuantizeLinear"}
+QUANTIZED_OPS |= {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "GatherBlockQuantized", "MatMulIntegerToFloat"}
 
 
 def load_onnx(path: str | Path, *, validate: bool = True) -> WeightSource:
@@ -29,6 +32,12 @@ def load_onnx(path: str | Path, *, validate: bool = True) -> WeightSource:
     graph = read_graph(p).graph
     inits = Initializers(p, {t.name: t for t in graph.initializer})
     nodes, aliases = unshare(list(walk(graph)), set(inits.protos))
+    quantized = sorted({n.op_type for n in nodes} & QUANTIZED_OPS)
+    if quantized:
+        raise FormatError(
+            f"{where}: a quantized graph ({', '.join(quantized)}): its weights are not float",
+            "convert the float export (before onnxruntime's quantization); ccsm convert --type q8_0 quantizes",
+        )
     inits.protos |= {alias: inits.protos[real] for alias, real in aliases.items()}
     # float initializers, and any a MatMul/Gemm reads as its weight (its type is checked when read)
     found = first_uses(nodes, set(inits.protos))
