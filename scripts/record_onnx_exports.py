@@ -4,8 +4,11 @@ plugins/ccsm_onnx/tests/fixtures/ holds them.
 Runs in a scratch virtual environment of its own, never ccsm's (torch is no dependency of ccsm):
 
     python -m venv /tmp/onnx-export-venv
-    /tmp/onnx-export-venv/bin/pip install torch transformers onnx onnxscript optimum-onnx
+    /tmp/onnx-export-venv/bin/pip install torch "transformers>=4.57,<4.58" onnx onnxscript optimum-onnx onnxruntime
     /tmp/onnx-export-venv/bin/python scripts/record_onnx_exports.py plugins/ccsm_onnx/tests/fixtures
+
+(optimum-onnx 0.1.0 needs transformers below 4.58; torch from PyPI brings its CUDA libraries, a
+few GB, though only the CPU runs here.)
 
 The model: ``LlamaConfig`` with hidden size 64, 2 layers, 4 heads, 2 KV heads, an untied head and a
 byte-level BPE tokenizer of a few hundred tokens trained on a sentence or two, random weights
