@@ -540,3 +540,12 @@ def test_memory_and_io_errors_are_one_line(cli_runner, monkeypatch, exc, needle)
 
     monkeypatch.setattr(run_cmd, "read_text", fail)
     one_error_line(cli_runner.invoke(cli, ["run", "hi", "--model", "demo"]), needle)
+
+
+def test_generate_with_an_empty_model_name_is_refused() -> None:
+    from click.testing import CliRunner
+
+    from ccsm_core.cli import cli
+
+    res = CliRunner().invoke(cli, ["generate", "Hi", "--model", "", "-n", "8000"])
+    assert res.exit_code == 2 and "names no model" in res.output and "(hint:" in res.output

@@ -162,6 +162,7 @@ CONFIG_CASES = {
     "norm_eps a string": (csm_dict(flavour(norm_eps="nan")), "norm_eps"),
     "rope_base huge int": (csm_dict(flavour(rope_base=10**400)), "rope_base"),
     "rope_base tiny": (csm_dict(flavour(rope_base=1e-300)), "rope_base"),
+    "scale_factor tiny": (csm_dict(flavour(scale_factor=1e-300)), "scale_factor"),
     "max_seq_len 2^31": (csm_dict(flavour(max_seq_len=1 << 31)), "max_seq_len"),
     "max_seq_len a list": (csm_dict(flavour(max_seq_len=[2048])), "max_seq_len"),
     "activation a number": (csm_dict(flavour(activation=3)), "activation"),

@@ -51,6 +51,8 @@ def load(model: str | None, backend: str | None, threads: int | None, items: tup
     from ..loading.sources import smollm2_path
     from ..loading.text import load_text_model
 
+    if model is not None and not model.strip():
+        raise UsageError("--model '' names no model", "pass --model FILE.gguf, or leave it out for the bundled SmolLM2")
     path = model or smollm2_path()
     if path is None:
         raise ModelError(
@@ -178,6 +180,8 @@ def tokenize(
     from ..loading.sources import smollm2_path
     from ..tokenizers.gguf_tokenizer import tokenizer_from_gguf
 
+    if model is not None and not model.strip():
+        raise UsageError("--model '' names no model", "pass --model FILE.gguf, or leave it out for the bundled SmolLM2")
     path = model or smollm2_path()
     if path is None:
         raise ModelError("no text model given", "pass --model FILE.gguf")

@@ -108,7 +108,7 @@ def check_llama(cfg: LlamaConfig, where: str) -> LlamaConfig:
     schema.positive(cfg.norm_eps, "norm_eps", where, high=1.0, hint=hint)
     schema.real(cfg.rope_base, "rope_base", where, low=1.0, high=1e30, hint=hint)  # below 1: infinite frequencies
     if cfg.scale_factor is not None:
-        schema.positive(cfg.scale_factor, "scale_factor", where, hint=hint)
+        schema.real(cfg.scale_factor, "scale_factor", where, low=1.0, high=1e6, hint=hint)  # a context extension
         low_f = schema.positive(cfg.low_freq_factor, "low_freq_factor", where, hint=hint)
         high_f = schema.positive(cfg.high_freq_factor, "high_freq_factor", where, hint=hint)
         if not low_f < high_f:
