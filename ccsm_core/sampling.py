@@ -166,7 +166,12 @@ def logit_bias(bias: Mapping[int, float] | None = None) -> Processor:
 # -- samplers ---------------------------------------------------------------------------------
 def greedy() -> SamplerFn:
     """The most likely id (lowest id on ties)."""
-    return lambda logprobs, rng: int(np.argmax(logprobs))
+
+    def pick(logprobs: np.ndarray, rng: np.random.Generator) -> int:
+        return int(np.argmax(logprobs))
+
+    pick.order_only = True  # type: ignore[attr-defined]  # the logits' order decides: no normalising needed
+    return pick
 
 
 def categorical() -> SamplerFn:
@@ -221,6 +226,8 @@ class SamplerChain:
             raise UsageError(
                 "every token was filtered out by the sampling settings", "loosen top-p/min-p or the logit bias"
             )
+        if getattr(self.sampler, "order_only", False):  # normalising keeps the order (and the ties)
+            return self.sampler(x, rng)
         return self.sampler(log_softmax(x), rng)
 
 

@@ -242,3 +242,17 @@ def test_command_defaults_are_the_settings_defaults(command):
     ctx = cmd.make_context(command, ["hi"] if command != "chat" else [])
     want = GenerationSettings() if command == "run" else TextSettings()
     assert sampling_from(ctx.params) == want.sampling
+
+
+def test_greedy_skips_normalising_and_picks_as_before():
+    """Greedy reads the processed logits directly (no log-softmax over the vocabulary): the
+    same id as the argmax of the normalised values, ties to the lowest id, filtered ids never."""
+    from ccsm_core.sampling import SamplerChain, greedy, log_softmax, logit_bias
+
+    rng = np.random.default_rng(0)
+    chain = SamplerChain([logit_bias({3: -np.inf})], greedy())
+    for _ in range(200):
+        x = rng.standard_normal(50).astype(np.float32)
+        x[rng.integers(0, 50, 3)] = x.max()  # ties
+        want = int(np.argmax(log_softmax(logit_bias({3: -np.inf})(np.zeros(0), x))))
+        assert chain(np.zeros(0, np.int64), x, rng) == want != 3
