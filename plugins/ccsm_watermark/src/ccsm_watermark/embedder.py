@@ -10,6 +10,14 @@ call or in blocks of any size gives the same samples:
 - **Level shaping**: a frame's strength follows ``(frame level / recent mean level) ** 0.2``
   (the mean over the audible frames of the last 3 s), within [0.3, 2] x: loud frames mask the
   change and survive added noise; quiet ones get less.
+- **Quiet frames**: a frame whose power (all frequencies) lies ``QUIET_FLOOR_DB`` (12 dB) or
+  more under the mean power of the audible frames of the last 3 s gets no change, and the
+  strength rises to full over the next ``QUIET_RAMP_DB`` (10 dB). Word ends, pauses and weak
+  consonants are where PESQ (and presumably a listener) notices a change most, however little
+  energy it has, and where added noise erases it anyway.
+- **Band weights**: bands from 3.4 kHz up get 1.8 x, those under it 0.9 x: PESQ minds a
+  change least above 3.4 kHz, and the mark needs the strength there that it lost in the
+  quiet frames.
 - **Masking**: each band's strength follows how far the band lies under the masking level
   that its neighbours (a spreading kernel over +-8 bands) set: a strong tonal peak, where a
   level change is easiest to hear, gets the least; bands masked by a louder neighbour get up
@@ -39,7 +47,22 @@ MASK_DECAY_DB = 3.0  # per band
 MASK_GAMMA = 0.4
 MASK_RANGE = (0.4, 2.5)
 SILENCE_DB = -60.0
+QUIET_FLOOR_DB = -12.0  # frames this far under the recent mean power get no change ...
+QUIET_RAMP_DB = 10.0  # ... and the full strength from this much above that on
+SPLIT_HZ = 3400.0  # bands from here up (where PESQ minds a change least) get ...
+BAND_WEIGHTS = (0.9, 1.8)  # ... the second factor, the bands under it the first
 CHANGE_CEILING_DB = -16.0  # a band's change energy at most this far under the frame's energy per band
+
+
+def _running_mean(past: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``new``, the mean of the non-zero values (audible frames) among it and the
+    ``LEVEL_WINDOW - 1`` before it (``past`` holds the last ones); and the new ``past``."""
+    values = np.concatenate([past, new])
+    cs = np.concatenate([[0.0], np.cumsum(values)])
+    ca = np.concatenate([[0], np.cumsum(values > 0)])
+    end = np.arange(len(past) + 1, len(values) + 1)
+    start = np.maximum(0, end - LEVEL_WINDOW)
+    return (cs[end] - cs[start]) / np.maximum(ca[end] - ca[start], 1), values[-LEVEL_WINDOW:]
 
 
 def native_hop(rate: int) -> int | None:
@@ -75,6 +98,8 @@ class StreamEmbedder:
             keep = self.band_hi <= n_bins  # bands above Nyquist (8 kHz audio) are not marked
             self.band_lo, self.band_hi = self.band_lo[keep], self.band_hi[keep]
         self.n_bands = len(self.band_lo)
+        high = self.band_lo * self.rate / self.n_fft >= SPLIT_HZ
+        self.band_weight = np.where(high, BAND_WEIGHTS[1], BAND_WEIGHTS[0])
         self.bin_band = np.full(n_bins, -1)
         for b, (lo, hi) in enumerate(zip(self.band_lo, self.band_hi)):
             self.bin_band[lo:hi] = b
@@ -91,7 +116,7 @@ class StreamEmbedder:
         self.total = 0
         self.prev_energy: np.ndarray | None = None
         self.levels = np.zeros(0)  # recent frame levels (audible ones; 0 for silent)
-        self.audible = np.zeros(0, dtype=bool)
+        self.powers = np.zeros(0)  # recent frame powers over all bins (audible ones; 0 for silent)
 
     # -- public ---------------------------------------------------------------------------
     def push(self, block: np.ndarray) -> np.ndarray:
@@ -166,16 +191,10 @@ class StreamEmbedder:
         db = 10 * np.log10(level * self.n_bands / self.ref + 1e-30)
         audible = db > SILENCE_DB
         # running mean level over the audible frames of the last LEVEL_WINDOW frames
-        levels = np.concatenate([self.levels, np.where(audible, level, 0.0)])
-        aud = np.concatenate([self.audible, audible])
-        cs = np.concatenate([[0.0], np.cumsum(levels)])
-        ca = np.concatenate([[0], np.cumsum(aud)])
-        end = np.arange(len(self.levels) + 1, len(levels) + 1)
-        start = np.maximum(0, end - LEVEL_WINDOW)
-        mean = (cs[end] - cs[start]) / np.maximum(ca[end] - ca[start], 1)
-        self.levels, self.audible = levels[-LEVEL_WINDOW:], aud[-LEVEL_WINDOW:]
+        mean, self.levels = _running_mean(self.levels, np.where(audible, level, 0.0))
         shape = (np.maximum(level, 1e-30) / np.maximum(mean, 1e-30)) ** SHAPE_GAMMA
         shape = np.where(audible, np.clip(shape, *SHAPE_RANGE), SHAPE_RANGE[0])
+        shape = shape * self._quiet_factor(power.sum(axis=1), audible)
         # masking: the level its neighbours set over each band, relative to the band's own
         pad = np.pad(smooth, ((0, 0), (MASK_SPREAD, MASK_SPREAD)), mode="edge")
         masked = np.stack([pad[:, i : i + self.n_bands] for i in range(2 * MASK_SPREAD + 1)], axis=2) @ self.kernel
@@ -184,7 +203,16 @@ class StreamEmbedder:
         lay = self.method.layout
         slot = (ks // lay.slot_frames) % lay.period
         band_db = self.method.unit_gains_db(self.cell_db)[slot][:, : self.n_bands]  # (K, bands)
-        return band_db * shape[:, None] * mask
+        return band_db * shape[:, None] * mask * self.band_weight
+
+    def _quiet_factor(self, total: np.ndarray, audible: np.ndarray) -> np.ndarray:
+        """Per frame, 0 for frames ``QUIET_FLOOR_DB`` or more under the mean power (all
+        frequencies) of the audible frames of the last 3 s, rising to 1 over ``QUIET_RAMP_DB``.
+        Quiet frames (word ends, pauses, weak consonants) are where a change, however small in
+        energy, is most audible (it fills the gaps) and where added noise erases it anyway."""
+        mean, self.powers = _running_mean(self.powers, np.where(audible, total, 0.0))
+        rel_db = 10 * np.log10(np.maximum(total, 1e-30) / np.maximum(mean, 1e-30))
+        return np.where(audible, np.clip((rel_db - QUIET_FLOOR_DB) / QUIET_RAMP_DB, 0.0, 1.0), 0.0)
 
     def _ceiling(self, gains_db: np.ndarray, power: np.ndarray) -> np.ndarray:
         """Gains whose change energy in each band stays under ``CHANGE_CEILING_DB`` relative to the
