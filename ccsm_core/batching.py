@@ -20,12 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .batch_reader import Reader
 from .errors import UsageError
 from .models.csm_batch import BatchCaches, backbone_rows, decode_frames
 from .models.prompt_cache import Chunk
-
-MAX_SLOTS = 64
+from .slot_batch import Reader, SlotBatch
 
 
 @dataclass(eq=False)
@@ -47,33 +45,15 @@ class _Stream:
     error: BaseException | None = None
 
 
-class FrameBatch:
+class FrameBatch(SlotBatch[_Stream]):
     """Up to ``slots`` streams of one CSM model, stepped together (see module doc)."""
 
     def __init__(self, model: Any, slots: int = 8) -> None:
-        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-            raise UsageError(
-                f"batch size must be an integer in 1..{MAX_SLOTS}, got {slots!r}",
-                f"give a batch size from 1 to {MAX_SLOTS}",
-            )
-        self.model, self.slots = model, slots
+        super().__init__(slots, model.be)
+        self.model = model
         self.ncb = model.cfg.audio_num_codebooks
-        # backends with ``matmul_rows`` compute a batch in one pass, each stream exactly as alone;
-        # on others the batch's streams are computed one after another (taking turns per frame)
-        self.batched = hasattr(model.be, "matmul_rows")
         self._caches: BatchCaches | None = None
-        self._active: list[_Stream] = []  # in slot order
-        self._waiting: deque[_Stream] = deque()
-        self.steps = 0  # batched frame steps run
         self.stream_frames = 0  # frames made, summed over streams
-
-    @property
-    def active(self) -> int:
-        return len(self._active)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
 
     def frames(
         self,
@@ -98,12 +78,7 @@ class FrameBatch:
     # -- stepping ----------------------------------------------------------------------------
     def step(self) -> None:
         """Admit waiting streams into free slots, then one frame for every active stream."""
-        while self._waiting and len(self._active) < self.slots:
-            st = self._waiting.popleft()
-            try:
-                self._admit(st)
-            except Exception as e:  # this stream's prompt failed: only its reader sees it
-                st.done, st.error = True, e
+        self._admit_waiting()
         if not self._active:
             return
         model = self.model
@@ -174,19 +149,5 @@ class FrameBatch:
         self._batch_caches().load(st.slot, bb_cache, st.position)
         self._active.append(st)
 
-    def _release(self, st: _Stream) -> None:
-        """Free ``st``'s slot; the last active stream moves into it (slots stay packed)."""
-        if st not in self._active:
-            return
-        j, last = st.slot, self._active.pop()
-        if last is not st:
-            self._batch_caches().move(last.slot, j, last.position)
-            self._active[j], last.slot = last, j
-        st.slot = -1
-
-    def leave(self, st: _Stream) -> None:
-        """``st`` ends now (its reader closed): its slot or its place in the queue is freed."""
-        st.done = True
-        if st in self._waiting:
-            self._waiting.remove(st)
-        self._release(st)
+    def _move(self, st: _Stream, slot: int) -> None:
+        self._batch_caches().move(st.slot, slot, st.position)

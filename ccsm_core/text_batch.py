@@ -29,14 +29,12 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Replays, Tensor, matmul_rows
-from .batch_reader import Reader
 from .errors import UsageError
 from .loading.text import LoadedText
 from .models.llama import KVCache
 from .models.text.model import WINDOW
+from .slot_batch import Reader, SlotBatch
 from .textgen import Completer, Completion, TextSession, TextSettings
-
-MAX_SLOTS = 64
 
 
 @dataclass(eq=False)
@@ -57,38 +55,19 @@ class _Seq:
         return len(self.ids) + self.settings.max_tokens
 
 
-class TextBatch:
+class TextBatch(SlotBatch[_Seq]):
     """Up to ``slots`` completions of one text model decoded together (see module doc); each
     is as from ``TextSession(loaded, context=context)``."""
 
     def __init__(self, loaded: LoadedText, slots: int = 8, *, context: int | None = None) -> None:
-        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-            raise UsageError(
-                f"batch size must be an integer in 1..{MAX_SLOTS}, got {slots!r}",
-                f"give a batch size from 1 to {MAX_SLOTS}",
-            )
+        super().__init__(slots, loaded.model.be)
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
-        self.slots = slots
         self.prefill = TextSession(loaded, context=context)  # joiners' prompts, as alone
         self.context = self.prefill.context
-        # backends with ``matmul_rows`` step every sequence in one pass, each exactly as alone;
-        # on others the sequences are stepped one after another
-        self.batched = hasattr(self.model.be, "matmul_rows")
         self.span = 0  # cache rows per slot (grows with the sequences' needs)
         self._cache: KVCache | None = None
         self._graphs = Replays(self.model.be)
-        self._active: list[_Seq] = []  # in slot order
-        self._waiting: deque[_Seq] = deque()
-        self.steps = 0  # batched decode steps run
         self.tokens = 0  # tokens decoded, summed over sequences
-
-    @property
-    def active(self) -> int:
-        return len(self._active)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
 
     def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Pieces:
         """Join a new sequence and return its text pieces (`Pieces`; ``.last`` is its
@@ -107,12 +86,7 @@ class TextBatch:
     # -- stepping ----------------------------------------------------------------------------
     def step(self) -> None:
         """Admit waiting sequences into free slots, then one token for every active sequence."""
-        while self._waiting and len(self._active) < self.slots:
-            seq = self._waiting.popleft()
-            try:
-                self._admit(seq)
-            except Exception as e:  # this sequence's prompt failed: only its reader sees it
-                seq.done, seq.error = True, e
+        self._admit_waiting()
         if not self._active:
             return
         active = list(self._active)
@@ -167,24 +141,9 @@ class TextBatch:
             for seq in self._active:
                 self._cache.write_rows(*old.read_rows(seq.length, seq.slot * old_span), at=seq.slot * self.span)
 
-    def _release(self, seq: _Seq) -> None:
-        """Free ``seq``'s slot; the last active sequence moves into it (slots stay packed)."""
-        if seq not in self._active:
-            return
-        j, last = seq.slot, self._active.pop()
-        if last is not seq:
-            assert self._cache is not None
-            rows = self._cache.read_rows(last.length, last.slot * self.span)
-            self._cache.write_rows(*rows, at=j * self.span)
-            self._active[j], last.slot = last, j
-        seq.slot = -1
-
-    def leave(self, seq: _Seq) -> None:
-        """``seq`` ends now (its reader closed): its slot or its place in the queue is freed."""
-        seq.done = True
-        if seq in self._waiting:
-            self._waiting.remove(seq)
-        self._release(seq)
+    def _move(self, seq: _Seq, slot: int) -> None:
+        assert self._cache is not None
+        self._cache.write_rows(*self._cache.read_rows(seq.length, seq.slot * self.span), at=slot * self.span)
 
     # -- one decode step ---------------------------------------------------------------------
     def _decode(self, active: list[_Seq]) -> np.ndarray:

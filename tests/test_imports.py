@@ -60,7 +60,7 @@ LAYERS: dict[str, int] = {
     "builtin": 5,
     "generator": 6,
     "batching": 6,
-    "batch_reader": 6,
+    "slot_batch": 6,
     "speak_many": 6,
     "speech": 6,
     "pipeline": 6,
