@@ -181,7 +181,7 @@ def run_all(
     results = []
     for backend, dtype, n in configurations(backends, types, threads, progress):
         cmd = [sys.executable, "-m", "ccsm_core.bench", backend, dtype, str(frames), str(warmup), str(n or 0), shape]
-        results.append(_child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n}))
+        results.append(run_child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n}))
     return results
 
 
@@ -302,7 +302,7 @@ def run_text_all(
                 str(n_gen),
                 str(reps),
             ]
-            results.append(_child(cmd, {"backend": backend, "model": model, "threads": n}))
+            results.append(run_child(cmd, {"backend": backend, "model": model, "threads": n}))
     return results
 
 
@@ -482,7 +482,9 @@ class LlamaCppContext:
         self.lc.llama_model_free(self.model)
 
 
-def _child(cmd: list[str], ident: dict[str, Any]) -> dict[str, Any]:
+def run_child(cmd: list[str], ident: dict[str, Any]) -> dict[str, Any]:
+    """One configuration measured in a fresh interpreter (``cmd`` prints a JSON line): that
+    result, else ``ident`` with the child's last error line as ``error``."""
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode == 0 and lines:

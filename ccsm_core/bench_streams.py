@@ -202,7 +202,7 @@ def run_streams_all(
 ) -> list[dict[str, Any]]:
     """Every (backend, type, threads) in a fresh interpreter, each stream count relative to one
     stream measured in the same rounds."""
-    from .bench import _child, configurations
+    from .bench import run_child, configurations
 
     results = []
     wanted = sorted(set([1, *counts]))
@@ -210,7 +210,7 @@ def run_streams_all(
     for backend, dtype, n in configurations(backends, types, threads, progress, what):
         cmd = [sys.executable, "-m", "ccsm_core.bench_streams", backend, dtype, ",".join(map(str, wanted))]
         cmd += [str(frames), str(warmup), str(n or 0), shape]
-        got = _child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n})
+        got = run_child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n})
         if "error" in got:
             results += [{**got, "streams": c} for c in counts]
             continue
@@ -237,7 +237,7 @@ def run_text_streams_all(
 ) -> list[dict[str, Any]]:
     """Every (backend, threads) in a fresh interpreter; each count relative to one sequence
     measured in the same rounds, and to llama.cpp's figure at the same count when it ran."""
-    from .bench import LLAMA_CPP, _child
+    from .bench import LLAMA_CPP, run_child
 
     results = []
     wanted = sorted(set([1, *counts]))
@@ -247,7 +247,7 @@ def run_text_streams_all(
                 progress(f"{backend}{f', {n} threads' if n else ''}: {', '.join(map(str, wanted))} sequences")
             cmd = [sys.executable, "-m", "ccsm_core.bench_streams", "--text", backend, model]
             cmd += [",".join(map(str, wanted)), str(n_prompt), str(n_gen), str(warmup), str(n or 0)]
-            got = _child(cmd, {"backend": backend, "model": model, "threads": n})
+            got = run_child(cmd, {"backend": backend, "model": model, "threads": n})
             if "error" in got:
                 results += [{**got, "streams": c} for c in counts]
                 continue

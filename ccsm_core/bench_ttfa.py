@@ -116,13 +116,13 @@ def run_ttfa_all(
     backends: list[str], types: list[str], threads: list[int | None], shape: str, reps: int, progress: Any = None
 ) -> list[dict[str, Any]]:
     """Each configuration in a fresh interpreter; failures are reported, not fatal."""
-    from .bench import LLAMA_CPP, _child, configurations
+    from .bench import LLAMA_CPP, run_child, configurations
 
     results = []
     ours = [b for b in backends if b != LLAMA_CPP]  # llama.cpp runs the stacks only: no time to first audio
     for backend, dtype, n in configurations(ours, types, threads, progress, "time to first audio: "):
         cmd = [sys.executable, "-m", "ccsm_core.bench_ttfa", backend, dtype, str(n or 0), shape, str(reps)]
-        results.append(_child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n}))
+        results.append(run_child(cmd, {"backend": backend, "type": dtype, "shape": shape, "threads": n}))
     return results
 
 
