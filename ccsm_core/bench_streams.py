@@ -202,7 +202,7 @@ def run_streams_all(
 ) -> list[dict[str, Any]]:
     """Every (backend, type, threads) in a fresh interpreter, each stream count relative to one
     stream measured in the same rounds."""
-    from .bench import run_child, configurations
+    from .bench import configurations, run_child
 
     results = []
     wanted = sorted(set([1, *counts]))

@@ -116,7 +116,7 @@ def run_ttfa_all(
     backends: list[str], types: list[str], threads: list[int | None], shape: str, reps: int, progress: Any = None
 ) -> list[dict[str, Any]]:
     """Each configuration in a fresh interpreter; failures are reported, not fatal."""
-    from .bench import LLAMA_CPP, run_child, configurations
+    from .bench import LLAMA_CPP, configurations, run_child
 
     results = []
     ours = [b for b in backends if b != LLAMA_CPP]  # llama.cpp runs the stacks only: no time to first audio
