@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "files": 0,
     "limits": 0,
+    "token_ids": 0,
     "schema": 0,
     "version": 0,
     "tensors": 0,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import FormatError, UsageError
+from ..errors import FormatError
 from ..limits import loads_json, regular_file
+from ..token_ids import token_ids
 
 BOS_NAMES = ("<|begin_of_text|>", "<s>", "<bos>", "<|endoftext|>")
 EOS_NAMES = ("<|end_of_text|>", "</s>", "<eos>", "<|endoftext|>")
@@ -64,13 +65,7 @@ class HFJsonTokenizer:
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        ids = [int(i) for i in ids]
-        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
-        if bad is not None:
-            raise UsageError(
-                f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})",
-                "the ids come from another model",
-            )
+        ids = token_ids(ids, self.vocab_size).tolist()
         try:
             return str(self.tok.decode(ids, skip_special_tokens=True))
         except Exception as e:  # as in encode

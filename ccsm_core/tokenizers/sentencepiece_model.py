@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import FormatError, UsageError
+from ..errors import FormatError
 from ..limits import regular_file
+from ..token_ids import token_ids
 
 
 class SentencePieceTokenizer:
@@ -37,11 +38,5 @@ class SentencePieceTokenizer:
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        ids = [int(i) for i in ids]
-        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
-        if bad is not None:
-            raise UsageError(
-                f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})",
-                "the ids come from another model",
-            )
+        ids = token_ids(ids, self.vocab_size).tolist()
         return str(self.sp.decode(ids))

@@ -23,6 +23,7 @@ from ...errors import FormatError, UsageError
 from ...limits import check_allocation
 from ...schema import real
 from ...tensors import float32_values
+from ...token_ids import token_ids
 from ..config import LlamaConfig
 from ..llama import KVCache, LayerOptions, Llama, fuse_projections
 from ..rope_scaling import RopeScaling
@@ -158,15 +159,7 @@ class TextLM:
 
     def checked_ids(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """``ids`` as int32 after checking each is in the vocabulary (`UsageError` otherwise)."""
-        v = self.cfg.vocab_size
-        try:
-            arr = np.asarray(ids, np.int64).reshape(-1)
-        except (OverflowError, TypeError, ValueError):
-            raise UsageError(f"token ids must be integers in 0..{v - 1}", "the ids come from another model") from None
-        if arr.size and not (arr.min() >= 0 and arr.max() < v):
-            bad = int(arr.max() if arr.max() >= v else arr.min())
-            raise UsageError(f"token id {bad} is outside the vocabulary of {v}", "the ids come from another model")
-        return arr.astype(np.int32)
+        return token_ids(ids, self.cfg.vocab_size).astype(np.int32)
 
     def next_logits(self, ids: Sequence[int], cache: KVCache) -> np.ndarray:
         """Append ``ids`` to ``cache``; the logits ``[vocab]`` after the last of them.
