@@ -214,7 +214,7 @@ class SamplerChain:
 
     def __call__(self, tokens: np.ndarray, logits: np.ndarray, rng: np.random.Generator) -> int:
         x = np.asarray(logits, dtype=np.float32)
-        if np.isnan(x).any() or np.isposinf(x).any() or not np.isfinite(x).any():
+        if not np.isfinite(x).all() and (np.isnan(x).any() or np.isposinf(x).any() or not np.isfinite(x).any()):
             bad = "NaN" if np.isnan(x).any() else "infinite"
             raise GenerationError(
                 f"the model computed {bad} logits: its weights hold NaN or infinite values, or overflow",
