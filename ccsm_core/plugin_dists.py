@@ -5,6 +5,7 @@ one-line reason for that plugin, never an exception."""
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import re
 from dataclasses import dataclass
@@ -125,9 +126,11 @@ def incompatible(ep: Any) -> str | None:
     return None
 
 
+@functools.cache
 def _ccsm_requirement(dist: Any) -> tuple[Any, str | None]:
     """The distribution's requirement on ccsm that applies here (or None), and a problem if
-    its requirements cannot be read or the one naming ccsm is malformed."""
+    its requirements cannot be read or the one naming ccsm is malformed (read once per
+    distribution: both `metadata_problem` and `incompatible` ask)."""
     try:
         lines = list(dist.requires or [])
     except Exception as e:
