@@ -105,8 +105,8 @@ class BackendSpec(Spec):
     batching: bool = field(
         default=False,
         metadata=_doc(
-            "computes several streams in one pass, each exactly as alone (the backend has `matmul_rows`); "
-            "without it a batch's streams are computed one after another"
+            "computes several streams in one pass (CSM frames and Mimi decoding), each exactly as alone "
+            "(the backend has `matmul_rows`); without it a batch's streams are computed one after another"
         ),
     )
 

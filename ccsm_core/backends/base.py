@@ -28,6 +28,10 @@ Conventions:
 - Optional: ``matmul_rows(x, w, group=1)``, `matmul` where each group of ``group`` rows gets
   exactly what it gets alone; with it, several streams are generated in one pass
   (`ccsm_core.batching`), without it one after another. Declare it with ``batching=True``.
+- Optional: ``conv1d_batch(x [B, Cin, T], ...)`` and ``conv_transpose1d_batch``, `conv1d` and
+  `conv_transpose1d` of ``B`` streams, each exactly as alone (`ccsm_core.models.mimi_batch`
+  decodes the Mimi frames of several streams in one pass); without them each stream's
+  convolution runs on its own inside the step.
 - Sampling and other host logic run on NumPy over ``to_numpy`` results.
 """
 

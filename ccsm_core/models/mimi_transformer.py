@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.base import matmul_rows
 from ..limits import check_allocation
 from .mimi_layers import Weights
 
@@ -29,6 +30,22 @@ def window_mask(pos_q: np.ndarray, pos_k: np.ndarray, context: int) -> np.ndarra
     delta = pos_q[:, None] - pos_k[None, :]
     ok = (pos_k[None, :] >= 0) & (delta >= 0) & (delta < context)
     return np.where(ok, np.float32(0), _NEG_INF).astype(np.float32)
+
+
+def ring_window(
+    ring_pos: np.ndarray, offset: int, t: int, context: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A ring step of ``t`` positions from ``offset`` over a ring holding positions ``ring_pos``
+    (-1: empty): ``(positions [t], ring rows [t], mask [t, slots])``, or None when the ring is too
+    short for it (a key its first query needs would be overwritten)."""
+    slots = ring_pos.shape[0]
+    if t + context - 1 > slots:
+        return None
+    new_pos = np.arange(offset, offset + t, dtype=np.int64)
+    rows = new_pos % slots
+    after = ring_pos.copy()
+    after[rows] = new_pos
+    return new_pos.astype(np.int32), rows.astype(np.int32), window_mask(new_pos, after, context)
 
 
 @dataclass
@@ -95,26 +112,26 @@ class MimiTransformer:
             )
 
     # --- shared pieces ---------------------------------------------------------------------
-    def _qkv(self, be: Any, lay: _Layer, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _qkv(self, be: Any, lay: _Layer, x: Tensor, pos: Tensor, mm: Any = None) -> tuple[Tensor, Tensor, Tensor]:
         t, d = be.shape(x)[0], self.d
-        qkv = be.matmul(be.layer_norm(x, lay.n1w, lay.n1b, 1e-5), lay.in_proj)  # [T, 3D]
+        qkv = (mm or be.matmul)(be.layer_norm(x, lay.n1w, lay.n1b, 1e-5), lay.in_proj)  # [T, 3D]
         shape = (t, self.heads, self.head_dim)
         q, k, v = (be.reshape(be.slice(qkv, 1, i * d, (i + 1) * d), shape) for i in range(3))
         return be.rope(q, pos, self.freqs, True), be.rope(k, pos, self.freqs, True), v
 
-    def _finish(self, be: Any, lay: _Layer, x: Tensor, att: Tensor) -> Tensor:
-        t = be.shape(x)[0]
-        att = be.matmul(be.reshape(att, (t, self.d)), lay.out_proj)
+    def _finish(self, be: Any, lay: _Layer, x: Tensor, att: Tensor, mm: Any = None) -> Tensor:
+        t, mm = be.shape(x)[0], mm or be.matmul
+        att = mm(be.reshape(att, (t, self.d)), lay.out_proj)
         x = be.add(x, be.mul(att, lay.ls1))
         h = be.layer_norm(x, lay.n2w, lay.n2b, 1e-5)
-        h = be.matmul(be.gelu(be.matmul(h, lay.lin1)), lay.lin2)
+        h = mm(be.gelu(mm(h, lay.lin1)), lay.lin2)
         return be.add(x, be.mul(h, lay.ls2))
 
-    def _project_in(self, be: Any, x: Tensor) -> Tensor:
-        return be.matmul(x, self.in_proj) if self.in_proj is not None else x
+    def _project_in(self, be: Any, x: Tensor, mm: Any = None) -> Tensor:
+        return (mm or be.matmul)(x, self.in_proj) if self.in_proj is not None else x
 
-    def _project_out(self, be: Any, x: Tensor) -> Tensor:
-        return be.matmul(x, self.out_proj) if self.out_proj is not None else x
+    def _project_out(self, be: Any, x: Tensor, mm: Any = None) -> Tensor:
+        return (mm or be.matmul)(x, self.out_proj) if self.out_proj is not None else x
 
     # --- batch -----------------------------------------------------------------------------
     def __call__(self, be: Any, x: Tensor) -> Tensor:
@@ -155,14 +172,7 @@ class MimiTransformer:
         survives the write): ``(positions [t], ring rows [t], mask [t, slots])``; else None."""
         if not st.rings:
             return None
-        slots = st.rings[0].pos.shape[0]
-        if t + self.context - 1 > slots:
-            return None
-        new_pos = np.arange(st.offset, st.offset + t, dtype=np.int64)
-        rows = new_pos % slots
-        after = st.rings[0].pos.copy()
-        after[rows] = new_pos
-        return new_pos.astype(np.int32), rows.astype(np.int32), window_mask(new_pos, after, self.context)
+        return ring_window(st.rings[0].pos, st.offset, t, self.context)
 
     def step_in_place(
         self, be: Any, x: Tensor, pos: Tensor, rows: Tensor, mask: Tensor, st: TransformerState
@@ -176,6 +186,37 @@ class MimiTransformer:
             ring.v = be.write(ring.v, v, rows)
             x = self._finish(be, lay, x, be.attention(q, ring.k, ring.v, mask, self.scale))
         return self._project_out(be, x)
+
+    def batch_step_in_place(
+        self, be: Any, x: Tensor, pos: Tensor, rows: Tensor, mask: Tensor, rings: list[Any], t: int
+    ) -> Tensor:
+        """`step_in_place` for ``B`` streams of ``t`` positions each: ``x [B*t, Din]``, ring rows
+        of stream ``b`` at ``b * slots`` in ``rings`` (``.k``, ``.v`` each ``[B_max * slots, H, Dh]``), ``mask
+        [B*t, slots]``. Products take each stream's ``t`` rows as alone (`matmul_rows`);
+        attention runs per stream over its own ring rows. Returns ``[B*t, Dout]``."""
+
+        def mm(a: Tensor, w: Tensor) -> Tensor:
+            return matmul_rows(be, a, w, t)
+
+        n = be.shape(x)[0] // t
+        slots = be.shape(mask)[1]
+        x = self._project_in(be, x, mm)
+        for lay, ring in zip(self.layers, rings):
+            q, k, v = self._qkv(be, lay, x, pos, mm)
+            ring.k = be.write(ring.k, k, rows)
+            ring.v = be.write(ring.v, v, rows)
+            att = [
+                be.attention(
+                    be.slice(q, 0, b * t, (b + 1) * t),
+                    be.slice(ring.k, 0, b * slots, (b + 1) * slots),
+                    be.slice(ring.v, 0, b * slots, (b + 1) * slots),
+                    be.slice(mask, 0, b * t, (b + 1) * t),
+                    self.scale,
+                )
+                for b in range(n)
+            ]
+            x = self._finish(be, lay, x, att[0] if n == 1 else be.concat(att, 0), mm)
+        return self._project_out(be, x, mm)
 
     def advance(self, st: TransformerState, positions: np.ndarray, rows: np.ndarray) -> None:
         """Record an in-place step's positions in the rings' bookkeeping."""

@@ -14,6 +14,11 @@ laid out so that each shift of the overlap-add is a block of whole rows; depthwi
 multiply by broadcasting; other group counts run ggml's kernel per group. Biases of weights are
 added as a cached ``[Cout, Tout]`` block where that is small (ggml's broadcast along the
 contiguous axis runs per element).
+
+``conv1d_batch`` / ``conv_transpose1d_batch`` take ``x [B, Cin, T]`` (B streams) and give each
+stream exactly its `conv1d` / `conv_transpose1d` result: the products whose kernel does not
+depend on how many streams share them run once for all (the weight is read once); the others
+(``out_prod`` taps, groups) run per stream in the same graph.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 
 from ccsm_core.errors import BUG_HINT, UsageError
 
-from . import _ffi
+from . import _ffi, _shape_ops
 from ._graph_builder import GraphBuilder
 from ._persistent_memory import PersistentMemory
 from ._tensor import WEIGHT, GTensor
@@ -199,6 +204,23 @@ def _overlap_add(gb: GraphBuilder, taps: Any, t: int, cout: int, k: int, s: int,
     )
 
 
+def _dense_weight(gb: GraphBuilder, memory: PersistentMemory, w: GTensor, s: int) -> Any:
+    """`_dense_transpose`'s cached weight: rows ordered (shift r, Cout, phase p) for tap ``r*s + p``."""
+    cin, cout, k = w.shape
+    m = -(-k // s)
+    kp = m * s
+    return memory.derived(
+        gb.tensor(w),
+        ("convT", s),
+        lambda host: np.ascontiguousarray(
+            np.pad(host.reshape(cin, cout, k), ((0, 0), (0, 0), (0, kp - k)))
+            .reshape(cin, cout, m, s)
+            .transpose(2, 1, 3, 0)
+            .reshape(m * cout * s, cin)
+        ),
+    )
+
+
 def _dense_transpose(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, s: int) -> Any:
     """``groups == 1``: every tap at once as one matmul, then the overlap-add.
 
@@ -208,23 +230,18 @@ def _dense_transpose(gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: 
     of the taps placed in a zero frame, then one reorder to ``[Cout, (T+m-1)*s]``. (ggml's own
     kernel re-lays the whole kernel out on every call: about 50 ms for Mimi's 1024 -> 512 layer.)
     """
-    cin, t = x.shape
-    _, cout, k = w.shape
-    m = -(-k // s)
-    kp, blk = m * s, cout * s
-    wt = memory.derived(
-        gb.tensor(w),
-        ("convT", s),
-        lambda host: np.ascontiguousarray(
-            np.pad(host.reshape(cin, cout, k), ((0, 0), (0, 0), (0, kp - k)))
-            .reshape(cin, cout, m, s)
-            .transpose(2, 1, 3, 0)
-            .reshape(m * blk, cin)
-        ),
-    )
-    lib, ctx = gb.lib, gb.room(2 * m + 16)
+    t = x.shape[1]
+    lib, ctx = gb.lib, gb.room(4)
     xt = lib.ggml_cont(ctx, lib.ggml_permute(ctx, gb.f32(x), 1, 0, 2, 3))  # ne (Cin, T)
-    taps = lib.ggml_mul_mat(ctx, wt, xt)  # ne (m*blk, T) = NumPy [T, m, Cout, s]
+    taps = lib.ggml_mul_mat(ctx, _dense_weight(gb, memory, w, s), xt)  # ne (m*blk, T) = NumPy [T, m, Cout, s]
+    return _dense_overlap(gb, memory, taps, t, w.shape[1], w.shape[2], s)
+
+
+def _dense_overlap(gb: GraphBuilder, memory: PersistentMemory, taps: Any, t: int, cout: int, k: int, s: int) -> Any:
+    """`_dense_transpose`'s overlap-add of ``taps`` (ne ``(m*Cout*s, T)``) -> ne ``(length, Cout)``."""
+    m = -(-k // s)
+    blk = cout * s
+    lib, ctx = gb.lib, gb.room(2 * m + 16)
     rows = t + m - 1
     if m == 1:
         z = taps
@@ -266,3 +283,90 @@ def _depthwise_transpose(gb: GraphBuilder, x: GTensor, w: GTensor, s: int) -> An
     if kp > k:
         taps = lib.ggml_pad_ext(ctx, taps, 0, kp - k, 0, 0, 0, 0, 0, 0)
     return _overlap_add(gb, taps, t, cout, k, s, kp)
+
+
+def _batch_input(x: GTensor, what: str) -> tuple[int, int, int]:
+    if len(x.shape) != 3:
+        raise UsageError(f"{what}: need x [B, Cin, T], got {list(x.shape)}", BUG_HINT)
+    b, cin, t = x.shape
+    return b, cin, t
+
+
+def _per_stream(gb: GraphBuilder, x: GTensor, one: Any) -> GTensor:
+    """``one(x_b [Cin, T]) -> [Cout, L]`` for each stream ``b`` of ``x [B, Cin, T]``, stacked."""
+    outs = []
+    for i in range(x.shape[0]):
+        y = one(_shape_ops.reshape(gb, _shape_ops.slice_(gb, x, 0, i, i + 1), x.shape[1:]))
+        outs.append(_shape_ops.reshape(gb, y, (1, *y.shape)))
+    return _shape_ops.concat(gb, outs, 0)
+
+
+def conv1d_batch(
+    gb: GraphBuilder,
+    memory: PersistentMemory,
+    x: GTensor,
+    w: GTensor,
+    b: GTensor | None,
+    stride: int,
+    dilation: int,
+    groups: int,
+) -> GTensor:
+    """``x [B, Cin, T]`` -> ``[B, Cout, Tout]``, each stream exactly its `conv1d`.
+
+    Without groups, the im2col matmul runs once for all streams: few outputs (the weight
+    streamed as src0) with the streams as the batch axis of the columns, more outputs with the
+    streams' columns as more rows of src0 (each output is the same dot product). The ``out_prod``
+    path and groups run stream by stream."""
+    nb, cin, t = _batch_input(x, "conv1d")
+    one = lambda xi: conv1d(gb, memory, xi, w, b, stride, dilation, groups)  # noqa: E731
+    if nb == 1 or groups != 1 or len(w.shape) != 3:
+        return _per_stream(gb, x, one)
+    cout, cin_w, k = w.shape
+    span = (k - 1) * dilation + 1
+    tout = (t - span) // stride + 1 if t >= span else 0
+    outprod = stride == 1 and w.kind == WEIGHT and tout % OUTPROD_STEP == 0 and cin <= OUTPROD_MAX_CIN
+    if cin_w != cin or tout < 1 or outprod:
+        return _per_stream(gb, x, one)
+    _positive("conv1d", stride=stride, dilation=dilation)
+    gb.work += nb * cout * tout * cin * k
+    lib, ctx = gb.lib, gb.room(12)
+    px, pw = gb.f32(x), gb.f32(w)
+    cols = lib.ggml_im2col(
+        ctx, pw, lib.ggml_reshape_4d(ctx, px, t, cin, nb, 1), stride, 0, 0, 0, dilation, 0, False, F32
+    )
+    wr = lib.ggml_reshape_4d(ctx, pw, cin * k, cout, 1, 1)
+    if tout <= SMALL_T:  # ne (Cout, Tout, B) -> (Tout, Cout, B)
+        out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, lib.ggml_mul_mat(ctx, wr, cols), 1, 0, 2, 3))
+    else:  # ne (Tout*B, Cout) -> (Tout, Cout, B)
+        flat = lib.ggml_reshape_4d(ctx, cols, cin * k, tout * nb, 1, 1)
+        out = lib.ggml_reshape_4d(ctx, lib.ggml_mul_mat(ctx, flat, wr), tout, nb, cout, 1)
+        out = lib.ggml_cont(ctx, lib.ggml_permute(ctx, out, 0, 2, 1, 3))
+    out = _bias(gb, memory, ctx, out, b, cout, "conv1d", tout)
+    return gb.new(out, (nb, cout, tout), _reads(x, w, b))
+
+
+def conv_transpose1d_batch(
+    gb: GraphBuilder, memory: PersistentMemory, x: GTensor, w: GTensor, b: GTensor | None, stride: int, groups: int
+) -> GTensor:
+    """``x [B, Cin, T]`` -> ``[B, Cout, (T-1)*stride + K]``, each stream exactly its
+    `conv_transpose1d`: without groups one matmul of every tap of every stream (the streams'
+    steps as more columns), then each stream's overlap-add; groups run stream by stream."""
+    nb, cin, t = _batch_input(x, "conv_transpose1d")
+    if nb == 1 or groups != 1 or w.kind != WEIGHT or len(w.shape) != 3 or w.shape[0] != cin:
+        return _per_stream(gb, x, lambda xi: conv_transpose1d(gb, memory, xi, w, b, stride, groups))
+    _positive("conv_transpose1d", stride=stride)
+    _, cout, k = w.shape
+    length = (t - 1) * stride + k
+    gb.work += nb * cout * t * k * cin
+    lib, ctx = gb.lib, gb.room(nb + 8)
+    xt = lib.ggml_cont(ctx, lib.ggml_permute(ctx, gb.f32(x), 1, 0, 2, 3))  # ne (Cin, T, B)
+    xt = lib.ggml_reshape_4d(ctx, xt, cin, t * nb, 1, 1)
+    taps = lib.ggml_mul_mat(ctx, _dense_weight(gb, memory, w, stride), xt)  # ne (m*blk, T*B)
+    row = 4 * (-(-k // stride)) * cout * stride
+    out = None
+    for i in range(nb):
+        part = lib.ggml_view_4d(ctx, taps, row // 4, t, 1, 1, row, row * t, row * t, row * t * i)
+        y = lib.ggml_reshape_4d(ctx, _dense_overlap(gb, memory, part, t, cout, k, stride), length, cout, 1, 1)
+        out = y if out is None else lib.ggml_concat(ctx, out, y, 2)
+    out = _bias(gb, memory, ctx, out, b, cout, "conv_transpose1d", length)
+    return gb.new(out, (nb, cout, length), _reads(x, w, b))

@@ -442,6 +442,18 @@ class GgmlBackend:
     def conv_transpose1d(self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, groups: int = 1) -> GTensor:
         return _conv.conv_transpose1d(self.builder, self.memory, x, w, b, stride, groups)
 
+    def conv1d_batch(
+        self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, dilation: int = 1, groups: int = 1
+    ) -> GTensor:
+        """`conv1d` of ``x [B, Cin, T]``, each stream exactly as alone (`_conv.conv1d_batch`)."""
+        return _conv.conv1d_batch(self.builder, self.memory, x, w, b, stride, dilation, groups)
+
+    def conv_transpose1d_batch(
+        self, x: GTensor, w: GTensor, b: GTensor | None, stride: int = 1, groups: int = 1
+    ) -> GTensor:
+        """`conv_transpose1d` of ``x [B, Cin, T]``, each stream exactly as alone."""
+        return _conv.conv_transpose1d_batch(self.builder, self.memory, x, w, b, stride, groups)
+
     # -- shape ops (`_shape_ops`) --------------------------------------------------------
     def transpose(self, x: GTensor, perm: Sequence[int]) -> GTensor:
         return _shape_ops.transpose(self.builder, x, perm)

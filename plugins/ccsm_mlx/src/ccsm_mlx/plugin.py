@@ -58,7 +58,7 @@ def register_backends(register: Any) -> None:
         priority=PRIORITY,
         available=_available,
         devices=("cpu", "gpu"),
-        batching=False,  # a batch of streams is computed one stream after another
+        batching=False,  # a batch of streams (CSM frames, Mimi decoding) is computed one stream after another
         summary="MLX lazy arrays (Metal on Apple Silicon, CPU elsewhere); f32/f16/bf16, 4/8-bit",
     )
 
