@@ -5,8 +5,10 @@ batch for each stream count (1 and every ``N``), each with its streams prefilled
 prompts; then it times batched frame steps round by round, one step of each count per round, so
 that a change in the machine's load falls on every count alike. One step makes a frame for every
 stream of its batch. Reported per count: seconds per step (each stream's seconds per frame),
-aggregate frames per second (``N`` / step), and both relative to one stream. Mimi decoding is
-per stream and not part of a step.
+aggregate frames per second (``N`` / step), and both relative to one stream. Mimi (real or demo
+shape, random weights) decodes each step's frames apart from the step's timing, twice: in one
+batched step (`ccsm_core.models.mimi_batch.MimiBatchDecoder`) and stream by stream, each stream
+with its own `MimiStreamDecoder` (the figure is the sum over the streams).
 
 Text (`run_text_streams_all`): a GGUF text model decodes ``N`` sequences together
 (`ccsm_core.text_batch.TextBatch`, greedy, end-of-generation tokens banned so no sequence ends),
@@ -35,17 +37,22 @@ def run_streams_one(
     from .batching import FrameBatch
     from .bench import csm_tensors
     from .generator import FrameSampler, GenerationSettings, Generator
-    from .loading.demo import DEMO_CSM
+    from .loading.demo import DEMO_CSM, DEMO_MIMI, random_mimi_tensors
     from .models.config import FLAVORS, CsmConfig
     from .models.csm import CSM
+    from .models.mimi import Mimi
+    from .models.mimi_batch import MimiBatchDecoder
 
     rng = np.random.default_rng(0)
     cfg = CsmConfig(FLAVORS["llama-1B"], FLAVORS["llama-100M"]) if shape == "real" else DEMO_CSM
     be = get_backend(backend, **({"threads": threads} if threads else {}))
     model = CSM(be, cfg, csm_tensors(cfg, dtype, rng))
+    mimi_cfg = None if shape == "real" else DEMO_MIMI
+    mimi = Mimi.from_tensors(be, random_mimi_tensors(mimi_cfg, 0), mimi_cfg)
     gen = Generator(model, None)  # prefills every stream's prompt (then copied into its slot)
     total = warmup + frames
     runs: dict[int, tuple[Any, list[Any]]] = {}
+    decoders: dict[int, tuple[Any, list[Any]]] = {}  # Mimi: one batch of `count`, `count` alone
     for count in counts:
         batch = FrameBatch(model, slots=count)
         iters = []
@@ -67,16 +74,27 @@ def run_streams_one(
         for it in iters:  # admits every stream (prefill) and runs the first step
             next(it)
         runs[count] = (batch, iters)
+        decoders[count] = (MimiBatchDecoder(mimi, count), [mimi.stream_decoder() for _ in range(count)])
+        for j in range(count):
+            decoders[count][0].reset(j)
     times: dict[int, list[float]] = {c: [] for c in counts}
+    mimi_times: dict[int, list[tuple[float, float]]] = {c: [] for c in counts}
     for _ in range(total):
         for count, (_, iters) in runs.items():
             t0 = time.perf_counter()
-            for it in iters:
-                next(it)
-            times[count].append(time.perf_counter() - t0)
+            codes = np.minimum(np.stack([next(it) for it in iters]), mimi.cardinality - 1)
+            t1 = time.perf_counter()
+            together, apart = decoders[count]
+            together.step(codes[:, :, None])
+            t2 = time.perf_counter()
+            for dec, frame in zip(apart, codes):
+                dec.step(frame[:, None])
+            mimi_times[count].append((t2 - t1, time.perf_counter() - t2))
+            times[count].append(t1 - t0)
     out = []
     for count in counts:
         step_s = statistics.median(times[count][warmup:])
+        mimi_s = mimi_times[count][warmup:]
         out.append(
             {
                 "backend": backend,
@@ -88,6 +106,9 @@ def run_streams_one(
                 "step_s_median": step_s,
                 "frames_per_s": count / step_s,
                 "batched": runs[count][0].batched,
+                "mimi_step_s_median": statistics.median(t for t, _ in mimi_s),
+                "mimi_one_by_one_s_median": statistics.median(t for _, t in mimi_s),
+                "mimi_batched": decoders[count][0].batched,
             }
         )
     return out
