@@ -102,7 +102,8 @@ class FrameSampler:
     ) -> None:
         self.chain = make_sampler(s, audio_vocab_size)
         self.rng = s.sampling.rng()
-        self.history: list[list[int]] = [[] for _ in range(codebooks)]
+        self.history = np.zeros((codebooks, 64), np.int64)  # codes picked so far, per codebook
+        self.counts = [0] * codebooks  # (a row grows by doubling: no list copied per pick)
         self.min_frames, self.trace = s.min_frames, trace
         self.frame_no = 0
 
@@ -112,8 +113,12 @@ class FrameSampler:
         if i == 0 and self.frame_no < self.min_frames:
             logits = logits.copy()
             logits[0] = -np.inf  # an all-zero frame needs code 0 in codebook 0
-        code = self.chain(np.asarray(self.history[i], np.int64), logits, self.rng)
-        self.history[i].append(code)
+        n = self.counts[i]
+        code = self.chain(self.history[i, :n], logits, self.rng)
+        if n == self.history.shape[1]:
+            self.history = np.concatenate([self.history, np.zeros_like(self.history)], axis=1)
+        self.history[i, n] = code
+        self.counts[i] = n + 1
         return code
 
 

@@ -147,17 +147,19 @@ def logit_bias(bias: Mapping[int, float] | None = None) -> Processor:
     for k, _ in items:
         if k < 0:
             raise UsageError(f"logit bias id must be >= 0, got {k}", "give token ids of 0 or more")
+    ids = np.array([k for k, _ in items], np.int64)  # distinct (dict keys): one add each
+    values = np.array([v for _, v in items], np.float32)
+    top = max((k for k, _ in items), default=-1)
 
     def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
         if not items:
             return logits
+        if top >= len(logits):
+            raise UsageError(
+                f"logit bias id {top} is outside the vocabulary of {len(logits)}", f"give ids 0..{len(logits) - 1}"
+            )
         out = logits.copy()
-        for k, v in items:
-            if k >= len(out):
-                raise UsageError(
-                    f"logit bias id {k} is outside the vocabulary of {len(out)}", f"give ids 0..{len(out) - 1}"
-                )
-            out[k] += np.float32(v)
+        out[ids] += values
         return out
 
     return apply
@@ -180,9 +182,12 @@ def categorical() -> SamplerFn:
 
     def draw(logprobs: np.ndarray, rng: np.random.Generator) -> int:
         live = np.flatnonzero(logprobs > -np.inf)
-        probs = np.exp(logprobs[live].astype(np.float64))
-        return int(live[np.argmax(probs / rng.exponential(1.0, size=live.shape))])
+        return draw_live(live, logprobs[live].astype(np.float64), rng)
 
+    def draw_live(live: np.ndarray, logprobs: np.ndarray, rng: np.random.Generator) -> int:
+        return int(live[np.argmax(np.exp(logprobs) / rng.exponential(1.0, size=live.shape))])
+
+    draw.draw_live = draw_live  # type: ignore[attr-defined]  # the chain's shortcut: the live ids' log-probs only
     return draw
 
 
@@ -194,14 +199,16 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def log_softmax(x: np.ndarray) -> np.ndarray:
     live = np.flatnonzero(x > -np.inf)
     if live.size == x.size:
-        x = x.astype(np.float64)
-        m = np.max(x)
-        return x - m - np.log(np.sum(np.exp(x - m)))
+        return _normalised(x.astype(np.float64))
     out = np.full(x.shape, -np.inf)  # filtered ids stay -inf; the rest are normalised among themselves
-    xs = x[live].astype(np.float64)
-    m = np.max(xs) if xs.size else 0.0
-    out[live] = xs - m - np.log(np.sum(np.exp(xs - m)))
+    out[live] = _normalised(x[live].astype(np.float64))
     return out
+
+
+def _normalised(xs: np.ndarray) -> np.ndarray:
+    """Log-probabilities (float64) of the finite logits ``xs``, normalised among themselves."""
+    m = np.max(xs) if xs.size else 0.0
+    return xs - m - np.log(np.sum(np.exp(xs - m)))
 
 
 @dataclass
@@ -214,21 +221,33 @@ class SamplerChain:
 
     def __call__(self, tokens: np.ndarray, logits: np.ndarray, rng: np.random.Generator) -> int:
         x = np.asarray(logits, dtype=np.float32)
-        if not np.isfinite(x).all() and (np.isnan(x).any() or np.isposinf(x).any() or not np.isfinite(x).any()):
-            bad = "NaN" if np.isnan(x).any() else "infinite"
+        top = x.max() if x.size else np.float32(0)  # NaN if any is NaN: one pass checks all three cases
+        if not np.isfinite(top):  # NaN, +inf, or nothing finite (all -inf)
+            bad = "NaN" if np.isnan(top) else "infinite"
             raise GenerationError(
                 f"the model computed {bad} logits: its weights hold NaN or infinite values, or overflow",
                 "the model file is broken; download or convert it again (or try --backend numpy to compare)",
             )
         for proc in self.processors:
             x = proc(tokens, x)
-        if not np.isfinite(x).any():
-            raise UsageError(
-                "every token was filtered out by the sampling settings", "loosen top-p/min-p or the logit bias"
-            )
         if getattr(self.sampler, "order_only", False):  # normalising keeps the order (and the ties)
+            _any_left(x)
             return self.sampler(x, rng)
+        draw_live = getattr(self.sampler, "draw_live", None)
+        if draw_live is not None:  # the sampler reads the live ids only: normalise just those
+            live = np.flatnonzero(x > NEG_INF)
+            xs = x[live]
+            if xs.size and np.isfinite(xs.max()):
+                return draw_live(live, _normalised(xs.astype(np.float64)), rng)
+        _any_left(x)
         return self.sampler(log_softmax(x), rng)
+
+
+def _any_left(x: np.ndarray) -> None:
+    if not np.isfinite(x).any():
+        raise UsageError(
+            "every token was filtered out by the sampling settings", "loosen top-p/min-p or the logit bias"
+        )
 
 
 def build_sampler(

@@ -256,3 +256,70 @@ def test_greedy_skips_normalising_and_picks_as_before():
         x[rng.integers(0, 50, 3)] = x.max()  # ties
         want = int(np.argmax(log_softmax(logit_bias({3: -np.inf})(np.zeros(0), x))))
         assert chain(np.zeros(0, np.int64), x, rng) == want != 3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"temperature": 0.9, "topk": 50, "logit_bias": {2048: -np.inf, 2049: -np.inf, 2050: -np.inf}},
+        {"temperature": 0.8, "top_p": 0.9, "min_p": 0.05, "logit_bias": {3: 2.5, 10: -1.0}},
+        {"temperature": 1.2, "topk": 3, "repetition_penalty": 1.3},
+        {"temperature": 1.0},
+    ],
+)
+def test_categorical_shortcut_draws_as_the_full_log_softmax(options):
+    """The chain hands the built-in categorical sampler only the live ids' log-probabilities;
+    the id drawn and the random state after it equal drawing from the whole normalised vector."""
+    from ccsm_core.sampling import log_softmax
+
+    fast = build_sampler(**options)
+    full = build_sampler(**options)
+    draw = full.sampler
+    full.sampler = lambda logprobs, rng: draw(logprobs, rng)  # no shortcut: log_softmax over all ids
+    assert hasattr(fast.sampler, "draw_live") and not hasattr(full.sampler, "draw_live")
+    for trial in range(400):
+        g = np.random.default_rng(trial)
+        x = (g.standard_normal(2051) * 3).astype(np.float32)
+        if trial % 3 == 0:
+            x = np.round(x)  # ties at the top-k boundary
+        if trial % 5 == 0:
+            x[g.integers(0, 2051, 100)] = -np.inf
+        tokens = g.integers(0, 2051, 20)
+        r1, r2 = np.random.default_rng(trial + 1), np.random.default_rng(trial + 1)
+        assert fast(tokens, x, r1) == full(tokens, x, r2)
+        assert r1.bit_generator.state == r2.bit_generator.state
+    assert log_softmax(np.array([0.0, -np.inf], np.float32))[1] == -np.inf
+
+
+def test_broken_logits_are_named_after_one_pass():
+    from ccsm_core.errors import GenerationError
+
+    chain = build_sampler(temperature=0.9, topk=5)
+    rng = np.random.default_rng(0)
+    for bad, word in (([np.nan, 1.0, np.inf], "NaN"), ([np.inf, 1.0], "infinite"), ([-np.inf, -np.inf], "infinite")):
+        with pytest.raises(GenerationError, match=word):
+            chain(np.zeros(0, np.int64), np.array(bad, np.float32), rng)
+    with pytest.raises(UsageError, match="filtered out"):
+        build_sampler(temperature=0.9, logit_bias={0: -np.inf, 1: -np.inf})(
+            np.zeros(0, np.int64), np.array([1.0, 2.0], np.float32), rng
+        )
+
+
+def test_frame_sampler_history_grows_past_its_first_rows():
+    """Each codebook's codes so far reach the chain (a repetition penalty sees all of them),
+    also after the history outgrows its first 64 rows."""
+    from ccsm_core.generator import FrameSampler, GenerationSettings
+
+    s = GenerationSettings(temperature=0.9, topk=8, repetition_penalty=1.5, seed=3)
+    fs = FrameSampler(s, 2051, 4)
+    seen: list[list[int]] = [[] for _ in range(4)]
+    chain = fs.chain
+    got = []
+    fs.chain = lambda tokens, logits, rng: got.append(tokens.copy()) or chain(tokens, logits, rng)
+    g = np.random.default_rng(0)
+    for frame in range(150):
+        fs.frame_no = frame + 100
+        for i in range(4):
+            code = fs(i, g.standard_normal(2051).astype(np.float32))
+            assert got[-1].tolist() == seen[i]
+            seen[i].append(code)
