@@ -256,6 +256,8 @@ class Engine:
                 t.started = time.monotonic()
                 t.iterator = t.make(lane)
             ev = next(t.iterator)
+            if ev is None:  # a turn without an event (a text prompt is still being prefilled)
+                return
         except StopIteration:
             self._end(t, None)
             return
