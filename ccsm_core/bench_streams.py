@@ -155,12 +155,15 @@ def _ccsm_text_steps(
     loaded = load_text_model(model, be)
     tok = loaded.tokenizer
     ends = set(getattr(tok, "eog_ids", ()) or ()) | ({tok.eos_id} - {None})
-    settings = TextSettings(max_tokens=total + 2, temperature=0.0, logit_bias={i: -np.inf for i in ends})
     batches = {}
     for count in counts:
-        tb = TextBatch(loaded, slots=count, context=len(prompts[0]) + total + 4)
+        joining = count * -(-len(prompts[0]) // 256) + 1  # steps that may run while the prompts join
+        bias = {i: -np.inf for i in ends}
+        settings = TextSettings(max_tokens=total + joining + 2, temperature=0.0, logit_bias=bias)
+        tb = TextBatch(loaded, slots=count, context=len(prompts[0]) + total + joining + 4)
         batches[count] = (tb, [tb.stream(prompts[i], settings) for i in range(count)])
-        tb.step()  # admits every sequence (prefill) and decodes its first token
+        while tb.waiting:  # every sequence joins (its prompt a chunk a step while others decode)
+            tb.step()
     times: dict[int, list[float]] = {c: [] for c in counts}
     for _ in range(total):
         for count, (tb, _) in batches.items():

@@ -7,10 +7,18 @@ and the attention window, and backends that capture graphs replay one per shape.
 the weights once for all ``B`` sequences: on a memory-bound CPU that is what makes it cheaper
 than ``B`` single steps.
 
-A sequence joins between steps: its prompt is prefilled on a `TextSession` of the batch's
-context (exactly as alone) and its cache rows
-are copied into its slot. Every sequence gets exactly the tokens it gets alone from
-``TextSession(loaded, context=context)`` with the same settings: products go through the
+A sequence joins while the others decode: its prompt is prefilled on one `TextSession` of the
+batch's context (``prefill``, reset for each prompt, so it runs exactly as alone), in the
+chunks of ``prefill_batch`` tokens that session's `TextSession.feed` uses. Each step runs at
+most ``prefill_batch`` prompt tokens (always at least one chunk) before the decode token of
+every active sequence, so a long prompt delays the others by one chunk a step rather than by
+its whole prefill; while no sequence is active, chunks run without waiting until one is.
+Waiting prompts are prefilled one after another, in the order they came, on that one session
+(one prefill cache, checked against the memory budget like any); when a prompt's last chunk has
+run, it samples its first token and its cache rows are copied into its slot.
+
+Every sequence gets exactly the tokens it gets alone from ``TextSession(loaded,
+context=context, batch=prefill_batch)`` with the same settings: products go through the
 backend's ``matmul_rows`` (each row computed as by itself) and attention runs per sequence over
 its own rows (a longer window only adds rows its mask hides). Sampling, detokenizing and stop
 strings are each sequence's own `ccsm_core.textgen.Completer`.
@@ -59,15 +67,28 @@ class TextBatch(SlotBatch[_Seq]):
     """Up to ``slots`` completions of one text model decoded together (see module doc); each
     is as from ``TextSession(loaded, context=context)``."""
 
-    def __init__(self, loaded: LoadedText, slots: int = 8, *, context: int | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedText, slots: int = 8, *, context: int | None = None, prefill_batch: int = 256
+    ) -> None:
         super().__init__(slots, loaded.model.be)
+        if isinstance(prefill_batch, bool) or not isinstance(prefill_batch, int) or prefill_batch < 1:
+            raise UsageError(f"prefill batch must be an integer >= 1, got {prefill_batch!r}", "give 1 or more tokens")
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
-        self.prefill = TextSession(loaded, context=context)  # joiners' prompts, as alone
+        self.prefill = TextSession(loaded, context=context, batch=prefill_batch)  # joiners' prompts, as alone
         self.context = self.prefill.context
         self.span = 0  # cache rows per slot (grows with the sequences' needs)
         self._cache: KVCache | None = None
         self._graphs = Replays(self.model.be)
+        self._joiner: _Seq | None = None  # the sequence whose prompt is being prefilled
+        self._chunks: deque[list[int]] = deque()  # its prompt's chunks not run yet
         self.tokens = 0  # tokens decoded, summed over sequences
+        self.prompt_chunks = 0  # prompt chunks run
+        self.shared_chunks = 0  # of them, those run in a step that also decoded active sequences
+
+    @property
+    def waiting(self) -> int:
+        """Sequences not active yet: queued, or being prefilled."""
+        return len(self._waiting) + (self._joiner is not None)
 
     def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Pieces:
         """Join a new sequence and return its text pieces (`Pieces`; ``.last`` is its
@@ -83,10 +104,16 @@ class TextBatch(SlotBatch[_Seq]):
         """A `TextSession`-like view whose ``stream`` joins this batch (the server's text lanes)."""
         return BatchedSession(self)
 
+    def leave(self, st: _Seq) -> None:
+        """``st`` ends now (its reader closed): its slot, its prefill or its place in the queue is freed."""
+        if st is self._joiner:
+            self._drop_joiner()
+        super().leave(st)
+
     # -- stepping ----------------------------------------------------------------------------
     def step(self) -> None:
-        """Admit waiting sequences into free slots, then one token for every active sequence."""
-        self._admit_waiting()
+        """Run waiting prompts' chunks (see module doc), then one token for every active sequence."""
+        self._prefill()
         if not self._active:
             return
         active = list(self._active)
@@ -98,12 +125,53 @@ class TextBatch(SlotBatch[_Seq]):
         for seq, lg in zip(active, logits):
             self._advance(seq, lg)
 
-    def _admit(self, seq: _Seq) -> None:
-        """Prefill ``seq``'s prompt as alone, sample its first token, and give it a slot."""
+    def _prefill(self) -> None:
+        """Prompt chunks of waiting sequences, in order, while slots are free: at most
+        ``prefill.batch`` tokens (at least one chunk), or until a sequence is active if none is.
+        A prompt that fails ends its sequence; only its reader sees why."""
+        spent = 0
+        while True:
+            seq = self._joiner
+            if seq is None:
+                if not self._waiting or len(self._active) >= self.slots:
+                    return
+                seq = self._waiting.popleft()
+            elif self._active and spent and spent + len(self._chunks[0]) > self.prefill.batch:
+                return
+            try:
+                if seq is not self._joiner:
+                    self._start(seq)
+                    continue
+                chunk = self._chunks.popleft()
+                self.prompt_chunks += 1
+                self.shared_chunks += bool(self._active)
+                logits = self.prefill.feed_chunk(chunk)
+                spent += len(chunk)
+                if not self._chunks:
+                    self._join(seq, logits)
+                    self._drop_joiner()
+            except Exception as e:
+                if seq is self._joiner:
+                    self._drop_joiner()
+                seq.done, seq.error = True, e
+
+    def _start(self, seq: _Seq) -> None:
+        """Make ``seq`` the joiner: its completion, and its prompt's chunks as alone."""
         seq.completer = Completer(self.tokenizer, seq.settings, len(seq.ids))
         self.prefill.reset()  # from scratch, as alone (a reused prefix would be chunked otherwise)
         self.prefill.reserve(seq.need)
-        logits = self.prefill.feed(seq.ids)
+        self._chunks = deque(self.prefill.chunks(seq.ids))
+        self._joiner = seq
+
+    def _drop_joiner(self) -> None:
+        """No sequence is being prefilled (the prefill cache's rows are dropped)."""
+        self._joiner = None
+        self._chunks.clear()
+        self.prefill.reset()
+
+    def _join(self, seq: _Seq, logits: np.ndarray) -> None:
+        """``seq``'s prompt has run (``logits``: those after it): sample its first token and give
+        it slot ``len(active)``, its rows copied from the prefill cache."""
         seq.length = len(seq.ids)
         self._advance(seq, logits, admitted=False)
         if seq.done:
@@ -210,7 +278,8 @@ class Pieces(Reader[str]):
 
 
 class BatchedSession:
-    """``stream``/``generate``/``last`` as `TextSession` has them, over a shared `TextBatch`."""
+    """``stream``/``generate``/``last`` as `TextSession` has them, over a shared `TextBatch`;
+    ``stream`` also yields ``None`` for a turn that gave no piece yet (see `stream`)."""
 
     def __init__(self, batch: TextBatch) -> None:
         self.batch, self.tokenizer, self.context = batch, batch.tokenizer, batch.context
@@ -219,9 +288,21 @@ class BatchedSession:
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         return self.batch.prefill.encode(prompt)
 
-    def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Iterator[str]:
-        pieces = self.batch.stream(prompt, settings)
+    def stream(self, prompt: str | Sequence[int], settings: TextSettings | None = None) -> Iterator[str | None]:
+        """Its text pieces; until the sequence has joined, ``None`` after each turn: a turn runs a
+        step (a chunk of its prompt, a token of every active sequence) unless another reader ran
+        one since its last turn, so a caller taking turns (the server's worker) hands the other
+        sequences' pieces out while a long prompt is prefilled."""
+        batch = self.batch
+        pieces = batch.stream(prompt, settings)
+        seq, seen = pieces.seq, batch.steps
         try:
+            while seq.slot < 0 and not (seq.out or seq.done):
+                if batch.steps == seen:
+                    batch.step()
+                seen = batch.steps
+                if seq.slot < 0 and not (seq.out or seq.done):
+                    yield None
             yield from pieces
         finally:
             pieces.close()

@@ -133,6 +133,16 @@ class TextSession:
 
     def feed(self, ids: Sequence[int]) -> np.ndarray:
         """Make the cache hold exactly ``ids``; returns the logits after the last one."""
+        logits = None
+        for chunk in self.chunks(ids):
+            logits = self.feed_chunk(chunk)
+        assert logits is not None  # `chunks` gives at least one
+        return logits
+
+    def chunks(self, ids: Sequence[int]) -> list[list[int]]:
+        """Prepare the cache for ``ids`` (what it holds of them is kept) and return the chunks of
+        at most ``batch`` tokens still to run, in order, each by `feed_chunk`: the logits after the
+        last are `feed`'s. At least one token always runs, to give logits."""
         ids = list(ids)
         if not ids:
             raise UsageError("the prompt is empty", "give some text")
@@ -146,12 +156,12 @@ class TextSession:
             keep += 1
         keep = min(keep, len(ids) - 1)  # at least one token must run to give logits
         self.cache.length, self.tokens = keep, ids[:keep]
-        logits = None
-        for start in range(keep, len(ids), self.batch):
-            chunk = ids[start : start + self.batch]
-            logits = self.model.next_logits(chunk, self.cache)
-            self.tokens.extend(chunk)
-        assert logits is not None  # keep < len(ids): the loop ran
+        return [ids[start : start + self.batch] for start in range(keep, len(ids), self.batch)]
+
+    def feed_chunk(self, chunk: Sequence[int]) -> np.ndarray:
+        """Append ``chunk`` (one of `chunks`, in order) to the cache; the logits after its last token."""
+        logits = self.model.next_logits(chunk, self.cache)
+        self.tokens.extend(chunk)
         return logits
 
     def _step(self, tok: int) -> np.ndarray:

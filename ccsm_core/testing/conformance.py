@@ -360,8 +360,9 @@ class BackendConformance:
     @pytest.mark.parametrize("temperature", [0.0, 0.9])
     def test_tiny_text_batch_is_each_sequence_alone(self, be, tmp_path, monkeypatch, arch, temperature):
         """Completions decoded together (more than the slots, joining and leaving between
-        tokens, windows past one step of 256 rows) give exactly the tokens, text and logits
-        each gives alone; sliding windows (gemma3) and attention temperature (mistral3) too."""
+        tokens, long prompts prefilled a chunk a step while others decode, windows past one step
+        of 256 rows) give exactly the tokens, text and logits each gives alone; sliding windows
+        (gemma3) and attention temperature (mistral3) too."""
         from ..loading.text import load_text_model
         from ..text_batch import TextBatch
         from ..textgen import Completer, TextSession, TextSettings
@@ -384,10 +385,10 @@ class BackendConformance:
         alone = []
         for p, st in zip(prompts, settings):
             seen.clear()
-            c = TextSession(loaded, context=600).generate(p, st)
+            c = TextSession(loaded, context=600, batch=64).generate(p, st)
             alone.append((c, np.stack(next(iter(seen.values())))))
         seen.clear()
-        batch = TextBatch(loaded, slots=3, context=600)
+        batch = TextBatch(loaded, slots=3, context=600, prefill_batch=64)
         streams = [batch.stream(p, st) for p, st in zip(prompts, settings)]
         texts = ["" for _ in streams]
         live = list(range(len(streams)))
@@ -399,6 +400,7 @@ class BackendConformance:
                 else:
                     texts[i] += piece
         assert batch.steps < sum(len(c.ids) for c, _ in alone)  # sequences did share steps
+        assert batch.shared_chunks > 0  # prompts of several chunks ran a chunk a step beside decoding
         logits = list(seen.values())  # one Completer per sequence, in the order they joined
         assert len(logits) == len(streams)
         for i, (c, want) in enumerate(alone):
