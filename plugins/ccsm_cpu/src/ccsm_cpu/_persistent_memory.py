@@ -15,7 +15,7 @@ import numpy as np
 
 from ccsm_core.errors import FormatError
 
-from . import _ffi
+from . import _ffi, _huge_pages
 from ._tensor import WEIGHT, GTensor, check_shape, ne, prod
 from .lib import Context, Ggml, GgmlError, Owned, check_status
 
@@ -75,9 +75,10 @@ class PersistentMemory:
     ``count`` is how many tensors it made (a graph may reference each as a leaf);
     ``derived_bytes`` the bytes of derived weights that grow with a sequence length."""
 
-    def __init__(self, g: Ggml, repack: bool) -> None:
+    def __init__(self, g: Ggml, repack: bool, huge_pages: bool = True) -> None:
         """``repack``: make GGML's interleaved twins of Q4_0/Q4_K weights for matmul, where the
-        CPU has kernels for them."""
+        CPU has kernels for them. ``huge_pages``: copy weights of `_huge_pages.MIN_BYTES` or more
+        into huge pages, and ask for them for the twins, where the kernel provides them."""
         self._g, self._lib, self._ffi = g, g.lib, g.ffi
         self._ovh = g.tensor_overhead
         self._ctxs: list[Context] = []  # metadata
@@ -91,6 +92,7 @@ class PersistentMemory:
         self._rope_ff: dict[bytes, Any] = {}  # frequencies' bytes -> their factors
         self._zero_pool: tuple[Any, int] | None = None  # (tensor, elements), grown on demand
         self.repack_buffer_type = g.repack_buffer_type() if repack else None
+        self.huge = _huge_pages.HugeArena() if huge_pages and _huge_pages.available() else None
 
     def close(self) -> None:
         """Free the ggml buffers and contexts and let go of the pinned memory."""
@@ -132,8 +134,9 @@ class PersistentMemory:
         """(tensor, shape, ggml type) of a `TensorData` or array; its data is used in place when
         aligned and contiguous, else copied."""
         shape, gtype, data = weight_data(t)
-        if data.ctypes.data % _ffi.TENSOR_ALIGNMENT or not data.flags.c_contiguous:
-            copy = aligned(data.nbytes)
+        huge = self.huge is not None and data.nbytes >= _huge_pages.MIN_BYTES
+        if huge or data.ctypes.data % _ffi.TENSOR_ALIGNMENT or not data.flags.c_contiguous:
+            copy = self.huge.take(data.nbytes) if self.huge is not None and huge else aligned(data.nbytes)
             copy[:] = data.reshape(-1).view(np.uint8)
             data = copy
         ptr = self.tensor(gtype, shape, data)
@@ -211,10 +214,14 @@ class PersistentMemory:
             lib, buft = self._lib, self.repack_buffer_type
             data = self._host[key]
             twin = lib.ggml_new_tensor_4d(self._context(), w.type, *ne(w.shape))
-            buf = lib.ggml_backend_buft_alloc_buffer(buft, lib.ggml_backend_buft_get_alloc_size(buft, twin))
+            size = lib.ggml_backend_buft_get_alloc_size(buft, twin)
+            buf = lib.ggml_backend_buft_alloc_buffer(buft, size)
             if buf == self._ffi.NULL:
                 raise GgmlError("allocating a repacked weight failed", "free some memory or pass repack=False")
             self._bufs.append(Owned(buf, lib.ggml_backend_buffer_free))
+            if self.huge is not None:  # before the twin is written
+                base = int(self._ffi.cast("uintptr_t", lib.ggml_backend_buffer_get_base(buf)))
+                _huge_pages.advise(base, size)
             check_status(
                 self._g,
                 lib.ggml_backend_tensor_alloc(buf, twin, lib.ggml_backend_buffer_get_base(buf)),

@@ -56,6 +56,7 @@ class GgmlBackend:
         threads: int | None = None,
         min_parallel_work: int = MIN_PARALLEL_WORK,
         repack: bool = True,
+        huge_pages: bool = True,
         **options: Any,
     ) -> None:
         """``threads``: compute threads (default: as many as this process's cores, fewer while
@@ -64,11 +65,17 @@ class GgmlBackend:
         graphs with fewer multiply-adds run on one thread (thread hand-offs at every node cost
         more than they save on small graphs, and much more on a busy machine). ``repack``:
         multiply Q4_0/Q4_K weights through GGML's interleaved (repacked) copies where the CPU
-        has kernels for them (x86 AVX2: about 1.5x faster matrix-vector products)."""
+        has kernels for them (x86 AVX2: about 1.5x faster matrix-vector products). ``huge_pages``:
+        copy the weights into transparent huge pages where Linux provides them (fewer TLB misses:
+        `ccsm_cpu._huge_pages`; False keeps memory-mapped weights in place)."""
         if options:
             raise UsageError(
-                f"ggml-cpu: unknown option(s) {', '.join(sorted(options))}", "known: threads, min_parallel_work, repack"
+                f"ggml-cpu: unknown option(s) {', '.join(sorted(options))}",
+                "known: threads, min_parallel_work, repack, huge_pages",
             )
+        for name, flag in (("repack", repack), ("huge_pages", huge_pages)):
+            if not isinstance(flag, bool):
+                raise UsageError(f"ggml-cpu: {name} must be true or false, got {flag!r}", f"pass {name}=true or false")
         n = _load.usable_cores() if threads is None else threads
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 512:
             raise UsageError(
@@ -91,7 +98,7 @@ class GgmlBackend:
             raise GgmlError("ggml_backend_cpu_init failed", "free some memory")
         self._backend = Owned(be, lib.ggml_backend_free)
         lib.ggml_backend_cpu_set_n_threads(be, n)
-        self.memory = PersistentMemory(g, repack)
+        self.memory = PersistentMemory(g, repack, huge_pages)
         try:
             self.builder = GraphBuilder(g, self, self.memory)
         except BaseException:
