@@ -430,3 +430,8 @@ def test_captured_index_inputs_are_checked_at_every_replay(be):
         step(np.array([1, 0], np.int32), np.array([3, 4], np.int32))
     with pytest.raises(UsageError, match="outside"):
         step(np.array([-1, 0], np.int32), np.array([0, 1], np.int32))
+    one = be.capture(lambda ids: be.embedding(table, ids), np.array([1], np.int32))  # one id: checked too
+    np.testing.assert_array_equal(one(np.array([5], np.int32))[0], [[10, 11]])
+    for bad in (6, -1):
+        with pytest.raises(UsageError, match=rf"{bad}\.\.{bad} are outside \[0, 6\)"):
+            one(np.array([bad], np.int32))

@@ -43,7 +43,7 @@ class Captured:
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
             if not outs or not all(isinstance(o, GTensor) and o.owner is be for o in outs):
                 raise UsageError("ggml-cpu: a captured function must return tensors of this backend", BUG_HINT)
-            self.in_dtypes = [np.asarray(a).dtype for a in examples]
+            self.in_dtypes = [np.int32 if np.asarray(a).dtype.kind in "iub" else np.float32 for a in examples]
             self.in_shapes = [np.asarray(a).shape for a in examples]
             arg_ptrs = [a.ptr if a.epoch == gb.epoch else None for a in args]
             self.consts = [(t, arr) for t, arr in gb.inputs() if not any(t == p for p in arg_ptrs if p is not None)]
@@ -78,17 +78,19 @@ class Captured:
         for t, arr in self.consts:
             ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
         for t, a, dtype, shape, bound in zip(self.args, arrays, self.in_dtypes, self.in_shapes, self.bounds):
-            arr = np.ascontiguousarray(a, dtype=np.int32 if dtype.kind in "iub" else np.float32)
+            arr = np.ascontiguousarray(a, dtype=dtype)
             if arr.shape != shape:
                 raise UsageError(
                     f"ggml-cpu: captured input has shape {list(arr.shape)}, expected {list(shape)}",
                     BUG_HINT,
                 )
-            if bound is not None and arr.size and (arr.min() < 0 or arr.max() >= bound):
-                raise UsageError(
-                    f"ggml-cpu: captured row indices {arr.min()}..{arr.max()} are outside [0, {bound})",
-                    BUG_HINT,
-                )
+            if bound is not None and arr.size:
+                lo, hi = (v := arr.item(), v) if arr.size == 1 else (arr.min(), arr.max())  # one id: no reductions
+                if lo < 0 or hi >= bound:
+                    raise UsageError(
+                        f"ggml-cpu: captured row indices {lo}..{hi} are outside [0, {bound})",
+                        BUG_HINT,
+                    )
             if t is not None:
                 ffi.memmove(lib.ggml_get_data(t), arr, arr.nbytes)
         be.compute_graph(self.graph, self.work, "captured graph compute", self.nodes)
