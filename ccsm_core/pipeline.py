@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import GenerationError
 from .generator import FRAME_MS, GenerationSettings, Segment
+from .mimi_lanes import MimiLane
 from .sentences import split_sentences
 from .timestamps import Cue
 
@@ -133,25 +134,57 @@ Event = SentenceStarted | Progress | Audio | SentenceDone | Finished
 
 @dataclass
 class _Decoder:
-    """One Mimi stream over the whole output (None: frames only); keeps every frame and sample."""
+    """One Mimi stream over the whole output (None: frames only); keeps every frame and sample.
+
+    Frames queue in the stream's `ccsm_core.mimi_lanes.MimiLane` (in ``lanes``, shared with
+    other jobs, when given; else alone) in chunks of at most `DECODE_CHUNK`, counted from each
+    `push`; `take` returns their audio."""
 
     mimi: Any
-    stream: Any = None
+    lanes: Any = None  # a MimiLanes
+    lane: Any = None
     frames: list[np.ndarray] = field(default_factory=list)
     wave: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.mimi is not None:
-            self.stream = self.mimi.stream_decoder()
+            self.lane = self.lanes.open() if self.lanes is not None else MimiLane(self.mimi)
 
-    def push(self, frames: np.ndarray) -> np.ndarray | None:
-        """Decode ``frames [k, 32]`` after everything pushed before (None: no audio)."""
+    def push(self, frames: np.ndarray, queued: int = 0) -> None:
+        """Keep ``frames [k, 32]`` and queue them after everything pushed before (the first
+        ``queued`` were queued by `ahead` already)."""
         self.frames.extend(frames)
-        if self.stream is None or len(frames) == 0:
+        self.ahead(frames[queued:])
+
+    def ahead(self, frames: np.ndarray) -> None:
+        """Queue ``frames`` (not kept yet: a sentence's frames while it is generated)."""
+        if self.lane is not None:
+            for i in range(0, len(frames), DECODE_CHUNK):
+                self.lane.push(frames[i : i + DECODE_CHUNK])
+
+    def take(self) -> np.ndarray | None:
+        """The audio of the frames queued since the last take (None: no audio)."""
+        if self.lane is None:
             return None
-        parts = [self.stream.step(frames[i : i + DECODE_CHUNK].T) for i in range(0, len(frames), DECODE_CHUNK)]
-        self.wave.append(np.concatenate(parts))
-        return self.wave[-1]
+        wave = self.lane.take()
+        if not wave.size:
+            return None
+        self.wave.append(wave)
+        return wave
+
+    def tentative(self) -> None:
+        """Frames queued by `ahead` from now on may be dropped by `undo`."""
+        if self.lane is not None:
+            self.lane.tentative()
+
+    def undo(self) -> None:
+        """Drop the frames queued since `tentative` (a sentence generated again)."""
+        if self.lane is not None:
+            self.lane.undo()
+
+    def close(self) -> None:
+        if self.lane is not None:
+            self.lane.close()
 
     @property
     def seconds(self) -> float:
@@ -191,7 +224,7 @@ def speak(
     next_seed = base_seed
     cap = s.max_frames
     greedy = s.sampling.temperature == 0 or s.sampling.sampler == "greedy"
-    decoder = _Decoder(mimi)
+    decoder = _Decoder(mimi, getattr(speech, "mimi_lanes", None))
     history: list[Segment] = []  # the sentences so far, as context turns
     cues: list[Cue] = []
 
@@ -214,8 +247,10 @@ def speak(
         for t in sentences if o.parallel else ():
             ahead[t.index] = start(t, base_seed + t.index, min(sentence_budget(t.text), cap))
         for sent in sentences:
-            if sent.index and (chunk := decoder.push(pause)) is not None:
-                yield Audio(chunk)
+            if sent.index:
+                decoder.push(pause)
+                if (chunk := decoder.take()) is not None:
+                    yield Audio(chunk)
             begin = decoder.seconds
             own = sentence_budget(sent.text)
             budget = min(own, cap)
@@ -229,18 +264,28 @@ def speak(
                 else:
                     seed, next_seed = next_seed, next_seed + 1
                     it = start(sent, seed, budget)
+                may_retry = not o.stream and not greedy and attempts <= o.retries and own <= cap
+                if may_retry:  # its queued frames are dropped if it runs away
+                    decoder.tentative()
                 frames: list[np.ndarray] = []
                 for frame in it:
                     frames.append(frame)
+                    if o.stream:
+                        decoder.push(frame[None])
+                    elif len(frames) % DECODE_CHUNK == 0:  # decoded while the sentence goes on
+                        decoder.ahead(np.stack(frames[-DECODE_CHUNK:]))
                     yield Progress(sent.index, len(frames), budget)
-                    if o.stream and (chunk := decoder.push(frame[None])) is not None:
+                    if o.stream and (chunk := decoder.take()) is not None:
                         yield Audio(chunk)
                 runaway = len(frames) == budget and own <= cap
-                if not runaway or o.stream or greedy or attempts > o.retries:
+                if not runaway or not may_retry:
                     break
+                decoder.undo()
             got = np.stack(frames) if frames else np.zeros((0, gen.ncb), np.int64)
-            if not o.stream and (chunk := decoder.push(got)) is not None:
-                yield Audio(chunk)
+            if not o.stream:
+                decoder.push(got, queued=len(got) - len(got) % DECODE_CHUNK)
+                if (chunk := decoder.take()) is not None:
+                    yield Audio(chunk)
             end = decoder.seconds
             cues.append(Cue(len(cues) + 1, begin, end, sent.text, sent.speaker, sent.voice))
             history.append(Segment(sent.speaker, sent.text, codes=got.T))
@@ -259,6 +304,7 @@ def speak(
     finally:
         if own_batch:
             gen.batch = None
+        decoder.close()
     full = None if mimi is None else np.concatenate([np.zeros(0, np.float32), *decoder.wave])
     marked = False
     if full is not None and marker is not None and not o.stream and full.size:

@@ -2,7 +2,9 @@
 
 Each job (its lines) is spoken exactly as `ccsm_core.pipeline.speak` speaks it alone; up to
 ``slots`` jobs run at a time, each on its own lane (`Speech.lane`: own caches, shared weights),
-and their frames are computed together (`ccsm_core.batching.FrameBatch`). Events come back as
+and their frames are computed together (`ccsm_core.batching.FrameBatch`), their audio
+decoded together too (`ccsm_core.mimi_lanes.MimiLanes`: a job's Audio event may come a turn
+later than alone, with the same samples). Events come back as
 ``(job index, event)``, one at a time from each running job in turn, every job's in order. A job
 that fails yields ``(index, Failed)`` and the others go on.
 """
@@ -17,6 +19,7 @@ from typing import Any
 from .batching import FrameBatch
 from .errors import CcsmError, UsageError
 from .generator import GenerationSettings, Segment
+from .mimi_lanes import MimiLanes
 from .pipeline import Event, Line, SpeakOptions, speak
 
 
@@ -42,13 +45,14 @@ def speak_many(
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
         raise UsageError(f"batch size must be a positive integer, got {slots!r}", "give a batch size of 1 or more")
     batch = FrameBatch(speech.generator.model, slots=slots)
+    mimi_lanes = MimiLanes(speech.mimi, slots) if audio and speech.mimi is not None else None
     free: list[Any] = []
     running: deque[tuple[int, Iterator[Event], Any]] = deque()
     todo = deque(enumerate(jobs))
     while running or todo:
         while todo and len(running) < slots:
             i, lines = todo.popleft()
-            lane = free.pop() if free else speech.lane(batch)
+            lane = free.pop() if free else speech.lane(batch, mimi_lanes)
             events = speak(lane, lines, context=context, settings=settings, options=options, marker=marker, audio=audio)
             running.append((i, events, lane))
         i, events, lane = running.popleft()

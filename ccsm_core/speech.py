@@ -25,6 +25,7 @@ class Speech:
     source: Path
     demo: bool = False
     sample_rate: int = 24_000
+    mimi_lanes: Any = None  # a MimiLanes shared with other lanes (None: Mimi decodes alone)
 
     def need_mimi(self) -> Any:
         if self.mimi is None:
@@ -35,13 +36,14 @@ class Speech:
             )
         return self.mimi
 
-    def lane(self, batch: Any = None) -> Speech:
+    def lane(self, batch: Any = None, mimi_lanes: Any = None) -> Speech:
         """Another `Speech` on the same loaded model and codec, with its own caches (one per
         concurrent request); with ``batch`` (a `ccsm_core.batching.FrameBatch`) its frames are
-        computed together with the batch's other streams."""
+        computed together with the batch's other streams, with ``mimi_lanes`` (a
+        `ccsm_core.mimi_lanes.MimiLanes`) its audio is decoded together with theirs."""
         gen = Generator(self.generator.model, self.generator.tokenizer, self.mimi)
         gen.batch = batch
-        return Speech(gen, self.mimi, self.source, demo=self.demo, sample_rate=self.sample_rate)
+        return Speech(gen, self.mimi, self.source, demo=self.demo, sample_rate=self.sample_rate, mimi_lanes=mimi_lanes)
 
     def frames(
         self,

@@ -46,9 +46,11 @@ def test_bad_input(mimi):
     dec = MimiBatchDecoder(mimi, 2)
     with pytest.raises(UsageError, match="slot 2"):
         dec.reset(2)
-    with pytest.raises(UsageError, match=r"codes \[B, 32, 1\]"):
+    with pytest.raises(UsageError, match=r"codes \[B, 32, k\]"):
         dec.step(np.zeros((3, 32, 1), np.int64))
-    with pytest.raises(UsageError, match=r"codes \[B, 32, 1\]"):
-        dec.step(np.zeros((1, 32, 2), np.int64))
+    with pytest.raises(UsageError, match=r"k in 1..8"):
+        dec.step(np.zeros((1, 32, 9), np.int64))
+    with pytest.raises(UsageError, match="slot 2"):
+        dec.step(np.zeros((2, 32, 1), np.int64), first=1)
     with pytest.raises(UsageError, match="out of range"):
         dec.step(np.full((1, 32, 1), 5000))

@@ -188,10 +188,10 @@ class MimiTransformer:
         return self._project_out(be, x)
 
     def batch_step_in_place(
-        self, be: Any, x: Tensor, pos: Tensor, rows: Tensor, mask: Tensor, rings: list[Any], t: int
+        self, be: Any, x: Tensor, pos: Tensor, rows: Tensor, mask: Tensor, rings: list[Any], t: int, first: int = 0
     ) -> Tensor:
         """`step_in_place` for ``B`` streams of ``t`` positions each: ``x [B*t, Din]``, ring rows
-        of stream ``b`` at ``b * slots`` in ``rings`` (``.k``, ``.v`` each ``[B_max * slots, H, Dh]``), ``mask
+        of stream ``b`` at ``(first + b) * slots`` in ``rings`` (``.k``, ``.v`` each ``[B_max * slots, H, Dh]``), ``mask
         [B*t, slots]``. Products take each stream's ``t`` rows as alone (`matmul_rows`);
         attention runs per stream over its own ring rows. Returns ``[B*t, Dout]``."""
 
@@ -208,8 +208,8 @@ class MimiTransformer:
             att = [
                 be.attention(
                     be.slice(q, 0, b * t, (b + 1) * t),
-                    be.slice(ring.k, 0, b * slots, (b + 1) * slots),
-                    be.slice(ring.v, 0, b * slots, (b + 1) * slots),
+                    be.slice(ring.k, 0, (first + b) * slots, (first + b + 1) * slots),
+                    be.slice(ring.v, 0, (first + b) * slots, (first + b + 1) * slots),
                     be.slice(mask, 0, b * t, (b + 1) * t),
                     self.scale,
                 )

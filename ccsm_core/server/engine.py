@@ -7,7 +7,8 @@ calls ``next`` on each active iterator in turn, so a new request starts streamin
 one is still running. Speech lanes share one `ccsm_core.batching.FrameBatch` and text lanes one
 `ccsm_core.text_batch.TextBatch`: the frame (token) one request asks for is computed together
 with every other active request's next one (one pass over the weights for all), and each
-request still gets exactly what it would get alone. At
+request still gets exactly what it would get alone. Speech lanes also decode their audio
+together (`ccsm_core.mimi_lanes.MimiLanes`), bitwise as alone. At
 most ``max_active`` run at once; up to ``max_queue`` more wait; beyond that `QueueFull`
 (HTTP 429). A cancelled or timed-out request is closed at its next turn (within one frame).
 
@@ -147,6 +148,7 @@ class Engine:
         self._active: list[Ticket] = []
         self._lanes: dict[int, Any] = {}
         self._batch: Any = None  # the speech lanes' shared FrameBatch, made with the first lane
+        self._mimi_lanes: Any = None  # and their shared Mimi decoding (`ccsm_core.mimi_lanes`)
         self._text_batch: Any = None  # the text lanes' shared TextBatch, likewise
         self._cv = threading.Condition()
         self._stop = False
@@ -209,8 +211,12 @@ class Engine:
             from ..batching import FrameBatch
 
             if self._batch is None:
+                from ..mimi_lanes import MimiLanes
+
                 self._batch = FrameBatch(self.speech.generator.model, slots=self.max_active)
-            return self.speech.lane(self._batch)
+                mimi = self.speech.mimi
+                self._mimi_lanes = MimiLanes(mimi, self.max_active) if mimi is not None else None
+            return self.speech.lane(self._batch, self._mimi_lanes)
         from ..text_batch import TextBatch
 
         if self._text_batch is None:
