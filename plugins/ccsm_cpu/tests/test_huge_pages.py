@@ -96,3 +96,48 @@ def test_without_huge_pages_an_aligned_weight_is_used_in_place():
 def test_huge_pages_option_must_be_a_flag():
     with pytest.raises(UsageError, match="huge_pages must be true or false"):
         get_backend("ggml-cpu", huge_pages="yes")
+
+
+def test_numpy_memory_already_in_huge_pages_is_used_in_place():
+    """NumPy advises huge pages for its own allocations of 4 MiB and more: no second copy."""
+    rng = np.random.default_rng(2)
+    big = rng.standard_normal((1024, 1024)).astype(np.float32)  # 4 MiB, NumPy's own memory
+    be = get_backend("ggml-cpu", threads=1)
+    ptr, _, _ = be.memory.weight(big)
+    in_place = int(be._ffi.cast("uintptr_t", be._lib.ggml_get_data(ptr))) == big.ctypes.data
+    assert in_place == (hp.numpy_backs(big) and big.ctypes.data % 32 == 0)
+    if hp.available() and big.ctypes.data % 32 == 0:
+        assert in_place  # NumPy's huge page advice is on by default on Linux
+    be.close()
+
+
+def _mapped_rss_kb(address: int) -> int:
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            parts = line.split()
+            if parts and "-" in parts[0] and len(parts) >= 5:
+                lo, hi = (int(v, 16) for v in parts[0].split("-"))
+                inside = lo <= address < hi
+            elif inside and line.startswith("Rss:"):
+                return int(parts[1])
+    raise AssertionError("mapping not found")
+
+
+def test_a_weight_copied_out_of_a_file_mapping_leaves_its_pages(tmp_path):
+    import mmap
+
+    path = tmp_path / "w.bin"
+    values = np.arange(3 << 20, dtype=np.uint8) % 251
+    path.write_bytes(values.tobytes())
+    with open(path, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    view = np.frombuffer(m, np.uint8)
+    assert view.sum() > 0 and _mapped_rss_kb(view.ctypes.data) >= 3 << 10  # every page touched
+    assert hp.release(view)
+    assert _mapped_rss_kb(view.ctypes.data) == 0  # dropped from this process
+    assert np.array_equal(view, values)  # and read again from the file when touched
+    writable = values.copy()
+    assert not hp.release(writable) and np.array_equal(writable, values)  # own memory: never dropped
+    del view
+    m.close()

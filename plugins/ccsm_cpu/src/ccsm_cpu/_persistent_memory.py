@@ -78,7 +78,8 @@ class PersistentMemory:
     def __init__(self, g: Ggml, repack: bool, huge_pages: bool = True) -> None:
         """``repack``: make GGML's interleaved twins of Q4_0/Q4_K weights for matmul, where the
         CPU has kernels for them. ``huge_pages``: copy weights of `_huge_pages.MIN_BYTES` or more
-        into huge pages, and ask for them for the twins, where the kernel provides them."""
+        into huge pages unless NumPy put them there already, and ask for them for the twins,
+        where the kernel provides them."""
         self._g, self._lib, self._ffi = g, g.lib, g.ffi
         self._ovh = g.tensor_overhead
         self._ctxs: list[Context] = []  # metadata
@@ -134,10 +135,11 @@ class PersistentMemory:
         """(tensor, shape, ggml type) of a `TensorData` or array; its data is used in place when
         aligned and contiguous, else copied."""
         shape, gtype, data = weight_data(t)
-        huge = self.huge is not None and data.nbytes >= _huge_pages.MIN_BYTES
+        huge = self.huge is not None and data.nbytes >= _huge_pages.MIN_BYTES and not _huge_pages.numpy_backs(data)
         if huge or data.ctypes.data % _ffi.TENSOR_ALIGNMENT or not data.flags.c_contiguous:
             copy = self.huge.take(data.nbytes) if self.huge is not None and huge else aligned(data.nbytes)
             copy[:] = data.reshape(-1).view(np.uint8)
+            _huge_pages.release(data)
             data = copy
         ptr = self.tensor(gtype, shape, data)
         self._host[int(self._ffi.cast("uintptr_t", ptr))] = data
