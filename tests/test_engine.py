@@ -34,14 +34,17 @@ def test_requests_interleave_frame_by_frame_and_match_a_lone_run(speech):
     engine = Engine(speech, max_active=2).start()
     try:
         order: list[int] = []
-        results: dict[int, np.ndarray] = {}
+        results: dict[int, Finished] = {}
+        streamed: dict[int, list[np.ndarray]] = {0: [], 1: []}
 
         def consume(i, ticket):
             for ev in ticket:
                 if isinstance(ev, Progress):
                     order.append(i)
+                if isinstance(ev, Audio):
+                    streamed[i].append(ev.samples)
                 if isinstance(ev, Finished):
-                    results[i] = ev.frames
+                    results[i] = ev
 
         tickets = [engine.submit("speech", job("A long one.", 30)), engine.submit("speech", job("Short.", 5, seed=2))]
         threads = [threading.Thread(target=consume, args=(i, t)) for i, t in enumerate(tickets)]
@@ -61,7 +64,11 @@ def test_requests_interleave_frame_by_frame_and_match_a_lone_run(speech):
             )
             if isinstance(e, Finished)
         ]
-        np.testing.assert_array_equal(results[0], alone[0].frames)
+        np.testing.assert_array_equal(results[0].frames, alone[0].frames)
+        # the two requests' audio was decoded together, each bitwise as alone
+        np.testing.assert_array_equal(results[0].audio, alone[0].audio)
+        np.testing.assert_array_equal(np.concatenate(streamed[0]), alone[0].audio)
+        assert max(engine._mimi_lanes.sizes) == 2
         assert engine.stats.requests[("speech", "ok")] == 2 and len(engine.stats.ttfa_s) == 2
     finally:
         engine.stop()

@@ -11,7 +11,13 @@ import pytest
 from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_core.errors import UsageError
 from ccsm_core.models.mimi_batch import MimiBatchDecoder
-from ccsm_core.testing.mimi_batch import SCHEDULE, SMALL_RING, check_batch_is_each_stream_alone, small_mimi
+from ccsm_core.testing.mimi_batch import (
+    SCHEDULE,
+    SMALL_RING,
+    check_batch_is_each_stream_alone,
+    check_chunks_from_any_slot,
+    small_mimi,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +30,24 @@ def test_batch_is_each_stream_alone(mimi):
     assert MimiBatchDecoder(mimi, 4).batched
     assert max(sizes) == 4 and min(sizes) == 1 and len(set(sizes)) == 4  # B went through 1..4
     assert len(sizes) < sum(n for _, n in SCHEDULE)  # frames did share steps
+
+
+def test_chunks_of_frames_from_any_first_slot(mimi):
+    """Steps of up to 8 frames a stream (the pipeline's chunks) over any run of slots."""
+    assert check_chunks_from_any_slot(mimi.be, mimi).max_frames == 8
+
+
+def test_save_and_restore_put_a_stream_back(mimi):
+    dec = MimiBatchDecoder(mimi, 2)
+    dec.reset(0)
+    rng = np.random.default_rng(1)
+    dec.step(rng.integers(0, 2048, (1, 32, 3)))
+    saved = dec.save(0)
+    nxt = rng.integers(0, 2048, (1, 32, 2))
+    want = dec.step(nxt)
+    dec.step(rng.integers(0, 2048, (1, 32, 5)))  # a part that is then dropped
+    dec.restore(1, saved)  # into another slot
+    np.testing.assert_array_equal(dec.step(nxt, first=1), want)
 
 
 def test_one_slot_is_stream_by_stream(mimi):

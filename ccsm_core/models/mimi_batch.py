@@ -1,21 +1,22 @@
-"""Mimi decoding of several streams at once: one frame of every active stream per step.
+"""Mimi decoding of several streams at once: a chunk of frames of each of several streams per step.
 
 A `MimiBatchDecoder` holds the streaming decoder state of up to ``slots`` streams in shared
 buffers, one row block per slot: the upsample's overlap tail, the decoder transformer's KV
 ring (``context + RING_SLACK`` rows a slot, with each slot's positions on the host) and every
-SEANet convolution's tail. The caller keeps active streams in slots ``0..B-1``: `reset` gives
-a joining stream fresh state, `move` copies a stream's rows to another slot (the last stream
-moves into a freed one, as `ccsm_core.slot_batch.SlotBatch` does). `step` decodes one frame of
-each of the ``B`` streams in one pass: products over all streams' rows at once, convolutions over
+SEANet convolution's tail. `reset` gives a joining stream fresh state, `move` copies a stream's
+rows to another slot (the last stream moves into a freed one, as
+`ccsm_core.slot_batch.SlotBatch` does), `save` / `restore` copy a stream out and back.
+`step` decodes ``k`` frames (up to `max_frames`) of each stream in the neighbouring slots
+``first..first+B-1`` in one pass: products over all streams' rows at once, convolutions over
 ``[B, C, T]``, attention per stream over its own ring rows; a backend that captures replays one
-graph per ``B``.
+graph per ``(B, k, first)``.
 
-Each stream's audio is exactly what its own `MimiStreamDecoder` gives for the same frames, one
-frame a step: products go through ``matmul_rows`` (each stream's rows as alone), convolutions
-through the backend's ``conv1d_batch`` / ``conv_transpose1d_batch`` where it has them (each
-stream as alone; ggml-cpu) and otherwise stream by stream inside the step, and everything else
-works element by element. Backends without ``matmul_rows`` (MLX) decode stream by stream with
-one `MimiStreamDecoder` a slot; so do decoders whose SEANet pads by replication (a fresh stream
+Each stream's audio is exactly what its own `MimiStreamDecoder` gives for the same chunks:
+products go through ``matmul_rows`` (each stream's rows as alone), convolutions through the
+backend's ``conv1d_batch`` / ``conv_transpose1d_batch`` where it has them (each stream as
+alone; ggml-cpu) and otherwise stream by stream inside the step, and everything else works
+element by element. Backends without ``matmul_rows`` (MLX) decode stream by stream with one
+`MimiStreamDecoder` a slot; so do decoders whose SEANet pads by replication (a fresh stream
 differs there) or whose transformer ring cannot hold a step.
 """
 

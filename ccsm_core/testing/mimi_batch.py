@@ -81,3 +81,37 @@ def check_batch_is_each_stream_alone(be: Any, slots: int = 4, mimi: Mimi | None 
         assert g.dtype == np.float32 and g.shape == want.shape, i
         np.testing.assert_array_equal(g, want, err_msg=f"stream {i}")
     return sizes
+
+
+# (first slot, streams, frames) of each step: chunks of several lengths from any first slot
+CHUNK_STEPS = [(0, 4, 1), (0, 2, 8), (2, 2, 4), (1, 3, 3), (0, 1, 8), (3, 1, 8), (0, 4, 2), (1, 2, 1), (0, 4, 8)]
+
+
+def check_chunks_from_any_slot(be: Any, mimi: Mimi | None = None, slots: int = 4) -> MimiBatchDecoder:
+    """Assert steps of ``k`` frames of the streams in slots ``first..first+B-1`` (`CHUNK_STEPS`)
+    give each stream what its own decoder gives stepped with the same chunks (bitwise)."""
+    mimi = mimi or small_mimi(be)
+    rng = np.random.default_rng(7)
+    codes = [rng.integers(0, mimi.cardinality, (mimi.num_codebooks, 40)) for _ in range(slots)]
+    dec = MimiBatchDecoder(mimi, slots)
+    for j in range(slots):
+        dec.reset(j)
+    made = [0] * slots
+    got: list[list[np.ndarray]] = [[] for _ in range(slots)]
+    chunks: list[list[int]] = [[] for _ in range(slots)]
+    for first, b, k in CHUNK_STEPS:
+        waves = dec.step(
+            np.stack([codes[first + j][:, made[first + j] : made[first + j] + k] for j in range(b)]), first
+        )
+        for j in range(b):
+            got[first + j].append(waves[j])
+            chunks[first + j].append(k)
+            made[first + j] += k
+    for i in range(slots):
+        alone, at = mimi.stream_decoder(), 0
+        want = []
+        for k in chunks[i]:
+            want.append(alone.step(codes[i][:, at : at + k]))
+            at += k
+        np.testing.assert_array_equal(np.concatenate(got[i]), np.concatenate(want), err_msg=f"stream {i}")
+    return dec

@@ -8,7 +8,14 @@ import pytest
 from ccsm_cpu.backend import GgmlBackend
 
 from ccsm_core.models.mimi_batch import MimiBatchDecoder
-from ccsm_core.testing.mimi_batch import SCHEDULE, check_batch_is_each_stream_alone, decode_together, small_mimi
+from ccsm_core.testing.mimi_batch import (
+    SCHEDULE,
+    check_batch_is_each_stream_alone,
+    check_chunks_from_any_slot,
+    decode_together,
+    small_mimi,
+)
+from ccsm_core.testing.mimi_lanes import check_lanes_are_each_stream_alone
 
 
 @pytest.mark.parametrize("opts", [{"threads": 1}, {"threads": 2, "min_parallel_work": 0}])
@@ -16,6 +23,15 @@ def test_batch_is_each_stream_alone(opts):
     with GgmlBackend(**opts) as be:
         sizes = check_batch_is_each_stream_alone(be, slots=4)
     assert len(set(sizes)) == 4
+
+
+def test_chunks_from_any_slot_and_lanes_are_each_stream_alone():
+    """Chunks of 1..8 frames from any first slot (one graph per streams, frames and first slot),
+    and `MimiLanes` jobs pushing, taking, undoing and leaving at different turns."""
+    with GgmlBackend(threads=2, min_parallel_work=0) as be:
+        dec = check_chunks_from_any_slot(be)
+        assert dec._graphs is not None and len(dec._graphs) == 9
+        assert max(check_lanes_are_each_stream_alone(be, slots=4)) >= 3
 
 
 def test_one_graph_per_batch_size():
