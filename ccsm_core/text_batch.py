@@ -65,7 +65,8 @@ class _Seq:
 
 class TextBatch(SlotBatch[_Seq]):
     """Up to ``slots`` completions of one text model decoded together (see module doc); each
-    is as from ``TextSession(loaded, context=context)``."""
+    is as from ``TextSession(loaded, context=context, batch=prefill_batch)``. A step runs at most
+    ``prefill_batch`` tokens of joining prompts (always a whole chunk)."""
 
     def __init__(
         self, loaded: LoadedText, slots: int = 8, *, context: int | None = None, prefill_batch: int = 256
