@@ -9,6 +9,11 @@ All frames, with short pauses between sentences (Mimi's codes for silence), are 
 Mimi stream, so sentence joins have no resets. Events report each sentence as it goes; the
 last, `Finished`, holds the whole audio (watermarked when a marker is given), every frame and
 the timestamps. `ccsm run`, `ccsm dialogue` and `Speech.say` are thin callers.
+
+A speech lane with a shared `ccsm_core.mimi_lanes.MimiLanes` (`speak_many`, the server) queues
+its frames there and decodes them together with the other jobs': at the latest at each sentence
+end, and with ``stream`` at the run's next turn (after the frame's `Progress`); events and audio
+are the same as alone.
 """
 
 from __future__ import annotations

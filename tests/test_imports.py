@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "builtin": 5,
     "generator": 6,
     "batching": 6,
+    "mimi_lanes": 6,
     "slot_batch": 6,
     "speak_many": 6,
     "speech": 6,
