@@ -8,6 +8,7 @@ import pytest
 
 from ccsm_core.errors import UsageError
 from ccsm_core.loading.text import load_text_model
+from ccsm_core.testing.conformance import read_in_turns
 from ccsm_core.testing.text_models import write_tiny_text
 from ccsm_core.text_batch import TextBatch, generate_many
 from ccsm_core.textgen import Completer, TextSession, TextSettings
@@ -91,15 +92,7 @@ def test_a_long_prompt_joining_while_others_decode_is_as_alone(loaded, monkeypat
     for _ in range(4):  # the first two decode before the others come
         tb.step()
     streams += [tb.stream(p, s) for p, s in zip(prompts[2:], settings[2:])]
-    texts = ["" for _ in streams]
-    live = list(range(len(streams)))
-    while live:  # readers take turns, one piece each
-        for i in list(live):
-            piece = next(streams[i], None)
-            if piece is None:
-                live.remove(i)
-            else:
-                texts[i] += piece
+    texts = ["".join(pieces) for pieces in read_in_turns(streams)]
     assert tb.shared_chunks >= 10  # the long prompt's chunks ran beside decoding sequences
     logits = list(seen.values())  # one Completer per sequence, in the order they joined
     for i, (c, want) in enumerate(alone):

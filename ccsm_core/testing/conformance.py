@@ -15,7 +15,8 @@ with the NumPy result on the dequantized weight, within ``QUANT_TOL`` of the out
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pytest
@@ -30,6 +31,24 @@ QUANT_TYPES = ("F16", "BF16", "Q8_0", "Q4_0")
 
 def _rand(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
+
+
+T = TypeVar("T")
+
+
+def read_in_turns(readers: Sequence[Iterator[T]]) -> list[list[T]]:
+    """Everything each reader yields, the readers taking turns one item each until all end
+    (how a server's clients read a shared batch)."""
+    got: list[list[T]] = [[] for _ in readers]
+    live = list(range(len(readers)))
+    while live:
+        for i in list(live):
+            item = next(readers[i], None)
+            if item is None:
+                live.remove(i)
+            else:
+                got[i].append(item)
+    return got
 
 
 def quantized(name: str, w: np.ndarray, dtype: str) -> TensorData:
@@ -342,15 +361,7 @@ class BackendConformance:
             alone.append((frames, np.stack(logits)))
         batch = FrameBatch(model, slots=3)
         iters = [stream(i, batch) for i in range(len(jobs))]
-        got: list[list[np.ndarray]] = [[] for _ in jobs]
-        live = list(range(len(jobs)))
-        while live:  # readers take turns, one frame each
-            for i in list(live):
-                frame = next(iters[i][0], None)
-                if frame is None:
-                    live.remove(i)
-                else:
-                    got[i].append(frame)
+        got = read_in_turns([it for it, _ in iters])
         assert batch.steps < sum(len(f) for f, _ in alone)  # streams did share steps
         for i, (frames, want) in enumerate(alone):
             np.testing.assert_array_equal(np.stack(got[i]), frames)
@@ -390,15 +401,7 @@ class BackendConformance:
         seen.clear()
         batch = TextBatch(loaded, slots=3, context=600, prefill_batch=64)
         streams = [batch.stream(p, st) for p, st in zip(prompts, settings)]
-        texts = ["" for _ in streams]
-        live = list(range(len(streams)))
-        while live:  # readers take turns, one piece each
-            for i in list(live):
-                piece = next(streams[i], None)
-                if piece is None:
-                    live.remove(i)
-                else:
-                    texts[i] += piece
+        texts = ["".join(pieces) for pieces in read_in_turns(streams)]
         assert batch.steps < sum(len(c.ids) for c, _ in alone)  # sequences did share steps
         assert batch.shared_chunks > 0  # prompts of several chunks ran a chunk a step beside decoding
         logits = list(seen.values())  # one Completer per sequence, in the order they joined
