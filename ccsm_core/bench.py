@@ -82,10 +82,10 @@ def csm_tensors(cfg: CsmConfig, dtype: str, rng: np.random.Generator) -> dict[st
 def run_one(backend: str, dtype: str, frames: int, warmup: int, threads: int | None, shape: str) -> dict[str, Any]:
     """Time one (backend, type) in this process."""
     from .backends import get_backend
+    from .generator import FrameSampler, GenerationSettings
     from .loading.demo import DEMO_CSM, DEMO_MIMI, random_mimi_tensors
     from .models.csm import CSM
     from .models.mimi import Mimi
-    from .sampling import build_sampler
 
     rng = np.random.default_rng(0)
     cfg = CsmConfig(FLAVORS["llama-1B"], FLAVORS["llama-100M"]) if shape == "real" else DEMO_CSM
@@ -96,9 +96,9 @@ def run_one(backend: str, dtype: str, frames: int, warmup: int, threads: int | N
     mimi_cfg = None if shape == "real" else DEMO_MIMI
     mimi = Mimi.from_tensors(be, random_mimi_tensors(mimi_cfg, 0), mimi_cfg)
     load_s = time.perf_counter() - t0
-    chain = build_sampler(temperature=0.9, topk=50, logit_bias={i: -np.inf for i in range(2048, cfg.audio_vocab_size)})
-    hist = np.zeros(0, np.int64)
-    sample = lambda i, logits: chain(hist, logits, rng)  # noqa: E731
+    # the speech defaults with ids 2048.. banned: the decoder picks codes 1..31 in its graph where it can
+    settings = GenerationSettings(temperature=0.9, topk=50, guard_special=True, seed=0)
+    sample = FrameSampler(settings, cfg.audio_vocab_size, cfg.audio_num_codebooks)
     bb, dec = model.new_caches()
     stream = mimi.stream_decoder()
     prompt = np.zeros((16, 33), np.int64)

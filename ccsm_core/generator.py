@@ -12,6 +12,7 @@ from .builtin.samplers import SPEECH_DEFAULTS
 from .context import check_audio_fits, fit_context
 from .errors import GenerationError, UsageError
 from .models.csm import CSM
+from .models.csm_fused import MAX_FUSED_TOPK, FusedPlan
 from .models.llama import KVCache
 from .models.mimi_blocks import encode_blocks
 from .models.prompt_cache import Chunk, PromptCache
@@ -113,13 +114,48 @@ class FrameSampler:
         if i == 0 and self.frame_no < self.min_frames:
             logits = logits.copy()
             logits[0] = -np.inf  # an all-zero frame needs code 0 in codebook 0
+        code = self.chain(self.history[i, : self.counts[i]], logits, self.rng)
+        self.record(i, code)
+        return code
+
+    def record(self, i: int, code: int) -> None:
+        """Note ``code`` as codebook ``i``'s pick (the fused decoder picks without a call)."""
         n = self.counts[i]
-        code = self.chain(self.history[i, :n], logits, self.rng)
         if n == self.history.shape[1]:
             self.history = np.concatenate([self.history, np.zeros_like(self.history)], axis=1)
         self.history[i, n] = code
         self.counts[i] = n + 1
-        return code
+
+    def fused_plan(self) -> FusedPlan | None:
+        """The chain as a `FusedPlan` when the decoder can sample it inside its graph (bans by a
+        ``-inf`` bias, temperature, top-k up to `MAX_FUSED_TOPK`, the built-in ``categorical``
+        or ``greedy`` sampler; no trace), else None."""
+        if self.trace is not None:
+            return None
+        return fused_plan(self.chain)
+
+
+_FUSABLE = ("logit-bias", "temperature", "top-k")  # processors the fused decoder runs, in chain order
+
+
+def fused_plan(chain: SamplerChain) -> FusedPlan | None:
+    """``chain`` as a `FusedPlan`, or None if a part of it is not one the fused decoder runs."""
+    described = [getattr(p, "describes", None) for p in chain.processors]
+    kind = getattr(chain.sampler, "describes", (None, None))[0]
+    parts: list[tuple[str, Any]] = [p for p in described if p is not None and p[0] in _FUSABLE]
+    if kind not in ("categorical", "greedy") or len(parts) != len(described):
+        return None
+    names = [name for name, _ in parts]
+    if names != sorted(set(names), key=_FUSABLE.index):  # each once, in the chain's usual order
+        return None
+    values = dict(parts)
+    if any(b != -np.inf for b in values.get("logit-bias", {}).values()):
+        return None
+    greedy = kind == "greedy"
+    k = 1 if greedy else values.get("top-k")
+    if k is None or k > MAX_FUSED_TOPK:
+        return None
+    return FusedPlan(tuple(sorted(values.get("logit-bias", {}))), values.get("temperature"), k, greedy)
 
 
 class Generator:

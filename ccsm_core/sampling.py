@@ -35,7 +35,12 @@ def _number(name: str, value: Any, *, lo: float | None = None, hi: float | None 
 def temperature(temperature: float = 1.0) -> Processor:
     """Divide logits by ``temperature`` (> 0; 0 means greedy and is handled by the chain)."""
     t = _number("temperature", temperature, lo=0, lo_open=True)
-    return lambda tokens, logits: logits / np.float32(t)
+
+    def apply(tokens: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        return logits / np.float32(t)
+
+    apply.describes = ("temperature", t)  # type: ignore[attr-defined]  # what it does, for fused samplers
+    return apply
 
 
 def top_k(k: int = 50) -> Processor:
@@ -49,6 +54,7 @@ def top_k(k: int = 50) -> Processor:
             return logits
         return np.where(logits < _kth_largest(logits, k), NEG_INF, logits)
 
+    apply.describes = ("top-k", k)  # type: ignore[attr-defined]
     return apply
 
 
@@ -162,6 +168,7 @@ def logit_bias(bias: Mapping[int, float] | None = None) -> Processor:
         out[ids] += values
         return out
 
+    apply.describes = ("logit-bias", dict(items))  # type: ignore[attr-defined]
     return apply
 
 
@@ -173,6 +180,7 @@ def greedy() -> SamplerFn:
         return int(np.argmax(logprobs))
 
     pick.order_only = True  # type: ignore[attr-defined]  # the logits' order decides: no normalising needed
+    pick.describes = ("greedy", None)  # type: ignore[attr-defined]
     return pick
 
 
@@ -188,6 +196,7 @@ def categorical() -> SamplerFn:
         return int(live[np.argmax(np.exp(logprobs) / rng.exponential(1.0, size=live.shape))])
 
     draw.draw_live = draw_live  # type: ignore[attr-defined]  # the chain's shortcut: the live ids' log-probs only
+    draw.describes = ("categorical", None)  # type: ignore[attr-defined]
     return draw
 
 

@@ -32,6 +32,14 @@ Conventions:
   `conv_transpose1d` of ``B`` streams, each exactly as alone (`ccsm_core.models.mimi_batch`
   decodes the Mimi frames of several streams in one pass); without them each stream's
   convolution runs on its own inside the step.
+- Optional selection ops, so a graph can pick ids and read rows by them without the host:
+  ``top_k(x [R, N], k)`` (int ids ``[R, k]`` of each row's ``k`` largest, in no order),
+  ``argsort(x [R, N], descending=False)`` (int ids that sort each row; order among equal values
+  unspecified), ``take(table [R, C], ids)`` (rows ``table[ids]`` ``[n, C]`` for int ids ``[n]``
+  or ``[1, n]`` the backend computed, their range unchecked; a weight table too) and
+  ``astype(x, "float32" | "int32")`` (float to int truncates). `SELECT_OPS` names them; CSM
+  samples its decoder's codes inside the graph with them (`ccsm_core.models.csm_fused`),
+  without them on the host.
 - Sampling and other host logic run on NumPy over ``to_numpy`` results.
 """
 
@@ -154,6 +162,14 @@ class Backend(Protocol):
 
 
 OPS = tuple(n for n in Backend.__dict__ if not n.startswith("_") and callable(Backend.__dict__[n]))
+
+
+SELECT_OPS = ("top_k", "argsort", "take", "astype")  # the optional selection ops
+
+
+def has_select_ops(be: Any) -> bool:
+    """Whether ``be`` implements every optional selection op (`SELECT_OPS`)."""
+    return all(callable(getattr(be, name, None)) for name in SELECT_OPS)
 
 
 def matmul_rows(be: Backend, x: Tensor, w: Tensor, group: int = 1) -> Tensor:

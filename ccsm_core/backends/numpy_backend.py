@@ -100,6 +100,22 @@ class NumpyBackend:
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         return (e / e.sum(axis=-1, keepdims=True)).astype(_F32, copy=False)
 
+    # selection (optional ops)
+    def top_k(self, x, k: int):
+        """Ids of the ``k`` largest of each row (largest first here; the contract gives no order)."""
+        return np.argsort(-x, axis=-1, kind="stable")[..., :k].astype(np.int32)
+
+    def argsort(self, x, descending: bool = False):
+        return np.argsort(-x if descending else x, axis=-1, kind="stable").astype(np.int32)
+
+    def take(self, table, ids):
+        return table[np.asarray(ids, dtype=np.int64).reshape(-1)]
+
+    def astype(self, x, dtype: str):
+        if dtype not in ("float32", "int32"):
+            raise UsageError(f"astype: dtype must be float32 or int32, got {dtype!r}", BUG_HINT)
+        return x.astype(np.float32 if dtype == "float32" else np.int32)
+
     # layers
     def embedding(self, table, ids):
         return table[np.asarray(ids, dtype=np.int64)]

@@ -17,6 +17,7 @@ import numpy as np
 from ..backends.base import Backend, Tensor
 from ..limits import check_allocation
 from ..tensors import float32_values
+from . import csm_fused
 from .config import DECODER_CACHE, CsmConfig, LlamaConfig
 from .llama import KVCache, Llama, causal_mask, check_shapes, expected_shapes
 
@@ -191,14 +192,38 @@ class CSM:
         c0_logits: np.ndarray | None = None,
     ) -> np.ndarray:
         """Sample the 32 codes of one frame from the backbone's last hidden state (a tensor, or
-        a host array with its codebook-0 logits from `backbone_row`)."""
-        be, n, v = self.be, self.cfg.audio_num_codebooks, self.cfg.audio_vocab_size
+        a host array with its codebook-0 logits from `backbone_row`). A sampler with a fused plan
+        (`csm_fused`) has codebooks 1..31 picked inside one graph, exactly as here on the host."""
+        be, n = self.be, self.cfg.audio_num_codebooks
         codes = np.zeros(n, np.int64)
-        capture = getattr(be, "capture", None) if trace is None else None
         h_t = be.asarray(last_h) if isinstance(last_h, np.ndarray) else last_h
         if c0_logits is None:
             c0_logits = self.codebook0_logits(h_t)
         codes[0] = sample(0, c0_logits)
+        plan = csm_fused.plan_for(be, sample, self.cfg.audio_vocab_size) if trace is None else None
+        start = 1 if plan is None else csm_fused.run(self, plan, sample, last_h, codes, cache)  # type: ignore[arg-type]
+        if start < n:
+            self._host_steps(last_h, h_t, codes, start, sample, cache, trace)
+        return codes
+
+    def _host_steps(
+        self,
+        last_h: Tensor | np.ndarray,
+        h_t: Tensor,
+        codes: np.ndarray,
+        start: int,
+        sample: SampleFn,
+        cache: KVCache,
+        trace: Callable[[str, Tensor], None] | None,
+    ) -> None:
+        """Codebooks ``start..n-1``, each step's logits sampled on the host (from ``start`` >= 2
+        the cache holds the rows of the steps before)."""
+        be = self.be
+        capture = getattr(be, "capture", None) if trace is None else None
+        if start > 1:
+            cache.length = start
+            self._later_steps(codes, start, sample, cache, capture, trace)
+            return
         e0 = np.array([codes[0]], np.int32)
         cache.reset()
         if capture is not None:  # the decoder's first step (two positions) is the same graph every frame
@@ -211,9 +236,21 @@ class CSM:
         else:
             logits = be.to_numpy(self._decoder_first(h_t, be.asarray(e0), cache=cache, trace=trace))[0]
         codes[1] = sample(1, logits)
+        self._later_steps(codes, 2, sample, cache, capture, trace)
+
+    def _later_steps(
+        self,
+        codes: np.ndarray,
+        start: int,
+        sample: SampleFn,
+        cache: KVCache,
+        capture: Any,
+        trace: Callable[[str, Tensor], None] | None,
+    ) -> None:
+        be, n, v = self.be, self.cfg.audio_num_codebooks, self.cfg.audio_vocab_size
         # steps 2..n-1 are the same graph every frame: backends that can, build each once
         steps = cache.steps
-        for i in range(2, n):
+        for i in range(start, n):
             ids = np.array([codes[i - 1] + v * (i - 1)], np.int32)
             if capture is not None:
                 step = steps.get(i)
@@ -224,7 +261,6 @@ class CSM:
             else:
                 logits = be.to_numpy(self._decoder_step(i, cache, trace)(be.asarray(ids)))[0]
             codes[i] = sample(i, logits)
-        return codes
 
     def _decoder_first(
         self, h: Tensor, e0_id: Tensor, *, cache: KVCache, trace: Callable[[str, Tensor], None] | None

@@ -50,6 +50,7 @@ TYPE_BLOCKS = {
 }
 
 ROPE_NORMAL, ROPE_NEOX = 0, 2
+SORT_ASC, SORT_DESC = 0, 1  # enum ggml_sort_order
 
 CDEF = """
 struct ggml_context;
@@ -106,6 +107,8 @@ struct ggml_tensor * ggml_scale_bias(struct ggml_context * ctx, struct ggml_tens
 struct ggml_tensor * ggml_soft_max_ext(struct ggml_context * ctx, struct ggml_tensor * a,
         struct ggml_tensor * mask, float scale, float max_bias);
 struct ggml_tensor * ggml_get_rows(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
+struct ggml_tensor * ggml_top_k(struct ggml_context * ctx, struct ggml_tensor * a, int k);
+struct ggml_tensor * ggml_argsort(struct ggml_context * ctx, struct ggml_tensor * a, int order);
 struct ggml_tensor * ggml_mul_mat(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 struct ggml_tensor * ggml_rms_norm(struct ggml_context * ctx, struct ggml_tensor * a, float eps);
 struct ggml_tensor * ggml_norm(struct ggml_context * ctx, struct ggml_tensor * a, float eps);

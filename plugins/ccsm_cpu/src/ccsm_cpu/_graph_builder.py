@@ -163,13 +163,13 @@ class GraphBuilder:
         used = sum(self.lib.ggml_used_mem(c.handle) for c in self._ctxs[: self._ci + 1])
         return used // self._ovh + self._memory.count + 8
 
-    def read(self, ptr: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """A copy of the float32 data of an allocated tensor."""
+    def read(self, ptr: Any, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """A copy of the float32 (or int32) data of an allocated tensor."""
         data = self.lib.ggml_get_data(ptr)
         if data == self.ffi.NULL:
             raise GgmlError("ggml-cpu: an output was not allocated", "report this as a bug")
         buf = self.ffi.buffer(data, prod(shape) * 4)
-        return np.frombuffer(buf, np.float32).reshape(shape).copy()
+        return np.frombuffer(buf, dtype).reshape(shape).copy()
 
     # -- evaluation ----------------------------------------------------------------------
     def _graph(self, size: int) -> Any:
@@ -209,7 +209,7 @@ class GraphBuilder:
                     ffi.memmove(data, arr, arr.nbytes)
             compute(gf, self.work, "graph compute")
             for h in copy:
-                h.host = self.read(h.ptr, h.shape)
+                h.host = self.read(h.ptr, h.shape, np.int32 if h.type == _ffi.I32 else np.float32)
                 h.kind = HOST
         finally:
             for h in held:  # buffer handles point at their buffer again, even after a failure

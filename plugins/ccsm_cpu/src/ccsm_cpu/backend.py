@@ -29,7 +29,7 @@ import numpy as np
 
 from ccsm_core.errors import BUG_HINT, CcsmError, UsageError
 
-from . import _attention, _conv, _ffi, _load, _shape_ops
+from . import _attention, _conv, _ffi, _load, _select_ops, _shape_ops
 from ._graph_builder import GraphBuilder
 from ._persistent_memory import PersistentMemory
 from ._persistent_memory import aligned as _aligned  # noqa: F401  (tests import it from here)
@@ -390,6 +390,19 @@ class GgmlBackend:
         ctx = self._room()
         out = self._lib.ggml_get_rows(ctx, self._p(table), self._index(ids, rows))
         return self._new(out, (ids.shape[0], table.shape[1]), table.base is not None)
+
+    # -- selection (optional ops: ids picked inside a graph) -------------------------------
+    def top_k(self, x: GTensor, k: int) -> GTensor:
+        return _select_ops.top_k(self.builder, x, k)
+
+    def argsort(self, x: GTensor, descending: bool = False) -> GTensor:
+        return _select_ops.argsort(self.builder, x, descending)
+
+    def take(self, table: GTensor, ids: GTensor) -> GTensor:
+        return _select_ops.take(self.builder, table, ids)
+
+    def astype(self, x: GTensor, dtype: str) -> GTensor:
+        return _select_ops.astype(self.builder, x, dtype)
 
     def matmul(self, x: GTensor, w: GTensor) -> GTensor:
         ws, xs = w.shape, x.shape
