@@ -93,6 +93,12 @@ def test_without_huge_pages_an_aligned_weight_is_used_in_place():
     be.close()
 
 
+def test_huge_pages_are_off_by_default():
+    be = get_backend("ggml-cpu", threads=1)
+    assert be.memory.huge is None
+    be.close()
+
+
 def test_huge_pages_option_must_be_a_flag():
     with pytest.raises(UsageError, match="huge_pages must be true or false"):
         get_backend("ggml-cpu", huge_pages="yes")
@@ -102,7 +108,7 @@ def test_numpy_memory_already_in_huge_pages_is_used_in_place():
     """NumPy advises huge pages for its own allocations of 4 MiB and more: no second copy."""
     rng = np.random.default_rng(2)
     big = rng.standard_normal((1024, 1024)).astype(np.float32)  # 4 MiB, NumPy's own memory
-    be = get_backend("ggml-cpu", threads=1)
+    be = get_backend("ggml-cpu", threads=1, huge_pages=True)
     ptr, _, _ = be.memory.weight(big)
     in_place = int(be._ffi.cast("uintptr_t", be._lib.ggml_get_data(ptr))) == big.ctypes.data
     assert in_place == (hp.numpy_backs(big) and big.ctypes.data % 32 == 0)

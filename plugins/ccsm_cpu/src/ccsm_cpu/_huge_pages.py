@@ -10,8 +10,8 @@ pages (2 MiB aligned), for weights copied once at load; `advise` asks the same o
 allocated (repacked weights) before it is written. NumPy already advises its own allocations of
 4 MiB or more (`numpy_backs`): such arrays are used in place. After a weight is copied out of a
 read-only file mapping, `release` drops the mapping's pages from this process (the page cache
-keeps them), so a load does not hold the file and its copy at once. Measured on CSM-1B Q8_0 (one thread, CPU
-time per frame): backbone 3 %, decoder 5 % faster than weights in 4 KiB pages.
+keeps them), so a load does not hold the file and its copy at once. Used only with the backend
+option ``huge_pages=true`` (measured gains and costs: the plugin README).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ class PersistentMemory:
     ``count`` is how many tensors it made (a graph may reference each as a leaf);
     ``derived_bytes`` the bytes of derived weights that grow with a sequence length."""
 
-    def __init__(self, g: Ggml, repack: bool, huge_pages: bool = True) -> None:
+    def __init__(self, g: Ggml, repack: bool, huge_pages: bool = False) -> None:
         """``repack``: make GGML's interleaved twins of Q4_0/Q4_K weights for matmul, where the
         CPU has kernels for them. ``huge_pages``: copy weights of `_huge_pages.MIN_BYTES` or more
         into huge pages unless NumPy put them there already, and ask for them for the twins,

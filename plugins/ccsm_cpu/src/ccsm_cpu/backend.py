@@ -56,7 +56,7 @@ class GgmlBackend:
         threads: int | None = None,
         min_parallel_work: int = MIN_PARALLEL_WORK,
         repack: bool = True,
-        huge_pages: bool = True,
+        huge_pages: bool = False,
         **options: Any,
     ) -> None:
         """``threads``: compute threads (default: as many as this process's cores, fewer while
@@ -66,8 +66,9 @@ class GgmlBackend:
         more than they save on small graphs, and much more on a busy machine). ``repack``:
         multiply Q4_0/Q4_K weights through GGML's interleaved (repacked) copies where the CPU
         has kernels for them (x86 AVX2: about 1.5x faster matrix-vector products). ``huge_pages``:
-        copy the weights into transparent huge pages where Linux provides them (fewer TLB misses:
-        `ccsm_cpu._huge_pages`; False keeps memory-mapped weights in place)."""
+        copy the weights into transparent huge pages where Linux provides them (fewer TLB misses,
+        at the price of load time and of every weight resident: `ccsm_cpu._huge_pages`; off by
+        default, memory-mapped weights stay in place)."""
         if options:
             raise UsageError(
                 f"ggml-cpu: unknown option(s) {', '.join(sorted(options))}",
