@@ -7,11 +7,17 @@ import pytest
 
 from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_core.generator import FrameSampler, GenerationSettings, fused_plan
-from ccsm_core.models import csm_fused
+from ccsm_core.models import csm_batch, csm_fused
 from ccsm_core.models.csm import CSM
 from ccsm_core.models.csm_fused import FusedPlan, exact_picks
 from ccsm_core.sampling import SamplingSettings, build_sampler
-from ccsm_core.testing.fused import assert_same, compare_frames, tie_tensors
+from ccsm_core.testing.fused import (
+    assert_batch_is_each_alone,
+    assert_frame_batch_is_each_alone,
+    assert_same,
+    compare_frames,
+    tie_tensors,
+)
 from ccsm_core.testing.models import TINY_CONFIG, tiny_csm_tensors
 
 SETTINGS = [
@@ -138,3 +144,59 @@ def test_fused_plan_reads_only_built_in_parts():
     assert fused_plan(chain) == FusedPlan((), 0.9, 50, False)
     chain.processors[0] = lambda tokens, logits: logits  # an undescribed processor: the host path
     assert fused_plan(chain) is None
+
+
+BATCH = [
+    {"seed": 0, "guard_special": True},
+    {"seed": 1, "temperature": 2.5, "guard_special": True},
+    {"seed": 2, "temperature": 0.3, "logit_bias": {7: -np.inf, 9: -np.inf}},
+    {"seed": 3, "guard_special": True, "min_frames": 2},
+]
+
+
+@pytest.mark.parametrize(
+    "streams",
+    [
+        BATCH,
+        BATCH[:1],
+        [{"seed": 4, "temperature": 0}, {"seed": 5, "topk": 1, "temperature": 1.5}, {"seed": 6, "temperature": 0}],
+    ],
+)
+def test_batched_streams_are_each_alone_with_codes_picked_in_the_graph(model, streams):
+    """Different seeds, temperatures and bans (greedy beside top-k 1) in one graph per frame."""
+    starts = assert_batch_is_each_alone(model, streams)
+    assert starts == [32] * (3 * len(streams))  # every stream frame stood in the graph
+
+
+def test_batched_streams_with_different_top_k_take_the_host_path(model):
+    mixed = [{"seed": 0, "temperature": 0}, {"seed": 1, "guard_special": True}]
+    assert assert_batch_is_each_alone(model, mixed) == []
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 1.0, "topk": 5}, {"temperature": 0}])
+def test_batched_ties_hand_back_to_the_host_exactly(settings):
+    model = CSM(NumpyBackend(), TINY_CONFIG, tie_tensors())
+    starts = assert_batch_is_each_alone(model, [{"seed": s, **settings} for s in range(4)], frames=4)
+    assert any(s < 32 for s in starts)
+
+
+def test_one_batched_stream_the_host_disagrees_with_hands_back_alone(model, monkeypatch):
+    """Stream 2 of 4 sees its draws reversed from step 9 on: it resumes on the host from
+    codebook 9 at the latest, the other streams keep their graph picks, all exactly."""
+    compute = csm_batch._fused_compute
+
+    def skewed(model, caches, first, k, args):
+        inv_q = args[2].reshape(31, -1, k).copy()
+        inv_q[8:, 2] = inv_q[8:, 2, ::-1]
+        return compute(model, caches, first, k, (*args[:2], inv_q.reshape(-1, k), *args[3:]))
+
+    monkeypatch.setattr(csm_batch, "_fused_compute", skewed)
+    starts = np.array(assert_batch_is_each_alone(model, BATCH)).reshape(3, 4)
+    assert (starts[:, [0, 1, 3]] == 32).all()
+    assert (starts[:, 2] <= 9).all() and (starts[:, 2] == 9).any()
+
+
+def test_frame_batch_streams_are_each_alone_with_codes_picked_in_the_graph(model):
+    streams = [{"seed": s, "temperature": 0.5 + s / 4, "topk": 20, "guard_special": True} for s in range(5)]
+    starts = assert_frame_batch_is_each_alone(model, streams)
+    assert starts and all(s == 32 for s in starts)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 
 from ..backends.base import Replays, Tensor, matmul_rows
 from ..errors import GenerationError
 from ..limits import check_allocation
+from . import csm_fused
 from .config import DECODER_CACHE
 from .csm import BACKBONE_WINDOW, CSM, cache_bytes
 from .llama import KVCache, causal_mask
@@ -93,49 +95,123 @@ def decode_frames(
     first: int = 0,
 ) -> np.ndarray:
     """The 32 codes of one frame for each stream in slots ``first..first+B-1``, from its backbone state
-    ``h [B, d]`` and codebook-0 logits: ``[B, 32]``. ``samplers[b](codebook, logits)`` picks."""
+    ``h [B, d]`` and codebook-0 logits: ``[B, 32]``. ``samplers[b](codebook, logits)`` picks.
+
+    Where every sampler has a fused plan with the same top-k (`csm_fused`), one graph runs the
+    31 decoder steps of all streams and picks their codes; from the earliest step at which a
+    stream's pick does not stand, the steps run here again for all streams, sampling only those
+    that did not stand there (the others pass their picks through)."""
     be, cfg = model.be, model.cfg
-    n, v, b = cfg.audio_num_codebooks, cfg.audio_vocab_size, len(samplers)
+    n, b = cfg.audio_num_codebooks, len(samplers)
     codes = np.zeros((b, n), np.int64)
     codes[:, 0] = [sample(0, c0_logits[j]) for j, sample in enumerate(samplers)]
-    capture = getattr(be, "capture", None)
-    starts = [(first + j) * DECODER_CACHE for j in range(b)]
-    for i in range(1, n):
-        if i == 1:
-            ids = codes[:, 0].astype(np.int32)
-            positions = np.tile(np.array([0, 1], np.int32), b)
-            args: tuple[np.ndarray, ...] = (h.astype(np.float32), ids)
-        else:
-            ids = (codes[:, i - 1] + v * (i - 1)).astype(np.int32)
-            positions = np.full(b, i, np.int32)
-            args = (ids,)
-        rows = (np.repeat(np.array(starts), len(positions) // b) + positions).astype(np.int32)
-        mask = causal_mask(positions[: len(positions) // b], i + 1)
-        args = (*args, positions, rows, mask)
-        fn = partial(_decoder, model, caches.decoder, starts, i)
-        if capture is None:
-            logits = be.to_numpy(fn(*(be.asarray(a) for a in args))[0])
-        else:
-            logits = caches.graphs.replay(("decoder", first, b, i), fn, args)[0]
-        codes[:, i] = [sample(i, logits[j]) for j, sample in enumerate(samplers)]
+    starts = np.ones(b, np.int64)  # per stream, the first codebook sampled here
+    plans = [csm_fused.plan_for(be, sample, cfg.audio_vocab_size) for sample in samplers]
+    if all(plans) and len({p.k for p in plans if p}) == 1:
+        k = plans[0].k if plans[0] else 0
+
+        def compute(inv_q: np.ndarray, bias: np.ndarray, inv_t: np.ndarray) -> np.ndarray:
+            args = (h.astype(np.float32), codes[:, 0].astype(np.int32), inv_q.reshape(-1, k), bias, inv_t)
+            return _fused_compute(model, caches, first, k, args).reshape(n - 1, b, -1)
+
+        fused = [p for p in plans if p]
+        starts = csm_fused.run_rows(fused, samplers, codes, compute, cfg.audio_vocab_size)  # type: ignore[arg-type]
+    for i in range(int(starts.min()), n):
+        logits = _decoder_logits(model, caches, codes, i, h, first)
+        for j, sample in enumerate(samplers):
+            if i >= starts[j]:
+                codes[j, i] = sample(i, logits[j])
     return codes
+
+
+def _decoder_logits(
+    model: CSM, caches: BatchCaches, codes: np.ndarray, i: int, h: np.ndarray, first: int
+) -> np.ndarray:
+    """Decoder step ``i`` of every stream on the host path: codebook ``i``'s logits ``[B, vocab]``."""
+    be, v = model.be, model.cfg.audio_vocab_size
+    b = len(codes)
+    starts = [(first + j) * DECODER_CACHE for j in range(b)]
+    if i == 1:
+        args: tuple[np.ndarray, ...] = (h.astype(np.float32), codes[:, 0].astype(np.int32))
+    else:
+        args = ((codes[:, i - 1] + v * (i - 1)).astype(np.int32),)
+    args = (*args, *_step_inputs(starts, i))
+    fn = partial(_decoder, model, caches.decoder, starts, i)
+    if getattr(be, "capture", None) is None:
+        return be.to_numpy(fn(*(be.asarray(a) for a in args))[0])
+    return caches.graphs.replay(("decoder", first, b, i), fn, args)[0]
+
+
+def _step_inputs(starts: list[int], i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoder step ``i``'s positions and cache rows ``[B*S]`` (S = 2 at step 1, else 1) and causal mask."""
+    b = len(starts)
+    positions = np.tile(np.array([0, 1], np.int32), b) if i == 1 else np.full(b, i, np.int32)
+    s = len(positions) // b
+    rows = (np.repeat(np.array(starts), s) + positions).astype(np.int32)
+    return positions, rows, causal_mask(positions[:s], i + 1)
 
 
 def _decoder(model: CSM, cache: KVCache, starts: list[int], i: int, *inputs: Tensor) -> list[Tensor]:
     """Decoder step ``i`` for every stream: step 1 runs positions 0 and 1 (the backbone state and
     codebook 0's embedding), later steps the previous code's embedding."""
     be = model.be
-    b, dd = len(starts), model.cfg.decoder.embed_dim
     if i == 1:
-        h, ids, pos, rows, mask = inputs
-        e0 = be.embedding(model.audio_embeddings, ids)
-        d = be.shape(h)[1]
-        pairs = be.reshape(be.concat([h, e0], axis=1), (2 * b, d))  # h_0, e0_0, h_1, e0_1, ...
-        x = matmul_rows(be, pairs, model.projection, 2)
+        h, ids, *step = inputs
+        x = _first_rows(model, h, be.embedding(model.audio_embeddings, ids))
     else:
-        ids, pos, rows, mask = inputs
+        ids, *step = inputs
         x = matmul_rows(be, be.embedding(model.audio_embeddings, ids), model.projection)
+    return [_heads(model, cache, starts, i, x, *step)]
+
+
+def _first_rows(model: CSM, h: Tensor, e0: Tensor) -> Tensor:
+    """Step 1's input rows ``[2B, d]``: each stream's backbone state, then its codebook-0 embedding."""
+    be = model.be
+    b, d = be.shape(h)
+    pairs = be.reshape(be.concat([h, e0], axis=1), (2 * b, d))  # h_0, e0_0, h_1, e0_1, ...
+    return matmul_rows(be, pairs, model.projection, 2)
+
+
+def _heads(model: CSM, cache: KVCache, starts: list[int], i: int, x: Tensor, *step: Tensor) -> Tensor:
+    """Decoder step ``i`` from its input rows ``x``: codebook ``i``'s logits ``[B, vocab]``."""
+    be = model.be
+    b, dd = len(starts), model.cfg.decoder.embed_dim
+    pos, rows, mask = step
     out = model.decoder.batch_step(x, pos, rows, [[mask]] * b, cache, starts)
     if i == 1:  # each stream's second row
         out = be.slice(be.reshape(out, (b, 2 * dd)), 1, dd, 2 * dd)
-    return [matmul_rows(be, out, model.audio_heads[i - 1])]
+    return matmul_rows(be, out, model.audio_heads[i - 1])
+
+
+def _fused_compute(model: CSM, caches: BatchCaches, first: int, k: int, args: tuple[np.ndarray, ...]) -> np.ndarray:
+    """The fused frame graph's packed rows ``[(n-1)*B, 2k+4]`` (step-major) for slots
+    ``first..first+B-1``: captured once per ``(first, B, k)`` where the backend can."""
+    be, b = model.be, len(args[0])
+    fn = partial(_fused_frame, model, caches.decoder, [(first + j) * DECODER_CACHE for j in range(b)], k)
+    if getattr(be, "capture", None) is None:
+        return np.asarray(be.to_numpy(fn(*(be.asarray(a) for a in args))[0]))
+    return np.asarray(caches.graphs.replay(("fused", first, b, k), fn, args)[0])
+
+
+def _fused_frame(model: CSM, cache: KVCache, starts: list[int], k: int, *inputs: Tensor) -> list[Tensor]:
+    """``(h [B, d], e0 [B] int, 1/q [(n-1)*B, k], bias [B, vocab], 1/T [B, 1]) -> [packed
+    [(n-1)*B, 2k+4]]``: decoder steps 1..n-1 of every stream, each picking the codes whose
+    embeddings feed the next step (`csm_fused.select`)."""
+    be: Any = model.be  # with the selection ops (`csm_fused.plan_for` checked)
+    n, v, b = model.cfg.audio_num_codebooks, model.cfg.audio_vocab_size, len(starts)
+    h, e0, inv_q, bias, inv_t = inputs
+
+    def step(i: int) -> list[Tensor]:
+        return [be.asarray(a) for a in _step_inputs(starts, i)]
+
+    x = _first_rows(model, h, be.embedding(model.audio_embeddings, e0))
+    logits = _heads(model, cache, starts, 1, x, *step(1))
+    packed = []
+    for i in range(1, n):
+        row, pick = csm_fused.select(be, logits, bias, be.slice(inv_q, 0, (i - 1) * b, i * b), inv_t, k)
+        packed.append(row)
+        if i + 1 < n:
+            ids = be.astype(be.reshape(be.add(pick, be.asarray(np.array([[i * v]], np.float32))), (1, b)), "int32")
+            x = matmul_rows(be, be.take(model.audio_embeddings, ids), model.projection)
+            logits = _heads(model, cache, starts, i + 1, x, *step(i + 1))
+    return [be.concat(packed, axis=0)]

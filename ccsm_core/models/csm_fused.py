@@ -75,34 +75,54 @@ def run(model: CSM, plan: FusedPlan, sample: FusableSampler, h: Any, codes: np.n
     """Sample codes ``1..n-1`` of one frame in the graph (``codes[0]`` is set; ``h`` is the
     backbone state, a host array or tensor). Returns the first codebook the host path must still
     sample (``n`` when the frame stands), with the cache and generator as that path expects."""
-    n, k = model.cfg.audio_num_codebooks, plan.k
-    rng = sample.rng
-    state = None
-    if plan.greedy:
-        q = np.ones((n - 1, k))
-    else:
-        state = rng.bit_generator.state
-        q = rng.exponential(1.0, size=(n - 1, k))
-    args = (
-        np.asarray(h, np.float32) if isinstance(h, np.ndarray) else h,
-        np.array([codes[0]], np.int32),
-        (1.0 / q).astype(np.float32),
-        bias_row(plan, model.cfg.audio_vocab_size),
-        np.array([[1.0 / plan.temperature if plan.temperature else 1.0]], np.float32),
-    )
-    packed = _compute(model, plan, cache, args)
-    picks, ok = exact_picks(packed, plan, q)
-    good = int(np.argmin(ok)) if not ok.all() else n - 1  # steps that stand, from codebook 1 on
-    codes[1 : 1 + good] = picks[:good]
-    for i in range(1, 1 + good):
-        sample.record(i, int(codes[i]))
-    if good == n - 1:
-        cache.length = n
-        return n
-    if state is not None:  # rewind: the draws of the steps that stood, then the host's own
-        rng.bit_generator.state = state
-        rng.exponential(1.0, size=good * k)
-    cache.length = 1 + good
+    h_in = np.asarray(h, np.float32) if isinstance(h, np.ndarray) else h
+
+    def compute(inv_q: np.ndarray, bias: np.ndarray, inv_t: np.ndarray) -> np.ndarray:
+        args = (h_in, np.array([codes[0]], np.int32), inv_q[:, 0], bias, inv_t)
+        return _compute(model, plan, cache, args)[:, None]
+
+    start = int(run_rows([plan], [sample], codes[None], compute, model.cfg.audio_vocab_size)[0])
+    cache.length = start
+    return start
+
+
+Compute = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``(1/q [n-1, B, k], bias [B, vocab], 1/T [B, 1]) -> packed [n-1, B, 2k+4]``: a graph's
+decoder steps 1..n-1 for ``B`` streams (`select` per step)."""
+
+
+def run_rows(
+    plans: list[FusedPlan], samplers: list[FusableSampler], codes: np.ndarray, compute: Compute, vocab: int
+) -> np.ndarray:
+    """Codes ``1..n-1`` of one frame of ``B`` streams (``codes [B, n]``, column 0 set) picked by
+    ``compute``, every plan with the same top-k. Returns, per stream, the first codebook the
+    host path must still sample (``n``: none); each generator is rewound to its state after the
+    steps that stood, and their picks are recorded."""
+    b, n = codes.shape
+    k = plans[0].k
+    q = np.ones((b, n - 1, k))
+    states: list[Any] = [None] * b
+    for j, (plan, sample) in enumerate(zip(plans, samplers)):
+        if not plan.greedy:
+            states[j] = sample.rng.bit_generator.state
+            q[j] = sample.rng.exponential(1.0, size=(n - 1, k))
+    bias = np.concatenate([bias_row(plan, vocab) for plan in plans])
+    temps = np.array([plan.temperature or 1.0 for plan in plans], np.float32)
+    inv_q = np.ascontiguousarray((1.0 / q).astype(np.float32).transpose(1, 0, 2))
+    packed = compute(inv_q, bias, (1.0 / temps[:, None]).astype(np.float32))
+    rows = packed.transpose(1, 0, 2).reshape(b * (n - 1), -1)
+    greedy = np.repeat([plan.greedy for plan in plans], n - 1)
+    picks, ok = exact_rows(rows, k, np.repeat(temps, n - 1), greedy, q.reshape(b * (n - 1), k))
+    picks, ok = picks.reshape(b, n - 1), ok.reshape(b, n - 1)
+    good = np.where(ok.all(axis=1), n - 1, np.argmin(ok, axis=1))  # steps that stand, from codebook 1 on
+    for j, sample in enumerate(samplers):
+        g = int(good[j])
+        codes[j, 1 : 1 + g] = picks[j, :g]
+        for i in range(1, 1 + g):
+            sample.record(i, int(codes[j, i]))
+        if g < n - 1 and states[j] is not None:  # rewind: the draws of the steps that stood, then the host's own
+            sample.rng.bit_generator.state = states[j]
+            sample.rng.exponential(1.0, size=g * k)
     return 1 + good
 
 
@@ -156,45 +176,66 @@ def frame_graph(model: CSM, k: int, cache: KVCache) -> Callable[..., Tensor]:
 
 
 def select(be: Any, logits: Tensor, bias: Tensor, inv_q: Tensor, inv_t: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """One step's pick in the graph: ``(packed [1, 2k+4], pick [1, 1] as float)``. ``packed`` is
-    the ``k+1`` best biased logits (largest first), their ids, the pick and the logits' sum. The
-    pick is a float32 guess of the host's (`exact_picks` checks it)."""
-    vocab = be.shape(logits)[1]
+    """One step's picks in the graph for ``R`` rows (streams): ``logits, bias [R, vocab]``,
+    ``inv_q [R, k]``, ``inv_t [R, 1]`` -> ``(packed [R, 2k+4], pick [R, 1] as float)``. A row
+    of ``packed`` is the ``k+1`` best biased logits (largest first), their ids, the pick and the
+    logits' sum. The pick is a float32 guess of the host's (`exact_rows` checks it)."""
+    r, vocab = be.shape(logits)
     x = be.add(logits, bias)
-    top = be.top_k(x, k + 1)  # [1, k+1], in no order
-    vals = be.take(be.reshape(x, (vocab, 1)), top)  # [k+1, 1]
-    order = be.argsort(be.reshape(vals, (1, k + 1)), descending=True)
+    top = be.top_k(x, k + 1)  # [R, k+1], in no order
+    vals = be.take(be.reshape(x, (r * vocab, 1)), _flat(be, top, vocab))  # [R*(k+1), 1]
+    order = _flat(be, be.argsort(be.reshape(vals, (r, k + 1)), descending=True), k + 1)
     vals_d = be.take(vals, order)
-    ids_d = be.take(be.reshape(be.astype(top, "float32"), (k + 1, 1)), order)
-    ids_k = be.slice(ids_d, 0, 0, k)
-    by_id = be.argsort(be.reshape(ids_k, (1, k)))  # the live ids in ascending order, as the host
-    vals_a = be.reshape(be.take(be.slice(vals_d, 0, 0, k), by_id), (1, k))
-    ids_a = be.take(ids_k, by_id)
+    ids_d = be.take(be.reshape(be.astype(top, "float32"), (r * (k + 1), 1)), order)
+    ids_k = be.slice(be.reshape(ids_d, (r, k + 1)), 1, 0, k)
+    by_id = _flat(be, be.argsort(ids_k), k)  # the live ids in ascending order, as the host
+    vals_k = be.reshape(be.slice(be.reshape(vals_d, (r, k + 1)), 1, 0, k), (r * k, 1))
+    vals_a = be.reshape(be.take(vals_k, by_id), (r, k))
+    ids_a = be.take(be.reshape(ids_k, (r * k, 1)), by_id)
     race = be.mul(be.softmax(be.mul(vals_a, inv_t)), inv_q)  # probs / q: the exponential race
-    pick = be.take(ids_a, be.top_k(race, 1))  # [1, 1]
-    total = be.reshape(be.sum(logits, axis=1), (1, 1))
+    pick = be.take(ids_a, _flat(be, be.top_k(race, 1), k))  # [R, 1]
+    total = be.reshape(be.sum(logits, axis=1), (r, 1))
     packed = be.concat(
-        [be.reshape(vals_d, (1, k + 1)), be.reshape(ids_d, (1, k + 1)), pick, total],
+        [be.reshape(vals_d, (r, k + 1)), be.reshape(ids_d, (r, k + 1)), pick, total],
         axis=1,
     )
     return packed, pick
 
 
+def _flat(be: Any, ids: Tensor, width: int) -> Tensor:
+    """Row ``r``'s ids ``[R, m]`` (int) into a ``[R * width]`` table as ``ids + r * width``,
+    ``[1, R*m]`` (int) for `take`."""
+    r, m = be.shape(ids)
+    if r == 1:
+        return ids
+    offsets = be.asarray((np.arange(r, dtype=np.float32) * width)[:, None])
+    return be.astype(be.reshape(be.add(be.astype(ids, "float32"), offsets), (1, r * m)), "int32")
+
+
 def exact_picks(packed: np.ndarray, plan: FusedPlan, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(picks [n-1], ok [n-1])``: each step's pick as the host sampler computes it from the
-    graph's best values, and whether the step stands (see the module doc)."""
-    k = plan.k
+    """``(picks [N], ok [N])`` for rows ``packed [N, 2k+4]`` all sampled under ``plan`` (see
+    `exact_rows`)."""
+    rows = len(packed)
+    temps = np.full(rows, plan.temperature or 1.0, np.float32)
+    return exact_rows(packed, plan.k, temps, np.full(rows, plan.greedy), q)
+
+
+def exact_rows(
+    packed: np.ndarray, k: int, temperature: np.ndarray, greedy: np.ndarray, q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(picks [N], ok [N])``: each row's pick as the host sampler computes it from the graph's
+    best values (row ``r`` at ``temperature[r]``, 1 for none; greedy where ``greedy[r]``; draws
+    ``q[r]``), and whether the row stands (see the module doc)."""
     vals, ids = packed[:, : k + 1], packed[:, k + 1 : 2 * k + 2].astype(np.int64)
     graph_pick, total = packed[:, 2 * k + 2].astype(np.int64), packed[:, 2 * k + 3]
-    y = vals / np.float32(plan.temperature) if plan.temperature else vals
+    y = vals / temperature.astype(np.float32)[:, None]
     ok = np.isfinite(total) & (y[:, k - 1] > y[:, k])
-    if plan.greedy:
-        picks = ids[:, 0]
-    else:
-        by_id = np.argsort(ids[:, :k], axis=1)
-        live = np.take_along_axis(ids[:, :k], by_id, axis=1)
-        xs = np.take_along_axis(y[:, :k], by_id, axis=1).astype(np.float64)
-        m = np.max(xs, axis=1, keepdims=True)  # `sampling._normalised`, row by row
+    by_id = np.argsort(ids[:, :k], axis=1)
+    live = np.take_along_axis(ids[:, :k], by_id, axis=1)
+    xs = np.take_along_axis(y[:, :k], by_id, axis=1).astype(np.float64)
+    m = np.max(xs, axis=1, keepdims=True)  # `sampling._normalised`, row by row
+    with np.errstate(invalid="ignore"):  # non-finite rows do not stand anyway
         lp = xs - m - np.log(np.sum(np.exp(xs - m), axis=1, keepdims=True))
-        picks = live[np.arange(len(live)), np.argmax(np.exp(lp) / q, axis=1)]
+        race = np.exp(lp) / q
+    picks = np.where(greedy, ids[:, 0], live[np.arange(len(live)), np.argmax(race, axis=1)])
     return picks, ok & (picks == graph_pick)

@@ -7,10 +7,16 @@ import numpy as np
 import pytest
 
 from ccsm_core.backends.base import has_select_ops
-from ccsm_core.models import csm_fused
+from ccsm_core.models import csm_batch, csm_fused
 from ccsm_core.models.csm import CSM
 from ccsm_core.testing.conformance import quantized
-from ccsm_core.testing.fused import assert_same, compare_frames, tie_tensors
+from ccsm_core.testing.fused import (
+    assert_batch_is_each_alone,
+    assert_frame_batch_is_each_alone,
+    assert_same,
+    compare_frames,
+    tie_tensors,
+)
 from ccsm_core.testing.models import TINY_CONFIG, tiny_csm_tensors
 
 
@@ -120,3 +126,55 @@ def test_one_captured_graph_serves_every_temperature_and_ban_of_a_top_k(model):
         np.testing.assert_array_equal(got, want)
         assert fused.rng.bit_generator.state == host.rng.bit_generator.state
     assert [key for key in cache.steps if isinstance(key, tuple)] == [("fused", 50)]
+
+
+BATCH = [
+    {"seed": 0, "guard_special": True},
+    {"seed": 1, "temperature": 2.5, "guard_special": True},
+    {"seed": 2, "temperature": 0.3, "logit_bias": {7: -np.inf, 9: -np.inf}},
+]
+
+
+@pytest.mark.parametrize(
+    "streams",
+    [BATCH, [{"seed": 4, "temperature": 0}, {"seed": 5, "topk": 1, "temperature": 1.5}]],
+)
+def test_batched_streams_are_each_alone_with_codes_picked_in_the_graph(model, streams):
+    starts = assert_batch_is_each_alone(model, streams)
+    assert starts == [32] * (3 * len(streams))
+
+
+def test_batched_quantized_streams_are_each_alone(be):
+    tensors = {
+        k: quantized(k, v, "Q8_0") if v.ndim == 2 and v.shape[-1] % 32 == 0 else v
+        for k, v in tiny_csm_tensors(TINY_CONFIG, seed=5).items()
+    }
+    starts = assert_batch_is_each_alone(CSM(be, TINY_CONFIG, tensors), BATCH)
+    assert starts == [32] * 9
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 1.0, "topk": 5}, {"temperature": 0}])
+def test_batched_ties_hand_back_to_the_host_exactly(be, settings):
+    model = CSM(be, TINY_CONFIG, tie_tensors())
+    starts = assert_batch_is_each_alone(model, [{"seed": s, **settings} for s in range(3)], frames=4)
+    assert any(s < 32 for s in starts)
+
+
+def test_one_batched_stream_the_host_disagrees_with_hands_back_alone(model, monkeypatch):
+    compute = csm_batch._fused_compute
+
+    def skewed(model, caches, first, k, args):
+        inv_q = args[2].reshape(31, -1, k).copy()
+        inv_q[12:, 1] = inv_q[12:, 1, ::-1]
+        return compute(model, caches, first, k, (*args[:2], inv_q.reshape(-1, k), *args[3:]))
+
+    monkeypatch.setattr(csm_batch, "_fused_compute", skewed)
+    starts = np.array(assert_batch_is_each_alone(model, BATCH)).reshape(3, 3)
+    assert (starts[:, [0, 2]] == 32).all()
+    assert (starts[:, 1] <= 13).all() and (starts[:, 1] == 13).any()
+
+
+def test_frame_batch_streams_are_each_alone_with_codes_picked_in_the_graph(model):
+    streams = [{"seed": s, "temperature": 0.5 + s / 4, "topk": 20, "guard_special": True} for s in range(4)]
+    starts = assert_frame_batch_is_each_alone(model, streams)
+    assert starts and all(s == 32 for s in starts)
