@@ -51,3 +51,25 @@ def test_rows_not_a_multiple_of_8_stay_plain():
     got = be.to_numpy(be.matmul(be.asarray(x), be.weight(w)))
     assert be.memory.repacked_count == 0
     np.testing.assert_allclose(got, x @ w.numpy().T, atol=0.02 * np.abs(got).max())
+
+
+@pytest.mark.parametrize("dtype", ["Q4_0", "Q4_K"])
+def test_repacked_rows_padded_to_fours_are_each_row_alone(dtype):
+    """`matmul_rows` pads rows to a multiple of four for repacked weights (GGML multiplies the
+    rest one by one, each a whole pass over the weight): every row stays bitwise its product alone."""
+    from ccsm_core.bench import random_tensor
+
+    rng = np.random.default_rng(3)
+    w = random_tensor("w", (64, 512), dtype, rng)
+    x = rng.standard_normal((9, 512)).astype(np.float32)
+    be = get_backend("ggml-cpu", threads=2)
+    table = be.weight(w)
+    alone = [be.to_numpy(be.matmul(be.asarray(x[i : i + 1]), table)) for i in range(9)]
+    if be.memory.repack_buffer_type is not None:
+        assert be.memory.repacks(table)
+    for b in range(1, 10):
+        out = be.to_numpy(be.matmul_rows(be.asarray(x[:b]), table))
+        assert out.shape == (b, 64)
+        for i in range(b):
+            assert np.array_equal(out[i], alone[i][0]), (b, i)
+    be.close()

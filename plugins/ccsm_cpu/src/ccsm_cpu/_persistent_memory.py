@@ -196,19 +196,23 @@ class PersistentMemory:
         """How many weights have a repacked twin."""
         return len(self._repacked)
 
+    def repacks(self, w: GTensor) -> bool:
+        """Whether products with weight ``w`` go through its repacked twin."""
+        return not (
+            self.repack_buffer_type is None
+            or w.kind != WEIGHT
+            or len(w.shape) != 2
+            or w.shape[0] % _ffi.REPACK_ROWS
+            or _ffi.TYPE_NAMES.get(w.type) not in _ffi.REPACK_TYPES
+        )
+
     def matmul_weight(self, w: GTensor, p: Any) -> Any:
         """Tensor ``p`` of weight handle ``w`` for a matmul: its repacked twin where GGML has
         faster kernels for it, else ``p``.
 
         The twin is made on first use, so a table that is also read by ``embedding`` (tied
         output heads) keeps its plain copy for that."""
-        if (
-            self.repack_buffer_type is None
-            or w.kind != WEIGHT
-            or len(w.shape) != 2
-            or w.shape[0] % _ffi.REPACK_ROWS
-            or _ffi.TYPE_NAMES.get(w.type) not in _ffi.REPACK_TYPES
-        ):
+        if not self.repacks(w):
             return p
         key = int(self._ffi.cast("uintptr_t", p))
         twin = self._repacked.get(key)

@@ -40,6 +40,8 @@ F32, I32 = _ffi.F32, _ffi.I32
 _SET_MAX_OFFSET = 1 << 30  # ggml_set asserts offset < 2^30
 _BUFFER_TYPES = {"float32": F32, "float16": _ffi.F16}  # zeros(dtype=...)
 _FLOAT_WEIGHTS = (F32, _ffi.F16, _ffi.BF16)
+_GEMM_ROWS = 4  # rows GGML's repacked kernels multiply together (the rest go one by one)
+_ROW_EXACT_GEMM = ("Q4_0",)  # repacked types whose 4-row kernel gives each row its result alone
 MIN_PARALLEL_WORK = 1 << 21  # multiply-adds below which a graph runs on one thread
 
 
@@ -421,12 +423,25 @@ class GgmlBackend:
         """`matmul` of ``x [B*group, K]`` where each group of rows gets exactly what it gets
         alone (batched decoding). GGML's products of quantized weights, and of float weights by
         two or more rows, compute every row alike whatever the batch; a float weight times one
-        row takes another kernel, so single-row groups are multiplied one by one there."""
+        row takes another kernel, so single-row groups are multiplied one by one there. Repacked
+        weights take rows four at a time and multiply the rest one by one, each a whole pass over
+        the weight: for Q4_0 rows are padded with zeros to a multiple of four (each row's result
+        is the same either way); Q4_K's four-row kernel rounds a row otherwise than alone, so its
+        rows are multiplied one by one."""
         rows = x.shape[0] if len(x.shape) == 2 else 0
         if group < 1 or not rows or rows % group:
             raise UsageError(f"matmul_rows: {list(x.shape)} is not a whole number of groups of {group} rows", BUG_HINT)
+        if rows > 1 and self.memory.repacks(w):
+            if _ffi.TYPE_NAMES.get(w.type) not in _ROW_EXACT_GEMM:
+                return self._row_by_row(x, w, rows)
+            if rows % _GEMM_ROWS:
+                padded = self.pad(x, 0, 0, _GEMM_ROWS - rows % _GEMM_ROWS)
+                return self.slice(self.matmul(padded, w), 0, 0, rows)
         if group > 1 or rows == 1 or w.type not in _FLOAT_WEIGHTS:
             return self.matmul(x, w)
+        return self._row_by_row(x, w, rows)
+
+    def _row_by_row(self, x: GTensor, w: GTensor, rows: int) -> GTensor:
         return self.concat([self.matmul(self.slice(x, 0, i, i + 1), w) for i in range(rows)], axis=0)
 
     def _vector(self, w: GTensor, d: int, what: str) -> Any:
