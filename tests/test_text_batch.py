@@ -8,10 +8,10 @@ import pytest
 
 from ccsm_core.errors import UsageError
 from ccsm_core.loading.text import load_text_model
-from ccsm_core.testing.conformance import read_in_turns
+from ccsm_core.testing.conformance import read_in_turns, recording_logits
 from ccsm_core.testing.text_models import write_tiny_text
 from ccsm_core.text_batch import TextBatch, generate_many
-from ccsm_core.textgen import Completer, TextSession, TextSettings
+from ccsm_core.textgen import TextSession, TextSettings
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +62,10 @@ def _long(n: int, seed: int) -> list[int]:
     return [0] + [(7 * seed + 3 * j) % 16 + 2 for j in range(n - 1)]
 
 
-def _recording_logits(monkeypatch) -> dict[int, list[np.ndarray]]:
-    """Every `Completer`'s logits, by completer, in the order they were given."""
-    seen: dict[int, list[np.ndarray]] = {}
-    advance = Completer.advance
-
-    def recording(self, logits, **kw):
-        seen.setdefault(id(self), []).append(np.array(logits))
-        return advance(self, logits, **kw)
-
-    monkeypatch.setattr(Completer, "advance", recording)
-    return seen
-
-
 def test_a_long_prompt_joining_while_others_decode_is_as_alone(loaded, monkeypatch):
     """A prompt of many prefill chunks joins while two sequences decode: every sequence's tokens,
     text, finish reason and logits are those of `TextSession` alone with the same chunks."""
-    seen = _recording_logits(monkeypatch)
+    seen = recording_logits(monkeypatch)
     prompts = [[0, 2, 3], _long(21, 1), _long(83, 2), [0, 5]]
     settings = [TextSettings(max_tokens=m, temperature=0.9, seed=i) for i, m in enumerate((40, 30, 12, 8))]
     alone = []

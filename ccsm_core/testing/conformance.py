@@ -51,6 +51,22 @@ def read_in_turns(readers: Sequence[Iterator[T]]) -> list[list[T]]:
     return got
 
 
+def recording_logits(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[np.ndarray]]:
+    """Every text `Completer`'s logits from now on (``monkeypatch`` undoes it), by completer, in
+    the order they were given."""
+    from ..textgen import Completer
+
+    seen: dict[int, list[np.ndarray]] = {}
+    advance = Completer.advance
+
+    def recording(self: Completer, logits: np.ndarray, **kw: Any) -> Any:
+        seen.setdefault(id(self), []).append(np.array(logits))
+        return advance(self, logits, **kw)
+
+    monkeypatch.setattr(Completer, "advance", recording)
+    return seen
+
+
 def quantized(name: str, w: np.ndarray, dtype: str) -> TensorData:
     """``w`` stored as ``dtype`` (F16, BF16 or any type `gguf.quants` can quantize)."""
     if dtype == "F16":
@@ -376,18 +392,11 @@ class BackendConformance:
         (gemma3) and attention temperature (mistral3) too."""
         from ..loading.text import load_text_model
         from ..text_batch import TextBatch
-        from ..textgen import Completer, TextSession, TextSettings
+        from ..textgen import TextSession, TextSettings
         from .text_models import write_tiny_text
 
         loaded = load_text_model(write_tiny_text(tmp_path / "t.gguf", arch, seed=3, context=640), be)
-        seen: dict[int, list[np.ndarray]] = {}
-        advance = Completer.advance
-
-        def recording(self, logits, **kw):
-            seen.setdefault(id(self), []).append(np.array(logits))
-            return advance(self, logits, **kw)
-
-        monkeypatch.setattr(Completer, "advance", recording)
+        seen = recording_logits(monkeypatch)
         prompts = [[0] + [(5 * i + j) % 16 + 2 for j in range(n)] for i, n in enumerate((3, 300, 17, 250, 40))]
         settings = [
             TextSettings(max_tokens=m, temperature=temperature, topk=18, top_p=1.0, min_p=0.0, seed=i, stop=stop)
