@@ -7,7 +7,6 @@ import pytest
 
 from ccsm_core.backends.numpy_backend import NumpyBackend
 from ccsm_core.generator import FrameSampler, GenerationSettings, fused_plan
-from ccsm_core.models import csm_batch, csm_fused
 from ccsm_core.models.csm import CSM
 from ccsm_core.models.csm_fused import FusedPlan, exact_picks
 from ccsm_core.sampling import SamplingSettings, build_sampler
@@ -16,6 +15,7 @@ from ccsm_core.testing.fused import (
     assert_frame_batch_is_each_alone,
     assert_same,
     compare_frames,
+    skew_draws,
     tie_tensors,
 )
 from ccsm_core.testing.models import TINY_CONFIG, tiny_csm_tensors
@@ -89,14 +89,7 @@ def test_ties_at_the_top_k_boundary_hand_back_to_the_host_exactly(settings):
 def test_a_graph_pick_the_host_disagrees_with_hands_back_exactly(model, monkeypatch):
     """Draws seen differently by the graph (as a float32 near-tie would) from step 7 on: the
     host keeps steps 1..6, rewinds the generator and samples the rest itself."""
-    compute = csm_fused._compute
-
-    def skewed(model, plan, cache, args):
-        inv_q = args[2].copy()
-        inv_q[6:] = inv_q[6:, ::-1]
-        return compute(model, plan, cache, (*args[:2], inv_q, *args[3:]))
-
-    monkeypatch.setattr(csm_fused, "_compute", skewed)
+    skew_draws(monkeypatch, 7)
     for seed in range(6):
         fused, host, starts = compare_frames(model, seed, guard_special=True)
         assert_same(fused, host)
@@ -183,14 +176,7 @@ def test_batched_ties_hand_back_to_the_host_exactly(settings):
 def test_one_batched_stream_the_host_disagrees_with_hands_back_alone(model, monkeypatch):
     """Stream 2 of 4 sees its draws reversed from step 9 on: it resumes on the host from
     codebook 9 at the latest, the other streams keep their graph picks, all exactly."""
-    compute = csm_batch._fused_compute
-
-    def skewed(model, caches, first, k, args):
-        inv_q = args[2].reshape(31, -1, k).copy()
-        inv_q[8:, 2] = inv_q[8:, 2, ::-1]
-        return compute(model, caches, first, k, (*args[:2], inv_q.reshape(-1, k), *args[3:]))
-
-    monkeypatch.setattr(csm_batch, "_fused_compute", skewed)
+    skew_draws(monkeypatch, 9, stream=2)
     starts = np.array(assert_batch_is_each_alone(model, BATCH)).reshape(3, 4)
     assert (starts[:, [0, 1, 3]] == 32).all()
     assert (starts[:, 2] <= 9).all() and (starts[:, 2] == 9).any()

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import numpy as np
 
 from ..backends.base import Replays, Tensor, matmul_rows
 from ..errors import GenerationError
 from ..limits import check_allocation
-from . import csm_fused
+from . import csm_fused, decoder_rows
 from .config import DECODER_CACHE
 from .csm import BACKBONE_WINDOW, CSM, cache_bytes
+from .decoder_rows import first_rows, step_inputs, step_logits
 from .llama import KVCache, causal_mask
 
 MAX_CAPTURED = 48  # captured batch graphs kept (least recently used dropped first)
@@ -109,10 +109,13 @@ def decode_frames(
     plans = [csm_fused.plan_for(be, sample, cfg.audio_vocab_size) for sample in samplers]
     if all(plans) and len({p.k for p in plans if p}) == 1:
         k = plans[0].k if plans[0] else 0
+        slots = [(first + j) * DECODER_CACHE for j in range(b)]
 
         def compute(inv_q: np.ndarray, bias: np.ndarray, inv_t: np.ndarray) -> np.ndarray:
             args = (h.astype(np.float32), codes[:, 0].astype(np.int32), inv_q.reshape(-1, k), bias, inv_t)
-            return _fused_compute(model, caches, first, k, args).reshape(n - 1, b, -1)
+            replay = caches.graphs.replay if getattr(be, "capture", None) is not None else None
+            key = ("fused", first, b, k)
+            return decoder_rows.fused_compute(model, caches.decoder, slots, k, args, replay, key).reshape(n - 1, b, -1)
 
         fused = [p for p in plans if p]
         starts = csm_fused.run_rows(fused, samplers, codes, compute, cfg.audio_vocab_size)  # type: ignore[arg-type]
@@ -135,20 +138,11 @@ def _decoder_logits(
         args: tuple[np.ndarray, ...] = (h.astype(np.float32), codes[:, 0].astype(np.int32))
     else:
         args = ((codes[:, i - 1] + v * (i - 1)).astype(np.int32),)
-    args = (*args, *_step_inputs(starts, i))
+    args = (*args, *step_inputs(starts, i))
     fn = partial(_decoder, model, caches.decoder, starts, i)
     if getattr(be, "capture", None) is None:
         return be.to_numpy(fn(*(be.asarray(a) for a in args))[0])
     return caches.graphs.replay(("decoder", first, b, i), fn, args)[0]
-
-
-def _step_inputs(starts: list[int], i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decoder step ``i``'s positions and cache rows ``[B*S]`` (S = 2 at step 1, else 1) and causal mask."""
-    b = len(starts)
-    positions = np.tile(np.array([0, 1], np.int32), b) if i == 1 else np.full(b, i, np.int32)
-    s = len(positions) // b
-    rows = (np.repeat(np.array(starts), s) + positions).astype(np.int32)
-    return positions, rows, causal_mask(positions[:s], i + 1)
 
 
 def _decoder(model: CSM, cache: KVCache, starts: list[int], i: int, *inputs: Tensor) -> list[Tensor]:
@@ -157,61 +151,8 @@ def _decoder(model: CSM, cache: KVCache, starts: list[int], i: int, *inputs: Ten
     be = model.be
     if i == 1:
         h, ids, *step = inputs
-        x = _first_rows(model, h, be.embedding(model.audio_embeddings, ids))
+        x = first_rows(model, h, be.embedding(model.audio_embeddings, ids))
     else:
         ids, *step = inputs
         x = matmul_rows(be, be.embedding(model.audio_embeddings, ids), model.projection)
-    return [_heads(model, cache, starts, i, x, *step)]
-
-
-def _first_rows(model: CSM, h: Tensor, e0: Tensor) -> Tensor:
-    """Step 1's input rows ``[2B, d]``: each stream's backbone state, then its codebook-0 embedding."""
-    be = model.be
-    b, d = be.shape(h)
-    pairs = be.reshape(be.concat([h, e0], axis=1), (2 * b, d))  # h_0, e0_0, h_1, e0_1, ...
-    return matmul_rows(be, pairs, model.projection, 2)
-
-
-def _heads(model: CSM, cache: KVCache, starts: list[int], i: int, x: Tensor, *step: Tensor) -> Tensor:
-    """Decoder step ``i`` from its input rows ``x``: codebook ``i``'s logits ``[B, vocab]``."""
-    be = model.be
-    b, dd = len(starts), model.cfg.decoder.embed_dim
-    pos, rows, mask = step
-    out = model.decoder.batch_step(x, pos, rows, [[mask]] * b, cache, starts)
-    if i == 1:  # each stream's second row
-        out = be.slice(be.reshape(out, (b, 2 * dd)), 1, dd, 2 * dd)
-    return matmul_rows(be, out, model.audio_heads[i - 1])
-
-
-def _fused_compute(model: CSM, caches: BatchCaches, first: int, k: int, args: tuple[np.ndarray, ...]) -> np.ndarray:
-    """The fused frame graph's packed rows ``[(n-1)*B, 2k+4]`` (step-major) for slots
-    ``first..first+B-1``: captured once per ``(first, B, k)`` where the backend can."""
-    be, b = model.be, len(args[0])
-    fn = partial(_fused_frame, model, caches.decoder, [(first + j) * DECODER_CACHE for j in range(b)], k)
-    if getattr(be, "capture", None) is None:
-        return np.asarray(be.to_numpy(fn(*(be.asarray(a) for a in args))[0]))
-    return np.asarray(caches.graphs.replay(("fused", first, b, k), fn, args)[0])
-
-
-def _fused_frame(model: CSM, cache: KVCache, starts: list[int], k: int, *inputs: Tensor) -> list[Tensor]:
-    """``(h [B, d], e0 [B] int, 1/q [(n-1)*B, k], bias [B, vocab], 1/T [B, 1]) -> [packed
-    [(n-1)*B, 2k+4]]``: decoder steps 1..n-1 of every stream, each picking the codes whose
-    embeddings feed the next step (`csm_fused.select`)."""
-    be: Any = model.be  # with the selection ops (`csm_fused.plan_for` checked)
-    n, v, b = model.cfg.audio_num_codebooks, model.cfg.audio_vocab_size, len(starts)
-    h, e0, inv_q, bias, inv_t = inputs
-
-    def step(i: int) -> list[Tensor]:
-        return [be.asarray(a) for a in _step_inputs(starts, i)]
-
-    x = _first_rows(model, h, be.embedding(model.audio_embeddings, e0))
-    logits = _heads(model, cache, starts, 1, x, *step(1))
-    packed = []
-    for i in range(1, n):
-        row, pick = csm_fused.select(be, logits, bias, be.slice(inv_q, 0, (i - 1) * b, i * b), inv_t, k)
-        packed.append(row)
-        if i + 1 < n:
-            ids = be.astype(be.reshape(be.add(pick, be.asarray(np.array([[i * v]], np.float32))), (1, b)), "int32")
-            x = matmul_rows(be, be.take(model.audio_embeddings, ids), model.projection)
-            logits = _heads(model, cache, starts, i + 1, x, *step(i + 1))
-    return [be.concat(packed, axis=0)]
+    return [step_logits(model, cache, starts, i, x, *step)]

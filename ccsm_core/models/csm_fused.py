@@ -3,7 +3,8 @@
 The host path (`CSM.frame` with a `SampleFn`) reads codebook ``i``'s logits, samples on NumPy and
 feeds the code to step ``i + 1``: 31 trips to the host per frame. For the common chain (bans by
 a ``-inf`` logit bias, temperature, top-k ``K``, the ``categorical`` or ``greedy`` sampler) the
-frame here runs all 31 decoder steps in one graph that picks each code itself:
+frame runs all 31 decoder steps in one graph that picks each code itself (built by
+`decoder_rows.fused_frame`, for one stream as for a batch):
 
 - before the graph the ``31 x K`` exponential draws are taken at once (NumPy's generator draws
   them one after another, so this equals 31 draws of ``K``); the graph picks
@@ -27,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..backends.base import Tensor, has_select_ops
+from ..backends.base import has_select_ops
+from . import decoder_rows
 
 if TYPE_CHECKING:
     from .llama import KVCache
@@ -75,11 +77,20 @@ def run(model: CSM, plan: FusedPlan, sample: FusableSampler, h: Any, codes: np.n
     """Sample codes ``1..n-1`` of one frame in the graph (``codes[0]`` is set; ``h`` is the
     backbone state, a host array or tensor). Returns the first codebook the host path must still
     sample (``n`` when the frame stands), with the cache and generator as that path expects."""
-    h_in = np.asarray(h, np.float32) if isinstance(h, np.ndarray) else h
+    be = model.be
+    h_in = np.asarray(h if isinstance(h, np.ndarray) else be.to_numpy(h), np.float32)
+    capture = getattr(be, "capture", None)
+
+    def replay(key: Any, fn: Callable[..., Any], args: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        step = cache.steps.get(key)  # captured once per top-k (bans and temperature are inputs)
+        if step is None:
+            step = cache.steps[key] = be.capture(fn, *args)
+        return step(*args)
 
     def compute(inv_q: np.ndarray, bias: np.ndarray, inv_t: np.ndarray) -> np.ndarray:
         args = (h_in, np.array([codes[0]], np.int32), inv_q[:, 0], bias, inv_t)
-        return _compute(model, plan, cache, args)[:, None]
+        replayed = replay if capture is not None else None
+        return decoder_rows.fused_compute(model, cache, [0], plan.k, args, replayed, ("fused", plan.k))[:, None]
 
     start = int(run_rows([plan], [sample], codes[None], compute, model.cfg.audio_vocab_size)[0])
     cache.length = start
@@ -131,85 +142,6 @@ def bias_row(plan: FusedPlan, vocab: int) -> np.ndarray:
     row = np.zeros((1, vocab), np.float32)
     row[0, list(plan.banned)] = -np.inf
     return row
-
-
-def _compute(model: CSM, plan: FusedPlan, cache: KVCache, args: tuple[Any, ...]) -> np.ndarray:
-    """The frame graph's packed rows ``[n-1, 2k+4]``: captured once per top-k (bans and
-    temperature are inputs) where the backend can, else computed op by op."""
-    be = model.be
-    capture = getattr(be, "capture", None)
-    if capture is None:
-        h = args[0] if not isinstance(args[0], np.ndarray) else be.asarray(args[0])
-        out = frame_graph(model, plan.k, cache)(h, *(be.asarray(a) for a in args[1:]))
-        return np.asarray(be.to_numpy(out))
-    if not isinstance(args[0], np.ndarray):
-        args = (be.to_numpy(args[0]), *args[1:])
-    key = ("fused", plan.k)
-    step = cache.steps.get(key)
-    if step is None:
-        step = cache.steps[key] = capture(frame_graph(model, plan.k, cache), *args)
-    return np.asarray(step(*args)[0])
-
-
-def frame_graph(model: CSM, k: int, cache: KVCache) -> Callable[..., Tensor]:
-    """``(h [1, d], e0 [1] int, 1/q [n-1, k], bias [1, vocab], 1/T [1, 1]) -> packed [n-1,
-    2k+4]``: decoder steps 1..n-1, each picking its code, whose embedding feeds the next step."""
-    be: Any = model.be  # with the optional selection ops (`plan_for` checked)
-    n, v = model.cfg.audio_num_codebooks, model.cfg.audio_vocab_size
-
-    def graph(h: Tensor, e0: Tensor, inv_q: Tensor, bias: Tensor, inv_t: Tensor) -> Tensor:
-        cache.reset()
-        offsets = be.asarray(np.arange(n, dtype=np.float32)[None, :] * v)  # codebook i's rows start at i*v
-        logits = model._decoder_first(h, e0, cache=cache, trace=None)
-        rows = []
-        for i in range(1, n):
-            row, pick = select(be, logits, bias, be.slice(inv_q, 0, i - 1, i), inv_t, k)
-            rows.append(row)
-            if i + 1 < n:
-                ids = be.astype(be.add(pick, be.slice(offsets, 1, i, i + 1)), "int32")
-                x = be.matmul(be.take(model.audio_embeddings, ids), model.projection)
-                hd = model.decoder.forward(x, np.array([i + 1]), cache)
-                logits = be.matmul(hd, model.audio_heads[i])
-        return be.concat(rows, axis=0)
-
-    return graph
-
-
-def select(be: Any, logits: Tensor, bias: Tensor, inv_q: Tensor, inv_t: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """One step's picks in the graph for ``R`` rows (streams): ``logits, bias [R, vocab]``,
-    ``inv_q [R, k]``, ``inv_t [R, 1]`` -> ``(packed [R, 2k+4], pick [R, 1] as float)``. A row
-    of ``packed`` is the ``k+1`` best biased logits (largest first), their ids, the pick and the
-    logits' sum. The pick is a float32 guess of the host's (`exact_rows` checks it)."""
-    r, vocab = be.shape(logits)
-    x = be.add(logits, bias)
-    top = be.top_k(x, k + 1)  # [R, k+1], in no order
-    vals = be.take(be.reshape(x, (r * vocab, 1)), _flat(be, top, vocab))  # [R*(k+1), 1]
-    order = _flat(be, be.argsort(be.reshape(vals, (r, k + 1)), descending=True), k + 1)
-    vals_d = be.take(vals, order)
-    ids_d = be.take(be.reshape(be.astype(top, "float32"), (r * (k + 1), 1)), order)
-    ids_k = be.slice(be.reshape(ids_d, (r, k + 1)), 1, 0, k)
-    by_id = _flat(be, be.argsort(ids_k), k)  # the live ids in ascending order, as the host
-    vals_k = be.reshape(be.slice(be.reshape(vals_d, (r, k + 1)), 1, 0, k), (r * k, 1))
-    vals_a = be.reshape(be.take(vals_k, by_id), (r, k))
-    ids_a = be.take(be.reshape(ids_k, (r * k, 1)), by_id)
-    race = be.mul(be.softmax(be.mul(vals_a, inv_t)), inv_q)  # probs / q: the exponential race
-    pick = be.take(ids_a, _flat(be, be.top_k(race, 1), k))  # [R, 1]
-    total = be.reshape(be.sum(logits, axis=1), (r, 1))
-    packed = be.concat(
-        [be.reshape(vals_d, (r, k + 1)), be.reshape(ids_d, (r, k + 1)), pick, total],
-        axis=1,
-    )
-    return packed, pick
-
-
-def _flat(be: Any, ids: Tensor, width: int) -> Tensor:
-    """Row ``r``'s ids ``[R, m]`` (int) into a ``[R * width]`` table as ``ids + r * width``,
-    ``[1, R*m]`` (int) for `take`."""
-    r, m = be.shape(ids)
-    if r == 1:
-        return ids
-    offsets = be.asarray((np.arange(r, dtype=np.float32) * width)[:, None])
-    return be.astype(be.reshape(be.add(be.astype(ids, "float32"), offsets), (1, r * m)), "int32")
 
 
 def exact_picks(packed: np.ndarray, plan: FusedPlan, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

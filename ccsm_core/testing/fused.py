@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..generator import FrameSampler, GenerationSettings
-from ..models import csm_fused
+from ..models import csm_fused, decoder_rows
 from ..models.csm import CSM
 from ..models.csm_batch import BatchCaches, decode_frames
 from .models import TINY_CONFIG, tiny_csm_tensors
@@ -30,6 +30,19 @@ def tie_tensors(seed: int = 3) -> dict[str, np.ndarray]:
     head[:, :, 1:2048:2] = head[:, :, 0:2047:2]
     tensors["audio_head"] = head
     return tensors
+
+
+def skew_draws(monkeypatch: Any, codebook: int, stream: int = 0) -> None:
+    """From ``codebook`` on, the fused graph sees ``stream``'s draws reversed (as a float32
+    near-tie would make it pick otherwise than the host): that stream must hand back there."""
+    compute = decoder_rows.fused_compute
+
+    def skewed(model: CSM, cache: Any, starts: list[int], k: int, args: tuple, *rest: Any) -> np.ndarray:
+        inv_q = args[2].reshape(-1, len(starts), k).copy()
+        inv_q[codebook - 1 :, stream] = inv_q[codebook - 1 :, stream, ::-1]
+        return compute(model, cache, starts, k, (*args[:2], inv_q.reshape(-1, k), *args[3:]), *rest)
+
+    monkeypatch.setattr(decoder_rows, "fused_compute", skewed)
 
 
 @contextmanager

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from ccsm_core.backends.base import has_select_ops
-from ccsm_core.models import csm_batch, csm_fused
 from ccsm_core.models.csm import CSM
 from ccsm_core.testing.conformance import quantized
 from ccsm_core.testing.fused import (
@@ -15,6 +14,7 @@ from ccsm_core.testing.fused import (
     assert_frame_batch_is_each_alone,
     assert_same,
     compare_frames,
+    skew_draws,
     tie_tensors,
 )
 from ccsm_core.testing.models import TINY_CONFIG, tiny_csm_tensors
@@ -81,14 +81,7 @@ def test_ties_hand_back_to_the_host_exactly(be, settings):
 
 
 def test_a_graph_pick_the_host_disagrees_with_hands_back_exactly(model, monkeypatch):
-    compute = csm_fused._compute
-
-    def skewed(model, plan, cache, args):
-        inv_q = args[2].copy()
-        inv_q[10:] = inv_q[10:, ::-1]
-        return compute(model, plan, cache, (*args[:2], inv_q, *args[3:]))
-
-    monkeypatch.setattr(csm_fused, "_compute", skewed)
+    skew_draws(monkeypatch, 11)
     for seed in range(4):
         fused, host, starts = compare_frames(model, seed, guard_special=True)
         assert_same(fused, host)
@@ -161,14 +154,7 @@ def test_batched_ties_hand_back_to_the_host_exactly(be, settings):
 
 
 def test_one_batched_stream_the_host_disagrees_with_hands_back_alone(model, monkeypatch):
-    compute = csm_batch._fused_compute
-
-    def skewed(model, caches, first, k, args):
-        inv_q = args[2].reshape(31, -1, k).copy()
-        inv_q[12:, 1] = inv_q[12:, 1, ::-1]
-        return compute(model, caches, first, k, (*args[:2], inv_q.reshape(-1, k), *args[3:]))
-
-    monkeypatch.setattr(csm_batch, "_fused_compute", skewed)
+    skew_draws(monkeypatch, 13, stream=1)
     starts = np.array(assert_batch_is_each_alone(model, BATCH)).reshape(3, 3)
     assert (starts[:, [0, 2]] == 32).all()
     assert (starts[:, 1] <= 13).all() and (starts[:, 1] == 13).any()
