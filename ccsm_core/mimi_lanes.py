@@ -27,6 +27,8 @@ import numpy as np
 
 from .models.mimi_batch import MimiBatchDecoder
 
+SIZES_KEPT = 4096  # batched steps whose sizes are kept (a server's lanes run for days)
+
 
 class MimiLanes:
     """Up to ``slots`` Mimi streams (lanes) decoded together; more lanes decode alone."""
@@ -35,7 +37,7 @@ class MimiLanes:
         self.mimi = mimi
         self.decoder = MimiBatchDecoder(mimi, slots)
         self._lanes: list[MimiLane] = []  # the lane in each slot, slots 0..n-1
-        self.sizes: list[int] = []  # streams decoded in each batched step, in order
+        self.sizes: deque[int] = deque(maxlen=SIZES_KEPT)  # streams decoded in each recent batched step
 
     def open(self) -> MimiLane:
         """A new stream (close it when the job ends)."""

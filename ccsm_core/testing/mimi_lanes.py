@@ -54,4 +54,4 @@ def check_lanes_are_each_stream_alone(be: Any, slots: int = 4, mimi: Any = None)
         assert g.dtype == np.float32 and g.shape == w.shape, i
         np.testing.assert_array_equal(g, w, err_msg=f"lane {i}")
     assert not lanes._lanes  # every lane left
-    return lanes.sizes
+    return list(lanes.sizes)
