@@ -107,6 +107,8 @@ class FrameSampler:
         self.counts = [0] * codebooks  # (a row grows by doubling: no list copied per pick)
         self.min_frames, self.trace = s.min_frames, trace
         self.frame_no = 0
+        self._plan: FusedPlan | None = None
+        self._planned = False
 
     def __call__(self, i: int, logits: np.ndarray) -> int:
         if self.trace is not None:
@@ -130,9 +132,10 @@ class FrameSampler:
         """The chain as a `FusedPlan` when the decoder can sample it inside its graph (bans by a
         ``-inf`` bias, temperature, top-k up to `MAX_FUSED_TOPK`, the built-in ``categorical``
         or ``greedy`` sampler; no trace), else None."""
-        if self.trace is not None:
-            return None
-        return fused_plan(self.chain)
+        if not self._planned:  # the chain never changes: looked at once
+            self._plan = None if self.trace is not None else fused_plan(self.chain)
+            self._planned = True
+        return self._plan
 
 
 _FUSABLE = ("logit-bias", "temperature", "top-k")  # processors the fused decoder runs, in chain order
