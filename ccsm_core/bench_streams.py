@@ -149,7 +149,7 @@ def _ccsm_text_steps(
     from .backends import get_backend
     from .loading.text import load_text_model
     from .text_batch import TextBatch
-    from .textgen import TextSettings
+    from .textgen import PROMPT_CHUNK, TextSettings
 
     be = get_backend(backend, **({"threads": threads} if threads else {}))
     loaded = load_text_model(model, be)
@@ -157,7 +157,7 @@ def _ccsm_text_steps(
     ends = set(getattr(tok, "eog_ids", ()) or ()) | ({tok.eos_id} - {None})
     batches = {}
     for count in counts:
-        joining = count * -(-len(prompts[0]) // 256) + 1  # steps that may run while the prompts join
+        joining = count * -(-len(prompts[0]) // PROMPT_CHUNK) + 1  # steps that may run while the prompts join
         bias = {i: -np.inf for i in ends}
         settings = TextSettings(max_tokens=total + joining + 2, temperature=0.0, logit_bias=bias)
         tb = TextBatch(loaded, slots=count, context=len(prompts[0]) + total + joining + 4)

@@ -42,7 +42,7 @@ from .loading.text import LoadedText
 from .models.llama import KVCache
 from .models.text.model import WINDOW
 from .slot_batch import Reader, SlotBatch
-from .textgen import Completer, Completion, TextSession, TextSettings
+from .textgen import PROMPT_CHUNK, Completer, Completion, TextSession, TextSettings
 
 
 @dataclass(eq=False)
@@ -69,7 +69,7 @@ class TextBatch(SlotBatch[_Seq]):
     ``prefill_batch`` tokens of joining prompts (always a whole chunk)."""
 
     def __init__(
-        self, loaded: LoadedText, slots: int = 8, *, context: int | None = None, prefill_batch: int = 256
+        self, loaded: LoadedText, slots: int = 8, *, context: int | None = None, prefill_batch: int = PROMPT_CHUNK
     ) -> None:
         super().__init__(slots, loaded.model.be)
         if isinstance(prefill_batch, bool) or not isinstance(prefill_batch, int) or prefill_batch < 1:

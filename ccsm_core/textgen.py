@@ -15,6 +15,7 @@ from .loading.text import LoadedText
 from .sampling import SamplerChain, SamplingSettings, sampling_with
 
 FIRST_CACHE = 256  # positions of a session's first KV cache; it grows in multiples of this
+PROMPT_CHUNK = 256  # prompt tokens run in one pass (a session's default ``batch``)
 
 
 @dataclass(init=False, slots=True)
@@ -104,7 +105,7 @@ class Completer:
 class TextSession:
     """One conversation with a text model; the KV cache is reused when a prompt extends the last."""
 
-    def __init__(self, loaded: LoadedText, *, context: int | None = None, batch: int = 256) -> None:
+    def __init__(self, loaded: LoadedText, *, context: int | None = None, batch: int = PROMPT_CHUNK) -> None:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         limit = loaded.model.cfg.stack.max_seq_len
         self.context = min(context or limit, limit)
